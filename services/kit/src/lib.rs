@@ -1,0 +1,1 @@
+//! What every adminduk server shares, written once.

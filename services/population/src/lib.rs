@@ -1,0 +1,3 @@
+//! Population records: NIK, KK, residents, families and region codes.
+
+pub mod domain;

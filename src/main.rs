@@ -1,0 +1,2 @@
+//! The `adminduk` binary.
+fn main() {}
