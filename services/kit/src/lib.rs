@@ -1,1 +1,14 @@
-//! What every adminduk server shares, written once.
+//! What every adminduk server shares, written once: configuration, telemetry,
+//! server bootstrap with TLS, storage pools, error mapping and masking.
+
+pub mod config;
+pub mod error;
+pub mod mask;
+pub mod server;
+pub mod storage;
+pub mod telemetry;
+pub mod testing;
+pub mod tls;
+
+pub use error::{ApiError, ErrorCode};
+pub use mask::mask_nik;

@@ -3,3 +3,5 @@
 pub mod kk;
 pub mod nik;
 pub mod region;
+pub mod resident;
+pub mod synth;

@@ -1,0 +1,358 @@
+//! Configuration in layers: defaults, then an optional TOML file, then
+//! `ADMINDUK_`-prefixed environment variables (`__` separates levels, so
+//! `ADMINDUK_SERVER__LISTEN` sets `server.listen`). `DATABASE_URL` is also
+//! read, as container platforms set it. Everything is checked before the
+//! runtime starts; a bad value ends the process with code 64 (`EX_USAGE`)
+//! and a message naming the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format as _, Toml};
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+/// The exit code for bad configuration (`EX_USAGE` from sysexits.h).
+pub const EXIT_BAD_CONFIG: i32 = 64;
+
+/// A configuration problem, naming the key it concerns.
+#[derive(Debug, thiserror::Error)]
+#[error("bad configuration: {key}: {message}")]
+pub struct ConfigError {
+    /// The dotted key, e.g. `server.listen`.
+    pub key: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// A problem with one key.
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Prints the error and exits with code 64.
+    pub fn exit(&self) -> ! {
+        eprintln!("adminduk: {self}");
+        std::process::exit(EXIT_BAD_CONFIG)
+    }
+}
+
+/// A configuration that can check its own values beyond their types.
+pub trait Validate {
+    /// Checks every value; the error names the first bad key.
+    fn validate(&self) -> Result<(), ConfigError>;
+}
+
+/// Loads a configuration: defaults (from `serde(default)`), then the TOML
+/// file if given, then the environment; then validates it.
+pub fn load<T: DeserializeOwned + Validate>(file: Option<&Path>) -> Result<T, ConfigError> {
+    let mut figment = Figment::new();
+    if let Some(path) = file {
+        if !path.is_file() {
+            return Err(ConfigError::new(
+                "config file",
+                format!("{} is not a readable file", path.display()),
+            ));
+        }
+        figment = figment.merge(Toml::file_exact(path));
+    }
+    figment = figment
+        .merge(Env::raw().only(&["DATABASE_URL"]).map(|_| "database.url".into()))
+        // Only sectioned keys (`ADMINDUK_SERVER__LISTEN`): single-level names such as
+        // `ADMINDUK_CONFIG` or `ADMINDUK_TEST_POSTGRES_URL` belong to the CLI and the tests.
+        .merge(
+            Env::prefixed("ADMINDUK_")
+                .filter(|key| key.as_str().contains("__"))
+                .split("__"),
+        );
+    let config: T = figment.extract().map_err(|err| {
+        let key = if err.path.is_empty() {
+            "config".to_owned()
+        } else {
+            err.path.join(".")
+        };
+        ConfigError::new(key, err.kind.to_string())
+    })?;
+    config.validate()?;
+    Ok(config)
+}
+
+/// How one gRPC server listens and protects itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// TLS; plaintext when absent.
+    pub tls: Option<TlsConfig>,
+    /// Largest request message accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// Deadline for one request when the client sets none, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// Requests in flight at once across all connections; more are shed.
+    pub concurrency_limit: usize,
+    /// How long in-flight requests may take to finish after SIGTERM, in milliseconds.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls: None,
+            max_message_bytes: 64 * 1024,
+            request_timeout_ms: 10_000,
+            concurrency_limit: 1024,
+            drain_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The request timeout as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// The drain timeout as a duration.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
+    }
+}
+
+impl Validate for ServerConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(1024..=16 * 1024 * 1024).contains(&self.max_message_bytes) {
+            return Err(ConfigError::new(
+                "server.max_message_bytes",
+                "must be between 1024 and 16777216",
+            ));
+        }
+        if self.request_timeout_ms == 0 {
+            return Err(ConfigError::new(
+                "server.request_timeout_ms",
+                "must be greater than 0",
+            ));
+        }
+        if self.concurrency_limit == 0 {
+            return Err(ConfigError::new(
+                "server.concurrency_limit",
+                "must be greater than 0",
+            ));
+        }
+        if let Some(tls) = &self.tls {
+            tls.validate()?;
+        }
+        Ok(())
+    }
+}
+
+/// PEM files for a server's TLS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The server certificate chain.
+    pub cert: PathBuf,
+    /// The server's private key.
+    pub key: PathBuf,
+    /// When set, clients must present a certificate signed by this CA (mTLS).
+    pub client_ca: Option<PathBuf>,
+}
+
+impl Validate for TlsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let files = [
+            ("server.tls.cert", Some(&self.cert)),
+            ("server.tls.key", Some(&self.key)),
+            ("server.tls.client_ca", self.client_ca.as_ref()),
+        ];
+        for (key, path) in files {
+            if let Some(path) = path
+                && !path.is_file()
+            {
+                return Err(ConfigError::new(
+                    key,
+                    format!("{} is not a readable file", path.display()),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where a service keeps its records.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite:path/to/file.db` or `postgres://user@host/db`; a secret, as it may hold a password.
+    pub url: SecretString,
+    /// Connections in the pool.
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: SecretString::from("sqlite:adminduk.db"),
+            max_connections: 10,
+        }
+    }
+}
+
+impl Validate for DatabaseConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let url = self.url.expose_secret();
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:")) {
+            return Err(ConfigError::new(
+                "database.url",
+                "must start with sqlite: or postgres://",
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::new(
+                "database.max_connections",
+                "must be greater than 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable, for a terminal.
+    #[default]
+    Pretty,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Logs and traces.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// Pretty or JSON.
+    pub log_format: LogFormat,
+    /// A `tracing` filter, e.g. `info,adminduk=debug`; `RUST_LOG` overrides it.
+    pub log_filter: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            log_format: LogFormat::Pretty,
+            log_filter: "info".to_owned(),
+        }
+    }
+}
+
+impl Validate for TelemetryConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        tracing_subscriber::EnvFilter::try_new(&self.log_filter)
+            .map(drop)
+            .map_err(|err| ConfigError::new("telemetry.log_filter", err.to_string()))
+    }
+}
+
+/// The configuration of one service run by `adminduk serve`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// The gRPC server.
+    pub server: ServerConfig,
+    /// The database.
+    pub database: DatabaseConfig,
+    /// Logs and traces.
+    pub telemetry: TelemetryConfig,
+}
+
+impl Validate for ServiceConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.server.validate()?;
+        self.database.validate()?;
+        self.telemetry.validate()
+    }
+}
+
+#[cfg(test)]
+// `figment::Jail` closures return `figment::Error`, which is large; that is its API.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert!(ServiceConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn file_values_override_defaults_and_bad_values_name_their_key() {
+        // In a jail: the environment is shared by tests running in parallel.
+        figment::Jail::expect_with(|jail| {
+            let path = jail.directory().join("adminduk.toml");
+            let write = |text: &str| std::fs::write(&path, text).map_err(|e| e.to_string());
+            write("[server]\nlisten = \"127.0.0.1:7000\"\nmax_message_bytes = 8192\n")?;
+            let config: ServiceConfig = load(Some(&path)).map_err(|e| e.to_string())?;
+            assert_eq!(config.server.listen.port(), 7000);
+            assert_eq!(config.server.max_message_bytes, 8192);
+            assert_eq!(
+                config.server.concurrency_limit,
+                ServerConfig::default().concurrency_limit
+            );
+
+            jail.set_env("ADMINDUK_SERVER__MAX_MESSAGE_BYTES", "4096");
+            let config: ServiceConfig = load(Some(&path)).map_err(|e| e.to_string())?;
+            assert_eq!(
+                config.server.max_message_bytes, 4096,
+                "the environment overrides the file"
+            );
+
+            for (text, key) in [
+                ("[server]\nlisten = \"not an address\"\n", "server.listen"),
+                ("[server]\nmax_message_bytes = 1\n", "server.max_message_bytes"),
+                ("[database]\nurl = \"mysql://x\"\n", "database.url"),
+                ("[telemetry]\nlog_format = \"xml\"\n", "telemetry.log_format"),
+            ] {
+                jail.clear_env();
+                write(text)?;
+                let err = load::<ServiceConfig>(Some(&path)).expect_err(key);
+                assert_eq!(err.key, key, "{err}");
+            }
+            write("[serverr]\n")?;
+            let err = load::<ServiceConfig>(Some(&path)).expect_err("unknown section");
+            assert!(err.to_string().contains("serverr"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn only_sectioned_environment_keys_are_configuration() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ADMINDUK_REQUIRE_SERVICES", "1");
+            jail.set_env("ADMINDUK_SERVER__LISTEN", "127.0.0.1:7001");
+            jail.set_env("DATABASE_URL", "postgres://db/adminduk");
+            let config: ServiceConfig = load(None).map_err(|e| e.to_string())?;
+            assert_eq!(config.server.listen.port(), 7001);
+            assert_eq!(config.database.url.expose_secret(), "postgres://db/adminduk");
+            jail.set_env("ADMINDUK_SERVER__CONCURRENCY_LIMIT", "0");
+            let err = load::<ServiceConfig>(None).expect_err("zero limit");
+            assert_eq!(err.key, "server.concurrency_limit");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_missing_file_is_an_error() {
+        let err = load::<ServiceConfig>(Some(Path::new("/nonexistent/adminduk.toml"))).expect_err("missing");
+        assert_eq!(err.key, "config file");
+    }
+}

@@ -1,0 +1,244 @@
+//! One error type for every handler, mapped to `tonic::Code` in one place, with
+//! google.rpc details a client can act on.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt as _};
+
+/// The ErrorInfo domain every adminduk service reports its reasons under.
+pub const ERROR_DOMAIN: &str = "adminduk.go.id";
+
+/// What went wrong, as far as a client needs to know; each maps to one gRPC code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// The request itself is wrong; details name the fields.
+    InvalidArgument,
+    /// The thing asked for does not exist.
+    NotFound,
+    /// The thing to create exists already.
+    AlreadyExists,
+    /// The system is not in the state the request needs (policy, rules).
+    FailedPrecondition,
+    /// A concurrent change won (stale version); read again and retry.
+    Aborted,
+    /// A quota or capacity is used up.
+    ResourceExhausted,
+    /// No valid credential.
+    Unauthenticated,
+    /// A valid credential without the right to do this.
+    PermissionDenied,
+    /// A dependency is down or overloaded; retrying later may work.
+    Unavailable,
+    /// The deadline passed before the work finished.
+    DeadlineExceeded,
+    /// A bug or an unexpected failure; never carries its cause to the client.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The gRPC status code for this error.
+    pub fn grpc_code(self) -> Code {
+        match self {
+            Self::InvalidArgument => Code::InvalidArgument,
+            Self::NotFound => Code::NotFound,
+            Self::AlreadyExists => Code::AlreadyExists,
+            Self::FailedPrecondition => Code::FailedPrecondition,
+            Self::Aborted => Code::Aborted,
+            Self::ResourceExhausted => Code::ResourceExhausted,
+            Self::Unauthenticated => Code::Unauthenticated,
+            Self::PermissionDenied => Code::PermissionDenied,
+            Self::Unavailable => Code::Unavailable,
+            Self::DeadlineExceeded => Code::DeadlineExceeded,
+            Self::Internal => Code::Internal,
+        }
+    }
+}
+
+/// An error on its way to a client: a code, a message safe to show, and details.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    code: ErrorCode,
+    message: String,
+    // Boxed: the details are large and rare, and errors travel in every `Result`.
+    details: Box<ErrorDetails>,
+}
+
+impl ApiError {
+    /// An error with a code and a message; the message must be safe to show a client.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            details: Box::default(),
+        }
+    }
+
+    /// INVALID_ARGUMENT naming one field.
+    pub fn invalid_field(field: impl Into<String>, description: impl Into<String>) -> Self {
+        let description = description.into();
+        Self::new(ErrorCode::InvalidArgument, description.clone()).with_violation(field, description)
+    }
+
+    /// NOT_FOUND for a kind of thing; never echoes the key (it may be a NIK).
+    pub fn not_found(what: &str) -> Self {
+        Self::new(ErrorCode::NotFound, format!("{what} not found"))
+    }
+
+    /// INTERNAL: the cause is logged here and never sent to the client (it may hold SQL or paths).
+    pub fn internal(cause: &dyn std::error::Error) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(ErrorCode::Internal, "internal error")
+    }
+
+    /// UNAVAILABLE with a hint of when to retry.
+    pub fn unavailable(message: impl Into<String>, retry_after: Duration) -> Self {
+        Self::new(ErrorCode::Unavailable, message).with_retry_after(retry_after)
+    }
+
+    /// Adds a BadRequest field violation.
+    pub fn with_violation(mut self, field: impl Into<String>, description: impl Into<String>) -> Self {
+        self.details.add_bad_request_violation(field, description);
+        self
+    }
+
+    /// Sets ErrorInfo: a stable machine-readable reason (e.g. `IKD_ACTIVATION_REQUIRED`) and metadata.
+    pub fn with_reason(
+        mut self,
+        reason: impl Into<String>,
+        metadata: impl IntoIterator<Item = (String, String)>,
+    ) -> Self {
+        let metadata: HashMap<String, String> = metadata.into_iter().collect();
+        self.details.set_error_info(reason, ERROR_DOMAIN, metadata);
+        self
+    }
+
+    /// Adds a PreconditionFailure violation.
+    pub fn with_precondition(
+        mut self,
+        kind: impl Into<String>,
+        subject: impl Into<String>,
+        description: impl Into<String>,
+    ) -> Self {
+        self.details
+            .add_precondition_failure_violation(kind, subject, description);
+        self
+    }
+
+    /// Sets RetryInfo.
+    pub fn with_retry_after(mut self, delay: Duration) -> Self {
+        self.details.set_retry_info(Some(delay));
+        self
+    }
+
+    /// The error's code.
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    /// The message sent to the client.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The google.rpc details sent to the client.
+    pub fn details(&self) -> &ErrorDetails {
+        &self.details
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl From<ApiError> for Status {
+    fn from(err: ApiError) -> Self {
+        Status::with_error_details(err.code.grpc_code(), err.message, *err.details)
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                tracing::warn!(error = %err, "database unavailable");
+                Self::unavailable("database unavailable", Duration::from_secs(1))
+            }
+            _ => Self::internal(&err),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_field_carries_a_bad_request_violation() {
+        let status: Status = ApiError::invalid_field("nik", "must be 16 digits").into();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let details = status.get_error_details();
+        let bad = details.bad_request().expect("bad request details");
+        assert_eq!(bad.field_violations.len(), 1);
+        assert_eq!(bad.field_violations[0].field, "nik");
+        assert_eq!(bad.field_violations[0].description, "must be 16 digits");
+    }
+
+    #[test]
+    fn reasons_go_into_error_info_under_the_adminduk_domain() {
+        let status: Status = ApiError::new(ErrorCode::FailedPrecondition, "activate IKD first")
+            .with_reason(
+                "IKD_ACTIVATION_REQUIRED",
+                [("how".to_owned(), "visit an office".to_owned())],
+            )
+            .with_precondition("IKD", "resident", "not activated")
+            .into();
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        let details = status.get_error_details();
+        let info = details.error_info().expect("error info");
+        assert_eq!(info.reason, "IKD_ACTIVATION_REQUIRED");
+        assert_eq!(info.domain, ERROR_DOMAIN);
+        assert_eq!(
+            info.metadata.get("how").map(String::as_str),
+            Some("visit an office")
+        );
+        assert_eq!(
+            details.precondition_failure().map(|p| p.violations.len()),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn database_errors_never_reach_the_client() {
+        let err = sqlx::Error::Protocol("SELECT secret FROM /var/lib/db".into());
+        let status: Status = ApiError::from(err).into();
+        assert_eq!(status.code(), Code::Internal);
+        assert_eq!(status.message(), "internal error");
+        assert!(!format!("{status:?}").contains("SELECT"));
+    }
+
+    #[test]
+    fn every_code_maps_to_its_grpc_code() {
+        let pairs = [
+            (ErrorCode::InvalidArgument, Code::InvalidArgument),
+            (ErrorCode::NotFound, Code::NotFound),
+            (ErrorCode::AlreadyExists, Code::AlreadyExists),
+            (ErrorCode::FailedPrecondition, Code::FailedPrecondition),
+            (ErrorCode::Aborted, Code::Aborted),
+            (ErrorCode::ResourceExhausted, Code::ResourceExhausted),
+            (ErrorCode::Unauthenticated, Code::Unauthenticated),
+            (ErrorCode::PermissionDenied, Code::PermissionDenied),
+            (ErrorCode::Unavailable, Code::Unavailable),
+            (ErrorCode::DeadlineExceeded, Code::DeadlineExceeded),
+            (ErrorCode::Internal, Code::Internal),
+        ];
+        for (ours, grpc) in pairs {
+            assert_eq!(ours.grpc_code(), grpc);
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! Server bootstrap: bind, health and reflection, TLS, one tower stack,
+//! graceful shutdown with a drain timeout.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::{Request, Response};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::service::RoutesBuilder;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::load_shed::LoadShedLayer;
+use tower::util::MapResponseLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::ServerConfig;
+use crate::error::{ApiError, ErrorCode};
+
+/// A server could not start or failed while running.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TLS files could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// The transport failed.
+    #[error("server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// Reflection could not be built from the descriptors.
+    #[error("reflection setup failed: {0}")]
+    Reflection(String),
+}
+
+/// A gRPC server being assembled: services, then `start`.
+#[derive(Debug)]
+pub struct GrpcServer {
+    config: ServerConfig,
+    routes: RoutesBuilder,
+    names: Vec<&'static str>,
+    descriptors: Vec<&'static [u8]>,
+}
+
+impl GrpcServer {
+    /// A server with the given settings and no services yet.
+    pub fn new(config: ServerConfig) -> Self {
+        Self {
+            config,
+            routes: RoutesBuilder::default(),
+            names: Vec::new(),
+            descriptors: Vec::new(),
+        }
+    }
+
+    /// The largest message a service should decode; pass it to the generated server's
+    /// `max_decoding_message_size`.
+    pub fn max_message_bytes(&self) -> usize {
+        self.config.max_message_bytes
+    }
+
+    /// Adds a service; it is reported SERVING on the health service once the server starts.
+    pub fn add_service<S>(mut self, service: S) -> Self
+    where
+        S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.names.push(S::NAME);
+        self.routes.add_service(service);
+        self
+    }
+
+    /// Adds an encoded `FileDescriptorSet` for server reflection.
+    pub fn with_descriptors(mut self, encoded: &'static [u8]) -> Self {
+        self.descriptors.push(encoded);
+        self
+    }
+
+    /// Binds the listener and starts serving; returns once the port is open.
+    pub async fn start(self) -> Result<RunningServer, ServeError> {
+        let addr = self.config.listen;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| ServeError::Bind { addr, source })?;
+
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        for name in &self.names {
+            health_reporter
+                .set_service_status(*name, ServingStatus::Serving)
+                .await;
+        }
+        let mut reflection = tonic_reflection::server::Builder::configure();
+        for encoded in &self.descriptors {
+            reflection = reflection.register_encoded_file_descriptor_set(encoded);
+        }
+        let reflection = reflection
+            .build_v1()
+            .map_err(|err| ServeError::Reflection(err.to_string()))?;
+        let mut routes = self.routes;
+        routes.add_service(health_service).add_service(reflection);
+
+        let mut builder = Server::builder()
+            // Applies the client's grpc-timeout, or ours when it sends none.
+            .timeout(self.config.request_timeout())
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)));
+        if let Some(tls) = &self.config.tls {
+            builder = builder.tls_config(crate::tls::server_tls(tls)?)?;
+        }
+        let limit = self.config.max_message_bytes;
+        let stack = ServiceBuilder::new()
+            // Outermost, so every request has a span, even one refused below; the span
+            // continues the caller's W3C trace and records the method, never the body.
+            .layer(TraceLayer::new_for_grpc().make_span_with(crate::telemetry::request_span::<Body>))
+            // gRPC says an oversized message is RESOURCE_EXHAUSTED; tonic's decoder says
+            // OUT_OF_RANGE, so its answer is rewritten here, in one place for every service.
+            .layer(MapResponseLayer::new(move |response| {
+                oversized_to_resource_exhausted(response, limit)
+            }))
+            // Refuses at once when the limit below is reached, rather than queueing
+            // without bound while the clients' deadlines run out.
+            .layer(LoadShedLayer::new())
+            // Caps requests in flight across all connections, so a burst cannot exhaust
+            // the database pool or memory.
+            .layer(GlobalConcurrencyLimitLayer::new(self.config.concurrency_limit))
+            .into_inner();
+
+        let (stop_tx, mut stop_rx) = watch::channel(false);
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let router = builder.layer(stack).add_routes(routes.routes());
+        let task = tokio::spawn(async move {
+            router
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stop_rx.wait_for(|stop| *stop).await;
+                })
+                .await
+        });
+        tracing::info!(addr = %local_addr, services = ?self.names, "listening");
+        Ok(RunningServer {
+            addr: local_addr,
+            stop: stop_tx,
+            task,
+            drain: self.config.drain_timeout(),
+        })
+    }
+}
+
+/// tonic's answer to an oversized message: OUT_OF_RANGE with this text (percent-encoded on the wire).
+fn is_oversized_status(headers: &http::HeaderMap) -> bool {
+    headers.get("grpc-status").is_some_and(|v| v == "11")
+        && headers
+            .get("grpc-message")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|m| {
+                m.contains("message%20length%20too%20large") || m.contains("message length too large")
+            })
+}
+
+/// Rewrites tonic's OUT_OF_RANGE for an oversized message into gRPC's
+/// RESOURCE_EXHAUSTED with ErrorInfo, wherever the status travels: in the
+/// headers of a trailers-only response, or in the trailers.
+fn rewrite_oversized_status(headers: &mut http::HeaderMap, limit: usize) {
+    if !is_oversized_status(headers) {
+        return;
+    }
+    let status: tonic::Status = ApiError::new(
+        ErrorCode::ResourceExhausted,
+        format!("request message is larger than the limit of {limit} bytes"),
+    )
+    .with_reason(
+        "MESSAGE_TOO_LARGE",
+        [("limit_bytes".to_owned(), limit.to_string())],
+    )
+    .into();
+    let replacement: Response<Body> = status.into_http();
+    for name in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
+        headers.remove(name);
+    }
+    for (name, value) in replacement.headers() {
+        if name.as_str().starts_with("grpc-") {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+}
+
+fn oversized_to_resource_exhausted(mut response: Response<Body>, limit: usize) -> Response<Body> {
+    rewrite_oversized_status(response.headers_mut(), limit);
+    response.map(|inner| Body::new(OversizedTrailers { inner, limit }))
+}
+
+/// A response body that applies [`rewrite_oversized_status`] to its trailers.
+struct OversizedTrailers {
+    inner: Body,
+    limit: usize,
+}
+
+impl http_body::Body for OversizedTrailers {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let limit = self.limit;
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx).map(|frame| {
+            frame.map(|frame| {
+                frame.map(|frame| match frame.into_trailers() {
+                    Ok(mut trailers) => {
+                        rewrite_oversized_status(&mut trailers, limit);
+                        http_body::Frame::trailers(trailers)
+                    }
+                    Err(frame) => frame,
+                })
+            })
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A started server: its address, and the means to stop it.
+#[derive(Debug)]
+pub struct RunningServer {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+    drain: Duration,
+}
+
+impl RunningServer {
+    /// The bound address (the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, lets in-flight requests finish for up to the drain timeout, then cuts the rest.
+    pub async fn shutdown(mut self) -> Result<(), ServeError> {
+        let _ = self.stop.send(true);
+        match tokio::time::timeout(self.drain, &mut self.task).await {
+            Ok(Ok(result)) => result.map_err(ServeError::from),
+            Ok(Err(join)) => {
+                tracing::error!(error = %join, "server task ended abnormally");
+                Ok(())
+            }
+            Err(_) => {
+                tracing::warn!(
+                    drain_ms = self.drain.as_millis() as u64,
+                    "drain timeout passed; closing remaining connections"
+                );
+                self.task.abort();
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM (Kubernetes, systemd).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("ctrl-c received, shutting down"),
+        () = term => tracing::info!("SIGTERM received, shutting down"),
+    }
+}

@@ -1,0 +1,166 @@
+//! Logs and traces, set up in one place: `tracing` with pretty or JSON
+//! output, OpenTelemetry export over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT`
+//! is set (the other standard `OTEL_*` variables apply), and W3C trace
+//! context carried in gRPC metadata across every hop.
+
+use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
+
+use crate::config::{LogFormat, TelemetryConfig};
+
+/// Flushes and shuts down trace export when dropped; keep it alive in `main`.
+#[derive(Debug)]
+#[must_use = "dropping the guard stops trace export"]
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take()
+            && let Err(err) = provider.shutdown()
+        {
+            eprintln!("adminduk: trace export did not flush: {err}");
+        }
+    }
+}
+
+/// Installs the global subscriber and propagator. Call once, inside the
+/// Tokio runtime (the OTLP exporter's channel lives on it).
+pub fn init(service_name: &'static str, config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.log_filter))
+        .map_err(|err| TelemetryError(err.to_string()))?;
+    let fmt = match config.log_format {
+        LogFormat::Pretty => tracing_subscriber::fmt::layer().with_target(false).boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .boxed(),
+    };
+
+    let provider = if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .build()
+            .map_err(|err| TelemetryError(err.to_string()))?;
+        let resource = opentelemetry_sdk::Resource::builder()
+            .with_service_name(service_name)
+            .build();
+        Some(
+            SdkTracerProvider::builder()
+                .with_batch_exporter(exporter)
+                .with_resource(resource)
+                .build(),
+        )
+    } else {
+        None
+    };
+    let otel = provider
+        .as_ref()
+        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service_name)));
+
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel)
+        .try_init()
+        .map_err(|err| TelemetryError(err.to_string()))?;
+    Ok(TelemetryGuard { provider })
+}
+
+/// Telemetry could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("telemetry setup failed: {0}")]
+pub struct TelemetryError(String);
+
+/// Writes W3C `traceparent`/`tracestate` into gRPC metadata.
+struct MetadataInjector<'a>(&'a mut tonic::metadata::MetadataMap);
+
+impl Injector for MetadataInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(key), Ok(value)) = (
+            tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
+            tonic::metadata::MetadataValue::try_from(value.as_str()),
+        ) {
+            self.0.insert(key, value);
+        }
+    }
+}
+
+/// Reads W3C trace context from HTTP headers (gRPC metadata is carried in them).
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+/// Injects the current span's trace context into outgoing metadata.
+pub fn inject_context(metadata: &mut tonic::metadata::MetadataMap) {
+    let cx = tracing::Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(&cx, &mut MetadataInjector(metadata))
+    });
+}
+
+/// Extracts a remote parent context from incoming headers.
+pub fn extract_context(headers: &http::HeaderMap) -> opentelemetry::Context {
+    opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)))
+}
+
+/// A client interceptor that carries the caller's trace into every call.
+pub fn propagate_trace(mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    inject_context(request.metadata_mut());
+    Ok(request)
+}
+
+/// The span for one incoming gRPC request, parented on the caller's trace.
+/// It names the method only: request bodies (which may hold NIKs) are never recorded.
+pub fn request_span<B>(request: &http::Request<B>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "grpc.request",
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.method = %request.uri().path(),
+        rpc.grpc.status_code = tracing::field::Empty,
+    );
+    // A request without trace context starts a new trace; that is not an error.
+    let _ = span.set_parent(extract_context(request.headers()));
+    span
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_context_round_trips_through_metadata() {
+        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+        let mut headers = http::HeaderMap::new();
+        let parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        headers.insert("traceparent", http::HeaderValue::from_static(parent));
+        let cx = extract_context(&headers);
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        opentelemetry::global::get_text_map_propagator(|p| {
+            p.inject_context(&cx, &mut MetadataInjector(&mut metadata))
+        });
+        assert_eq!(
+            metadata.get("traceparent").and_then(|v| v.to_str().ok()),
+            Some(parent)
+        );
+    }
+}

@@ -1,0 +1,584 @@
+//! Residents and families in SQL, for SQLite and PostgreSQL alike.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row as _, Transaction};
+
+use adminduk_kit::storage::{Db, Migrations};
+
+use crate::domain::kk::Kk;
+use crate::domain::nik::{Nik, Sex};
+use crate::domain::resident::{
+    Address, Family, LifeStatus, MaritalStatus, NewResident, RecordingStatus, Relationship, Resident,
+    Violation, normalize_name,
+};
+
+static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// This service's migrations.
+pub const MIGRATIONS: Migrations = Migrations {
+    sqlite: &SQLITE,
+    postgres: &POSTGRES,
+};
+
+/// Why a store operation was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No resident with that NIK.
+    #[error("resident not found")]
+    ResidentNotFound,
+    /// No family with that KK.
+    #[error("family not found")]
+    FamilyNotFound,
+    /// A resident with that NIK exists: a person is active on one KK only.
+    #[error("a resident with this NIK is already registered")]
+    NikTaken,
+    /// The KK has a living head already.
+    #[error("the family already has a head")]
+    SecondHead,
+    /// A new KK's first member must be its head.
+    #[error("a new family's first member must be its head")]
+    FirstMemberNotHead,
+    /// The change would leave a family with members but no head.
+    #[error("the family would be left without a head")]
+    WouldLoseHead,
+    /// The record changed since it was read.
+    #[error("the record changed since version {expected}; it is now at version {actual}")]
+    StaleVersion {
+        /// The version the caller read.
+        expected: i64,
+        /// The version stored.
+        actual: i64,
+    },
+    /// The resident is not alive and registered here.
+    #[error("the resident is {0}")]
+    NotActive(&'static str),
+    /// The request breaks a rule of the record.
+    #[error("invalid record")]
+    Invalid(Vec<Violation>),
+    /// A stored row could not be read back (a bug or manual edit).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+/// Which fields an update changes, each with its new value.
+#[derive(Debug, Clone, Default)]
+pub struct ResidentChanges {
+    /// New full name.
+    pub full_name: Option<String>,
+    /// New sex (a correction; a disagreement with the NIK is flagged).
+    pub sex: Option<Sex>,
+    /// New place of birth.
+    pub birth_place: Option<String>,
+    /// New birth date (a correction; a disagreement with the NIK is flagged).
+    pub birth_date: Option<NaiveDate>,
+    /// New address.
+    pub address: Option<Address>,
+    /// New marital status.
+    pub marital_status: Option<MaritalStatus>,
+    /// New relationship in the same KK.
+    pub relationship: Option<Relationship>,
+    /// New recording status.
+    pub recording_status: Option<RecordingStatus>,
+}
+
+/// A move, already validated.
+#[derive(Debug, Clone)]
+pub enum Move {
+    /// To a new address inside the area, optionally joining another KK.
+    WithinArea {
+        /// The new address.
+        address: Address,
+        /// The KK to join and the relationship there; `None` keeps the current KK.
+        family: Option<(Kk, Relationship)>,
+    },
+    /// Out of the area.
+    OutOfArea,
+}
+
+/// Where a search page starts: after this name and row id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchCursor {
+    /// The last normalised name of the previous page.
+    pub name_norm: String,
+    /// The last row id of the previous page.
+    pub id: i64,
+}
+
+/// The population store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: Db,
+}
+
+const RESIDENT_COLUMNS: &str = "id, nik, kk, full_name, sex, birth_place, birth_date, street, rt, rw, \
+     village_code, marital_status, relationship, life_status, recording_status, death_date, version, \
+     created_at, updated_at";
+
+fn millis(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+fn from_millis(ms: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_millis(ms).ok_or_else(|| StoreError::Corrupt("timestamp".into()))
+}
+
+fn date_text(date: NaiveDate) -> String {
+    date.format("%Y-%m-%d").to_string()
+}
+
+fn parse_date(text: &str) -> Result<NaiveDate, StoreError> {
+    NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| StoreError::Corrupt("date".into()))
+}
+
+fn sex_code(sex: Sex) -> &'static str {
+    match sex {
+        Sex::Male => "M",
+        Sex::Female => "F",
+    }
+}
+
+fn resident_from_row(row: &AnyRow) -> Result<Resident, StoreError> {
+    let today = Utc::now().date_naive();
+    let text = |name: &str| row.try_get::<String, _>(name);
+    let corrupt = |what: &str| StoreError::Corrupt(what.to_owned());
+    let nik = Nik::parse(&text("nik")?, today).map_err(|_| corrupt("nik"))?;
+    let kk = Kk::parse(&text("kk")?, today).map_err(|_| corrupt("kk"))?;
+    let death_date: Option<String> = row.try_get("death_date")?;
+    Ok(Resident {
+        id: row.try_get("id")?,
+        nik,
+        kk,
+        full_name: text("full_name")?,
+        sex: match text("sex")?.as_str() {
+            "M" => Sex::Male,
+            "F" => Sex::Female,
+            _ => return Err(corrupt("sex")),
+        },
+        birth_place: text("birth_place")?,
+        birth_date: parse_date(&text("birth_date")?)?,
+        address: Address {
+            street: text("street")?,
+            rt: text("rt")?,
+            rw: text("rw")?,
+            village_code: text("village_code")?,
+        },
+        marital_status: MaritalStatus::parse(&text("marital_status")?)
+            .ok_or_else(|| corrupt("marital_status"))?,
+        relationship: Relationship::from_code(row.try_get("relationship")?)
+            .ok_or_else(|| corrupt("relationship"))?,
+        life_status: LifeStatus::parse(&text("life_status")?).ok_or_else(|| corrupt("life_status"))?,
+        recording_status: RecordingStatus::parse(&text("recording_status")?)
+            .ok_or_else(|| corrupt("recording_status"))?,
+        death_date: death_date.as_deref().map(parse_date).transpose()?,
+        version: row.try_get("version")?,
+        created_at: from_millis(row.try_get("created_at")?)?,
+        updated_at: from_millis(row.try_get("updated_at")?)?,
+    })
+}
+
+impl Store {
+    /// A store over a connected, migrated database.
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// One resident by NIK.
+    pub async fn resident(&self, nik: &Nik) -> Result<Option<Resident>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {RESIDENT_COLUMNS} FROM residents WHERE nik = $1"));
+        let row = sqlx::query(sql)
+            .bind(nik.as_str())
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.as_ref().map(resident_from_row).transpose()
+    }
+
+    /// One family with all its members, the head first.
+    pub async fn family(&self, kk: &Kk) -> Result<Option<Family>, StoreError> {
+        let exists = sqlx::query("SELECT kk FROM families WHERE kk = $1")
+            .bind(kk.as_str())
+            .fetch_optional(self.db.pool())
+            .await?;
+        if exists.is_none() {
+            return Ok(None);
+        }
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {RESIDENT_COLUMNS} FROM residents WHERE kk = $1 ORDER BY relationship, birth_date, id"
+        ));
+        let rows = sqlx::query(sql)
+            .bind(kk.as_str())
+            .fetch_all(self.db.pool())
+            .await?;
+        let members = rows
+            .iter()
+            .map(resident_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(Family { kk: *kk, members }))
+    }
+
+    /// Residents of a kecamatan whose normalised name contains `query`, by name, one page.
+    pub async fn search(
+        &self,
+        district_code: &str,
+        query: &str,
+        after: Option<&SearchCursor>,
+        limit: usize,
+    ) -> Result<Vec<Resident>, StoreError> {
+        // The normalised query holds only letters and digits, so it has no LIKE wildcards of its own.
+        let pattern = format!("%{query}%");
+        let (after_name, after_id) = after.map_or((String::new(), 0), |c| (c.name_norm.clone(), c.id));
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {RESIDENT_COLUMNS}, name_norm FROM residents \
+             WHERE district_code = $1 AND name_norm LIKE $2 \
+               AND (name_norm > $3 OR (name_norm = $3 AND id > $4)) \
+             ORDER BY name_norm, id LIMIT $5"
+        ));
+        let rows = sqlx::query(sql)
+            .bind(district_code)
+            .bind(pattern)
+            .bind(after_name)
+            .bind(after_id)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.iter().map(resident_from_row).collect()
+    }
+
+    /// Registers a new resident, creating the family when its first member is the head.
+    pub async fn register(&self, new: &NewResident, now: DateTime<Utc>) -> Result<Resident, StoreError> {
+        let mut tx = self.db.begin_write().await?;
+        let taken = sqlx::query("SELECT id FROM residents WHERE nik = $1")
+            .bind(new.nik.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if taken.is_some() {
+            return Err(StoreError::NikTaken);
+        }
+        let family_exists = sqlx::query("SELECT kk FROM families WHERE kk = $1")
+            .bind(new.kk.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if family_exists {
+            if new.relationship == Relationship::Head && living_heads(&mut tx, &new.kk).await? > 0 {
+                return Err(StoreError::SecondHead);
+            }
+        } else {
+            if new.relationship != Relationship::Head {
+                return Err(StoreError::FirstMemberNotHead);
+            }
+            sqlx::query(
+                "INSERT INTO families (kk, district_code, issue_date, created_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(new.kk.as_str())
+            .bind(new.kk.district_code())
+            .bind(date_text(new.kk.issue_date()))
+            .bind(millis(now))
+            .execute(&mut *tx)
+            .await?;
+        }
+        insert_resident(&mut tx, new, now)
+            .await
+            .map_err(|err| unique_to(err, StoreError::NikTaken))?;
+        tx.commit().await?;
+        self.resident(&new.nik).await?.ok_or(StoreError::ResidentNotFound)
+    }
+
+    /// Loads many residents at once (seeding); families are created as needed.
+    /// Rows already present (same NIK) are skipped, so a seed can be re-run.
+    pub async fn insert_batch(&self, batch: &[NewResident], now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut tx = self.db.begin_write().await?;
+        let mut inserted = 0;
+        for new in batch {
+            sqlx::query(
+                "INSERT INTO families (kk, district_code, issue_date, created_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (kk) DO NOTHING",
+            )
+            .bind(new.kk.as_str())
+            .bind(new.kk.district_code())
+            .bind(date_text(new.kk.issue_date()))
+            .bind(millis(now))
+            .execute(&mut *tx)
+            .await?;
+            let exists = sqlx::query("SELECT id FROM residents WHERE nik = $1")
+                .bind(new.nik.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+            if exists.is_none() {
+                insert_resident(&mut tx, new, now).await?;
+                inserted += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    /// Applies changes guarded by the version the caller read.
+    pub async fn update(
+        &self,
+        nik: &Nik,
+        expected_version: i64,
+        changes: &ResidentChanges,
+        now: DateTime<Utc>,
+    ) -> Result<Resident, StoreError> {
+        let mut tx = self.db.begin_write().await?;
+        let mut record = load_for_change(&mut tx, nik, expected_version).await?;
+        let before = record.relationship;
+        if let Some(v) = &changes.full_name {
+            record.full_name = v.trim().to_owned();
+        }
+        if let Some(v) = changes.sex {
+            record.sex = v;
+        }
+        if let Some(v) = &changes.birth_place {
+            record.birth_place = v.trim().to_owned();
+        }
+        if let Some(v) = changes.birth_date {
+            record.birth_date = v;
+        }
+        if let Some(v) = &changes.address {
+            record.address = v.clone();
+        }
+        if let Some(v) = changes.marital_status {
+            record.marital_status = v;
+        }
+        if let Some(v) = changes.recording_status {
+            record.recording_status = v;
+        }
+        if let Some(v) = changes.relationship {
+            record.relationship = v;
+        }
+        if record.is_active() && before != record.relationship {
+            if record.relationship == Relationship::Head && living_heads(&mut tx, &record.kk).await? > 0 {
+                return Err(StoreError::SecondHead);
+            }
+            if before == Relationship::Head && active_members(&mut tx, &record.kk).await? > 1 {
+                return Err(StoreError::WouldLoseHead);
+            }
+        }
+        save(&mut tx, &record, expected_version, now).await?;
+        tx.commit().await?;
+        self.resident(nik).await?.ok_or(StoreError::ResidentNotFound)
+    }
+
+    /// Records a death; the person stays on record, no longer active.
+    pub async fn record_death(
+        &self,
+        nik: &Nik,
+        expected_version: i64,
+        date: NaiveDate,
+        now: DateTime<Utc>,
+    ) -> Result<Resident, StoreError> {
+        let mut tx = self.db.begin_write().await?;
+        let mut record = load_for_change(&mut tx, nik, expected_version).await?;
+        require_active(&record)?;
+        if date < record.birth_date {
+            return Err(StoreError::Invalid(vec![Violation::new(
+                "death_date",
+                "is before the birth date",
+            )]));
+        }
+        record.life_status = LifeStatus::Deceased;
+        record.death_date = Some(date);
+        save(&mut tx, &record, expected_version, now).await?;
+        tx.commit().await?;
+        self.resident(nik).await?.ok_or(StoreError::ResidentNotFound)
+    }
+
+    /// Records a move within the area (new address, maybe another KK) or out of it.
+    pub async fn record_move(
+        &self,
+        nik: &Nik,
+        expected_version: i64,
+        change: &Move,
+        now: DateTime<Utc>,
+    ) -> Result<Resident, StoreError> {
+        let mut tx = self.db.begin_write().await?;
+        let mut record = load_for_change(&mut tx, nik, expected_version).await?;
+        require_active(&record)?;
+        match change {
+            Move::OutOfArea => record.life_status = LifeStatus::MovedOut,
+            Move::WithinArea { address, family } => {
+                record.address = address.clone();
+                if let Some((kk, relationship)) = family
+                    && *kk != record.kk
+                {
+                    let exists = sqlx::query("SELECT kk FROM families WHERE kk = $1")
+                        .bind(kk.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if exists.is_none() {
+                        return Err(StoreError::FamilyNotFound);
+                    }
+                    if record.relationship == Relationship::Head
+                        && active_members(&mut tx, &record.kk).await? > 1
+                    {
+                        return Err(StoreError::WouldLoseHead);
+                    }
+                    if *relationship == Relationship::Head && living_heads(&mut tx, kk).await? > 0 {
+                        return Err(StoreError::SecondHead);
+                    }
+                    record.kk = *kk;
+                    record.relationship = *relationship;
+                }
+            }
+        }
+        save(&mut tx, &record, expected_version, now).await?;
+        tx.commit().await?;
+        self.resident(nik).await?.ok_or(StoreError::ResidentNotFound)
+    }
+
+    /// How many residents are stored.
+    pub async fn count_residents(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM residents")
+            .fetch_one(self.db.pool())
+            .await?
+            .try_get("n")?)
+    }
+}
+
+fn require_active(record: &Resident) -> Result<(), StoreError> {
+    match record.life_status {
+        LifeStatus::Alive => Ok(()),
+        LifeStatus::Deceased => Err(StoreError::NotActive("deceased")),
+        LifeStatus::MovedOut => Err(StoreError::NotActive("moved out")),
+    }
+}
+
+fn unique_to(err: sqlx::Error, mapped: StoreError) -> StoreError {
+    match &err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => mapped,
+        _ => StoreError::Db(err),
+    }
+}
+
+async fn living_heads(tx: &mut Transaction<'static, Any>, kk: &Kk) -> Result<i64, StoreError> {
+    Ok(sqlx::query(
+        "SELECT COUNT(*) AS n FROM residents WHERE kk = $1 AND relationship = 1 AND life_status = 'ALIVE'",
+    )
+    .bind(kk.as_str())
+    .fetch_one(&mut **tx)
+    .await?
+    .try_get("n")?)
+}
+
+async fn active_members(tx: &mut Transaction<'static, Any>, kk: &Kk) -> Result<i64, StoreError> {
+    Ok(
+        sqlx::query("SELECT COUNT(*) AS n FROM residents WHERE kk = $1 AND life_status = 'ALIVE'")
+            .bind(kk.as_str())
+            .fetch_one(&mut **tx)
+            .await?
+            .try_get("n")?,
+    )
+}
+
+async fn load_for_change(
+    tx: &mut Transaction<'static, Any>,
+    nik: &Nik,
+    expected_version: i64,
+) -> Result<Resident, StoreError> {
+    let sql = sqlx::AssertSqlSafe(format!("SELECT {RESIDENT_COLUMNS} FROM residents WHERE nik = $1"));
+    let row = sqlx::query(sql)
+        .bind(nik.as_str())
+        .fetch_optional(&mut **tx)
+        .await?;
+    let record = row
+        .as_ref()
+        .map(resident_from_row)
+        .transpose()?
+        .ok_or(StoreError::ResidentNotFound)?;
+    if record.version != expected_version {
+        return Err(StoreError::StaleVersion {
+            expected: expected_version,
+            actual: record.version,
+        });
+    }
+    Ok(record)
+}
+
+async fn insert_resident(
+    tx: &mut Transaction<'static, Any>,
+    new: &NewResident,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO residents (nik, kk, full_name, name_norm, sex, birth_place, birth_date, street, rt, rw, \
+         village_code, district_code, marital_status, relationship, life_status, recording_status, death_date, \
+         version, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'ALIVE', $15, NULL, 1, $16, $16)",
+    )
+    .bind(new.nik.as_str())
+    .bind(new.kk.as_str())
+    .bind(new.full_name.trim())
+    .bind(normalize_name(&new.full_name))
+    .bind(sex_code(new.sex))
+    .bind(new.birth_place.trim())
+    .bind(date_text(new.birth_date))
+    .bind(new.address.street.trim())
+    .bind(new.address.rt.as_str())
+    .bind(new.address.rw.as_str())
+    .bind(new.address.village_code.as_str())
+    .bind(new.address.district_code())
+    .bind(new.marital_status.as_str())
+    .bind(new.relationship.code())
+    .bind(new.recording_status.as_str())
+    .bind(millis(now))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn save(
+    tx: &mut Transaction<'static, Any>,
+    record: &Resident,
+    expected_version: i64,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let result = sqlx::query(
+        "UPDATE residents SET kk = $1, full_name = $2, name_norm = $3, sex = $4, birth_place = $5, birth_date = $6, \
+         street = $7, rt = $8, rw = $9, village_code = $10, district_code = $11, marital_status = $12, \
+         relationship = $13, life_status = $14, recording_status = $15, death_date = $16, \
+         version = version + 1, updated_at = $17 \
+         WHERE nik = $18 AND version = $19",
+    )
+    .bind(record.kk.as_str())
+    .bind(record.full_name.as_str())
+    .bind(normalize_name(&record.full_name))
+    .bind(sex_code(record.sex))
+    .bind(record.birth_place.as_str())
+    .bind(date_text(record.birth_date))
+    .bind(record.address.street.as_str())
+    .bind(record.address.rt.as_str())
+    .bind(record.address.rw.as_str())
+    .bind(record.address.village_code.as_str())
+    .bind(record.address.district_code())
+    .bind(record.marital_status.as_str())
+    .bind(record.relationship.code())
+    .bind(record.life_status.as_str())
+    .bind(record.recording_status.as_str())
+    .bind(record.death_date.map(date_text))
+    .bind(millis(now))
+    .bind(record.nik.as_str())
+    .bind(expected_version)
+    .execute(&mut **tx)
+    .await
+    .map_err(|err| unique_to(err, StoreError::SecondHead))?;
+    if result.rows_affected() != 1 {
+        // Read and write share a transaction, so only a concurrent writer on Postgres
+        // (read committed) can get here: the caller retries with the new version.
+        return Err(StoreError::StaleVersion {
+            expected: expected_version,
+            actual: expected_version + 1,
+        });
+    }
+    Ok(())
+}

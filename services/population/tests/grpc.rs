@@ -1,0 +1,938 @@
+//! The population service through gRPC on a real socket, on SQLite and (when
+//! configured) PostgreSQL: every RPC, and for each bad input the code and
+//! the field the client is told about.
+
+use adminduk_kit::config::ServerConfig;
+use adminduk_kit::server::{GrpcServer, RunningServer};
+use adminduk_kit::storage::Db;
+use adminduk_kit::testing::{self, TestDatabase};
+use adminduk_population::domain::kk::Kk;
+use adminduk_population::domain::nik::{Nik, Sex};
+use adminduk_population::{MIGRATIONS, PopulationApi, SCHEMA, Store};
+use adminduk_proto::common::v1 as common;
+use adminduk_proto::population::v1 as pb;
+use chrono::NaiveDate;
+use pb::population_service_client::PopulationServiceClient;
+use pb::population_service_server::PopulationServiceServer;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+use tonic_types::StatusExt as _;
+
+const MAX_MESSAGE: usize = 16 * 1024;
+
+struct Harness {
+    client: PopulationServiceClient<Channel>,
+    server: RunningServer,
+    store: Store,
+    label: &'static str,
+    _db: TestDatabase,
+}
+
+async fn start(test_db: TestDatabase) -> Harness {
+    let db = Db::connect(&test_db.config, &test_db.schema, MIGRATIONS)
+        .await
+        .unwrap_or_else(|err| panic!("{}: connect: {err}", test_db.label));
+    let _ = SCHEMA;
+    let store = Store::new(db.clone());
+    let config = ServerConfig {
+        max_message_bytes: MAX_MESSAGE,
+        ..ServerConfig::default()
+    };
+    let builder = GrpcServer::new(config);
+    let service = PopulationServiceServer::new(PopulationApi::new(store.clone()))
+        .max_decoding_message_size(builder.max_message_bytes());
+    let server = builder
+        .add_service(service)
+        .with_descriptors(adminduk_proto::FILE_DESCRIPTOR_SET)
+        .start()
+        .await
+        .expect("server starts");
+    let client = PopulationServiceClient::connect(format!("http://{}", server.local_addr()))
+        .await
+        .expect("client connects");
+    Harness {
+        client,
+        server,
+        store,
+        label: test_db.label,
+        _db: test_db,
+    }
+}
+
+async fn each_backend(prefix: &str) -> Vec<Harness> {
+    let mut all = Vec::new();
+    for db in testing::databases(prefix) {
+        all.push(start(db).await);
+    }
+    all
+}
+
+fn d(y: i32, m: u32, day: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(y, m, day).expect("valid date")
+}
+
+fn date(n: NaiveDate) -> common::Date {
+    use chrono::Datelike as _;
+    common::Date {
+        year: n.year(),
+        month: n.month() as i32,
+        day: n.day() as i32,
+    }
+}
+
+fn nik(district: &str, birth: NaiveDate, sex: Sex, serial: u16) -> String {
+    Nik::from_parts(district, birth, sex, serial)
+        .expect("valid nik")
+        .as_str()
+        .to_owned()
+}
+
+fn kk(district: &str, issued: NaiveDate, serial: u16) -> String {
+    Kk::from_parts(district, issued, serial)
+        .expect("valid kk")
+        .as_str()
+        .to_owned()
+}
+
+fn person(
+    nik: &str,
+    kk: &str,
+    name: &str,
+    sex: Sex,
+    birth: NaiveDate,
+    rel: pb::FamilyRelationship,
+) -> pb::RegisterResidentRequest {
+    pb::RegisterResidentRequest {
+        nik: nik.to_owned(),
+        kk: kk.to_owned(),
+        full_name: name.to_owned(),
+        sex: match sex {
+            Sex::Male => common::Sex::Male,
+            Sex::Female => common::Sex::Female,
+        }
+        .into(),
+        birth_place: "Bekasi".to_owned(),
+        birth_date: Some(date(birth)),
+        address: Some(pb::Address {
+            street: "Jl. Melati No. 5".to_owned(),
+            rt: "003".to_owned(),
+            rw: "007".to_owned(),
+            village_code: "3275011001".to_owned(),
+            ..Default::default()
+        }),
+        marital_status: pb::MaritalStatus::Married.into(),
+        relationship: rel.into(),
+        recording_status: pb::RecordingStatus::PrintReady.into(),
+    }
+}
+
+/// Asserts the code and that one BadRequest violation names `field` (and mentions `part`).
+fn assert_violation(status: &Status, code: Code, field: &str, part: &str) {
+    assert_eq!(status.code(), code, "{status:?}");
+    let details = status.get_error_details();
+    let bad = details
+        .bad_request()
+        .unwrap_or_else(|| panic!("no BadRequest in {status:?}"));
+    assert!(
+        bad.field_violations
+            .iter()
+            .any(|v| v.field == field && v.description.contains(part)),
+        "expected a violation of {field} mentioning {part:?}, got {:?}",
+        bad.field_violations
+    );
+}
+
+fn reason(status: &Status) -> String {
+    status
+        .get_error_details()
+        .error_info()
+        .map(|i| i.reason.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn parse_nik_decodes_valid_numbers_and_names_the_broken_part() {
+    for mut h in each_backend("parse").await {
+        let woman = nik("327501", d(1990, 1, 5), Sex::Female, 1);
+        let ok = h
+            .client
+            .parse_nik(pb::ParseNikRequest { nik: woman.clone() })
+            .await
+            .expect("valid")
+            .into_inner();
+        assert_eq!(ok.district_code, "327501");
+        assert_eq!(ok.regency_code, "3275");
+        assert_eq!(ok.province_code, "32");
+        assert_eq!(ok.sex, common::Sex::Female as i32);
+        assert_eq!(ok.birth_date, Some(date(d(1990, 1, 5))));
+        assert_eq!(ok.serial, 1);
+        assert!(ok.region_known);
+        assert!(!ok.district_name.is_empty() && !ok.regency_name.is_empty());
+        assert_eq!(&woman[6..8], "45", "40 is added to a woman's birth day");
+
+        // A district no list knows is reported, not refused.
+        let unknown = h
+            .client
+            .parse_nik(pb::ParseNikRequest {
+                nik: nik("329901", d(1990, 1, 5), Sex::Male, 7),
+            })
+            .await
+            .expect("an unknown region is not an error")
+            .into_inner();
+        assert!(!unknown.region_known);
+        assert!(unknown.district_name.is_empty());
+
+        let cases = [
+            ("327501050190001", "length"),
+            ("32750105019000012", "length"),
+            ("32750105019A0001", "characters"),
+            ("3275010001900001", "birth_day"),
+            ("3275013201900001", "birth_day"),
+            ("3275017201900001", "birth_day"),
+            ("3275010513900001", "birth_month"),
+            ("3275013002900001", "birth_date"),
+            ("3275010501900000", "serial"),
+        ];
+        for (input, part) in cases {
+            let err = h
+                .client
+                .parse_nik(pb::ParseNikRequest {
+                    nik: input.to_owned(),
+                })
+                .await
+                .expect_err(input);
+            assert_violation(&err, Code::InvalidArgument, "nik", part);
+            assert!(
+                !err.message().contains(input),
+                "the message must not echo the NIK"
+            );
+        }
+        h.server.shutdown().await.expect("clean shutdown");
+    }
+}
+
+#[tokio::test]
+async fn families_are_registered_head_first_and_read_back() {
+    for mut h in each_backend("family").await {
+        let label = h.label;
+        let family = kk("327501", d(2015, 3, 1), 1);
+        let head = nik("327501", d(1980, 2, 10), Sex::Male, 1);
+        let wife = nik("327501", d(1984, 6, 20), Sex::Female, 1);
+        let child = nik("327501", d(2010, 9, 1), Sex::Male, 2);
+
+        // A new KK's first member must be its head: nothing is written otherwise.
+        let err = h
+            .client
+            .register_resident(person(
+                &wife,
+                &family,
+                "Siti Aminah",
+                Sex::Female,
+                d(1984, 6, 20),
+                pb::FamilyRelationship::Wife,
+            ))
+            .await
+            .expect_err("first member not head");
+        assert_eq!(err.code(), Code::FailedPrecondition, "{label}");
+        assert_eq!(
+            h.store.count_residents().await.expect("count"),
+            0,
+            "{label}: nothing written"
+        );
+
+        let registered = h
+            .client
+            .register_resident(person(
+                &head,
+                &family,
+                "Budi Santoso",
+                Sex::Male,
+                d(1980, 2, 10),
+                pb::FamilyRelationship::Head,
+            ))
+            .await
+            .expect("head registers")
+            .into_inner()
+            .resident
+            .expect("resident");
+        assert_eq!(registered.version, 1);
+        assert_eq!(registered.life_status, pb::LifeStatus::Alive as i32);
+        assert_eq!(
+            registered.address.as_ref().map(|a| a.district_code.as_str()),
+            Some("327501")
+        );
+        assert!(registered.flags.is_empty());
+        for (n, name, sex, birth, rel) in [
+            (
+                &wife,
+                "Siti Aminah",
+                Sex::Female,
+                d(1984, 6, 20),
+                pb::FamilyRelationship::Wife,
+            ),
+            (
+                &child,
+                "Rizky Pratama",
+                Sex::Male,
+                d(2010, 9, 1),
+                pb::FamilyRelationship::Child,
+            ),
+        ] {
+            h.client
+                .register_resident(person(n, &family, name, sex, birth, rel))
+                .await
+                .expect("member registers");
+        }
+
+        let got = h
+            .client
+            .get_family(pb::GetFamilyRequest { kk: family.clone() })
+            .await
+            .expect("family")
+            .into_inner();
+        let got = got.family.expect("family");
+        assert_eq!(got.head_nik, head, "{label}");
+        assert_eq!(got.members.len(), 3);
+        assert_eq!(got.members[0].nik, head, "the head comes first");
+        assert_eq!(got.issue_date, Some(date(d(2015, 3, 1))));
+
+        let one = h
+            .client
+            .get_resident(pb::GetResidentRequest { nik: wife.clone() })
+            .await
+            .expect("get")
+            .into_inner();
+        assert_eq!(one.resident.expect("resident").full_name, "Siti Aminah");
+
+        // A second head is refused and nothing changes.
+        let second_head = nik("327501", d(1975, 1, 1), Sex::Male, 3);
+        let err = h
+            .client
+            .register_resident(person(
+                &second_head,
+                &family,
+                "Agus Wijaya",
+                Sex::Male,
+                d(1975, 1, 1),
+                pb::FamilyRelationship::Head,
+            ))
+            .await
+            .expect_err("second head");
+        assert_eq!(err.code(), Code::FailedPrecondition, "{label}");
+        assert_eq!(reason(&err), "FAMILY_HAS_HEAD");
+        let subjects: Vec<_> = err
+            .get_error_details()
+            .precondition_failure()
+            .map(|p| p.violations.iter().map(|v| v.subject.clone()).collect())
+            .unwrap_or_default();
+        assert_eq!(subjects, ["relationship"]);
+        assert_eq!(
+            h.store.count_residents().await.expect("count"),
+            3,
+            "{label}: nothing written"
+        );
+
+        // A second active KK for a person: the NIK is already registered.
+        let other_family = kk("327502", d(2018, 1, 1), 1);
+        let err = h
+            .client
+            .register_resident(person(
+                &wife,
+                &other_family,
+                "Siti Aminah",
+                Sex::Female,
+                d(1984, 6, 20),
+                pb::FamilyRelationship::Head,
+            ))
+            .await
+            .expect_err("second KK");
+        assert_violation(&err, Code::AlreadyExists, "nik", "already registered");
+        assert_eq!(
+            h.store.count_residents().await.expect("count"),
+            3,
+            "{label}: nothing written"
+        );
+        let missing = h
+            .client
+            .get_family(pb::GetFamilyRequest { kk: other_family })
+            .await
+            .expect_err("no family");
+        assert_eq!(missing.code(), Code::NotFound);
+
+        let missing = h
+            .client
+            .get_resident(pb::GetResidentRequest {
+                nik: nik("327501", d(1999, 1, 1), Sex::Male, 9),
+            })
+            .await
+            .expect_err("unknown");
+        assert_eq!(missing.code(), Code::NotFound);
+        h.server.shutdown().await.expect("clean shutdown");
+    }
+}
+
+#[tokio::test]
+async fn bad_registrations_name_their_field_and_write_nothing() {
+    for mut h in each_backend("badreg").await {
+        let label = h.label;
+        let family = kk("327503", d(2016, 5, 5), 1);
+        let head = nik("327503", d(1970, 4, 4), Sex::Male, 1);
+        let good = person(
+            &head,
+            &family,
+            "Joko Susilo",
+            Sex::Male,
+            d(1970, 4, 4),
+            pb::FamilyRelationship::Head,
+        );
+
+        let mut future_kk = good.clone();
+        future_kk.kk = format!("327503{}0001", "010199"); // 1 January 2099
+        let mut empty_name = good.clone();
+        empty_name.full_name = "   ".to_owned();
+        let mut unknown_shdk = good.clone();
+        unknown_shdk.relationship = 12;
+        let mut wrong_sex = good.clone();
+        wrong_sex.sex = common::Sex::Female.into();
+        let mut wrong_birth = good.clone();
+        wrong_birth.birth_date = Some(date(d(1970, 4, 5)));
+        let mut unknown_village = good.clone();
+        if let Some(a) = unknown_village.address.as_mut() {
+            a.village_code = "3275999999".to_owned();
+        }
+        let mut no_address = good.clone();
+        no_address.address = None;
+        let mut bad_nik = good.clone();
+        bad_nik.nik = "3275030404700".to_owned();
+
+        let cases = [
+            (future_kk, "kk", "future"),
+            (empty_name, "full_name", "empty"),
+            (unknown_shdk, "relationship", "SHDK"),
+            (wrong_sex, "sex", "NIK"),
+            (wrong_birth, "birth_date", "NIK"),
+            (unknown_village, "address.village_code", "unknown"),
+            (no_address, "address", "required"),
+            (bad_nik, "nik", "length"),
+        ];
+        for (request, field, part) in cases {
+            let err = h.client.register_resident(request).await.expect_err(field);
+            assert_violation(&err, Code::InvalidArgument, field, part);
+        }
+        assert_eq!(
+            h.store.count_residents().await.expect("count"),
+            0,
+            "{label}: nothing written"
+        );
+
+        // An oversized message is refused by size before anything is decoded.
+        let mut huge = good.clone();
+        huge.full_name = "A".repeat(MAX_MESSAGE * 2);
+        let err = h.client.register_resident(huge).await.expect_err("oversized");
+        assert_eq!(err.code(), Code::ResourceExhausted, "{label}: {err:?}");
+        assert_eq!(reason(&err), "MESSAGE_TOO_LARGE");
+        assert_eq!(
+            h.store.count_residents().await.expect("count"),
+            0,
+            "{label}: nothing written"
+        );
+
+        h.client
+            .register_resident(good)
+            .await
+            .expect("the good one registers");
+        assert_eq!(h.store.count_residents().await.expect("count"), 1);
+        h.server.shutdown().await.expect("clean shutdown");
+    }
+}
+
+async fn register_family(h: &mut Harness, district: &str, serial: u16) -> (String, String, String) {
+    let family = kk(district, d(2012, 7, 7), serial);
+    let head = nik(district, d(1979, 3, 3), Sex::Male, serial);
+    let wife = nik(district, d(1982, 8, 8), Sex::Female, serial);
+    h.client
+        .register_resident(person(
+            &head,
+            &family,
+            "Hendra Gunawan",
+            Sex::Male,
+            d(1979, 3, 3),
+            pb::FamilyRelationship::Head,
+        ))
+        .await
+        .expect("head");
+    h.client
+        .register_resident(person(
+            &wife,
+            &family,
+            "Dewi Lestari",
+            Sex::Female,
+            d(1982, 8, 8),
+            pb::FamilyRelationship::Wife,
+        ))
+        .await
+        .expect("wife");
+    (family, head, wife)
+}
+
+#[tokio::test]
+async fn updates_are_guarded_by_version_and_mismatches_are_flagged() {
+    for mut h in each_backend("update").await {
+        let label = h.label;
+        let (_, head, wife) = register_family(&mut h, "327504", 1).await;
+        let current = h
+            .client
+            .get_resident(pb::GetResidentRequest { nik: wife.clone() })
+            .await
+            .expect("get");
+        let mut resident = current.into_inner().resident.expect("resident");
+        resident.full_name = "Dewi Lestari Putri".to_owned();
+        let mask = |paths: &[&str]| {
+            Some(prost_types::FieldMask {
+                paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+            })
+        };
+        let updated = h
+            .client
+            .update_resident(pb::UpdateResidentRequest {
+                resident: Some(resident.clone()),
+                update_mask: mask(&["full_name"]),
+                expected_version: 1,
+            })
+            .await
+            .expect("update")
+            .into_inner()
+            .resident
+            .expect("resident");
+        assert_eq!(updated.version, 2, "{label}");
+        assert_eq!(updated.full_name, "Dewi Lestari Putri");
+
+        // The same version again is stale: ABORTED, nothing changes.
+        resident.full_name = "Someone Else".to_owned();
+        let err = h
+            .client
+            .update_resident(pb::UpdateResidentRequest {
+                resident: Some(resident.clone()),
+                update_mask: mask(&["full_name"]),
+                expected_version: 1,
+            })
+            .await
+            .expect_err("stale");
+        assert_eq!(err.code(), Code::Aborted, "{label}");
+        assert_eq!(reason(&err), "STALE_VERSION");
+        let now = h
+            .client
+            .get_resident(pb::GetResidentRequest { nik: wife.clone() })
+            .await
+            .expect("get");
+        assert_eq!(
+            now.into_inner().resident.expect("resident").full_name,
+            "Dewi Lestari Putri"
+        );
+
+        // A later correction that disagrees with the NIK is kept and flagged, not refused or rewritten.
+        resident.birth_date = Some(date(d(1982, 8, 9)));
+        let flagged = h
+            .client
+            .update_resident(pb::UpdateResidentRequest {
+                resident: Some(resident.clone()),
+                update_mask: mask(&["birth_date"]),
+                expected_version: 2,
+            })
+            .await
+            .expect("correction")
+            .into_inner()
+            .resident
+            .expect("resident");
+        assert_eq!(flagged.nik, wife, "the NIK never changes");
+        assert_eq!(flagged.flags, [pb::ResidentFlag::NikMismatch as i32]);
+
+        // Unknown paths and a second head are refused.
+        let err = h
+            .client
+            .update_resident(pb::UpdateResidentRequest {
+                resident: Some(resident.clone()),
+                update_mask: mask(&["nik"]),
+                expected_version: 3,
+            })
+            .await
+            .expect_err("nik is not updatable");
+        assert_violation(&err, Code::InvalidArgument, "update_mask", "cannot update");
+        resident.relationship = pb::FamilyRelationship::Head.into();
+        let err = h
+            .client
+            .update_resident(pb::UpdateResidentRequest {
+                resident: Some(resident.clone()),
+                update_mask: mask(&["relationship"]),
+                expected_version: 3,
+            })
+            .await
+            .expect_err("second head");
+        assert_eq!(err.code(), Code::FailedPrecondition, "{label}");
+
+        // The head cannot be demoted while the family has other members.
+        let head_record = h
+            .client
+            .get_resident(pb::GetResidentRequest { nik: head.clone() })
+            .await
+            .expect("get");
+        let mut head_record = head_record.into_inner().resident.expect("resident");
+        head_record.relationship = pb::FamilyRelationship::Husband.into();
+        let err = h
+            .client
+            .update_resident(pb::UpdateResidentRequest {
+                resident: Some(head_record),
+                update_mask: mask(&["relationship"]),
+                expected_version: 1,
+            })
+            .await
+            .expect_err("would lose head");
+        assert_eq!(err.code(), Code::FailedPrecondition, "{label}");
+        assert_eq!(reason(&err), "FAMILY_NEEDS_HEAD");
+        h.server.shutdown().await.expect("clean shutdown");
+    }
+}
+
+#[tokio::test]
+async fn deaths_and_moves_change_life_status_once() {
+    for mut h in each_backend("life").await {
+        let label = h.label;
+        let (family, head, wife) = register_family(&mut h, "327505", 1).await;
+        let died = h
+            .client
+            .record_death(pb::RecordDeathRequest {
+                nik: head.clone(),
+                death_date: Some(date(d(2024, 1, 2))),
+                expected_version: 1,
+            })
+            .await
+            .expect("death")
+            .into_inner()
+            .resident
+            .expect("resident");
+        assert_eq!(died.life_status, pb::LifeStatus::Deceased as i32, "{label}");
+        assert_eq!(died.death_date, Some(date(d(2024, 1, 2))));
+        assert_eq!(died.flags, [pb::ResidentFlag::FamilyNeedsHead as i32]);
+
+        let again = h
+            .client
+            .record_death(pb::RecordDeathRequest {
+                nik: head.clone(),
+                death_date: Some(date(d(2024, 1, 2))),
+                expected_version: 2,
+            })
+            .await
+            .expect_err("already deceased");
+        assert_eq!(again.code(), Code::FailedPrecondition);
+        assert_eq!(reason(&again), "RESIDENT_NOT_ACTIVE");
+        let future = h
+            .client
+            .record_death(pb::RecordDeathRequest {
+                nik: wife.clone(),
+                death_date: Some(date(d(2099, 1, 1))),
+                expected_version: 1,
+            })
+            .await
+            .expect_err("future death");
+        assert_violation(&future, Code::InvalidArgument, "death_date", "future");
+
+        // The widow becomes head, then moves within the area, then out of it.
+        let mut widow = h
+            .client
+            .get_resident(pb::GetResidentRequest { nik: wife.clone() })
+            .await
+            .expect("get")
+            .into_inner()
+            .resident
+            .expect("r");
+        widow.relationship = pb::FamilyRelationship::Head.into();
+        widow.marital_status = pb::MaritalStatus::Widowed.into();
+        h.client
+            .update_resident(pb::UpdateResidentRequest {
+                resident: Some(widow),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["relationship".into(), "marital_status".into()],
+                }),
+                expected_version: 1,
+            })
+            .await
+            .expect("new head");
+        let fam = h
+            .client
+            .get_family(pb::GetFamilyRequest { kk: family.clone() })
+            .await
+            .expect("family")
+            .into_inner()
+            .family
+            .expect("f");
+        assert_eq!(fam.head_nik, wife, "{label}");
+
+        let moved = h
+            .client
+            .record_move(pb::RecordMoveRequest {
+                nik: wife.clone(),
+                kind: pb::MoveKind::WithinArea.into(),
+                new_address: Some(pb::Address {
+                    street: "Jl. Kenanga 2".into(),
+                    rt: "001".into(),
+                    rw: "002".into(),
+                    village_code: "3275021001".into(),
+                    ..Default::default()
+                }),
+                new_kk: String::new(),
+                new_relationship: 0,
+                expected_version: 2,
+            })
+            .await
+            .expect("move within")
+            .into_inner()
+            .resident
+            .expect("r");
+        assert_eq!(moved.address.map(|a| a.district_code), Some("327502".to_owned()));
+        let err = h
+            .client
+            .record_move(pb::RecordMoveRequest {
+                nik: wife.clone(),
+                kind: pb::MoveKind::WithinArea.into(),
+                new_address: Some(pb::Address {
+                    village_code: "12".into(),
+                    ..Default::default()
+                }),
+                new_kk: String::new(),
+                new_relationship: 0,
+                expected_version: 3,
+            })
+            .await
+            .expect_err("bad village");
+        assert_violation(
+            &err,
+            Code::InvalidArgument,
+            "new_address.village_code",
+            "10 digits",
+        );
+        let out = h
+            .client
+            .record_move(pb::RecordMoveRequest {
+                nik: wife.clone(),
+                kind: pb::MoveKind::OutOfArea.into(),
+                new_address: None,
+                new_kk: String::new(),
+                new_relationship: 0,
+                expected_version: 3,
+            })
+            .await
+            .expect("move out")
+            .into_inner()
+            .resident
+            .expect("r");
+        assert_eq!(out.life_status, pb::LifeStatus::MovedOut as i32, "{label}");
+        h.server.shutdown().await.expect("clean shutdown");
+    }
+}
+
+#[tokio::test]
+async fn search_pages_through_a_kecamatan_by_name() {
+    for mut h in each_backend("search").await {
+        let label = h.label;
+        // 12 families in 327506, each head named SITI..., plus one SITI elsewhere.
+        for serial in 1..=12u16 {
+            let family = kk("327506", d(2011, 1, 1), serial);
+            let head = nik("327506", d(1970, 1, 1), Sex::Female, serial);
+            let mut req = person(
+                &head,
+                &family,
+                &format!("Siti Nur {serial:02}"),
+                Sex::Female,
+                d(1970, 1, 1),
+                pb::FamilyRelationship::Head,
+            );
+            if let Some(a) = req.address.as_mut() {
+                a.village_code = "3275061001".into();
+            }
+            h.client.register_resident(req).await.expect("register");
+        }
+        let elsewhere = person(
+            &nik("327501", d(1970, 1, 1), Sex::Female, 1),
+            &kk("327501", d(2011, 1, 1), 1),
+            "Siti Nur Luar",
+            Sex::Female,
+            d(1970, 1, 1),
+            pb::FamilyRelationship::Head,
+        );
+        h.client.register_resident(elsewhere).await.expect("register");
+
+        let mut seen = Vec::new();
+        let mut token = String::new();
+        let mut pages = 0;
+        loop {
+            let page = h
+                .client
+                .search_residents(pb::SearchResidentsRequest {
+                    district_code: "327506".into(),
+                    name_query: "siti  NUR".into(),
+                    page_size: 5,
+                    page_token: token.clone(),
+                })
+                .await
+                .expect("search")
+                .into_inner();
+            pages += 1;
+            seen.extend(page.residents.into_iter().map(|r| r.full_name));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+        assert_eq!(pages, 3, "{label}");
+        assert_eq!(seen.len(), 12, "{label}: {seen:?}");
+        let mut sorted = seen.clone();
+        sorted.sort();
+        assert_eq!(seen, sorted, "ordered by name");
+        assert!(
+            !seen.iter().any(|n| n.contains("Luar")),
+            "other kecamatan excluded"
+        );
+
+        for (req, field) in [
+            (
+                pb::SearchResidentsRequest {
+                    district_code: "329999".into(),
+                    name_query: "siti".into(),
+                    ..Default::default()
+                },
+                "district_code",
+            ),
+            (
+                pb::SearchResidentsRequest {
+                    district_code: "3275".into(),
+                    name_query: "siti".into(),
+                    ..Default::default()
+                },
+                "district_code",
+            ),
+            (
+                pb::SearchResidentsRequest {
+                    district_code: "327506".into(),
+                    name_query: "s.".into(),
+                    ..Default::default()
+                },
+                "name_query",
+            ),
+            (
+                pb::SearchResidentsRequest {
+                    district_code: "327506".into(),
+                    name_query: "siti".into(),
+                    page_size: 1000,
+                    ..Default::default()
+                },
+                "page_size",
+            ),
+            (
+                pb::SearchResidentsRequest {
+                    district_code: "327506".into(),
+                    name_query: "budi".into(),
+                    page_token: token.clone(),
+                    ..Default::default()
+                },
+                "page_token",
+            ),
+        ] {
+            let err = h.client.search_residents(req).await.expect_err(field);
+            assert_violation(&err, Code::InvalidArgument, field, "");
+        }
+        h.server.shutdown().await.expect("clean shutdown");
+    }
+}
+
+#[tokio::test]
+async fn identity_checks_answer_per_field_and_never_return_data() {
+    for mut h in each_backend("verify").await {
+        let (_, head, _) = register_family(&mut h, "327507", 1).await;
+        let answer = h
+            .client
+            .verify_identity(pb::VerifyIdentityRequest {
+                nik: head.clone(),
+                full_name: Some("  hendra   GUNAWAN. ".into()),
+                birth_date: Some(date(d(1979, 3, 3))),
+                birth_place: Some("Jakarta".into()),
+                sex: common::Sex::Male.into(),
+                village_code: None,
+            })
+            .await
+            .expect("verify")
+            .into_inner();
+        assert_eq!(answer.full_name, pb::FieldMatch::Match as i32);
+        assert_eq!(answer.birth_date, pb::FieldMatch::Match as i32);
+        assert_eq!(answer.birth_place, pb::FieldMatch::NoMatch as i32);
+        assert_eq!(answer.sex, pb::FieldMatch::Match as i32);
+        assert_eq!(answer.village_code, pb::FieldMatch::NotProvided as i32);
+
+        let err = h
+            .client
+            .verify_identity(pb::VerifyIdentityRequest {
+                nik: head.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect_err("nothing to verify");
+        assert_eq!(err.code(), Code::InvalidArgument);
+        let err = h
+            .client
+            .verify_identity(pb::VerifyIdentityRequest {
+                nik: nik("327507", d(1990, 1, 1), Sex::Male, 5),
+                full_name: Some("x".into()),
+                ..Default::default()
+            })
+            .await
+            .expect_err("unknown nik");
+        assert_eq!(err.code(), Code::NotFound);
+        h.server.shutdown().await.expect("clean shutdown");
+    }
+}
+
+#[tokio::test]
+async fn health_and_reflection_answer() {
+    let mut h = start(testing::sqlite()).await;
+    let channel = Channel::from_shared(format!("http://{}", h.server.local_addr()))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+    for service in ["", "adminduk.population.v1.PopulationService"] {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("health")
+            .into_inner();
+        assert_eq!(status.status, serving, "{service:?}");
+    }
+
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let response = stream.message().await.expect("message").expect("one response");
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection answer");
+    };
+    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.contains(&"adminduk.population.v1.PopulationService".to_owned()),
+        "{names:?}"
+    );
+    let _ = h.client.parse_nik(pb::ParseNikRequest { nik: "1".into() }).await;
+    h.server.shutdown().await.expect("clean shutdown");
+}

@@ -1,0 +1,127 @@
+//! Running services: all of them in one process (`up`), or one (`serve`).
+
+use std::path::Path;
+
+use adminduk_kit::config::{
+    self, DatabaseConfig, LogFormat, ServerConfig, ServiceConfig, TelemetryConfig, Validate as _,
+};
+use adminduk_kit::server::{GrpcServer, RunningServer, shutdown_signal};
+use adminduk_kit::storage::Db;
+use adminduk_population::{PopulationApi, Store};
+use adminduk_proto::population::v1::population_service_server::PopulationServiceServer;
+use anyhow::Context as _;
+
+use crate::{LogFormatArg, ServeArgs, ServiceName, UpArgs};
+
+/// Starts the population service on a connected database.
+pub(crate) async fn start_population(db: Db, server: ServerConfig) -> anyhow::Result<RunningServer> {
+    let builder = GrpcServer::new(server);
+    let limit = builder.max_message_bytes();
+    let service = PopulationServiceServer::new(PopulationApi::new(Store::new(db)))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(4 * 1024 * 1024);
+    Ok(builder
+        .add_service(service)
+        .with_descriptors(adminduk_proto::FILE_DESCRIPTOR_SET)
+        .start()
+        .await?)
+}
+
+fn sqlite_url(dir: &Path, name: &str) -> String {
+    format!("sqlite:{}", dir.join(format!("{name}.db")).display())
+}
+
+pub(crate) fn up(args: UpArgs) -> anyhow::Result<()> {
+    // Everything that can be checked is checked before the runtime starts.
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", args.data_dir.display()))?;
+    let data_dir = args.data_dir.canonicalize()?;
+    let telemetry = TelemetryConfig {
+        log_format: match args.log_format {
+            LogFormatArg::Pretty => LogFormat::Pretty,
+            LogFormatArg::Json => LogFormat::Json,
+        },
+        ..TelemetryConfig::default()
+    };
+    let population_db = DatabaseConfig {
+        url: sqlite_url(&data_dir, "population").into(),
+        max_connections: 8,
+    };
+    let population_server = ServerConfig {
+        listen: args.population_addr,
+        ..ServerConfig::default()
+    };
+    if let Err(err) = population_server.validate() {
+        err.exit();
+    }
+
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let _telemetry = adminduk_kit::telemetry::init("adminduk", &telemetry)?;
+        let certs = crate::certs::generate(&data_dir.join("certs"), &crate::certs::CertOptions::default())
+            .context("writing development certificates")?;
+
+        let db = Db::connect(&population_db, adminduk_population::SCHEMA, adminduk_population::MIGRATIONS)
+            .await
+            .context("opening the population database")?;
+        let store = Store::new(db.clone());
+        if store.count_residents().await? == 0 && args.residents > 0 {
+            println!("first run: loading {} synthetic residents of Kota Bekasi", args.residents);
+            let written = crate::seed::load(&store, "3275", args.residents, 2_026, true).await?;
+            println!("{written} residents loaded");
+        }
+        let population = start_population(db.clone(), population_server).await?;
+        let addr = population.local_addr();
+
+        println!();
+        println!("adminduk is up (data in {})", data_dir.display());
+        println!("  population  grpc://{addr}  (adminduk.population.v1.PopulationService, plaintext on loopback)");
+        println!("  certificates {}", certs.dir.display());
+        println!();
+        println!("try:");
+        println!(
+            "  buf curl --protocol grpc --http2-prior-knowledge -d '{{\"nik\":\"3275014101900001\"}}' \\\n    http://{addr}/adminduk.population.v1.PopulationService/ParseNik"
+        );
+        println!("  buf curl --protocol grpc --http2-prior-knowledge --list-methods http://{addr}");
+        println!();
+        println!("Ctrl-C stops it.");
+
+        shutdown_signal().await;
+        population.shutdown().await?;
+        db.close().await;
+        anyhow::Ok(())
+    })
+}
+
+pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config: ServiceConfig = match config::load(args.config.as_deref()) {
+        Ok(config) => config,
+        Err(err) => err.exit(),
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let _telemetry = adminduk_kit::telemetry::init(service_label(args.service), &config.telemetry)?;
+        match args.service {
+            ServiceName::Population => {
+                let db = Db::connect(
+                    &config.database,
+                    adminduk_population::SCHEMA,
+                    adminduk_population::MIGRATIONS,
+                )
+                .await
+                .context("opening the population database")?;
+                let server = start_population(db.clone(), config.server.clone()).await?;
+                shutdown_signal().await;
+                server.shutdown().await?;
+                db.close().await;
+            }
+        }
+        anyhow::Ok(())
+    })
+}
+
+fn service_label(service: ServiceName) -> &'static str {
+    match service {
+        ServiceName::Population => "adminduk-population",
+    }
+}
