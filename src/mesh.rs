@@ -70,6 +70,7 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<()> {
             let written = crate::seed::load(&store, "3275", args.residents, 2_026, true).await?;
             println!("{written} residents loaded");
         }
+        let stop = shutdown_signal();
         let population = start_population(db.clone(), population_server).await?;
         let addr = population.local_addr();
 
@@ -86,7 +87,7 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<()> {
         println!();
         println!("Ctrl-C stops it.");
 
-        shutdown_signal().await;
+        stop.await;
         population.shutdown().await?;
         db.close().await;
         anyhow::Ok(())
@@ -110,8 +111,9 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 )
                 .await
                 .context("opening the population database")?;
+                let stop = shutdown_signal();
                 let server = start_population(db.clone(), config.server.clone()).await?;
-                shutdown_signal().await;
+                stop.await;
                 server.shutdown().await?;
                 db.close().await;
             }

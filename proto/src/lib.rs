@@ -23,3 +23,12 @@ pub mod population {
         include!(concat!(env!("OUT_DIR"), "/adminduk.population.v1.rs"));
     }
 }
+
+/// The e-KTP blank inventory: ledger, quotas, reservations.
+pub mod inventory {
+    /// Version 1.
+    pub mod v1 {
+        #![allow(clippy::all, clippy::pedantic)]
+        include!(concat!(env!("OUT_DIR"), "/adminduk.inventory.v1.rs"));
+    }
+}

@@ -109,9 +109,16 @@ impl GrpcServer {
                 .set_service_status(*name, ServingStatus::Serving)
                 .await;
         }
-        let mut reflection = tonic_reflection::server::Builder::configure();
+        // Health is described too, so `buf curl .../grpc.health.v1.Health/Check` works by reflection.
+        let mut reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
         for encoded in &self.descriptors {
             reflection = reflection.register_encoded_file_descriptor_set(encoded);
+        }
+        // Advertise what this server serves, not every service the descriptors describe.
+        reflection = reflection.with_service_name("grpc.health.v1.Health");
+        for name in &self.names {
+            reflection = reflection.with_service_name(*name);
         }
         let reflection = reflection
             .build_v1()
@@ -282,30 +289,32 @@ impl RunningServer {
     }
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM (Kubernetes, systemd).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %err, "cannot listen for ctrl-c");
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM (Kubernetes, systemd). The handlers
+/// are installed when this is called, not when it is first awaited, so a signal
+/// that arrives while the caller prints its banner is not lost.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            match (interrupt, terminate) {
+                (Ok(mut interrupt), Ok(mut terminate)) => tokio::select! {
+                    _ = interrupt.recv() => tracing::info!("SIGINT received, shutting down"),
+                    _ = terminate.recv() => tracing::info!("SIGTERM received, shutting down"),
+                },
+                (Err(err), _) | (_, Err(err)) => {
+                    tracing::error!(error = %err, "cannot install signal handlers; stop with SIGKILL");
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
+        if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("ctrl-c received, shutting down"),
-        () = term => tracing::info!("SIGTERM received, shutting down"),
     }
 }

@@ -53,16 +53,11 @@ const SECOND_NAMES: &[&str] = &[
     "Nugroho",
     "Permana",
     "Kusuma",
-    "Lestari",
-    "Rahayu",
-    "Utami",
     "Purnama",
     "Siregar",
     "Nasution",
     "Simanjuntak",
     "Ramadhan",
-    "Aminah",
-    "Hasanah",
     "Maulana",
     "Firmansyah",
     "Gunawan",
@@ -222,7 +217,13 @@ impl Generator {
         let mut members = Vec::new();
         members.extend(self.person(kk, &address, head_sex, head_birth, status, Relationship::Head));
         if married {
-            let spouse_birth = self.birth_date(20, 70).max(head_birth);
+            // A wife up to about eight years younger than her husband, and an adult.
+            let gap = Days::new(self.rng.random_range(0..=3_000));
+            let adult = self
+                .today
+                .checked_sub_days(Days::new(18 * 366))
+                .unwrap_or(self.today);
+            let spouse_birth = head_birth.checked_add_days(gap).unwrap_or(head_birth).min(adult);
             members.extend(self.person(
                 kk,
                 &address,
@@ -289,6 +290,17 @@ mod tests {
             *heads.entry(r.kk.as_str().to_owned()).or_default() += 1;
         }
         assert!(heads.values().all(|n| *n == 1), "one head per KK");
+        let adult = NaiveDate::from_ymd_opt(2008, 11, 22).expect("date");
+        for r in &residents {
+            assert!(r.birth_date <= today, "nobody is born in the future");
+            if r.relationship != Relationship::Child {
+                assert!(
+                    r.birth_date <= adult,
+                    "heads and wives are adults: {:?}",
+                    r.birth_date
+                );
+            }
+        }
         let kks: HashSet<_> = residents.iter().map(|r| r.kk.as_str().to_owned()).collect();
         assert_eq!(kks.len(), heads.len(), "every KK has its head");
 

@@ -1,0 +1,16 @@
+//! The lock-free quota reservation core of the blank inventory. No I/O: it
+//! decides who gets a blank; the inventory service persists the decisions.
+//!
+//! - [`bucket`]: a count of units, one cache-padded atomic, taken by CAS.
+//! - [`state`]: a reservation's state, changed by one CAS.
+//! - [`engine`]: buckets in a tree per region (stock → month → paced day
+//!   budget → service-point-day quota), reservations and their indexes.
+//! - [`policy`]: quotas and the pacing rule.
+
+pub mod bucket;
+#[cfg(not(loom))]
+pub mod engine;
+#[cfg(not(loom))]
+pub mod policy;
+pub mod state;
+mod sync;

@@ -1,0 +1,6 @@
+//! The atomics the core is built on: std's, or loom's when model-checking.
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicI64, AtomicU8, Ordering};
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};

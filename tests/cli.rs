@@ -1,0 +1,212 @@
+//! The `adminduk` binary as a user runs it: `up` on an empty directory,
+//! `serve` with bad configuration, `certs`, `seed`.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use adminduk_proto::population::v1 as pb;
+use pb::population_service_client::PopulationServiceClient;
+
+fn adminduk() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_adminduk"));
+    // The tests' own settings must not leak into the binary's configuration.
+    cmd.env_remove("DATABASE_URL").env("RUST_LOG", "warn");
+    cmd
+}
+
+/// Sends SIGINT, as Ctrl-C does, and waits for the exit status.
+fn interrupt(child: &mut Child) -> std::process::ExitStatus {
+    let pid = child.id().to_string();
+    let sent = Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success());
+    for _ in 0..100 {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    panic!("adminduk did not stop within 10 s of SIGINT");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn up_starts_on_an_empty_directory_answers_and_stops_cleanly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut child = adminduk()
+        .args([
+            "up",
+            "--residents",
+            "300",
+            "--population-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("adminduk up starts");
+    let stdout = child.stdout.take().expect("stdout");
+    // Read the printed address: it is the readiness signal, no sleeping.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    // Keeps reading to the end, so the child never writes into a closed pipe.
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.trim().strip_prefix("population  grpc://")
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(rest.split_whitespace().next().map(str::to_owned));
+            }
+        }
+    });
+    let addr = tokio::time::timeout(Duration::from_secs(60), rx)
+        .await
+        .expect("up is ready within a minute")
+        .ok()
+        .flatten()
+        .expect("up prints the population address");
+
+    let mut client = PopulationServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connects");
+    let ok = client
+        .parse_nik(pb::ParseNikRequest {
+            nik: "3275014101900001".into(),
+        })
+        .await
+        .expect("a valid NIK parses")
+        .into_inner();
+    assert_eq!(ok.district_name, "Bekasi Timur");
+    let err = client
+        .parse_nik(pb::ParseNikRequest {
+            nik: "3275013002900001".into(),
+        })
+        .await
+        .expect_err("30 February");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    // The demo residents are there: a name search in Bekasi Timur finds someone.
+    let found = client
+        .search_residents(pb::SearchResidentsRequest {
+            district_code: "327501".into(),
+            name_query: "an".into(),
+            page_size: 5,
+            page_token: String::new(),
+        })
+        .await
+        .expect("search")
+        .into_inner();
+    assert!(!found.residents.is_empty(), "synthetic residents were loaded");
+
+    let status = interrupt(&mut child);
+    assert!(status.success(), "clean exit on SIGINT: {status:?}");
+    for file in [
+        "population.db",
+        "certs/ca.crt",
+        "certs/server.crt",
+        "certs/office.crt",
+        "certs/agency.key",
+    ] {
+        assert!(data.join(file).is_file(), "{file} written");
+    }
+}
+
+#[test]
+fn bad_configuration_exits_with_64_and_names_the_key() {
+    let cases = [
+        ("ADMINDUK_SERVER__LISTEN", "not-an-address", "server.listen"),
+        (
+            "ADMINDUK_SERVER__MAX_MESSAGE_BYTES",
+            "10",
+            "server.max_message_bytes",
+        ),
+        ("DATABASE_URL", "mysql://localhost/x", "database.url"),
+    ];
+    for (key, value, named) in cases {
+        let out = adminduk()
+            .args(["serve", "population"])
+            .env(key, value)
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(64), "{key}={value}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(named), "{key}: stderr {stderr:?} names {named}");
+    }
+}
+
+#[test]
+fn certs_writes_a_development_pki() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = adminduk()
+        .args(["certs", "--out"])
+        .arg(dir.path())
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for file in [
+        "ca.crt",
+        "server.crt",
+        "server.key",
+        "office.crt",
+        "office.key",
+        "agency.crt",
+        "agency.key",
+    ] {
+        let text = std::fs::read_to_string(dir.path().join(file)).expect(file);
+        assert!(text.starts_with("-----BEGIN"), "{file} is PEM");
+    }
+    let bad = adminduk()
+        .args(["certs", "--service-point", "bad point!", "--out"])
+        .arg(dir.path().join("other"))
+        .output()
+        .expect("runs");
+    assert!(!bad.status.success());
+}
+
+#[test]
+fn seed_loads_residents_and_a_rerun_adds_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite:{}", dir.path().join("seed.db").display());
+    let run = || {
+        adminduk()
+            .args(["seed", "--residents", "200", "--database-url", &url])
+            .output()
+            .expect("runs")
+    };
+    let first = run();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let written: u64 = String::from_utf8_lossy(&first.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("prints a count");
+    assert!(written >= 200, "{written}");
+    let second = run();
+    assert!(second.status.success());
+    assert!(
+        String::from_utf8_lossy(&second.stdout).starts_with("0 residents"),
+        "the same seed adds nothing twice"
+    );
+    let unknown = adminduk()
+        .args([
+            "seed",
+            "--residents",
+            "5",
+            "--regency",
+            "9999",
+            "--database-url",
+            &url,
+        ])
+        .output()
+        .expect("runs");
+    assert!(!unknown.status.success(), "an unknown regency is refused");
+}
