@@ -3,7 +3,7 @@
 //! (and undoes a decision whose write failed).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use chrono::{DateTime, Datelike as _, Days, NaiveDate, Utc};
 use foldhash::fast::RandomState;
@@ -191,9 +191,20 @@ pub struct Reservation {
     /// When it was made.
     pub created_at: DateTime<Utc>,
     state: StateCell,
+    durable: AtomicBool,
 }
 
 impl Reservation {
+    /// Whether its grant has been made durable (acknowledged grants only are shown to callers).
+    pub fn is_durable(&self) -> bool {
+        self.durable.load(Ordering::Acquire)
+    }
+
+    /// Marks its grant durable, once the write committed.
+    pub fn mark_durable(&self) {
+        self.durable.store(true, Ordering::Release);
+    }
+
     /// The state now.
     pub fn state(&self) -> State {
         self.state.get()
@@ -358,12 +369,23 @@ impl Engine {
 
     /// Installs or replaces a region's policy. Quotas of days already open
     /// follow the new policy as far as the units already granted allow.
-    pub fn set_policy(&self, mut policy: Policy) -> Result<Policy, Vec<PolicyViolation>> {
+    pub fn set_policy(&self, policy: Policy) -> Result<Policy, Vec<PolicyViolation>> {
+        self.install_policy(policy, false)
+    }
+
+    /// Reinstalls a stored policy with its stored version (start-up).
+    pub fn restore_policy(&self, policy: Policy) -> Result<Policy, Vec<PolicyViolation>> {
+        self.install_policy(policy, true)
+    }
+
+    fn install_policy(&self, mut policy: Policy, keep_version: bool) -> Result<Policy, Vec<PolicyViolation>> {
         policy.check()?;
         let region_code = policy.region_code.clone();
         let stock = self.stock(&region_code);
         let previous = self.regions.pin().get(&region_code).cloned();
-        policy.version = previous.as_ref().map_or(1, |r| r.policy.version + 1);
+        if !keep_version {
+            policy.version = previous.as_ref().map_or(1, |r| r.policy.version + 1);
+        }
         let points = self.points.pin();
         for spec in &policy.points {
             let id = points
@@ -545,6 +567,7 @@ impl Engine {
             expires_at: req.expires_at,
             created_at: now,
             state: StateCell::new(State::Held),
+            durable: AtomicBool::new(false),
         });
         self.reservations.pin().insert(id, reservation.clone());
         Ok(Reserved {
@@ -722,6 +745,7 @@ impl Engine {
             expires_at: stored.expires_at,
             created_at: stored.created_at,
             state: StateCell::new(stored.state),
+            durable: AtomicBool::new(true),
         });
         self.by_key
             .pin()

@@ -1,0 +1,952 @@
+//! The inventory in SQL, for SQLite and PostgreSQL alike: policies, buckets,
+//! reservations, the ledger, and the group-commit writer that makes grants
+//! durable before they are acknowledged.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row as _, Transaction};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use adminduk_inventory_core::bucket::BucketCounts;
+use adminduk_inventory_core::engine::{BucketKey, Engine, Reservation, StoredReservation};
+use adminduk_inventory_core::policy::{PointKind, PointSpec, Policy, PoolSpec};
+use adminduk_inventory_core::state::{State, Transition};
+use adminduk_kit::storage::{Db, Migrations};
+
+static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// This service's migrations.
+pub const MIGRATIONS: Migrations = Migrations {
+    sqlite: &SQLITE,
+    postgres: &POSTGRES,
+};
+
+/// The holder code of the ministry's national pool.
+pub const NATIONAL: &str = "NATIONAL";
+
+/// The kind of a ledger row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MovementKind {
+    /// Received.
+    Shipment,
+    /// Lent between regions.
+    Transfer,
+    /// Held by a reservation.
+    Hold,
+    /// Consumed by printing.
+    Commit,
+    /// Returned.
+    Release,
+    /// Returned at the deadline.
+    Expiry,
+    /// Written off.
+    Spoilage,
+}
+
+impl MovementKind {
+    /// The stored code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Shipment => "SHIPMENT",
+            Self::Transfer => "TRANSFER",
+            Self::Hold => "HOLD",
+            Self::Commit => "COMMIT",
+            Self::Release => "RELEASE",
+            Self::Expiry => "EXPIRY",
+            Self::Spoilage => "SPOILAGE",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        [
+            Self::Shipment,
+            Self::Transfer,
+            Self::Hold,
+            Self::Commit,
+            Self::Release,
+            Self::Expiry,
+            Self::Spoilage,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == text)
+    }
+
+    fn of(transition: Transition) -> Self {
+        match transition {
+            Transition::Commit => Self::Commit,
+            Transition::Release => Self::Release,
+            Transition::Expire => Self::Expiry,
+        }
+    }
+}
+
+/// One ledger row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    /// Sequence number.
+    pub seq: i64,
+    /// NATIONAL or a regency code.
+    pub holder_code: String,
+    /// What happened.
+    pub kind: MovementKind,
+    /// Units moved.
+    pub quantity: i64,
+    /// Change of the holder's stock on hand.
+    pub on_hand_delta: i64,
+    /// Idempotency key or document reference.
+    pub reference: String,
+    /// Who.
+    pub actor: String,
+    /// Why.
+    pub reason: String,
+    /// The reservation, if any.
+    pub reservation_id: Option<String>,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The document reference was used before.
+    #[error("reference already recorded")]
+    DuplicateReference,
+    /// Not enough available stock.
+    #[error("only {available} blanks available")]
+    InsufficientStock {
+        /// What was available.
+        available: i64,
+    },
+    /// The database refused a limit: memory and database disagree, and the database wins.
+    #[error("the database refused to exceed the limit of {0}")]
+    LimitRefused(String),
+    /// A stored row could not be read.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The writer is gone (shutting down).
+    #[error("the writer has stopped")]
+    WriterStopped,
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+fn millis(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+fn from_millis(ms: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_millis(ms).ok_or_else(|| StoreError::Corrupt("timestamp".into()))
+}
+
+fn parse_day(text: &str) -> Result<NaiveDate, StoreError> {
+    NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| StoreError::Corrupt("day".into()))
+}
+
+fn kind_code(kind: PointKind) -> &'static str {
+    match kind {
+        PointKind::Kecamatan => "KECAMATAN",
+        PointKind::Mpp => "MPP",
+        PointKind::Gpp => "GPP",
+        PointKind::Disdukcapil => "DISDUKCAPIL",
+    }
+}
+
+fn parse_kind(code: &str) -> Option<PointKind> {
+    match code {
+        "KECAMATAN" => Some(PointKind::Kecamatan),
+        "MPP" => Some(PointKind::Mpp),
+        "GPP" => Some(PointKind::Gpp),
+        "DISDUKCAPIL" => Some(PointKind::Disdukcapil),
+        _ => None,
+    }
+}
+
+fn state_code(state: State) -> &'static str {
+    match state {
+        State::Committed => "COMMITTED",
+        State::Released => "RELEASED",
+        State::Expired => "EXPIRED",
+        _ => "HELD",
+    }
+}
+
+fn parse_state(code: &str) -> Option<State> {
+    match code {
+        "HELD" => Some(State::Held),
+        "COMMITTED" => Some(State::Committed),
+        "RELEASED" => Some(State::Released),
+        "EXPIRED" => Some(State::Expired),
+        _ => None,
+    }
+}
+
+/// `($1, $2), ($3, $4)` for `rows` rows of `cols` columns.
+fn values_clause(rows: usize, cols: usize) -> String {
+    let mut out = String::with_capacity(rows * cols * 5);
+    for r in 0..rows {
+        if r > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                out.push_str(", ");
+            }
+            out.push('$');
+            out.push_str(&(r * cols + c + 1).to_string());
+        }
+        out.push(')');
+    }
+    out
+}
+
+fn ledger_from_row(row: &AnyRow) -> Result<LedgerEntry, StoreError> {
+    let kind: String = row.try_get("kind")?;
+    Ok(LedgerEntry {
+        seq: row.try_get("seq")?,
+        holder_code: row.try_get("holder_code")?,
+        kind: MovementKind::parse(&kind).ok_or_else(|| StoreError::Corrupt("ledger kind".into()))?,
+        quantity: row.try_get("quantity")?,
+        on_hand_delta: row.try_get("on_hand_delta")?,
+        reference: row.try_get("reference")?,
+        actor: row.try_get("actor")?,
+        reason: row.try_get("reason")?,
+        reservation_id: row.try_get("reservation_id")?,
+        created_at: from_millis(row.try_get("created_at")?)?,
+    })
+}
+
+/// A ledger row to write.
+#[derive(Debug, Clone)]
+struct NewEntry<'a> {
+    holder: &'a str,
+    kind: MovementKind,
+    quantity: i64,
+    on_hand_delta: i64,
+    reference: &'a str,
+    actor: &'a str,
+    reason: &'a str,
+    reservation_id: Option<String>,
+}
+
+const LEDGER_COLUMNS: &str =
+    "holder_code, kind, quantity, on_hand_delta, reference, actor, reason, reservation_id, created_at";
+
+async fn insert_ledger(
+    tx: &mut Transaction<'static, Any>,
+    entries: &[NewEntry<'_>],
+    now: DateTime<Utc>,
+) -> Result<Vec<LedgerEntry>, StoreError> {
+    let mut written = Vec::with_capacity(entries.len());
+    // Chunks keep every statement under SQLite's limit on bound parameters.
+    for chunk in entries.chunks(1_000) {
+        let sql = format!(
+            "INSERT INTO ledger ({LEDGER_COLUMNS}) VALUES {} RETURNING seq, {LEDGER_COLUMNS}",
+            values_clause(chunk.len(), 9)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for e in chunk {
+            query = query
+                .bind(e.holder)
+                .bind(e.kind.as_str())
+                .bind(e.quantity)
+                .bind(e.on_hand_delta)
+                .bind(e.reference)
+                .bind(e.actor)
+                .bind(e.reason)
+                .bind(e.reservation_id.clone())
+                .bind(millis(now));
+        }
+        for row in query.fetch_all(&mut **tx).await? {
+            written.push(ledger_from_row(&row)?);
+        }
+    }
+    Ok(written)
+}
+
+async fn record_document(
+    tx: &mut Transaction<'static, Any>,
+    reference: &str,
+    kind: MovementKind,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let inserted = sqlx::query(
+        "INSERT INTO documents (reference, kind, created_at) VALUES ($1, $2, $3) ON CONFLICT (reference) DO NOTHING",
+    )
+    .bind(reference)
+    .bind(kind.as_str())
+    .bind(millis(now))
+    .execute(&mut **tx)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Err(StoreError::DuplicateReference);
+    }
+    Ok(())
+}
+
+/// Adds `delta` to a stock bucket's capacity, refusing to go below what is held and consumed.
+async fn adjust_stock(tx: &mut Transaction<'static, Any>, holder: &str, delta: i64) -> Result<(), StoreError> {
+    let id = BucketKey::Stock { region: holder.to_owned() }.id();
+    if delta >= 0 {
+        sqlx::query(
+            "INSERT INTO buckets (id, capacity, held, committed) VALUES ($1, $2, 0, 0) \
+             ON CONFLICT (id) DO UPDATE SET capacity = buckets.capacity + $2",
+        )
+        .bind(&id)
+        .bind(delta)
+        .execute(&mut **tx)
+        .await?;
+        return Ok(());
+    }
+    let updated = sqlx::query("UPDATE buckets SET capacity = capacity + $2 WHERE id = $1 AND capacity + $2 >= held + committed")
+        .bind(&id)
+        .bind(delta)
+        .execute(&mut **tx)
+        .await?;
+    if updated.rows_affected() == 1 {
+        return Ok(());
+    }
+    let available: Option<i64> = sqlx::query("SELECT capacity - held - committed AS available FROM buckets WHERE id = $1")
+        .bind(&id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(|r| r.try_get("available"))
+        .transpose()?;
+    Err(StoreError::InsufficientStock {
+        available: available.unwrap_or(0),
+    })
+}
+
+/// The inventory store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: Db,
+}
+
+impl Store {
+    /// A store over a connected, migrated database.
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Rebuilds the engine from what was acknowledged: buckets, policies, then
+    /// reservations (held ones, and final ones since `keep_final_since`, so
+    /// retried requests still find them).
+    pub async fn load_into(&self, engine: &Engine, keep_final_since: DateTime<Utc>) -> Result<LoadReport, StoreError> {
+        let pool = self.db.pool();
+        let mut report = LoadReport::default();
+        for row in sqlx::query("SELECT id, capacity, held, committed FROM buckets").fetch_all(pool).await? {
+            let id: String = row.try_get("id")?;
+            let key = BucketKey::parse(&id).ok_or_else(|| StoreError::Corrupt(format!("bucket id {id}")))?;
+            engine.restore_bucket(
+                key,
+                BucketCounts {
+                    capacity: row.try_get("capacity")?,
+                    held: row.try_get("held")?,
+                    committed: row.try_get("committed")?,
+                    remaining: 0,
+                },
+            );
+            report.buckets += 1;
+        }
+        for policy in self.policies().await? {
+            engine
+                .restore_policy(policy)
+                .map_err(|v| StoreError::Corrupt(format!("stored policy: {v:?}")))?;
+            report.policies += 1;
+        }
+        let rows = sqlx::query(
+            "SELECT id, point_code, day, applicant_nik, purpose, idempotency_key, state, expires_at, created_at \
+             FROM reservations WHERE state = 'HELD' OR created_at >= $1",
+        )
+        .bind(millis(keep_final_since))
+        .fetch_all(pool)
+        .await?;
+        for row in rows {
+            let id: String = row.try_get("id")?;
+            let state: String = row.try_get("state")?;
+            let stored = StoredReservation {
+                id: Uuid::parse_str(&id).map_err(|_| StoreError::Corrupt("reservation id".into()))?,
+                point_code: row.try_get("point_code")?,
+                day: parse_day(&row.try_get::<String, _>("day")?)?,
+                applicant: row.try_get("applicant_nik")?,
+                purpose: row.try_get("purpose")?,
+                idempotency_key: row.try_get("idempotency_key")?,
+                expires_at: from_millis(row.try_get("expires_at")?)?,
+                created_at: from_millis(row.try_get("created_at")?)?,
+                state: parse_state(&state).ok_or_else(|| StoreError::Corrupt("reservation state".into()))?,
+            };
+            if engine.restore_reservation(stored) {
+                report.reservations += 1;
+            } else {
+                report.orphaned += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Every stored policy.
+    pub async fn policies(&self) -> Result<Vec<Policy>, StoreError> {
+        let pool = self.db.pool();
+        let mut policies = Vec::new();
+        let regions = sqlx::query("SELECT region_code, monthly_cap, next_shipment, version FROM region_policies ORDER BY region_code")
+            .fetch_all(pool)
+            .await?;
+        for region in regions {
+            let code: String = region.try_get("region_code")?;
+            let next: Option<String> = region.try_get("next_shipment")?;
+            let pools = sqlx::query("SELECT code, daily_quota FROM quota_pools WHERE region_code = $1 ORDER BY code")
+                .bind(&code)
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(|r| {
+                    Ok(PoolSpec {
+                        code: r.try_get("code")?,
+                        daily_quota: r.try_get("daily_quota")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            let points = sqlx::query(
+                "SELECT code, name, kind, district_code, pool_code FROM service_points WHERE region_code = $1 ORDER BY code",
+            )
+            .bind(&code)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|r| {
+                let kind: String = r.try_get("kind")?;
+                Ok(PointSpec {
+                    code: r.try_get("code")?,
+                    name: r.try_get("name")?,
+                    kind: parse_kind(&kind).ok_or_else(|| StoreError::Corrupt("point kind".into()))?,
+                    district_code: r.try_get("district_code")?,
+                    pool_code: r.try_get("pool_code")?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+            policies.push(Policy {
+                region_code: code,
+                points,
+                pools,
+                monthly_cap: region.try_get("monthly_cap")?,
+                next_shipment: next.as_deref().map(parse_day).transpose()?,
+                version: region.try_get("version")?,
+            });
+        }
+        Ok(policies)
+    }
+
+    /// Stores a policy (already checked and versioned by the engine) and moves
+    /// the quotas of open days to it, as far as granted units allow.
+    pub async fn save_policy(&self, policy: &Policy) -> Result<(), StoreError> {
+        let mut tx = self.db.begin_write().await?;
+        let region = policy.region_code.as_str();
+        sqlx::query(
+            "INSERT INTO region_policies (region_code, monthly_cap, next_shipment, version) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (region_code) DO UPDATE SET monthly_cap = $2, next_shipment = $3, version = $4",
+        )
+        .bind(region)
+        .bind(policy.monthly_cap)
+        .bind(policy.next_shipment.map(|d| d.to_string()))
+        .bind(policy.version)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM service_points WHERE region_code = $1").bind(region).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM quota_pools WHERE region_code = $1").bind(region).execute(&mut *tx).await?;
+        for pool in &policy.pools {
+            sqlx::query("INSERT INTO quota_pools (region_code, code, daily_quota) VALUES ($1, $2, $3)")
+                .bind(region)
+                .bind(&pool.code)
+                .bind(pool.daily_quota)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for point in &policy.points {
+            sqlx::query(
+                "INSERT INTO service_points (code, region_code, name, kind, district_code, pool_code) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&point.code)
+            .bind(region)
+            .bind(&point.name)
+            .bind(kind_code(point.kind))
+            .bind(&point.district_code)
+            .bind(&point.pool_code)
+            .execute(&mut *tx)
+            .await?;
+        }
+        // Open days follow the new quotas; granted units cannot be taken back.
+        let set_capacity = "UPDATE buckets SET capacity = CASE WHEN $2 > held + committed THEN $2 ELSE held + committed END \
+                            WHERE id LIKE $1";
+        let pool_ids = sqlx::query("SELECT id FROM buckets WHERE id LIKE $1")
+            .bind(format!("pool:{region}:%"))
+            .fetch_all(&mut *tx)
+            .await?;
+        for row in pool_ids {
+            let id: String = row.try_get("id")?;
+            if let Some(BucketKey::Pool { pool, .. }) = BucketKey::parse(&id) {
+                sqlx::query(set_capacity)
+                    .bind(&id)
+                    .bind(policy.pool_quota(&pool).unwrap_or(0))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        sqlx::query(set_capacity)
+            .bind(format!("month:{region}:%"))
+            .bind(policy.monthly_cap)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records blanks received: into the national pool (`holder` NATIONAL), or
+    /// from it into a region. The engine is updated after the commit.
+    pub async fn receive_shipment(
+        &self,
+        engine: &Engine,
+        region: &str,
+        quantity: i64,
+        reference: &str,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<LedgerEntry>, StoreError> {
+        let mut tx = self.db.begin_write().await?;
+        record_document(&mut tx, reference, MovementKind::Shipment, now).await?;
+        let mut entries = Vec::new();
+        if region != NATIONAL {
+            adjust_stock(&mut tx, NATIONAL, -quantity).await?;
+            entries.push(NewEntry {
+                holder: NATIONAL,
+                kind: MovementKind::Shipment,
+                quantity,
+                on_hand_delta: -quantity,
+                reference,
+                actor,
+                reason: "shipped to region",
+                reservation_id: None,
+            });
+        }
+        adjust_stock(&mut tx, region, quantity).await?;
+        entries.push(NewEntry {
+            holder: region,
+            kind: MovementKind::Shipment,
+            quantity,
+            on_hand_delta: quantity,
+            reference,
+            actor,
+            reason: if region == NATIONAL { "received into the national pool" } else { "received from the national pool" },
+            reservation_id: None,
+        });
+        let written = insert_ledger(&mut tx, &entries, now).await?;
+        tx.commit().await?;
+        // Increases are applied in memory after the commit, so memory never promises more than the database holds.
+        if region != NATIONAL {
+            let _ = engine.stock(NATIONAL).adjust_capacity(-quantity);
+        }
+        let _ = engine.stock(region).adjust_capacity(quantity);
+        Ok(written)
+    }
+
+    /// Lends blanks between regions, or (with `to` None) writes them off as spoiled.
+    /// The lender's units leave memory first, so nothing can grant them meanwhile.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn move_out(
+        &self,
+        engine: &Engine,
+        from: &str,
+        to: Option<&str>,
+        quantity: i64,
+        reference: &str,
+        actor: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<LedgerEntry>, StoreError> {
+        let source = engine.stock(from);
+        source
+            .adjust_capacity(-quantity)
+            .map_err(|available| StoreError::InsufficientStock { available })?;
+        let result = async {
+            let kind = if to.is_some() { MovementKind::Transfer } else { MovementKind::Spoilage };
+            let mut tx = self.db.begin_write().await?;
+            record_document(&mut tx, reference, kind, now).await?;
+            adjust_stock(&mut tx, from, -quantity).await?;
+            let mut entries = vec![NewEntry {
+                holder: from,
+                kind,
+                quantity,
+                on_hand_delta: -quantity,
+                reference,
+                actor,
+                reason,
+                reservation_id: None,
+            }];
+            if let Some(to) = to {
+                adjust_stock(&mut tx, to, quantity).await?;
+                entries.push(NewEntry {
+                    holder: to,
+                    kind,
+                    quantity,
+                    on_hand_delta: quantity,
+                    reference,
+                    actor,
+                    reason,
+                    reservation_id: None,
+                });
+            }
+            let written = insert_ledger(&mut tx, &entries, now).await?;
+            tx.commit().await?;
+            Ok::<_, StoreError>(written)
+        }
+        .await;
+        match result {
+            Ok(written) => {
+                if let Some(to) = to {
+                    let _ = engine.stock(to).adjust_capacity(quantity);
+                }
+                Ok(written)
+            }
+            Err(err) => {
+                let _ = source.adjust_capacity(quantity);
+                Err(err)
+            }
+        }
+    }
+
+    /// A holder's ledger, newest first, after `before_seq` when given.
+    pub async fn ledger(&self, holder: &str, before_seq: Option<i64>, limit: i64) -> Result<Vec<LedgerEntry>, StoreError> {
+        let sql = format!(
+            "SELECT seq, {LEDGER_COLUMNS} FROM ledger WHERE holder_code = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(holder)
+            .bind(before_seq.unwrap_or(i64::MAX))
+            .bind(limit)
+            .fetch_all(self.db.pool())
+            .await?
+            .iter()
+            .map(ledger_from_row)
+            .collect()
+    }
+
+    /// The ledger's sum for a holder: its stock on hand by the books.
+    pub async fn ledger_on_hand(&self, holder: &str) -> Result<i64, StoreError> {
+        Ok(sqlx::query("SELECT CAST(COALESCE(SUM(on_hand_delta), 0) AS BIGINT) AS n FROM ledger WHERE holder_code = $1")
+            .bind(holder)
+            .fetch_one(self.db.pool())
+            .await?
+            .try_get("n")?)
+    }
+
+    /// Blanks written off in total for a holder.
+    pub async fn spoiled(&self, holder: &str) -> Result<i64, StoreError> {
+        Ok(sqlx::query("SELECT CAST(COALESCE(SUM(quantity), 0) AS BIGINT) AS n FROM ledger WHERE holder_code = $1 AND kind = 'SPOILAGE'")
+            .bind(holder)
+            .fetch_one(self.db.pool())
+            .await?
+            .try_get("n")?)
+    }
+
+    /// A bucket's stored counts.
+    pub async fn bucket(&self, key: &BucketKey) -> Result<Option<BucketCounts>, StoreError> {
+        let row = sqlx::query("SELECT capacity, held, committed FROM buckets WHERE id = $1")
+            .bind(key.id())
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.map(|r| {
+            let (capacity, held, committed): (i64, i64, i64) =
+                (r.try_get("capacity")?, r.try_get("held")?, r.try_get("committed")?);
+            Ok(BucketCounts {
+                capacity,
+                held,
+                committed,
+                remaining: capacity - held - committed,
+            })
+        })
+        .transpose()
+    }
+
+    /// Reservations stored in each state.
+    pub async fn reservation_states(&self) -> Result<BTreeMap<String, i64>, StoreError> {
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM reservations GROUP BY state")
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("state")?, r.try_get("n")?)))
+            .collect()
+    }
+}
+
+/// What start-up found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    /// Buckets restored.
+    pub buckets: usize,
+    /// Policies restored.
+    pub policies: usize,
+    /// Reservations restored.
+    pub reservations: usize,
+    /// Reservations whose service point no longer exists.
+    pub orphaned: usize,
+}
+
+/// A decision of the engine to make durable.
+#[derive(Debug, Clone)]
+pub enum WriteOp {
+    /// A fresh grant.
+    Grant(Arc<Reservation>),
+    /// A commit, release or expiry that won its CAS.
+    Transition {
+        /// The reservation.
+        reservation: Arc<Reservation>,
+        /// Which.
+        transition: Transition,
+        /// Who.
+        actor: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+struct Job {
+    op: WriteOp,
+    reply: oneshot::Sender<Result<(), String>>,
+}
+
+/// Group-commit settings.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupCommit {
+    /// Most decisions in one transaction.
+    pub max_batch: usize,
+    /// How long a batch waits for more decisions once the first arrives.
+    pub linger: Duration,
+    /// Decisions waiting at most; beyond it callers wait for room.
+    pub queue: usize,
+}
+
+impl Default for GroupCommit {
+    fn default() -> Self {
+        Self {
+            max_batch: 512,
+            linger: Duration::from_millis(1),
+            queue: 8_192,
+        }
+    }
+}
+
+/// The handle through which decisions are made durable.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job").field("op", &self.op).finish_non_exhaustive()
+    }
+}
+
+impl Writer {
+    /// Starts the writer task on `db`. It stops when every handle is dropped.
+    pub fn spawn(db: Db, settings: GroupCommit) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(settings.queue);
+        let task = tokio::spawn(run_writer(db, rx, settings));
+        (Self { tx }, task)
+    }
+
+    /// Makes one decision durable; returns once its transaction has committed.
+    pub async fn write(&self, op: WriteOp) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Job { op, reply }).await.map_err(|_| StoreError::WriterStopped)?;
+        match answer.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(StoreError::LimitRefused(message)),
+            Err(_) => Err(StoreError::WriterStopped),
+        }
+    }
+}
+
+async fn run_writer(db: Db, mut rx: mpsc::Receiver<Job>, settings: GroupCommit) {
+    let mut batch: Vec<Job> = Vec::with_capacity(settings.max_batch);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        let linger = tokio::time::Instant::now() + settings.linger;
+        while batch.len() < settings.max_batch {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(mpsc::error::TryRecvError::Empty) => match tokio::time::timeout_at(linger, rx.recv()).await {
+                    Ok(Some(job)) => batch.push(job),
+                    _ => break,
+                },
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+            }
+        }
+        let ops: Vec<&WriteOp> = batch.iter().map(|j| &j.op).collect();
+        match write_batch(&db, &ops).await {
+            Ok(()) => {
+                for job in batch.drain(..) {
+                    let _ = job.reply.send(Ok(()));
+                }
+            }
+            Err(err) if batch.len() > 1 => {
+                // One bad decision must not sink the others: write each alone.
+                tracing::warn!(error = %err, size = batch.len(), "group commit failed; retrying one by one");
+                for job in batch.drain(..) {
+                    let result = write_batch(&db, &[&job.op]).await.map_err(|e| e.to_string());
+                    let _ = job.reply.send(result);
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "write failed");
+                for job in batch.drain(..) {
+                    let _ = job.reply.send(Err(err.to_string()));
+                }
+            }
+        }
+    }
+}
+
+/// Writes decisions in one transaction: bucket counts by conditional update
+/// (the database refuses to exceed a capacity), reservations, ledger rows.
+async fn write_batch(db: &Db, ops: &[&WriteOp]) -> Result<(), StoreError> {
+    let now = Utc::now();
+    let mut tx = db.begin_write().await?;
+    // (held delta, committed delta) per bucket, and the capacity to create it with.
+    let mut deltas: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
+    let mut grants: Vec<&Reservation> = Vec::new();
+    let mut entries: Vec<NewEntry<'_>> = Vec::with_capacity(ops.len());
+    for op in ops {
+        match op {
+            WriteOp::Grant(r) => {
+                for (key, bucket) in r.path.buckets() {
+                    let entry = deltas.entry(key.id()).or_insert((0, 0, bucket.counts().capacity));
+                    entry.0 += 1;
+                }
+                grants.push(r);
+                entries.push(NewEntry {
+                    holder: &r.path.point.region,
+                    kind: MovementKind::Hold,
+                    quantity: 1,
+                    on_hand_delta: 0,
+                    reference: &r.idempotency_key,
+                    actor: r.point_code(),
+                    reason: &r.purpose,
+                    reservation_id: Some(r.id.to_string()),
+                });
+            }
+            WriteOp::Transition {
+                reservation: r,
+                transition,
+                actor,
+                reason,
+            } => {
+                for (key, bucket) in r.path.buckets() {
+                    let entry = deltas.entry(key.id()).or_insert((0, 0, bucket.counts().capacity));
+                    entry.0 -= 1;
+                    if *transition == Transition::Commit {
+                        entry.1 += 1;
+                    }
+                }
+                let updated = sqlx::query("UPDATE reservations SET state = $2, updated_at = $3 WHERE id = $1 AND state = 'HELD'")
+                    .bind(r.id.to_string())
+                    .bind(state_code(transition.done()))
+                    .bind(millis(now))
+                    .execute(&mut *tx)
+                    .await?;
+                if updated.rows_affected() != 1 {
+                    return Err(StoreError::LimitRefused(format!("reservation {} is not held", r.id)));
+                }
+                entries.push(NewEntry {
+                    holder: &r.path.point.region,
+                    kind: MovementKind::of(*transition),
+                    quantity: 1,
+                    on_hand_delta: if *transition == Transition::Commit { -1 } else { 0 },
+                    reference: &r.idempotency_key,
+                    actor,
+                    reason,
+                    reservation_id: Some(r.id.to_string()),
+                });
+            }
+        }
+    }
+    // Buckets first seen by this batch are created with their capacity.
+    let ids: Vec<(&String, i64)> = deltas.iter().map(|(id, (_, _, cap))| (id, *cap)).collect();
+    for chunk in ids.chunks(1_000) {
+        let sql = format!(
+            "INSERT INTO buckets (id, capacity) VALUES {} ON CONFLICT (id) DO NOTHING",
+            values_clause(chunk.len(), 2)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (id, capacity) in chunk {
+            query = query.bind(id.as_str()).bind(*capacity);
+        }
+        query.execute(&mut *tx).await?;
+    }
+    for (id, (held, committed, _)) in &deltas {
+        if *held == 0 && *committed == 0 {
+            continue;
+        }
+        let updated = sqlx::query(
+            "UPDATE buckets SET held = held + $2, committed = committed + $3 \
+             WHERE id = $1 AND held + $2 >= 0 AND held + $2 + committed + $3 <= capacity",
+        )
+        .bind(id.as_str())
+        .bind(*held)
+        .bind(*committed)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() != 1 {
+            return Err(StoreError::LimitRefused(id.clone()));
+        }
+    }
+    for chunk in grants.chunks(1_000) {
+        let sql = format!(
+            "INSERT INTO reservations (id, point_code, day, applicant_nik, purpose, idempotency_key, state, \
+             expires_at, created_at, updated_at) VALUES {}",
+            values_clause(chunk.len(), 10)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for r in chunk {
+            query = query
+                .bind(r.id.to_string())
+                .bind(r.point_code())
+                .bind(r.path.day.to_string())
+                .bind(r.applicant.as_str())
+                .bind(r.purpose.as_str())
+                .bind(r.idempotency_key.as_str())
+                .bind("HELD")
+                .bind(millis(r.expires_at))
+                .bind(millis(r.created_at))
+                .bind(millis(now));
+        }
+        query.execute(&mut *tx).await?;
+    }
+    insert_ledger(&mut tx, &entries, now).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_clauses_number_every_parameter() {
+        assert_eq!(values_clause(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(values_clause(1, 1), "($1)");
+    }
+}
