@@ -44,6 +44,9 @@ struct UpArgs {
     /// Address of the population service.
     #[arg(long, default_value = "127.0.0.1:50061")]
     population_addr: SocketAddr,
+    /// Address of the inventory service.
+    #[arg(long, default_value = "127.0.0.1:50062")]
+    inventory_addr: SocketAddr,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormatArg::Pretty)]
     log_format: LogFormatArg,
@@ -99,6 +102,8 @@ struct CertsArgs {
 enum ServiceName {
     /// Population records (NIK, KK, residents, families).
     Population,
+    /// The e-KTP blank inventory (ledger, quotas, reservations).
+    Inventory,
 }
 
 /// Log output for `up`.

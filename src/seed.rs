@@ -44,7 +44,7 @@ pub(crate) async fn load(
     seed: u64,
     show_progress: bool,
 ) -> anyhow::Result<u64> {
-    let today = adminduk_population::grpc::today();
+    let today = adminduk_kit::time::today_wib();
     let mut generator = Generator::new(regency, seed, today)
         .with_context(|| format!("regency {regency} is unknown or has no kelurahan"))?;
     let residents = generator.residents(count);

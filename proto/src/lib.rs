@@ -32,3 +32,34 @@ pub mod inventory {
         include!(concat!(env!("OUT_DIR"), "/adminduk.inventory.v1.rs"));
     }
 }
+
+/// Conversions between protobuf's calendar types and chrono's.
+pub mod convert {
+    use chrono::{DateTime, Datelike as _, NaiveDate, Utc};
+
+    use crate::common::v1::Date;
+
+    /// A protobuf date from a calendar date.
+    pub fn date(day: NaiveDate) -> Date {
+        Date {
+            year: day.year(),
+            month: i32::try_from(day.month()).unwrap_or_default(),
+            day: i32::try_from(day.day()).unwrap_or_default(),
+        }
+    }
+
+    /// The calendar date a protobuf date names, if it is a real one.
+    pub fn to_naive(date: &Date) -> Option<NaiveDate> {
+        let month = u32::try_from(date.month).ok()?;
+        let day = u32::try_from(date.day).ok()?;
+        NaiveDate::from_ymd_opt(date.year, month, day)
+    }
+
+    /// A protobuf timestamp from an instant.
+    pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
+        prost_types::Timestamp {
+            seconds: at.timestamp(),
+            nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or_default(),
+        }
+    }
+}

@@ -46,9 +46,19 @@ pub fn kota_bekasi_policy() -> Policy {
         .collect();
     // The MPP and the Disdukcapil office are in Bekasi Selatan, the GPP in Bekasi Utara.
     for (code, name, kind, district) in [
-        ("3275-MPP", "Mal Pelayanan Publik Kota Bekasi", PointKind::Mpp, "327504"),
+        (
+            "3275-MPP",
+            "Mal Pelayanan Publik Kota Bekasi",
+            PointKind::Mpp,
+            "327504",
+        ),
         ("3275-GPP", "Gerai Pelayanan Publik", PointKind::Gpp, "327503"),
-        ("3275-DISDUK", "Kantor Disdukcapil Kota Bekasi", PointKind::Disdukcapil, "327504"),
+        (
+            "3275-DISDUK",
+            "Kantor Disdukcapil Kota Bekasi",
+            PointKind::Disdukcapil,
+            "327504",
+        ),
     ] {
         points.push(PointSpec {
             code: code.to_owned(),

@@ -3,9 +3,11 @@
 //! (`adminduk-inventory-core`) and made durable by group commit.
 
 pub mod demo;
+pub mod grpc;
 pub mod service;
 pub mod store;
 
+pub use grpc::InventoryApi;
 pub use service::Inventory;
 pub use store::{GroupCommit, MIGRATIONS};
 

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use adminduk_inventory_core::engine::{
-    Begun, BucketKey, Engine, ReserveError, ReserveRequest, Reservation, Reserved, TransitionError,
+    Begun, BucketKey, Engine, Reservation, ReserveError, ReserveRequest, Reserved, TransitionError,
 };
 use adminduk_inventory_core::policy::{Policy, PolicyViolation, pacing_budget, runway_days};
 use adminduk_inventory_core::state::Transition;
@@ -99,7 +99,10 @@ impl Background {
 impl Inventory {
     /// Opens the inventory on a migrated database: rebuilds the engine from it
     /// and starts the writer and the expiry sweeper.
-    pub async fn open(db: Db, settings: GroupCommit) -> Result<(Arc<Self>, Background, LoadReport), StoreError> {
+    pub async fn open(
+        db: Db,
+        settings: GroupCommit,
+    ) -> Result<(Arc<Self>, Background, LoadReport), StoreError> {
         let engine = Arc::new(Engine::new());
         let store = Store::new(db.clone());
         let report = store.load_into(&engine, Utc::now() - RETENTION).await?;
@@ -142,8 +145,13 @@ impl Inventory {
     }
 
     /// Reserves one blank; answered only once the grant is durable.
-    pub async fn reserve(&self, req: &ReserveRequest<'_>, now: DateTime<Utc>) -> Result<Arc<Reservation>, ReserveFailure> {
-        let Reserved { reservation, fresh } = self.engine.reserve(req, now).map_err(ReserveFailure::Refused)?;
+    pub async fn reserve(
+        &self,
+        req: &ReserveRequest<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Arc<Reservation>, ReserveFailure> {
+        let Reserved { reservation, fresh } =
+            self.engine.reserve(req, now).map_err(ReserveFailure::Refused)?;
         if !fresh {
             // A retry of a request whose grant is still being written waits for the first answer.
             return if reservation.is_durable() {
@@ -210,7 +218,13 @@ impl Inventory {
                 continue;
             }
             match self
-                .transition(&reservation.id, Transition::Expire, None, "sweeper", "hold deadline passed")
+                .transition(
+                    &reservation.id,
+                    Transition::Expire,
+                    None,
+                    "sweeper",
+                    "hold deadline passed",
+                )
                 .await
             {
                 Ok(_) => expired += 1,
@@ -228,9 +242,18 @@ impl Inventory {
     pub async fn set_policy(&self, policy: Policy) -> Result<Policy, PolicyFailure> {
         policy.check().map_err(PolicyFailure::Invalid)?;
         let mut versioned = policy.clone();
-        versioned.version = self.engine.policy(&policy.region_code).map_or(1, |p| p.version + 1);
-        self.store.save_policy(&versioned).await.map_err(PolicyFailure::Store)?;
-        let installed = self.engine.restore_policy(versioned).map_err(PolicyFailure::Invalid)?;
+        versioned.version = self
+            .engine
+            .policy(&policy.region_code)
+            .map_or(1, |p| p.version + 1);
+        self.store
+            .save_policy(&versioned)
+            .await
+            .map_err(PolicyFailure::Store)?;
+        let installed = self
+            .engine
+            .restore_policy(versioned)
+            .map_err(PolicyFailure::Invalid)?;
         self.changed();
         Ok(installed)
     }
@@ -263,7 +286,16 @@ impl Inventory {
     ) -> Result<Vec<LedgerEntry>, StoreError> {
         let entries = self
             .store
-            .move_out(&self.engine, from, Some(to), quantity, reference, actor, reason, Utc::now())
+            .move_out(
+                &self.engine,
+                from,
+                Some(to),
+                quantity,
+                reference,
+                actor,
+                reason,
+                Utc::now(),
+            )
             .await?;
         self.changed();
         Ok(entries)
@@ -280,7 +312,16 @@ impl Inventory {
     ) -> Result<Vec<LedgerEntry>, StoreError> {
         let entries = self
             .store
-            .move_out(&self.engine, region, None, quantity, reference, actor, reason, Utc::now())
+            .move_out(
+                &self.engine,
+                region,
+                None,
+                quantity,
+                reference,
+                actor,
+                reason,
+                Utc::now(),
+            )
             .await?;
         self.changed();
         Ok(entries)

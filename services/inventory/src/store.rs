@@ -292,8 +292,15 @@ async fn record_document(
 }
 
 /// Adds `delta` to a stock bucket's capacity, refusing to go below what is held and consumed.
-async fn adjust_stock(tx: &mut Transaction<'static, Any>, holder: &str, delta: i64) -> Result<(), StoreError> {
-    let id = BucketKey::Stock { region: holder.to_owned() }.id();
+async fn adjust_stock(
+    tx: &mut Transaction<'static, Any>,
+    holder: &str,
+    delta: i64,
+) -> Result<(), StoreError> {
+    let id = BucketKey::Stock {
+        region: holder.to_owned(),
+    }
+    .id();
     if delta >= 0 {
         sqlx::query(
             "INSERT INTO buckets (id, capacity, held, committed) VALUES ($1, $2, 0, 0) \
@@ -305,20 +312,23 @@ async fn adjust_stock(tx: &mut Transaction<'static, Any>, holder: &str, delta: i
         .await?;
         return Ok(());
     }
-    let updated = sqlx::query("UPDATE buckets SET capacity = capacity + $2 WHERE id = $1 AND capacity + $2 >= held + committed")
-        .bind(&id)
-        .bind(delta)
-        .execute(&mut **tx)
-        .await?;
+    let updated = sqlx::query(
+        "UPDATE buckets SET capacity = capacity + $2 WHERE id = $1 AND capacity + $2 >= held + committed",
+    )
+    .bind(&id)
+    .bind(delta)
+    .execute(&mut **tx)
+    .await?;
     if updated.rows_affected() == 1 {
         return Ok(());
     }
-    let available: Option<i64> = sqlx::query("SELECT capacity - held - committed AS available FROM buckets WHERE id = $1")
-        .bind(&id)
-        .fetch_optional(&mut **tx)
-        .await?
-        .map(|r| r.try_get("available"))
-        .transpose()?;
+    let available: Option<i64> =
+        sqlx::query("SELECT capacity - held - committed AS available FROM buckets WHERE id = $1")
+            .bind(&id)
+            .fetch_optional(&mut **tx)
+            .await?
+            .map(|r| r.try_get("available"))
+            .transpose()?;
     Err(StoreError::InsufficientStock {
         available: available.unwrap_or(0),
     })
@@ -344,10 +354,17 @@ impl Store {
     /// Rebuilds the engine from what was acknowledged: buckets, policies, then
     /// reservations (held ones, and final ones since `keep_final_since`, so
     /// retried requests still find them).
-    pub async fn load_into(&self, engine: &Engine, keep_final_since: DateTime<Utc>) -> Result<LoadReport, StoreError> {
+    pub async fn load_into(
+        &self,
+        engine: &Engine,
+        keep_final_since: DateTime<Utc>,
+    ) -> Result<LoadReport, StoreError> {
         let pool = self.db.pool();
         let mut report = LoadReport::default();
-        for row in sqlx::query("SELECT id, capacity, held, committed FROM buckets").fetch_all(pool).await? {
+        for row in sqlx::query("SELECT id, capacity, held, committed FROM buckets")
+            .fetch_all(pool)
+            .await?
+        {
             let id: String = row.try_get("id")?;
             let key = BucketKey::parse(&id).ok_or_else(|| StoreError::Corrupt(format!("bucket id {id}")))?;
             engine.restore_bucket(
@@ -407,18 +424,19 @@ impl Store {
         for region in regions {
             let code: String = region.try_get("region_code")?;
             let next: Option<String> = region.try_get("next_shipment")?;
-            let pools = sqlx::query("SELECT code, daily_quota FROM quota_pools WHERE region_code = $1 ORDER BY code")
-                .bind(&code)
-                .fetch_all(pool)
-                .await?
-                .iter()
-                .map(|r| {
-                    Ok(PoolSpec {
-                        code: r.try_get("code")?,
-                        daily_quota: r.try_get("daily_quota")?,
+            let pools =
+                sqlx::query("SELECT code, daily_quota FROM quota_pools WHERE region_code = $1 ORDER BY code")
+                    .bind(&code)
+                    .fetch_all(pool)
+                    .await?
+                    .iter()
+                    .map(|r| {
+                        Ok(PoolSpec {
+                            code: r.try_get("code")?,
+                            daily_quota: r.try_get("daily_quota")?,
+                        })
                     })
-                })
-                .collect::<Result<Vec<_>, StoreError>>()?;
+                    .collect::<Result<Vec<_>, StoreError>>()?;
             let points = sqlx::query(
                 "SELECT code, name, kind, district_code, pool_code FROM service_points WHERE region_code = $1 ORDER BY code",
             )
@@ -464,8 +482,14 @@ impl Store {
         .bind(policy.version)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM service_points WHERE region_code = $1").bind(region).execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM quota_pools WHERE region_code = $1").bind(region).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM service_points WHERE region_code = $1")
+            .bind(region)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM quota_pools WHERE region_code = $1")
+            .bind(region)
+            .execute(&mut *tx)
+            .await?;
         for pool in &policy.pools {
             sqlx::query("INSERT INTO quota_pools (region_code, code, daily_quota) VALUES ($1, $2, $3)")
                 .bind(region)
@@ -549,7 +573,11 @@ impl Store {
             on_hand_delta: quantity,
             reference,
             actor,
-            reason: if region == NATIONAL { "received into the national pool" } else { "received from the national pool" },
+            reason: if region == NATIONAL {
+                "received into the national pool"
+            } else {
+                "received from the national pool"
+            },
             reservation_id: None,
         });
         let written = insert_ledger(&mut tx, &entries, now).await?;
@@ -581,7 +609,11 @@ impl Store {
             .adjust_capacity(-quantity)
             .map_err(|available| StoreError::InsufficientStock { available })?;
         let result = async {
-            let kind = if to.is_some() { MovementKind::Transfer } else { MovementKind::Spoilage };
+            let kind = if to.is_some() {
+                MovementKind::Transfer
+            } else {
+                MovementKind::Spoilage
+            };
             let mut tx = self.db.begin_write().await?;
             record_document(&mut tx, reference, kind, now).await?;
             adjust_stock(&mut tx, from, -quantity).await?;
@@ -628,7 +660,12 @@ impl Store {
     }
 
     /// A holder's ledger, newest first, after `before_seq` when given.
-    pub async fn ledger(&self, holder: &str, before_seq: Option<i64>, limit: i64) -> Result<Vec<LedgerEntry>, StoreError> {
+    pub async fn ledger(
+        &self,
+        holder: &str,
+        before_seq: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<LedgerEntry>, StoreError> {
         let sql = format!(
             "SELECT seq, {LEDGER_COLUMNS} FROM ledger WHERE holder_code = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"
         );
@@ -645,11 +682,13 @@ impl Store {
 
     /// The ledger's sum for a holder: its stock on hand by the books.
     pub async fn ledger_on_hand(&self, holder: &str) -> Result<i64, StoreError> {
-        Ok(sqlx::query("SELECT CAST(COALESCE(SUM(on_hand_delta), 0) AS BIGINT) AS n FROM ledger WHERE holder_code = $1")
-            .bind(holder)
-            .fetch_one(self.db.pool())
-            .await?
-            .try_get("n")?)
+        Ok(sqlx::query(
+            "SELECT CAST(COALESCE(SUM(on_hand_delta), 0) AS BIGINT) AS n FROM ledger WHERE holder_code = $1",
+        )
+        .bind(holder)
+        .fetch_one(self.db.pool())
+        .await?
+        .try_get("n")?)
     }
 
     /// Blanks written off in total for a holder.
@@ -668,8 +707,11 @@ impl Store {
             .fetch_optional(self.db.pool())
             .await?;
         row.map(|r| {
-            let (capacity, held, committed): (i64, i64, i64) =
-                (r.try_get("capacity")?, r.try_get("held")?, r.try_get("committed")?);
+            let (capacity, held, committed): (i64, i64, i64) = (
+                r.try_get("capacity")?,
+                r.try_get("held")?,
+                r.try_get("committed")?,
+            );
             Ok(BucketCounts {
                 capacity,
                 held,
@@ -756,7 +798,9 @@ pub struct Writer {
 
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job").field("op", &self.op).finish_non_exhaustive()
+        f.debug_struct("Job")
+            .field("op", &self.op)
+            .finish_non_exhaustive()
     }
 }
 
@@ -771,7 +815,10 @@ impl Writer {
     /// Makes one decision durable; returns once its transaction has committed.
     pub async fn write(&self, op: WriteOp) -> Result<(), StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.tx.send(Job { op, reply }).await.map_err(|_| StoreError::WriterStopped)?;
+        self.tx
+            .send(Job { op, reply })
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
         match answer.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(message)) => Err(StoreError::LimitRefused(message)),
@@ -788,10 +835,12 @@ async fn run_writer(db: Db, mut rx: mpsc::Receiver<Job>, settings: GroupCommit) 
         while batch.len() < settings.max_batch {
             match rx.try_recv() {
                 Ok(job) => batch.push(job),
-                Err(mpsc::error::TryRecvError::Empty) => match tokio::time::timeout_at(linger, rx.recv()).await {
-                    Ok(Some(job)) => batch.push(job),
-                    _ => break,
-                },
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    match tokio::time::timeout_at(linger, rx.recv()).await {
+                        Ok(Some(job)) => batch.push(job),
+                        _ => break,
+                    }
+                }
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
             }
         }
@@ -861,14 +910,19 @@ async fn write_batch(db: &Db, ops: &[&WriteOp]) -> Result<(), StoreError> {
                         entry.1 += 1;
                     }
                 }
-                let updated = sqlx::query("UPDATE reservations SET state = $2, updated_at = $3 WHERE id = $1 AND state = 'HELD'")
-                    .bind(r.id.to_string())
-                    .bind(state_code(transition.done()))
-                    .bind(millis(now))
-                    .execute(&mut *tx)
-                    .await?;
+                let updated = sqlx::query(
+                    "UPDATE reservations SET state = $2, updated_at = $3 WHERE id = $1 AND state = 'HELD'",
+                )
+                .bind(r.id.to_string())
+                .bind(state_code(transition.done()))
+                .bind(millis(now))
+                .execute(&mut *tx)
+                .await?;
                 if updated.rows_affected() != 1 {
-                    return Err(StoreError::LimitRefused(format!("reservation {} is not held", r.id)));
+                    return Err(StoreError::LimitRefused(format!(
+                        "reservation {} is not held",
+                        r.id
+                    )));
                 }
                 entries.push(NewEntry {
                     holder: &r.path.point.region,

@@ -148,6 +148,51 @@ impl ApiError {
     }
 }
 
+/// Field violations gathered across a request, so a client sees every problem at once.
+#[derive(Debug, Default, Clone)]
+pub struct Violations(Vec<(String, String)>);
+
+impl Violations {
+    /// No violations yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records one violation.
+    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.0.push((field.into(), description.into()));
+    }
+
+    /// How many were recorded.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether none was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// INVALID_ARGUMENT with every violation, or `Ok` when there is none.
+    pub fn into_result(self) -> Result<(), ApiError> {
+        let Some((field, description)) = self.0.first() else {
+            return Ok(());
+        };
+        let message = if self.0.len() == 1 {
+            format!("{field}: {description}")
+        } else {
+            format!(
+                "{} invalid fields, the first {field}: {description}",
+                self.0.len()
+            )
+        };
+        Err(self.0.iter().fold(
+            ApiError::new(ErrorCode::InvalidArgument, message),
+            |err, (f, d)| err.with_violation(f, d),
+        ))
+    }
+}
+
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:?}: {}", self.code, self.message)
@@ -220,6 +265,23 @@ mod tests {
         assert_eq!(status.code(), Code::Internal);
         assert_eq!(status.message(), "internal error");
         assert!(!format!("{status:?}").contains("SELECT"));
+    }
+
+    #[test]
+    fn violations_are_reported_together() {
+        let mut v = Violations::new();
+        assert!(v.clone().into_result().is_ok());
+        v.add("quantity", "must be positive");
+        v.add("reason", "is required");
+        let status: Status = v.into_result().expect_err("two violations").into();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().starts_with("2 invalid fields"));
+        let fields: Vec<_> = status
+            .get_error_details()
+            .bad_request()
+            .map(|b| b.field_violations.iter().map(|f| f.field.clone()).collect())
+            .unwrap_or_default();
+        assert_eq!(fields, ["quantity", "reason"]);
     }
 
     #[test]

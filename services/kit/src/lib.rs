@@ -8,7 +8,8 @@ pub mod server;
 pub mod storage;
 pub mod telemetry;
 pub mod testing;
+pub mod time;
 pub mod tls;
 
-pub use error::{ApiError, ErrorCode};
+pub use error::{ApiError, ErrorCode, Violations};
 pub use mask::mask_nik;

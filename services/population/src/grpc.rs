@@ -1,11 +1,12 @@
 //! The gRPC face of the population service: thin handlers that validate,
 //! call the store, and map errors.
 
-use chrono::{DateTime, Datelike as _, FixedOffset, NaiveDate, Utc};
+use chrono::{NaiveDate, Utc};
 use tonic::{Request, Response, Status};
 
-use adminduk_kit::{ApiError, ErrorCode};
+use adminduk_kit::{ApiError, ErrorCode, Violations};
 use adminduk_proto::common::v1 as common;
+use adminduk_proto::convert;
 use adminduk_proto::population::v1 as pb;
 use pb::population_service_server::PopulationService;
 
@@ -18,14 +19,9 @@ use crate::domain::resident::{
 };
 use crate::store::{Move, ResidentChanges, SearchCursor, Store, StoreError};
 
-/// Western Indonesia Time (WIB, UTC+7): the office's calendar decides "today".
-const WIB_SECONDS: i32 = 7 * 3600;
-
-/// Today's date in WIB.
+/// Today's date on the office's calendar (WIB).
 pub fn today() -> NaiveDate {
-    let now = Utc::now();
-    FixedOffset::east_opt(WIB_SECONDS)
-        .map_or_else(|| now.date_naive(), |wib| now.with_timezone(&wib).date_naive())
+    adminduk_kit::time::today_wib()
 }
 
 /// Results per search page when the client asks for none.
@@ -46,38 +42,13 @@ impl PopulationApi {
     }
 }
 
-/// Collects violations across fields so a client sees every problem at once.
-#[derive(Debug, Default)]
-struct Violations(Vec<Violation>);
-
-impl Violations {
-    fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
-        self.0.push(Violation::new(field, description));
+/// Moves violations found by a domain check into the request's; true when there were none.
+fn absorb(out: &mut Violations, found: Vec<Violation>) -> bool {
+    let clean = found.is_empty();
+    for v in found {
+        out.add(v.field, v.description);
     }
-
-    fn into_result(self) -> Result<(), ApiError> {
-        match self.0.split_first() {
-            None => Ok(()),
-            Some((first, _)) => {
-                let message = if self.0.len() == 1 {
-                    format!("{}: {}", first.field, first.description)
-                } else {
-                    format!(
-                        "{} invalid fields, the first {}: {}",
-                        self.0.len(),
-                        first.field,
-                        first.description
-                    )
-                };
-                Err(self
-                    .0
-                    .iter()
-                    .fold(ApiError::new(ErrorCode::InvalidArgument, message), |err, v| {
-                        err.with_violation(&v.field, &v.description)
-                    }))
-            }
-        }
-    }
+    clean
 }
 
 fn nik_field(field: &str, input: &str, out: &mut Violations) -> Option<Nik> {
@@ -125,10 +96,7 @@ fn date_field(
         }
         None => None,
         Some(d) => {
-            let parsed = u32::try_from(d.month)
-                .ok()
-                .zip(u32::try_from(d.day).ok())
-                .and_then(|(m, day)| NaiveDate::from_ymd_opt(d.year, m, day));
+            let parsed = convert::to_naive(d);
             if parsed.is_none() {
                 out.add(field, "is not a real calendar date");
             }
@@ -203,9 +171,9 @@ fn address_field(field: &str, address: Option<&pb::Address>, out: &mut Violation
         rw: a.rw.trim().to_owned(),
         village_code: a.village_code.trim().to_owned(),
     };
-    let before = out.0.len();
-    check_address(field, &address, &mut out.0);
-    (out.0.len() == before).then_some(address)
+    let mut found = Vec::new();
+    check_address(field, &address, &mut found);
+    absorb(out, found).then_some(address)
 }
 
 fn store_error(err: StoreError) -> ApiError {
@@ -244,10 +212,13 @@ fn store_error(err: StoreError) -> ApiError {
         StoreError::NotActive(status) => {
             precondition("RESIDENT_NOT_ACTIVE", "nik", &format!("the resident is {status}"))
         }
-        StoreError::Invalid(violations) => Violations(violations)
-            .into_result()
-            .err()
-            .unwrap_or_else(|| ApiError::new(ErrorCode::InvalidArgument, "invalid")),
+        StoreError::Invalid(found) => {
+            let mut out = Violations::new();
+            absorb(&mut out, found);
+            out.into_result()
+                .err()
+                .unwrap_or_else(|| ApiError::new(ErrorCode::InvalidArgument, "invalid"))
+        }
         StoreError::Corrupt(what) => ApiError::internal(&StoreError::Corrupt(what)),
         StoreError::Db(err) => ApiError::from(err),
     }
@@ -257,21 +228,6 @@ fn precondition(reason: &str, subject: &str, description: &str) -> ApiError {
     ApiError::new(ErrorCode::FailedPrecondition, description)
         .with_reason(reason, [])
         .with_precondition(reason, subject, description)
-}
-
-fn date_msg(date: NaiveDate) -> common::Date {
-    common::Date {
-        year: date.year(),
-        month: i32::try_from(date.month()).unwrap_or_default(),
-        day: i32::try_from(date.day()).unwrap_or_default(),
-    }
-}
-
-fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or_default(),
-    }
 }
 
 fn sex_msg(sex: Sex) -> common::Sex {
@@ -290,7 +246,7 @@ fn resident_msg(r: &Resident) -> pb::Resident {
         full_name: r.full_name.clone(),
         sex: sex_msg(r.sex).into(),
         birth_place: r.birth_place.clone(),
-        birth_date: Some(date_msg(r.birth_date)),
+        birth_date: Some(convert::date(r.birth_date)),
         address: Some(pb::Address {
             street: r.address.street.clone(),
             rt: r.address.rt.clone(),
@@ -333,9 +289,9 @@ fn resident_msg(r: &Resident) -> pb::Resident {
                 Flag::FamilyNeedsHead => pb::ResidentFlag::FamilyNeedsHead.into(),
             })
             .collect(),
-        death_date: r.death_date.map(date_msg),
-        create_time: Some(timestamp(r.created_at)),
-        update_time: Some(timestamp(r.updated_at)),
+        death_date: r.death_date.map(convert::date),
+        create_time: Some(convert::timestamp(r.created_at)),
+        update_time: Some(convert::timestamp(r.updated_at)),
     }
 }
 
@@ -343,7 +299,7 @@ fn family_msg(f: &Family) -> pb::Family {
     pb::Family {
         kk: f.kk.as_str().to_owned(),
         head_nik: f.head().map(|h| h.nik.as_str().to_owned()).unwrap_or_default(),
-        issue_date: Some(date_msg(f.kk.issue_date())),
+        issue_date: Some(convert::date(f.kk.issue_date())),
         members: f.members.iter().map(resident_msg).collect(),
     }
 }
@@ -413,16 +369,16 @@ fn update_changes(
     for path in paths {
         match path.as_str() {
             "full_name" => {
-                let before = out.0.len();
-                check_text("resident.full_name", &r.full_name, MAX_NAME_CHARS, &mut out.0);
-                if out.0.len() == before {
+                let mut found = Vec::new();
+                check_text("resident.full_name", &r.full_name, MAX_NAME_CHARS, &mut found);
+                if absorb(out, found) {
                     changes.full_name = Some(r.full_name.clone());
                 }
             }
             "birth_place" => {
-                let before = out.0.len();
-                check_text("resident.birth_place", &r.birth_place, MAX_NAME_CHARS, &mut out.0);
-                if out.0.len() == before {
+                let mut found = Vec::new();
+                check_text("resident.birth_place", &r.birth_place, MAX_NAME_CHARS, &mut found);
+                if absorb(out, found) {
                     changes.birth_place = Some(r.birth_place.clone());
                 }
             }
@@ -469,7 +425,7 @@ impl PopulationService for PopulationApi {
             province_code: nik.province_code().to_owned(),
             regency_code: nik.regency_code().to_owned(),
             district_code: nik.district_code().to_owned(),
-            birth_date: Some(date_msg(nik.birth_date())),
+            birth_date: Some(convert::date(nik.birth_date())),
             sex: sex_msg(nik.sex()).into(),
             serial: i32::from(nik.serial()),
             region_known: district_name.is_some(),
@@ -638,13 +594,15 @@ impl PopulationService for PopulationApi {
                     recording_status,
                 };
                 if let Err(rules) = new.check(today()) {
-                    v.0.extend(rules);
+                    absorb(&mut v, rules);
                 }
                 Some(new)
             }
             _ => {
-                check_text("full_name", &full_name, MAX_NAME_CHARS, &mut v.0);
-                check_text("birth_place", &birth_place, MAX_NAME_CHARS, &mut v.0);
+                let mut found = Vec::new();
+                check_text("full_name", &full_name, MAX_NAME_CHARS, &mut found);
+                check_text("birth_place", &birth_place, MAX_NAME_CHARS, &mut found);
+                absorb(&mut v, found);
                 None
             }
         };

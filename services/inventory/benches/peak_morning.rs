@@ -1,0 +1,1281 @@
+//! The peak morning, measured side by side: one run, one table.
+//!
+//! ```sh
+//! cargo bench -p adminduk-inventory --bench peak_morning
+//! ```
+//!
+//! In memory (2 threads): our core on the peak-morning mix, the same core on
+//! its resolved path only, a bare contended `AtomicU64` CAS counter (the
+//! physical limit) and a `Mutex<HashMap>`. Durable (64 tokio tasks): our core
+//! with group commit on PostgreSQL, the per-request PostgreSQL baseline (one
+//! transaction per grant) and a Redis `EVALSHA` check-and-decrement (not
+//! durable). Below the table: the grant cost at 14 and at 7,277 service points,
+//! and memory per bucket. See `docs/benchmarks.md`.
+//!
+//! `ADMINDUK_BENCH_POSTGRES_URL` and `ADMINDUK_BENCH_REDIS_URL` name the
+//! services; unreachable ones turn their rows into "skipped". With
+//! `ADMINDUK_BENCH_QUICK=1` every run is five times shorter (for trying the
+//! bench out, not for figures).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::hint::black_box;
+use std::str::FromStr as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::{Duration, Instant};
+
+use adminduk_inventory::demo::{KOTA_BEKASI, kota_bekasi_policy};
+use adminduk_inventory::service::{Inventory, ReserveFailure};
+use adminduk_inventory::store::NATIONAL;
+use adminduk_inventory::{GroupCommit, MIGRATIONS};
+use adminduk_inventory_core::bucket::{Bucket, take_all};
+use adminduk_inventory_core::engine::{BucketKey, Engine, Path, ReserveError, ReserveRequest};
+use adminduk_inventory_core::policy::{PointKind, PointSpec, Policy, PoolSpec};
+use adminduk_kit::config::DatabaseConfig;
+use adminduk_kit::storage::Db;
+use chrono::{DateTime, Days, NaiveDate, Utc};
+use sqlx::Connection as _;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+
+/// Threads for the in-memory rows: the machine has two cores.
+const THREADS: usize = 2;
+/// Operations timed together in the in-memory rows (one clock read per batch).
+const BATCH: u64 = 100;
+/// Concurrent requests in the durable rows.
+const TASKS: usize = 64;
+/// Connections of our core's pool (its group-commit writer uses one at a time).
+const CORE_POOL: u32 = 4;
+/// Connections of the per-request baseline's pool.
+const BASELINE_POOL: u32 = 16;
+/// The peak morning's grants in Kota Bekasi: 12 × 30 + 150.
+const DAILY_GRANTS: u64 = 510;
+
+fn main() {
+    let quick = std::env::var("ADMINDUK_BENCH_QUICK").is_ok_and(|v| v == "1");
+    let scale = |secs: f64| Duration::from_secs_f64(if quick { secs / 5.0 } else { secs });
+    let memory_run = scale(3.0);
+    let durable_run = scale(8.0);
+    let redis_run = scale(5.0);
+    let postgres_url = std::env::var("ADMINDUK_BENCH_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/adminduk_bench".to_owned());
+    let redis_url =
+        std::env::var("ADMINDUK_BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let day = Utc::now().date_naive() + Days::new(1);
+    let began = Instant::now();
+
+    // Memory first, before other allocations are freed and reused.
+    progress("memory per bucket (100,000 pool buckets through Engine::path)");
+    let memory = memory_per_bucket(day);
+    progress("grant cost at 14 and 7,277 service points");
+    let scaling = grant_cost_scaling(day);
+
+    progress("1/7 our core, peak-morning mix");
+    let request_cost = request_building_cost();
+    let core = core_peak_mix(day, memory_run);
+    progress("2/7 our core, resolved path only");
+    let resolved = core_resolved_path(day, memory_run);
+    progress("3/7 bare AtomicU64 CAS counter");
+    let cas = cas_counter(memory_run);
+    progress("4/7 Mutex<HashMap<String, u64>>");
+    let mutex = mutex_map(memory_run);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(THREADS)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    progress("5/7 our core with group commit on PostgreSQL");
+    let durable = runtime.block_on(durable_core(&postgres_url, day, durable_run));
+    progress("6/7 per-request PostgreSQL baseline");
+    let baseline = runtime.block_on(per_request_baseline(&postgres_url, day, durable_run));
+    progress("7/7 Redis EVALSHA check-and-decrement");
+    let redis = runtime.block_on(redis_evalsha(&redis_url, redis_run));
+    drop(runtime);
+
+    let mut table = Table::default();
+    table.section("in memory, 2 threads, ops/s = answers per second (ratio to row 1)");
+    let core_ops = core.per_second();
+    table.row(
+        "1",
+        "our core, peak-morning mix (`Engine::reserve`)",
+        Some(&core),
+        Some(core_ops),
+        core.mix(),
+    );
+    table.row(
+        "2",
+        "our core, resolved path only (`bucket::take_all`, 4 buckets)",
+        Some(&resolved),
+        Some(core_ops),
+        resolved.mix(),
+    );
+    table.row(
+        "3",
+        "bare contended `AtomicU64` CAS counter (physical limit)",
+        Some(&cas),
+        Some(core_ops),
+        cas.mix(),
+    );
+    table.row(
+        "4",
+        "`Mutex<HashMap<String, u64>>` by service point",
+        Some(&mutex),
+        Some(core_ops),
+        mutex.mix(),
+    );
+    table.section("durable, 64 concurrent tasks, ops/s = grants per second (ratio to row 5)");
+    let durable_ops = durable.as_ref().ok().map(Measured::grants_per_second);
+    table.durable_row(
+        "5",
+        "our core + group commit on PostgreSQL (`Inventory::reserve`)",
+        &durable,
+        durable_ops,
+    );
+    table.durable_row(
+        "6",
+        &format!("per-request PostgreSQL: 1 transaction per grant, pool of {BASELINE_POOL}"),
+        &baseline,
+        durable_ops,
+    );
+    table.durable_row(
+        "7",
+        "Redis `EVALSHA` check-and-decrement (NOT durable)",
+        &redis,
+        durable_ops,
+    );
+
+    let mut out = String::new();
+    let _ = writeln!(out);
+    out.push_str(&table.render());
+    let _ = writeln!(
+        out,
+        "\nIn-memory latencies (rows 1-4) are per operation, from batches of {BATCH} operations timed \
+         together (one clock read per batch):\np50/p99 are of batch time / {BATCH}, so a single slow \
+         operation is spread over its batch. Row 1 includes building each request\n(a fresh 16-digit \
+         NIK and idempotency key, the point round-robin): {} per operation measured alone.\nDurable \
+         latencies (rows 5-7) are per request, end to end (until the grant is acknowledged).",
+        fmt_ns(request_cost)
+    );
+    let _ = writeln!(out, "\n{}", scaling.render());
+    let _ = writeln!(out, "{}", memory.render());
+    let _ = writeln!(
+        out,
+        "Targets (issue 3, section 6):\n{}",
+        targets(
+            &core, &resolved, &cas, &mutex, &durable, &baseline, &scaling, &memory
+        )
+    );
+    let _ = writeln!(
+        out,
+        "({} cores, whole run {:.0} s)",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        began.elapsed().as_secs_f64()
+    );
+    print!("{out}");
+}
+
+fn progress(what: &str) {
+    eprintln!("peak_morning: measuring {what} ...");
+}
+
+// ---------------------------------------------------------------------------
+// Measuring
+
+/// A log-linear histogram of nanoseconds: 64 sub-buckets per power of two
+/// (under 1.6% error), exact below 128 ns.
+#[derive(Debug, Clone)]
+struct Histogram {
+    counts: Vec<u64>,
+    total: u64,
+}
+
+impl Histogram {
+    const LEN: usize = 128 + 57 * 64;
+
+    fn new() -> Self {
+        Self {
+            counts: vec![0; Self::LEN],
+            total: 0,
+        }
+    }
+
+    fn index(v: u64) -> usize {
+        if v < 128 {
+            return v as usize;
+        }
+        let msb = 63 - v.leading_zeros();
+        let shift = msb - 6;
+        128 + (shift as usize - 1) * 64 + ((v >> shift) as usize - 64)
+    }
+
+    /// The middle of the values that fall into slot `index`.
+    fn value(index: usize) -> f64 {
+        if index < 128 {
+            return index as f64;
+        }
+        let k = index - 128;
+        let shift = k / 64 + 1;
+        let mantissa = (k % 64 + 64) as f64;
+        (mantissa + 0.5) * (1u64 << shift) as f64
+    }
+
+    fn record(&mut self, nanos: u64) {
+        self.counts[Self::index(nanos)] += 1;
+        self.total += 1;
+    }
+
+    fn merge(&mut self, other: &Self) {
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.total += other.total;
+    }
+
+    fn quantile(&self, q: f64) -> f64 {
+        let target = ((q * self.total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, n) in self.counts.iter().enumerate() {
+            seen += n;
+            if seen >= target {
+                return Self::value(i);
+            }
+        }
+        0.0
+    }
+}
+
+/// What one row measured.
+#[derive(Debug)]
+struct Measured {
+    /// Answers given (grants, refusals and failures).
+    ops: u64,
+    grants: u64,
+    failures: u64,
+    elapsed: Duration,
+    /// Latency samples; each covers `per_sample` operations.
+    latency: Histogram,
+    per_sample: u64,
+}
+
+impl Measured {
+    fn per_second(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn grants_per_second(&self) -> f64 {
+        self.grants as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn p(&self, q: f64) -> f64 {
+        self.latency.quantile(q) / self.per_sample as f64
+    }
+
+    fn refusals(&self) -> u64 {
+        self.ops - self.grants - self.failures
+    }
+
+    fn mix(&self) -> String {
+        let mut mix = format!(
+            "{:.3}% refused ({} granted of {})",
+            100.0 * self.refusals() as f64 / self.ops.max(1) as f64,
+            group(self.grants),
+            group(self.ops)
+        );
+        if self.failures > 0 {
+            let _ = write!(mix, ", {} FAILED", group(self.failures));
+        }
+        mix
+    }
+}
+
+/// Runs `THREADS` threads for `run`, each calling its operation (made by
+/// `make`, outside the timed part) in batches of `BATCH`; an operation returns
+/// whether it granted.
+fn run_threads<W, F>(run: Duration, make: W) -> Measured
+where
+    W: Fn(usize) -> F + Sync,
+    F: FnMut() -> bool,
+{
+    let barrier = Barrier::new(THREADS + 1);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (make, barrier) = (&make, &barrier);
+                scope.spawn(move || {
+                    let mut op = make(t);
+                    let mut latency = Histogram::new();
+                    let (mut ops, mut grants) = (0u64, 0u64);
+                    barrier.wait();
+                    let deadline = Instant::now() + run;
+                    loop {
+                        let start = Instant::now();
+                        for _ in 0..BATCH {
+                            if op() {
+                                grants += 1;
+                            }
+                        }
+                        let end = Instant::now();
+                        latency.record((end - start).as_nanos() as u64);
+                        ops += BATCH;
+                        if end >= deadline {
+                            return (ops, grants, latency, end);
+                        }
+                    }
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        let mut total = Measured {
+            ops: 0,
+            grants: 0,
+            failures: 0,
+            elapsed: Duration::ZERO,
+            latency: Histogram::new(),
+            per_sample: BATCH,
+        };
+        let mut last = start;
+        for worker in workers {
+            let (ops, grants, latency, end) = worker.join().expect("a worker thread");
+            total.ops += ops;
+            total.grants += grants;
+            total.latency.merge(&latency);
+            last = last.max(end);
+        }
+        total.elapsed = last - start;
+        total
+    })
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Granted,
+    Refused,
+    Failed,
+}
+
+/// Runs `TASKS` tokio tasks for `run`, each awaiting one request at a time;
+/// every request is timed.
+async fn drive<F, Fut>(run: Duration, op: F) -> Measured
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Outcome> + Send + 'static,
+{
+    let op = Arc::new(op);
+    let start = Instant::now();
+    let deadline = start + run;
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                let mut latency = Histogram::new();
+                let mut counts = [0u64; 3];
+                let mut i = 0;
+                while Instant::now() < deadline {
+                    let begun = Instant::now();
+                    let outcome = op(t, i).await;
+                    latency.record(begun.elapsed().as_nanos() as u64);
+                    counts[outcome as usize] += 1;
+                    i += 1;
+                }
+                (latency, counts)
+            })
+        })
+        .collect();
+    let mut total = Measured {
+        ops: 0,
+        grants: 0,
+        failures: 0,
+        elapsed: Duration::ZERO,
+        latency: Histogram::new(),
+        per_sample: 1,
+    };
+    for task in tasks {
+        let (latency, [granted, refused, failed]) = task.await.expect("a request task");
+        total.latency.merge(&latency);
+        total.grants += granted;
+        total.failures += failed;
+        total.ops += granted + refused + failed;
+    }
+    total.elapsed = start.elapsed();
+    total
+}
+
+/// Prints the first few failures of a durable row, not thousands.
+fn failed(what: &str, err: &dyn std::fmt::Debug) -> Outcome {
+    static SHOWN: AtomicU64 = AtomicU64::new(0);
+    if SHOWN.fetch_add(1, Ordering::Relaxed) < 5 {
+        eprintln!("peak_morning: {what} failed: {err:?}");
+    }
+    Outcome::Failed
+}
+
+fn unique_suffix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() % 1_000_000_000)
+        .unwrap_or_default();
+    format!("{}_{nanos}", std::process::id())
+}
+
+// ---------------------------------------------------------------------------
+// In memory
+
+/// A distinct applicant per call: a 16-digit NIK (4 region digits, 1 thread
+/// digit, an 11-digit counter) and an idempotency key `pm-<NIK>`, counted up
+/// in place so no allocation or formatting is timed.
+#[derive(Debug)]
+struct Applicants {
+    buf: [u8; 19],
+}
+
+impl Applicants {
+    fn new(thread: usize) -> Self {
+        let mut buf = *b"pm-3275000000000000";
+        buf[7] = b'0' + (thread % 10) as u8;
+        Self { buf }
+    }
+
+    fn next(&mut self) {
+        for digit in self.buf[8..].iter_mut().rev() {
+            if *digit == b'9' {
+                *digit = b'0';
+            } else {
+                *digit += 1;
+                return;
+            }
+        }
+    }
+
+    fn nik(&self) -> &str {
+        std::str::from_utf8(&self.buf[3..]).expect("ascii digits")
+    }
+
+    fn key(&self) -> &str {
+        std::str::from_utf8(&self.buf).expect("ascii digits")
+    }
+}
+
+/// Kota Bekasi set up for one peak morning: its policy with the next shipment
+/// two weeks away (so pacing allows the full 510 a day; with no date known it
+/// spreads 15,000 over 30 days, 500 a day) and a stock of 15,000.
+fn bekasi_engine(day: NaiveDate) -> (Engine, Vec<String>) {
+    let engine = Engine::new();
+    let mut policy = kota_bekasi_policy();
+    policy.next_shipment = Some(day + Days::new(14));
+    let points = policy.points.iter().map(|p| p.code.clone()).collect();
+    engine.set_policy(policy).expect("Kota Bekasi's policy is valid");
+    engine
+        .stock(KOTA_BEKASI)
+        .adjust_capacity(15_000)
+        .expect("stock can be added");
+    (engine, points)
+}
+
+fn next_index(i: usize, len: usize) -> usize {
+    if i + 1 == len { 0 } else { i + 1 }
+}
+
+/// What building one request costs on its own (part of row 1's loop).
+fn request_building_cost() -> f64 {
+    let points: Vec<String> = kota_bekasi_policy().points.into_iter().map(|p| p.code).collect();
+    let mut applicants = Applicants::new(0);
+    let mut at = 0;
+    let n = 5_000_000u32;
+    let start = Instant::now();
+    for _ in 0..n {
+        applicants.next();
+        at = next_index(at, points.len());
+        black_box((&points[at], applicants.nik(), applicants.key()));
+    }
+    start.elapsed().as_nanos() as f64 / f64::from(n)
+}
+
+fn core_peak_mix(day: NaiveDate, run: Duration) -> Measured {
+    let (engine, points) = bekasi_engine(day);
+    let now = Utc::now();
+    let expires_at = now + chrono::Duration::hours(8);
+    let measured = run_threads(run, |t| {
+        let (engine, points) = (&engine, &points);
+        let mut applicants = Applicants::new(t);
+        let mut at = t;
+        move || {
+            applicants.next();
+            at = next_index(at, points.len());
+            let req = ReserveRequest {
+                point_code: &points[at],
+                day,
+                applicant: applicants.nik(),
+                purpose: "ktp-el",
+                idempotency_key: applicants.key(),
+                expires_at,
+            };
+            match engine.reserve(&req, now) {
+                Ok(reserved) => {
+                    black_box(&reserved);
+                    true
+                }
+                Err(ReserveError::Exhausted(_)) => false,
+                Err(other) => panic!("unexpected answer on the peak morning: {other:?}"),
+            }
+        }
+    });
+    assert_eq!(measured.grants, DAILY_GRANTS, "exactly Kota Bekasi's 510 a day");
+    measured
+}
+
+fn core_resolved_path(day: NaiveDate, run: Duration) -> Measured {
+    let (engine, points) = bekasi_engine(day);
+    let paths: Vec<Arc<Path>> = points
+        .iter()
+        .map(|code| {
+            let point = engine.point(code).expect("a point of the policy");
+            engine.path(&point, day).expect("a region with a policy")
+        })
+        .collect();
+    let measured = run_threads(run, |t| {
+        let buckets: Vec<Vec<&Bucket>> = paths
+            .iter()
+            .map(|p| p.buckets().map(|(_, b)| b).collect())
+            .collect();
+        let mut at = t;
+        move || {
+            at = next_index(at, buckets.len());
+            take_all(&buckets[at]).is_ok()
+        }
+    });
+    assert_eq!(measured.grants, DAILY_GRANTS, "the tree grants 510");
+    measured
+}
+
+/// A counter alone on its cache line.
+#[repr(align(128))]
+#[derive(Debug)]
+struct Padded(AtomicU64);
+
+fn cas_counter(run: Duration) -> Measured {
+    let counter = Padded(AtomicU64::new(DAILY_GRANTS));
+    let measured = run_threads(run, |_| {
+        let counter = &counter.0;
+        move || {
+            let mut current = counter.load(Ordering::Acquire);
+            loop {
+                if current == 0 {
+                    return false;
+                }
+                match counter.compare_exchange_weak(current, current - 1, Ordering::AcqRel, Ordering::Acquire)
+                {
+                    Ok(_) => return true,
+                    Err(actual) => current = actual,
+                }
+            }
+        }
+    });
+    assert_eq!(measured.grants, DAILY_GRANTS);
+    measured
+}
+
+fn mutex_map(run: Duration) -> Measured {
+    // Keyed by service point: 12 kecamatan at 30, the three shared points at 50.
+    let points: Vec<String> = kota_bekasi_policy().points.into_iter().map(|p| p.code).collect();
+    let map: Mutex<HashMap<String, u64>> = Mutex::new(
+        points
+            .iter()
+            .map(|p| (p.clone(), if p.contains("-KEC-") { 30 } else { 50 }))
+            .collect(),
+    );
+    let measured = run_threads(run, |t| {
+        let (map, points) = (&map, &points);
+        let mut at = t;
+        move || {
+            at = next_index(at, points.len());
+            let mut left = map.lock().expect("the map's lock");
+            let left = left.get_mut(points[at].as_str()).expect("a known point");
+            if *left == 0 {
+                false
+            } else {
+                *left -= 1;
+                true
+            }
+        }
+    });
+    assert_eq!(measured.grants, DAILY_GRANTS);
+    measured
+}
+
+// ---------------------------------------------------------------------------
+// Durable
+
+type RowResult = Result<Measured, String>;
+
+fn database_config(url: &str, max_connections: u32) -> DatabaseConfig {
+    DatabaseConfig {
+        url: url.to_owned().into(),
+        max_connections,
+    }
+}
+
+async fn durable_core(url: &str, day: NaiveDate, run: Duration) -> RowResult {
+    let schema = format!("bench_core_{}", unique_suffix());
+    let db = tokio::time::timeout(
+        Duration::from_secs(10),
+        Db::connect(&database_config(url, CORE_POOL), &schema, MIGRATIONS),
+    )
+    .await
+    .map_err(|_| "no database (timed out)".to_owned())?
+    .map_err(|e| format!("no database ({e})"))?;
+    let (inventory, background, _) = Inventory::open(db.clone(), GroupCommit::default())
+        .await
+        .map_err(|e| format!("open: {e}"))?;
+    // Kota Bekasi's points with pools far larger than a day's grants, so
+    // nearly every request is granted: this row measures grants per second.
+    let mut policy = kota_bekasi_policy();
+    for pool in &mut policy.pools {
+        pool.daily_quota = 100_000;
+    }
+    policy.monthly_cap = 1_000_000_000;
+    policy.next_shipment = Some(day + Days::new(1));
+    let points: Arc<[String]> = policy.points.iter().map(|p| p.code.clone()).collect();
+    inventory
+        .set_policy(policy)
+        .await
+        .map_err(|e| format!("policy: {e:?}"))?;
+    for (holder, reference) in [(NATIONAL, "national"), (KOTA_BEKASI, "region")] {
+        inventory
+            .receive_shipment(holder, 10_000_000, &format!("{schema}-{reference}"), "bench")
+            .await
+            .map_err(|e| format!("shipment: {e}"))?;
+    }
+    let inv = inventory.clone();
+    let measured = drive(run, move |t, i| {
+        let inventory = inv.clone();
+        let point = points.clone();
+        async move {
+            let point = &point[(t + i as usize) % point.len()];
+            let nik = format!("3275{t:02}{i:010}");
+            let key = format!("core-{t}-{i}");
+            let req = ReserveRequest {
+                point_code: point,
+                day,
+                applicant: &nik,
+                purpose: "ktp-el",
+                idempotency_key: &key,
+                expires_at: Utc::now() + chrono::Duration::hours(8),
+            };
+            match inventory.reserve(&req, Utc::now()).await {
+                Ok(_) => Outcome::Granted,
+                Err(ReserveFailure::Refused(ReserveError::Exhausted(_))) => Outcome::Refused,
+                Err(other) => failed("Inventory::reserve", &other),
+            }
+        }
+    })
+    .await;
+    let stored = inventory
+        .store()
+        .reservation_states()
+        .await
+        .map_err(|e| format!("count: {e}"))?
+        .get("HELD")
+        .copied()
+        .unwrap_or(0);
+    assert_eq!(
+        u64::try_from(stored).ok(),
+        Some(measured.grants),
+        "every acknowledged grant is stored"
+    );
+    background.abort();
+    drop(inventory);
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .execute(db.pool())
+        .await;
+    db.close().await;
+    Ok(measured)
+}
+
+async fn per_request_baseline(url: &str, day: NaiveDate, run: Duration) -> RowResult {
+    let schema = format!("bench_base_{}", unique_suffix());
+    let options = PgConnectOptions::from_str(url).map_err(|e| format!("no database ({e})"))?;
+    let mut conn = tokio::time::timeout(Duration::from_secs(10), PgConnection::connect_with(&options))
+        .await
+        .map_err(|_| "no database (timed out)".to_owned())?
+        .map_err(|e| format!("no database ({e})"))?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&mut conn)
+        .await
+        .map_err(|e| format!("schema: {e}"))?;
+    let pool = PgPoolOptions::new()
+        .max_connections(BASELINE_POOL)
+        .min_connections(BASELINE_POOL)
+        .connect_with(options.options([("search_path", schema.as_str())]))
+        .await
+        .map_err(|e| format!("pool: {e}"))?;
+    // The same reservation row as our store's (same columns, the same unique
+    // key and one-hold index); one bucket per service point.
+    for ddl in [
+        "CREATE TABLE bucket (id TEXT PRIMARY KEY, remaining BIGINT NOT NULL CHECK (remaining >= 0))",
+        "CREATE TABLE reservation (id TEXT PRIMARY KEY, point_code TEXT NOT NULL, day TEXT NOT NULL, \
+         applicant_nik TEXT NOT NULL CHECK (length(applicant_nik) = 16), purpose TEXT NOT NULL, \
+         idempotency_key TEXT NOT NULL UNIQUE, state TEXT NOT NULL, expires_at BIGINT NOT NULL, \
+         created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
+        "CREATE UNIQUE INDEX reservation_one_hold ON reservation (applicant_nik, purpose) WHERE state = 'HELD'",
+    ] {
+        sqlx::query(ddl)
+            .execute(&pool)
+            .await
+            .map_err(|e| format!("tables: {e}"))?;
+    }
+    let points: Arc<[String]> = kota_bekasi_policy().points.into_iter().map(|p| p.code).collect();
+    for point in points.iter() {
+        sqlx::query("INSERT INTO bucket (id, remaining) VALUES ($1, 1000000)")
+            .bind(point)
+            .execute(&pool)
+            .await
+            .map_err(|e| format!("buckets: {e}"))?;
+    }
+    let shared = pool.clone();
+    let measured = drive(run, move |t, i| {
+        let pool = shared.clone();
+        let point = points.clone();
+        async move {
+            let point = &point[(t + i as usize) % point.len()];
+            match grant_per_request(&pool, point, day, t, i).await {
+                Ok(true) => Outcome::Granted,
+                Ok(false) => Outcome::Refused,
+                Err(err) => failed("per-request grant", &err),
+            }
+        }
+    })
+    .await;
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .execute(&mut conn)
+        .await;
+    pool.close().await;
+    Ok(measured)
+}
+
+/// One grant, one transaction: a conditional decrement, then the reservation row.
+async fn grant_per_request(
+    pool: &PgPool,
+    point: &str,
+    day: NaiveDate,
+    t: usize,
+    i: u64,
+) -> sqlx::Result<bool> {
+    let mut tx = pool.begin().await?;
+    let left: Option<i64> = sqlx::query_scalar(
+        "UPDATE bucket SET remaining = remaining - 1 WHERE id = $1 AND remaining > 0 RETURNING remaining",
+    )
+    .bind(point)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if left.is_none() {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    let now = Utc::now().timestamp_millis();
+    sqlx::query(
+        "INSERT INTO reservation (id, point_code, day, applicant_nik, purpose, idempotency_key, state, \
+         expires_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 'HELD', $7, $8, $8)",
+    )
+    .bind(uuid::Uuid::now_v7().to_string())
+    .bind(point)
+    .bind(day.to_string())
+    .bind(format!("3275{t:02}{i:010}"))
+    .bind("ktp-el")
+    .bind(format!("base-{t}-{i}"))
+    .bind(now + 8 * 3_600_000)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+const CHECK_AND_DECREMENT: &str = r"
+local left = tonumber(redis.call('GET', KEYS[1]) or '0')
+if left <= 0 then return -1 end
+return redis.call('DECR', KEYS[1])
+";
+
+async fn redis_evalsha(url: &str, run: Duration) -> RowResult {
+    let client = redis::Client::open(url).map_err(|e| format!("no Redis ({e})"))?;
+    let mut con = tokio::time::timeout(Duration::from_secs(5), client.get_multiplexed_async_connection())
+        .await
+        .map_err(|_| "no Redis (timed out)".to_owned())?
+        .map_err(|e| format!("no Redis ({e})"))?;
+    let prefix = format!("adminduk:bench:{}", unique_suffix());
+    let keys: Arc<[String]> = kota_bekasi_policy()
+        .points
+        .iter()
+        .map(|p| format!("{prefix}:{}", p.code))
+        .collect();
+    for key in keys.iter() {
+        redis::cmd("SET")
+            .arg(key)
+            .arg(1_000_000)
+            .query_async::<()>(&mut con)
+            .await
+            .map_err(|e| format!("SET: {e}"))?;
+    }
+    let script = Arc::new(redis::Script::new(CHECK_AND_DECREMENT));
+    // Loaded once, so every call below is an EVALSHA hit.
+    script
+        .prepare_invoke()
+        .load_async(&mut con)
+        .await
+        .map_err(|e| format!("SCRIPT LOAD: {e}"))?;
+    let (shared, all) = (con.clone(), keys.clone());
+    let measured = drive(run, move |t, i| {
+        let mut con = shared.clone();
+        let script = script.clone();
+        let keys = all.clone();
+        async move {
+            let key = &keys[(t + i as usize) % keys.len()];
+            match script.key(key).invoke_async::<i64>(&mut con).await {
+                Ok(left) if left >= 0 => Outcome::Granted,
+                Ok(_) => Outcome::Refused,
+                Err(err) => failed("EVALSHA", &err),
+            }
+        }
+    })
+    .await;
+    let _ = redis::cmd("DEL")
+        .arg(keys.iter().collect::<Vec<_>>())
+        .query_async::<()>(&mut con)
+        .await;
+    Ok(measured)
+}
+
+// ---------------------------------------------------------------------------
+// Scaling and memory
+
+/// One policy per entry of `layout` (its number of points), each point with a
+/// pool of its own; regions are stocked far beyond what is granted.
+fn engine_with(layout: &[usize], day: NaiveDate) -> (Engine, Vec<Vec<String>>) {
+    let engine = Engine::new();
+    let mut codes = Vec::with_capacity(layout.len());
+    for (r, &n) in layout.iter().enumerate() {
+        let region = format!("{}", 1100 + r);
+        let points: Vec<PointSpec> = (0..n)
+            .map(|p| PointSpec {
+                code: format!("{region}-P{p:04}"),
+                name: format!("Point {p}"),
+                kind: PointKind::Kecamatan,
+                district_code: format!("{region}{:02}", p % 100),
+                pool_code: format!("{region}-P{p:04}"),
+            })
+            .collect();
+        let pools = points
+            .iter()
+            .map(|p| PoolSpec {
+                code: p.pool_code.clone(),
+                daily_quota: 1_000,
+            })
+            .collect();
+        codes.push(points.iter().map(|p| p.code.clone()).collect());
+        engine
+            .set_policy(Policy {
+                region_code: region.clone(),
+                points,
+                pools,
+                monthly_cap: 1_000_000_000,
+                next_shipment: Some(day + Days::new(1)),
+                version: 0,
+            })
+            .expect("a valid policy");
+        engine
+            .stock(&region)
+            .adjust_capacity(1_000_000_000)
+            .expect("stock can be added");
+    }
+    (engine, codes)
+}
+
+#[derive(Debug)]
+struct Scaling {
+    rows: Vec<(String, Histogram, Histogram, usize)>,
+}
+
+impl Scaling {
+    fn render(&self) -> String {
+        let mut out = String::from(
+            "Grant cost by number of service points (Engine::reserve, 1 thread, each grant timed alone):\n\n\
+             | layout | grants timed | fresh path p50 | fresh path p99 | built path p50 | built path p99 |\n\
+             |---|---:|---:|---:|---:|---:|\n",
+        );
+        for (name, fresh, built, n) in &self.rows {
+            let _ = writeln!(
+                out,
+                "| {name} | {} | {} | {} | {} | {} |",
+                group(*n as u64),
+                fmt_ns(fresh.quantile(0.5)),
+                fmt_ns(fresh.quantile(0.99)),
+                fmt_ns(built.quantile(0.5)),
+                fmt_ns(built.quantile(0.99)),
+            );
+        }
+        out.push_str(
+            "\n\"Fresh path\": the first grant at a (point, day), which builds the path and the pool's \
+             bucket (the region's\nday budget and month already exist). \"Built path\": a second grant there. \
+             Each grant has its own applicant and key.\n",
+        );
+        out
+    }
+
+    fn p50s(&self, layout: usize) -> (f64, f64) {
+        let (_, fresh, built, _) = &self.rows[layout];
+        (fresh.quantile(0.5), built.quantile(0.5))
+    }
+}
+
+fn grant_cost_scaling(day: NaiveDate) -> Scaling {
+    let mut national = vec![14; 519];
+    national.push(7_277 - 519 * 14);
+    let layouts: [(&str, Vec<usize>, u64); 3] = [
+        ("14 points: 1 region of 14", vec![14], 520),
+        ("7,277 points: 520 regions of ~14", national, 1),
+        ("7,277 points: 1 region of 7,277", vec![7_277], 1),
+    ];
+    let now = Utc::now();
+    let expires_at = now + chrono::Duration::hours(8);
+    let mut rows = Vec::new();
+    let mut serial = 0u64;
+    for (name, layout, days) in layouts {
+        let (engine, codes) = engine_with(&layout, day);
+        let mut reserve = |code: &str, day: NaiveDate| -> Duration {
+            serial += 1;
+            let nik = format!("{serial:016}");
+            let key = format!("scale-{serial}");
+            let req = ReserveRequest {
+                point_code: code,
+                day,
+                applicant: &nik,
+                purpose: "ktp-el",
+                idempotency_key: &key,
+                expires_at,
+            };
+            let start = Instant::now();
+            let reserved = engine.reserve(&req, now);
+            let took = start.elapsed();
+            assert!(reserved.is_ok(), "room everywhere: {reserved:?}");
+            took
+        };
+        // The region's day and month buckets exist before the timed grants: the
+        // first point of each region takes one grant each day, untimed.
+        let days: Vec<NaiveDate> = (0..days).map(|d| day + Days::new(d)).collect();
+        for region in &codes {
+            for d in &days {
+                reserve(&region[0], *d);
+            }
+        }
+        let (mut fresh, mut built) = (Histogram::new(), Histogram::new());
+        let mut timed = 0;
+        for d in &days {
+            for region in &codes {
+                for code in &region[1..] {
+                    fresh.record(reserve(code, *d).as_nanos() as u64);
+                    timed += 1;
+                }
+            }
+        }
+        for d in &days {
+            for region in &codes {
+                for code in &region[1..] {
+                    built.record(reserve(code, *d).as_nanos() as u64);
+                }
+            }
+        }
+        rows.push((name.to_owned(), fresh, built, timed));
+    }
+    Scaling { rows }
+}
+
+#[derive(Debug)]
+struct Memory {
+    buckets: usize,
+    paths: usize,
+    rss_growth: Option<u64>,
+}
+
+impl Memory {
+    fn per_bucket(&self) -> Option<f64> {
+        self.rss_growth.map(|b| b as f64 / self.buckets as f64)
+    }
+
+    fn render(&self) -> String {
+        let bucket = std::mem::size_of::<Bucket>();
+        let align = std::mem::align_of::<Bucket>();
+        // An Arc's allocation: two counters, padded to the bucket's alignment, then the bucket.
+        let arc = (2 * std::mem::size_of::<usize>()).next_multiple_of(align) + bucket;
+        let key = std::mem::size_of::<BucketKey>();
+        let measured = match (self.rss_growth, self.per_bucket()) {
+            (Some(growth), Some(per)) => format!(
+                "RSS grew by {:.1} MiB for {} buckets (and {} paths): {per:.0} bytes per bucket, everything \
+                 included\n(the bucket, its key and map entry, and the path that created it).",
+                growth as f64 / (1024.0 * 1024.0),
+                group(self.buckets as u64),
+                group(self.paths as u64),
+            ),
+            _ => "RSS not available on this system.".to_owned(),
+        };
+        format!(
+            "Memory per bucket: {measured}\nBy size_of: a Bucket is {bucket} bytes (two cache-padded lines, \
+             align {align}), {arc} bytes in its Arc;\nits BucketKey {key} bytes plus two small heap strings; \
+             the map entry adds a pointer and the table's slack.\n"
+        )
+    }
+}
+
+fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn memory_per_bucket(day: NaiveDate) -> Memory {
+    // 100 points with a pool each, over 1,000 days: 100,000 pool buckets,
+    // plus a day budget per day and a month bucket per month.
+    let (engine, codes) = engine_with(&[100], day);
+    let points: Vec<_> = codes[0]
+        .iter()
+        .map(|c| engine.point(c).expect("a point of the policy"))
+        .collect();
+    let before = rss_bytes();
+    let mut paths = 0;
+    for d in 0..1_000 {
+        let day = day + Days::new(d);
+        for point in &points {
+            black_box(engine.path(point, day).expect("a region with a policy"));
+            paths += 1;
+        }
+    }
+    let after = rss_bytes();
+    let buckets = engine.bucket_counts().len();
+    Memory {
+        buckets,
+        paths,
+        rss_growth: before.zip(after).map(|(b, a)| a.saturating_sub(b)),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Reporting
+
+#[derive(Debug, Default)]
+struct Table {
+    lines: Vec<[String; 7]>,
+}
+
+impl Table {
+    fn section(&mut self, title: &str) {
+        self.lines.push([
+            String::new(),
+            format!("*{title}*"),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+        ]);
+    }
+
+    fn row(&mut self, n: &str, name: &str, m: Option<&Measured>, reference: Option<f64>, mix: String) {
+        let line = match m {
+            Some(m) => [
+                n.to_owned(),
+                name.to_owned(),
+                group(m.per_second().round() as u64),
+                fmt_ns(m.p(0.5)),
+                fmt_ns(m.p(0.99)),
+                reference.map_or("–".to_owned(), |r| format!("{:.2}×", m.per_second() / r)),
+                mix,
+            ],
+            None => [
+                n.to_owned(),
+                name.to_owned(),
+                "–".into(),
+                "–".into(),
+                "–".into(),
+                "–".into(),
+                mix,
+            ],
+        };
+        self.lines.push(line);
+    }
+
+    fn durable_row(&mut self, n: &str, name: &str, m: &RowResult, reference: Option<f64>) {
+        match m {
+            Ok(m) => self.lines.push([
+                n.to_owned(),
+                name.to_owned(),
+                group(m.grants_per_second().round() as u64),
+                fmt_ns(m.p(0.5)),
+                fmt_ns(m.p(0.99)),
+                reference.map_or("–".to_owned(), |r| format!("{:.2}×", m.grants_per_second() / r)),
+                m.mix(),
+            ]),
+            Err(why) => self.row(n, name, None, None, format!("skipped: {why}")),
+        }
+    }
+
+    fn render(&self) -> String {
+        let header = ["#", "name", "ops/s", "p50", "p99", "vs our core", "measured mix"];
+        let right = [false, false, true, true, true, true, false];
+        let widths: Vec<usize> = (0..header.len())
+            .map(|c| {
+                self.lines
+                    .iter()
+                    .map(|l| l[c].chars().count())
+                    .chain([header[c].chars().count(), 3])
+                    .max()
+                    .unwrap_or(3)
+            })
+            .collect();
+        let line = |cells: &[String]| {
+            let mut out = String::from("|");
+            for (c, cell) in cells.iter().enumerate() {
+                let pad = widths[c] - cell.chars().count();
+                if right[c] {
+                    let _ = write!(out, " {}{cell} |", " ".repeat(pad));
+                } else {
+                    let _ = write!(out, " {cell}{} |", " ".repeat(pad));
+                }
+            }
+            out.push('\n');
+            out
+        };
+        let mut out = line(&header.map(str::to_owned));
+        out.push('|');
+        for (c, w) in widths.iter().enumerate() {
+            let dashes = "-".repeat(if right[c] { w - 1 } else { *w });
+            let _ = write!(out, " {dashes}{} |", if right[c] { ":" } else { "" });
+        }
+        out.push('\n');
+        for l in &self.lines {
+            out.push_str(&line(l));
+        }
+        out
+    }
+}
+
+fn group(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+fn fmt_ns(ns: f64) -> String {
+    if ns < 10.0 {
+        format!("{ns:.2} ns")
+    } else if ns < 1_000.0 {
+        format!("{ns:.0} ns")
+    } else if ns < 1_000_000.0 {
+        format!("{:.1} µs", ns / 1_000.0)
+    } else {
+        format!("{:.2} ms", ns / 1_000_000.0)
+    }
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "MET" } else { "NOT MET" }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn targets(
+    core: &Measured,
+    resolved: &Measured,
+    cas: &Measured,
+    mutex: &Measured,
+    durable: &RowResult,
+    baseline: &RowResult,
+    scaling: &Scaling,
+    memory: &Memory,
+) -> String {
+    let mut out = String::new();
+    let (core_ops, resolved_ops) = (core.per_second(), resolved.per_second());
+    let (cas_ops, mutex_ops) = (cas.per_second(), mutex.per_second());
+    let _ = writeln!(
+        out,
+        "- refusals >= 50% of the bare CAS counter: {} — core (row 1) at {:.1}% of it; resolved path \
+         (row 2) at {:.1}%",
+        verdict(core_ops >= 0.5 * cas_ops),
+        100.0 * core_ops / cas_ops,
+        100.0 * resolved_ops / cas_ops,
+    );
+    let _ = writeln!(
+        out,
+        "- refusals >= 3x Mutex<HashMap>: {} — core (row 1) at {:.2}x; resolved path (row 2) at {:.2}x",
+        verdict(core_ops >= 3.0 * mutex_ops),
+        core_ops / mutex_ops,
+        resolved_ops / mutex_ops,
+    );
+    match (durable, baseline) {
+        (Ok(d), Ok(b)) => {
+            let (d, b) = (d.grants_per_second(), b.grants_per_second());
+            let _ = writeln!(
+                out,
+                "- >= 25,000 durable grants/s: {} — {} grants/s ({:.0}% of the target)",
+                verdict(d >= 25_000.0),
+                group(d.round() as u64),
+                100.0 * d / 25_000.0
+            );
+            let _ = writeln!(
+                out,
+                "- >= 10x the per-request Postgres baseline: {} — {:.1}x",
+                verdict(d >= 10.0 * b),
+                d / b
+            );
+        }
+        (Ok(d), Err(_)) => {
+            let d = d.grants_per_second();
+            let _ = writeln!(
+                out,
+                "- >= 25,000 durable grants/s: {} — {} grants/s; baseline skipped",
+                verdict(d >= 25_000.0),
+                group(d.round() as u64)
+            );
+        }
+        _ => out.push_str("- durable targets: skipped (no database)\n"),
+    }
+    let (small_fresh, small_built) = scaling.p50s(0);
+    let (national_fresh, national_built) = scaling.p50s(1);
+    let (single_fresh, single_built) = scaling.p50s(2);
+    let flat = |a: f64, b: f64| b <= 2.0 * a;
+    let _ = writeln!(
+        out,
+        "- grant cost flat from 14 to 7,277 points (p50 within 2x): {} — built path {} → {} (520 regions) \
+         / {} (1 region); fresh path {} → {} (520 regions) / {} (1 region)",
+        verdict(
+            flat(small_built, national_built)
+                && flat(small_built, single_built)
+                && flat(small_fresh, national_fresh)
+                && flat(small_fresh, single_fresh)
+        ),
+        fmt_ns(small_built),
+        fmt_ns(national_built),
+        fmt_ns(single_built),
+        fmt_ns(small_fresh),
+        fmt_ns(national_fresh),
+        fmt_ns(single_fresh),
+    );
+    match memory.per_bucket() {
+        Some(per) => {
+            let _ = writeln!(
+                out,
+                "- < 1 KiB per bucket: {} — {per:.0} bytes measured",
+                verdict(per < 1024.0)
+            );
+        }
+        None => out.push_str("- < 1 KiB per bucket: not measured (no /proc)\n"),
+    }
+    out
+}
