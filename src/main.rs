@@ -4,6 +4,7 @@
 
 mod certs;
 mod mesh;
+mod peak;
 mod seed;
 
 use std::net::SocketAddr;
@@ -30,6 +31,34 @@ enum Command {
     Seed(SeedArgs),
     /// Writes a development CA, a server certificate and demo client certificates as PEM files.
     Certs(CertsArgs),
+    /// Storms a running inventory as the queue's opening does, then checks the books.
+    PeakMorning(PeakArgs),
+}
+
+/// Arguments of `adminduk peak-morning`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct PeakArgs {
+    /// The inventory service.
+    #[arg(long, default_value = "http://127.0.0.1:50062")]
+    inventory: String,
+    /// Regency whose points are stormed.
+    #[arg(long, default_value = "3275")]
+    region: String,
+    /// Service points to storm; all of the region's when none is given.
+    #[arg(long = "point")]
+    points: Vec<String>,
+    /// The appointment day (YYYY-MM-DD); tomorrow when not given.
+    #[arg(long)]
+    date: Option<chrono::NaiveDate>,
+    /// Applicants, each one request.
+    #[arg(long, default_value_t = 20_000)]
+    applicants: u64,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Run number: applicants and idempotency keys differ between runs.
+    #[arg(long, default_value_t = 1)]
+    run: u64,
 }
 
 /// Arguments of `adminduk up`.
@@ -122,6 +151,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => mesh::serve(args),
         Command::Seed(args) => seed::run(args),
         Command::Certs(args) => write_certs(&args),
+        Command::PeakMorning(args) => peak::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -176,6 +176,7 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<()> {
         println!("Ctrl-C stops it.");
 
         stop.await;
+        inventory.close();
         let (a, b) = tokio::join!(population.shutdown(), inventory_server.shutdown());
         a?;
         b?;

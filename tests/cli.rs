@@ -57,20 +57,25 @@ async fn up_starts_on_an_empty_directory_answers_and_stops_cleanly() {
     // Keeps reading to the end, so the child never writes into a closed pipe.
     std::thread::spawn(move || {
         let mut tx = Some(tx);
+        let mut found: Vec<String> = Vec::new();
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(rest) = line.trim().strip_prefix("population  grpc://")
+            for prefix in ["population  grpc://", "inventory   grpc://"] {
+                if let Some(rest) = line.trim().strip_prefix(prefix) {
+                    found.extend(rest.split_whitespace().next().map(str::to_owned));
+                }
+            }
+            if found.len() == 2
                 && let Some(tx) = tx.take()
             {
-                let _ = tx.send(rest.split_whitespace().next().map(str::to_owned));
+                let _ = tx.send(found.clone());
             }
         }
     });
-    let addr = tokio::time::timeout(Duration::from_secs(60), rx)
+    let addrs = tokio::time::timeout(Duration::from_secs(60), rx)
         .await
         .expect("up is ready within a minute")
-        .ok()
-        .flatten()
-        .expect("up prints the population address");
+        .expect("up prints the population and inventory addresses");
+    let (addr, inventory) = (addrs[0].clone(), addrs[1].clone());
 
     let mut client = PopulationServiceClient::connect(format!("http://{addr}"))
         .await
@@ -102,6 +107,37 @@ async fn up_starts_on_an_empty_directory_answers_and_stops_cleanly() {
         .expect("search")
         .into_inner();
     assert!(!found.residents.is_empty(), "synthetic residents were loaded");
+
+    // A storm through gRPC against `up`: one kecamatan grants exactly its 30.
+    let storm = tokio::task::spawn_blocking(move || {
+        adminduk()
+            .args([
+                "peak-morning",
+                "--point",
+                "3275-KEC-07",
+                "--applicants",
+                "2000",
+                "--concurrency",
+                "32",
+            ])
+            .args(["--inventory", &format!("http://{inventory}")])
+            .output()
+            .expect("peak-morning runs")
+    })
+    .await
+    .expect("join");
+    let report = String::from_utf8_lossy(&storm.stdout);
+    assert!(
+        storm.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&storm.stderr)
+    );
+    let granted = report
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("granted"))
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    assert_eq!(granted, Some(30), "{report}");
+    assert!(report.contains("books agree  yes"), "{report}");
 
     let status = interrupt(&mut child);
     assert!(status.success(), "clean exit on SIGINT: {status:?}");

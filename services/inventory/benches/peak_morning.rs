@@ -35,7 +35,7 @@ use adminduk_inventory_core::engine::{BucketKey, Engine, Path, ReserveError, Res
 use adminduk_inventory_core::policy::{PointKind, PointSpec, Policy, PoolSpec};
 use adminduk_kit::config::DatabaseConfig;
 use adminduk_kit::storage::Db;
-use chrono::{DateTime, Days, NaiveDate, Utc};
+use chrono::{Days, NaiveDate, Utc};
 use sqlx::Connection as _;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 

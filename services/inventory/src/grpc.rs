@@ -750,6 +750,7 @@ impl InventoryService for InventoryApi {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let inventory = self.inventory.clone();
         let mut changes = inventory.subscribe();
+        let mut closing = inventory.closing();
         tokio::spawn(async move {
             let mut last: HashMap<String, i64> = HashMap::new();
             loop {
@@ -783,6 +784,7 @@ impl InventoryService for InventoryApi {
                 }
                 tokio::select! {
                     changed = changes.changed() => if changed.is_err() { return },
+                    _ = closing.wait_for(|closing| *closing) => return,
                     () = tx.closed() => return,
                 }
                 tokio::time::sleep(WATCH_DEBOUNCE).await;

@@ -77,6 +77,7 @@ pub struct Inventory {
     store: Store,
     writer: Writer,
     changes: watch::Sender<u64>,
+    closing: watch::Sender<bool>,
 }
 
 /// Tasks the inventory runs in the background; abort or drop with the runtime.
@@ -108,11 +109,13 @@ impl Inventory {
         let report = store.load_into(&engine, Utc::now() - RETENTION).await?;
         let (writer, writer_task) = Writer::spawn(db, settings);
         let (changes, _) = watch::channel(0);
+        let (closing, _) = watch::channel(false);
         let inventory = Arc::new(Self {
             engine,
             store,
             writer,
             changes,
+            closing,
         });
         let sweeper = tokio::spawn(sweep_forever(Arc::downgrade(&inventory)));
         Ok((
@@ -138,6 +141,17 @@ impl Inventory {
     /// A receiver that changes whenever availability may have changed.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
+    }
+
+    /// A receiver that turns true when the service is shutting down: long-lived
+    /// streams end then, so a graceful shutdown does not wait on them.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
+    /// Tells long-lived streams to end; call before draining the server.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
     }
 
     fn changed(&self) {

@@ -23,6 +23,7 @@ use tonic_types::StatusExt as _;
 
 struct Harness {
     client: InventoryServiceClient<Channel>,
+    inventory: Arc<Inventory>,
     server: RunningServer,
     background: Background,
     label: &'static str,
@@ -31,6 +32,7 @@ struct Harness {
 
 impl Harness {
     async fn stop(self) {
+        self.inventory.close();
         self.server.shutdown().await.expect("clean shutdown");
         self.background.abort();
     }
@@ -42,7 +44,7 @@ async fn start(test_db: TestDatabase) -> Harness {
         .expect("database");
     let (inventory, background, _) = Inventory::open(db, GroupCommit::default()).await.expect("opens");
     let builder = GrpcServer::new(ServerConfig::default());
-    let service = InventoryServiceServer::new(InventoryApi::new(inventory))
+    let service = InventoryServiceServer::new(InventoryApi::new(inventory.clone()))
         .max_decoding_message_size(builder.max_message_bytes());
     let server = builder.add_service(service).start().await.expect("starts");
     let client = InventoryServiceClient::connect(format!("http://{}", server.local_addr()))
@@ -50,6 +52,7 @@ async fn start(test_db: TestDatabase) -> Harness {
         .expect("connects");
     Harness {
         client,
+        inventory,
         server,
         background,
         label: test_db.label,
@@ -584,6 +587,12 @@ async fn a_full_date_points_to_other_dates_and_points_and_watchers_see_it_fill()
             .expect_err("unknown point");
         assert_field(&bad, Code::InvalidArgument, "service_point_codes[0]");
         h.stop().await;
+        // Shutting down ends the stream cleanly rather than holding the drain open.
+        let end = tokio::time::timeout(std::time::Duration::from_secs(2), watch.message()).await;
+        assert!(
+            matches!(end, Ok(Ok(None)) | Ok(Err(_))),
+            "the watch ended: {end:?}"
+        );
     }
 }
 
