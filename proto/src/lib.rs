@@ -33,6 +33,15 @@ pub mod inventory {
     }
 }
 
+/// IKD: digital identity activation, device binding, session tokens.
+pub mod ikd {
+    /// Version 1.
+    pub mod v1 {
+        #![allow(clippy::all, clippy::pedantic)]
+        include!(concat!(env!("OUT_DIR"), "/adminduk.ikd.v1.rs"));
+    }
+}
+
 /// Conversions between protobuf's calendar types and chrono's.
 pub mod convert {
     use chrono::{DateTime, Datelike as _, NaiveDate, Utc};

@@ -41,10 +41,14 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 /// Threads for the in-memory rows: the machine has two cores.
 const THREADS: usize = 2;
-/// Operations timed together in the in-memory rows (one clock read per batch).
-const BATCH: u64 = 100;
+/// Operations timed together in the in-memory rows (two clock reads per
+/// batch), sized so a batch takes some microseconds and the clock's own cost
+/// stays under a few percent: (core mix, resolved path, CAS counter, mutex).
+const BATCHES: [u64; 4] = [100, 10_000, 10_000, 1_000];
 /// Concurrent requests in the durable rows.
 const TASKS: usize = 64;
+/// Concurrent requests in the deeper-queue variant of rows 5 and 6.
+const DEEP_TASKS: usize = 512;
 /// Connections of our core's pool (its group-commit writer uses one at a time).
 const CORE_POOL: u32 = 4;
 /// Connections of the per-request baseline's pool.
@@ -58,12 +62,14 @@ fn main() {
     let memory_run = scale(3.0);
     let durable_run = scale(8.0);
     let redis_run = scale(5.0);
+    let variant_run = scale(5.0);
     let postgres_url = std::env::var("ADMINDUK_BENCH_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/adminduk_bench".to_owned());
     let redis_url =
         std::env::var("ADMINDUK_BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
     let day = Utc::now().date_naive() + Days::new(1);
     let began = Instant::now();
+    let load_before = load_average();
 
     // Memory first, before other allocations are freed and reused.
     progress("memory per bucket (100,000 pool buckets through Engine::path)");
@@ -87,11 +93,43 @@ fn main() {
         .build()
         .expect("a tokio runtime");
     progress("5/7 our core with group commit on PostgreSQL");
-    let durable = runtime.block_on(durable_core(&postgres_url, day, durable_run));
+    let durable = runtime.block_on(durable_core(
+        &postgres_url,
+        day,
+        durable_run,
+        TASKS,
+        GroupCommit::default(),
+    ));
     progress("6/7 per-request PostgreSQL baseline");
-    let baseline = runtime.block_on(per_request_baseline(&postgres_url, day, durable_run));
+    let baseline = runtime.block_on(per_request_baseline(&postgres_url, day, durable_run, TASKS));
     progress("7/7 Redis EVALSHA check-and-decrement");
     let redis = runtime.block_on(redis_evalsha(&redis_url, redis_run));
+    // Not the table's conditions: how rows 5 and 6 move with the writer's
+    // linger and with deeper concurrency.
+    let sensitivity = if durable.is_ok() {
+        progress("sensitivity: row 5 with linger 0");
+        let no_linger = GroupCommit {
+            linger: Duration::ZERO,
+            ..GroupCommit::default()
+        };
+        let linger0 = runtime.block_on(durable_core(&postgres_url, day, variant_run, TASKS, no_linger));
+        progress(&format!("sensitivity: rows 5 and 6 with {DEEP_TASKS} tasks"));
+        let deep_core = runtime.block_on(durable_core(
+            &postgres_url,
+            day,
+            variant_run,
+            DEEP_TASKS,
+            GroupCommit::default(),
+        ));
+        let deep_base = runtime.block_on(per_request_baseline(&postgres_url, day, variant_run, DEEP_TASKS));
+        Some(Sensitivity {
+            linger0,
+            deep_core,
+            deep_base,
+        })
+    } else {
+        None
+    };
     drop(runtime);
 
     let mut table = Table::default();
@@ -151,13 +189,26 @@ fn main() {
     out.push_str(&table.render());
     let _ = writeln!(
         out,
-        "\nIn-memory latencies (rows 1-4) are per operation, from batches of {BATCH} operations timed \
-         together (one clock read per batch):\np50/p99 are of batch time / {BATCH}, so a single slow \
-         operation is spread over its batch. Row 1 includes building each request\n(a fresh 16-digit \
-         NIK and idempotency key, the point round-robin): {} per operation measured alone.\nDurable \
-         latencies (rows 5-7) are per request, end to end (until the grant is acknowledged).",
-        fmt_ns(request_cost)
+        "\nRows 1-4 run {THREADS} threads for {:.0} s each; their latencies are per operation, from batches \
+         timed together\n(rows 1-4: {} operations per batch): p50/p99 are of batch time / batch size, so \
+         one slow operation is spread over\nits batch. Row 1 includes building each request (a fresh \
+         16-digit NIK and idempotency key, the next point):\n{} per operation, measured alone. \
+         Rows 5-7 run {TASKS} tokio tasks on {THREADS} worker threads for {:.0}/{:.0}/{:.0} s; their \
+         latencies are\nper request, until the answer (for row 5, until the grant's group commit). \
+         Row 5: GroupCommit::default()\n(max_batch {}, linger {:?}), a pool of {CORE_POOL}. Row 6: \
+         a sqlx PgPool of {BASELINE_POOL}. Row 7: one multiplexed connection.",
+        memory_run.as_secs_f64(),
+        BATCHES.map(group).join(" / "),
+        fmt_ns(request_cost),
+        durable_run.as_secs_f64(),
+        durable_run.as_secs_f64(),
+        redis_run.as_secs_f64(),
+        GroupCommit::default().max_batch,
+        GroupCommit::default().linger,
     );
+    if let Some(sensitivity) = &sensitivity {
+        let _ = writeln!(out, "\n{}", sensitivity.render(durable_ops));
+    }
     let _ = writeln!(out, "\n{}", scaling.render());
     let _ = writeln!(out, "{}", memory.render());
     let _ = writeln!(
@@ -169,11 +220,21 @@ fn main() {
     );
     let _ = writeln!(
         out,
-        "({} cores, whole run {:.0} s)",
+        "({} cores; load average {} before, {} after; whole run {:.0} s)",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load_before,
+        load_average(),
         began.elapsed().as_secs_f64()
     );
     print!("{out}");
+}
+
+/// The 1-minute load average: other work on the machine skews every row.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".to_owned())
 }
 
 fn progress(what: &str) {
@@ -257,6 +318,8 @@ struct Measured {
     /// Latency samples; each covers `per_sample` operations.
     latency: Histogram,
     per_sample: u64,
+    /// Transactions that wrote the grants, when known (group commits).
+    commits: Option<u64>,
 }
 
 impl Measured {
@@ -286,6 +349,14 @@ impl Measured {
         if self.failures > 0 {
             let _ = write!(mix, ", {} FAILED", group(self.failures));
         }
+        if let Some(commits) = self.commits {
+            let _ = write!(
+                mix,
+                "; {} group commits of {:.1} grants on average",
+                group(commits),
+                self.grants as f64 / commits.max(1) as f64
+            );
+        }
         mix
     }
 }
@@ -293,7 +364,7 @@ impl Measured {
 /// Runs `THREADS` threads for `run`, each calling its operation (made by
 /// `make`, outside the timed part) in batches of `BATCH`; an operation returns
 /// whether it granted.
-fn run_threads<W, F>(run: Duration, make: W) -> Measured
+fn run_threads<W, F>(label: &str, batch: u64, run: Duration, make: W) -> Measured
 where
     W: Fn(usize) -> F + Sync,
     F: FnMut() -> bool,
@@ -303,7 +374,8 @@ where
         let workers: Vec<_> = (0..THREADS)
             .map(|t| {
                 let (make, barrier) = (&make, &barrier);
-                scope.spawn(move || {
+                let builder = std::thread::Builder::new().name(format!("{label}-{t}"));
+                let spawned = builder.spawn_scoped(scope, move || {
                     let mut op = make(t);
                     let mut latency = Histogram::new();
                     let (mut ops, mut grants) = (0u64, 0u64);
@@ -311,19 +383,20 @@ where
                     let deadline = Instant::now() + run;
                     loop {
                         let start = Instant::now();
-                        for _ in 0..BATCH {
+                        for _ in 0..batch {
                             if op() {
                                 grants += 1;
                             }
                         }
                         let end = Instant::now();
                         latency.record((end - start).as_nanos() as u64);
-                        ops += BATCH;
+                        ops += batch;
                         if end >= deadline {
                             return (ops, grants, latency, end);
                         }
                     }
-                })
+                });
+                spawned.expect("a worker thread")
             })
             .collect();
         barrier.wait();
@@ -334,7 +407,8 @@ where
             failures: 0,
             elapsed: Duration::ZERO,
             latency: Histogram::new(),
-            per_sample: BATCH,
+            per_sample: batch,
+            commits: None,
         };
         let mut last = start;
         for worker in workers {
@@ -356,9 +430,9 @@ enum Outcome {
     Failed,
 }
 
-/// Runs `TASKS` tokio tasks for `run`, each awaiting one request at a time;
+/// Runs `tasks` tokio tasks for `run`, each awaiting one request at a time;
 /// every request is timed.
-async fn drive<F, Fut>(run: Duration, op: F) -> Measured
+async fn drive<F, Fut>(tasks: usize, run: Duration, op: F) -> Measured
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Outcome> + Send + 'static,
@@ -366,7 +440,7 @@ where
     let op = Arc::new(op);
     let start = Instant::now();
     let deadline = start + run;
-    let tasks: Vec<_> = (0..TASKS)
+    let tasks: Vec<_> = (0..tasks)
         .map(|t| {
             let op = op.clone();
             tokio::spawn(async move {
@@ -391,6 +465,7 @@ where
         elapsed: Duration::ZERO,
         latency: Histogram::new(),
         per_sample: 1,
+        commits: None,
     };
     for task in tasks {
         let (latency, [granted, refused, failed]) = task.await.expect("a request task");
@@ -497,7 +572,7 @@ fn core_peak_mix(day: NaiveDate, run: Duration) -> Measured {
     let (engine, points) = bekasi_engine(day);
     let now = Utc::now();
     let expires_at = now + chrono::Duration::hours(8);
-    let measured = run_threads(run, |t| {
+    let measured = run_threads("core-mix", BATCHES[0], run, |t| {
         let (engine, points) = (&engine, &points);
         let mut applicants = Applicants::new(t);
         let mut at = t;
@@ -535,10 +610,14 @@ fn core_resolved_path(day: NaiveDate, run: Duration) -> Measured {
             engine.path(&point, day).expect("a region with a policy")
         })
         .collect();
-    let measured = run_threads(run, |t| {
-        let buckets: Vec<Vec<&Bucket>> = paths
+    let measured = run_threads("core-path", BATCHES[1], run, |t| {
+        // A path's buckets as the engine holds them: four references, leaf first.
+        let buckets: Vec<[&Bucket; 4]> = paths
             .iter()
-            .map(|p| p.buckets().map(|(_, b)| b).collect())
+            .map(|p| {
+                let mut refs = p.buckets().map(|(_, b)| b);
+                std::array::from_fn(|_| refs.next().expect("four buckets in a path"))
+            })
             .collect();
         let mut at = t;
         move || {
@@ -557,7 +636,7 @@ struct Padded(AtomicU64);
 
 fn cas_counter(run: Duration) -> Measured {
     let counter = Padded(AtomicU64::new(DAILY_GRANTS));
-    let measured = run_threads(run, |_| {
+    let measured = run_threads("cas", BATCHES[2], run, |_| {
         let counter = &counter.0;
         move || {
             let mut current = counter.load(Ordering::Acquire);
@@ -586,7 +665,7 @@ fn mutex_map(run: Duration) -> Measured {
             .map(|p| (p.clone(), if p.contains("-KEC-") { 30 } else { 50 }))
             .collect(),
     );
-    let measured = run_threads(run, |t| {
+    let measured = run_threads("mutex", BATCHES[3], run, |t| {
         let (map, points) = (&map, &points);
         let mut at = t;
         move || {
@@ -617,7 +696,13 @@ fn database_config(url: &str, max_connections: u32) -> DatabaseConfig {
     }
 }
 
-async fn durable_core(url: &str, day: NaiveDate, run: Duration) -> RowResult {
+async fn durable_core(
+    url: &str,
+    day: NaiveDate,
+    run: Duration,
+    tasks: usize,
+    settings: GroupCommit,
+) -> RowResult {
     let schema = format!("bench_core_{}", unique_suffix());
     let db = tokio::time::timeout(
         Duration::from_secs(10),
@@ -626,7 +711,7 @@ async fn durable_core(url: &str, day: NaiveDate, run: Duration) -> RowResult {
     .await
     .map_err(|_| "no database (timed out)".to_owned())?
     .map_err(|e| format!("no database ({e})"))?;
-    let (inventory, background, _) = Inventory::open(db.clone(), GroupCommit::default())
+    let (inventory, background, _) = Inventory::open(db.clone(), settings)
         .await
         .map_err(|e| format!("open: {e}"))?;
     // Kota Bekasi's points with pools far larger than a day's grants, so
@@ -649,12 +734,12 @@ async fn durable_core(url: &str, day: NaiveDate, run: Duration) -> RowResult {
             .map_err(|e| format!("shipment: {e}"))?;
     }
     let inv = inventory.clone();
-    let measured = drive(run, move |t, i| {
+    let measured = drive(tasks, run, move |t, i| {
         let inventory = inv.clone();
         let point = points.clone();
         async move {
             let point = &point[(t + i as usize) % point.len()];
-            let nik = format!("3275{t:02}{i:010}");
+            let nik = format!("3275{t:03}{i:09}");
             let key = format!("core-{t}-{i}");
             let req = ReserveRequest {
                 point_code: point,
@@ -685,6 +770,13 @@ async fn durable_core(url: &str, day: NaiveDate, run: Duration) -> RowResult {
         Some(measured.grants),
         "every acknowledged grant is stored"
     );
+    // Every reservation of one group commit carries the batch's timestamp.
+    let commits: i64 = sqlx::query_scalar("SELECT COUNT(DISTINCT updated_at) FROM reservations")
+        .fetch_one(db.pool())
+        .await
+        .map_err(|e| format!("count: {e}"))?;
+    let mut measured = measured;
+    measured.commits = u64::try_from(commits).ok();
     background.abort();
     drop(inventory);
     let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
@@ -694,7 +786,7 @@ async fn durable_core(url: &str, day: NaiveDate, run: Duration) -> RowResult {
     Ok(measured)
 }
 
-async fn per_request_baseline(url: &str, day: NaiveDate, run: Duration) -> RowResult {
+async fn per_request_baseline(url: &str, day: NaiveDate, run: Duration, tasks: usize) -> RowResult {
     let schema = format!("bench_base_{}", unique_suffix());
     let options = PgConnectOptions::from_str(url).map_err(|e| format!("no database ({e})"))?;
     let mut conn = tokio::time::timeout(Duration::from_secs(10), PgConnection::connect_with(&options))
@@ -735,7 +827,7 @@ async fn per_request_baseline(url: &str, day: NaiveDate, run: Duration) -> RowRe
             .map_err(|e| format!("buckets: {e}"))?;
     }
     let shared = pool.clone();
-    let measured = drive(run, move |t, i| {
+    let measured = drive(tasks, run, move |t, i| {
         let pool = shared.clone();
         let point = points.clone();
         async move {
@@ -782,7 +874,7 @@ async fn grant_per_request(
     .bind(uuid::Uuid::now_v7().to_string())
     .bind(point)
     .bind(day.to_string())
-    .bind(format!("3275{t:02}{i:010}"))
+    .bind(format!("3275{t:03}{i:09}"))
     .bind("ktp-el")
     .bind(format!("base-{t}-{i}"))
     .bind(now + 8 * 3_600_000)
@@ -827,7 +919,7 @@ async fn redis_evalsha(url: &str, run: Duration) -> RowResult {
         .await
         .map_err(|e| format!("SCRIPT LOAD: {e}"))?;
     let (shared, all) = (con.clone(), keys.clone());
-    let measured = drive(run, move |t, i| {
+    let measured = drive(TASKS, run, move |t, i| {
         let mut con = shared.clone();
         let script = script.clone();
         let keys = all.clone();
@@ -846,6 +938,55 @@ async fn redis_evalsha(url: &str, run: Duration) -> RowResult {
         .query_async::<()>(&mut con)
         .await;
     Ok(measured)
+}
+
+/// Rows 5 and 6 under other conditions than the table's.
+#[derive(Debug)]
+struct Sensitivity {
+    linger0: RowResult,
+    deep_core: RowResult,
+    deep_base: RowResult,
+}
+
+impl Sensitivity {
+    fn render(&self, row5: Option<f64>) -> String {
+        let line = |what: &str, m: &RowResult| match m {
+            Ok(m) => format!(
+                "- {what}: {} grants/s{}, p50 {}, p99 {}; {}\n",
+                group(m.grants_per_second().round() as u64),
+                row5.map_or(String::new(), |r| format!(
+                    " ({:.2}× row 5)",
+                    m.grants_per_second() / r
+                )),
+                fmt_ns(m.p(0.5)),
+                fmt_ns(m.p(0.99)),
+                m.mix()
+            ),
+            Err(why) => format!("- {what}: skipped ({why})\n"),
+        };
+        let mut out =
+            String::from("Durable rows under other conditions (not the table's; same machine and run):\n");
+        out.push_str(&line(
+            &format!("row 5 with GroupCommit {{ linger: 0 }}, {TASKS} tasks"),
+            &self.linger0,
+        ));
+        out.push_str(&line(
+            &format!("row 5 with {DEEP_TASKS} tasks (GroupCommit::default())"),
+            &self.deep_core,
+        ));
+        out.push_str(&line(
+            &format!("row 6 with {DEEP_TASKS} tasks (pool of {BASELINE_POOL})"),
+            &self.deep_base,
+        ));
+        if let (Ok(core), Ok(base)) = (&self.deep_core, &self.deep_base) {
+            let _ = writeln!(
+                out,
+                "- at {DEEP_TASKS} tasks our core is {:.1}× the per-request baseline",
+                core.grants_per_second() / base.grants_per_second()
+            );
+        }
+        out
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -997,6 +1138,9 @@ struct Memory {
     buckets: usize,
     paths: usize,
     rss_growth: Option<u64>,
+    /// Buckets inserted alone (`Engine::restore_bucket`, no paths) and the RSS they took.
+    bare: usize,
+    bare_growth: Option<u64>,
 }
 
 impl Memory {
@@ -1020,8 +1164,17 @@ impl Memory {
             ),
             _ => "RSS not available on this system.".to_owned(),
         };
+        let bare = match self.bare_growth {
+            Some(growth) => format!(
+                "\nBuckets alone ({} inserted with Engine::restore_bucket, no paths): {:.0} bytes per bucket \
+                 (bucket, key, map entry).",
+                group(self.bare as u64),
+                growth as f64 / self.bare as f64
+            ),
+            None => String::new(),
+        };
         format!(
-            "Memory per bucket: {measured}\nBy size_of: a Bucket is {bucket} bytes (two cache-padded lines, \
+            "Memory per bucket: {measured}{bare}\nBy size_of: a Bucket is {bucket} bytes (two cache-padded lines, \
              align {align}), {arc} bytes in its Arc;\nits BucketKey {key} bytes plus two small heap strings; \
              the map entry adds a pointer and the table's slack.\n"
         )
@@ -1036,6 +1189,25 @@ fn rss_bytes() -> Option<u64> {
 }
 
 fn memory_per_bucket(day: NaiveDate) -> Memory {
+    // Buckets alone: 100,000 pool buckets straight into the map.
+    let bare_engine = Engine::new();
+    let bare = 100_000;
+    let before = rss_bytes();
+    for n in 0..bare {
+        bare_engine.restore_bucket(
+            BucketKey::Pool {
+                region: "3275".to_owned(),
+                pool: format!("3275-P{:04}", n % 100),
+                day: day + Days::new(n / 100),
+            },
+            adminduk_inventory_core::bucket::BucketCounts {
+                capacity: 30,
+                ..Default::default()
+            },
+        );
+    }
+    let bare_growth = before.zip(rss_bytes()).map(|(b, a)| a.saturating_sub(b));
+
     // 100 points with a pool each, over 1,000 days: 100,000 pool buckets,
     // plus a day budget per day and a month bucket per month.
     let (engine, codes) = engine_with(&[100], day);
@@ -1054,10 +1226,13 @@ fn memory_per_bucket(day: NaiveDate) -> Memory {
     }
     let after = rss_bytes();
     let buckets = engine.bucket_counts().len();
+    drop(bare_engine);
     Memory {
         buckets,
         paths,
         rss_growth: before.zip(after).map(|(b, a)| a.saturating_sub(b)),
+        bare: bare as usize,
+        bare_growth,
     }
 }
 

@@ -199,3 +199,229 @@ async fn acknowledged_grants_survive_a_crash_mid_storm() {
         background.abort();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_write_gives_the_units_back_and_holds_nothing() {
+    for db in testing::databases("writefail") {
+        let (conn, inventory, background) = stocked(&db).await;
+        let point = kecamatan_point(3);
+        let day = appointment_day();
+        let req = ReserveRequest {
+            point_code: &point,
+            day,
+            applicant: "3275014101900001",
+            purpose: "ktp-el",
+            idempotency_key: "fail-1",
+            expires_at: Utc::now() + Duration::hours(8),
+        };
+        // The database goes away under the writer.
+        conn.close().await;
+        match inventory.reserve(&req, Utc::now()).await {
+            Err(ReserveFailure::Unavailable(_)) => {}
+            other => panic!("{}: expected unavailable, got {other:?}", db.label),
+        }
+        assert_eq!(
+            inventory.engine().availability(&point, day),
+            Some((30, 30)),
+            "{}: the unit went back",
+            db.label
+        );
+        // Nothing is held in memory either: the same applicant is not "already holding".
+        let (_conn, reopened, background2) = open(&db).await;
+        assert_eq!(reopened.engine().availability(&point, day), Some((30, 30)));
+        reopened
+            .reserve(&req, Utc::now())
+            .await
+            .expect("the retry is granted");
+        background.abort();
+        background2.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_holds_are_swept_back_once() {
+    for db in testing::databases("expiry") {
+        let (_conn, inventory, background) = stocked(&db).await;
+        let point = kecamatan_point(4);
+        let day = appointment_day();
+        let now = Utc::now();
+        let req = ReserveRequest {
+            point_code: &point,
+            day,
+            applicant: "3275014101900002",
+            purpose: "ktp-el",
+            idempotency_key: "exp-1",
+            expires_at: now + Duration::minutes(5),
+        };
+        let r = inventory.reserve(&req, now).await.expect("granted");
+        assert_eq!(inventory.sweep_expired(now).await, 0, "not yet due");
+        assert_eq!(
+            inventory.sweep_expired(now + Duration::minutes(6)).await,
+            1,
+            "{}",
+            db.label
+        );
+        assert_eq!(
+            inventory.sweep_expired(now + Duration::minutes(7)).await,
+            0,
+            "expired once"
+        );
+        assert_eq!(r.state(), State::Expired);
+        assert_eq!(
+            inventory.engine().availability(&point, day),
+            Some((30, 30)),
+            "{}: back",
+            db.label
+        );
+        let states = inventory.store().reservation_states().await.expect("states");
+        assert_eq!(states.get("EXPIRED"), Some(&1), "{}", db.label);
+        let ledger = inventory
+            .store()
+            .ledger(KOTA_BEKASI, None, 10)
+            .await
+            .expect("ledger");
+        assert_eq!(
+            ledger.first().map(|e| e.kind),
+            Some(adminduk_inventory::store::MovementKind::Expiry)
+        );
+        background.abort();
+    }
+}
+
+/// After every operation of a random sequence, the ledger's sum equals the
+/// stock on hand, in memory and in the database, for every holder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_sums_to_the_stock_after_every_operation() {
+    use adminduk_inventory_core::state::Transition;
+    use rand::rngs::SmallRng;
+    use rand::{Rng as _, SeedableRng as _};
+
+    for db in testing::databases("ledgersum") {
+        let (_conn, inventory, background) = stocked(&db).await;
+        let mut second = kota_bekasi_policy();
+        second.region_code = "3216".into();
+        for (i, p) in second.points.iter_mut().enumerate() {
+            p.code = format!("3216-P-{i:02}");
+            p.district_code = format!("3216{:02}", i % 12 + 1);
+            p.pool_code = if i < 12 {
+                format!("3216-P-{i:02}")
+            } else {
+                "3216-SHARED".into()
+            };
+        }
+        for (i, p) in second.pools.iter_mut().enumerate() {
+            p.code = if i < 12 {
+                format!("3216-P-{i:02}")
+            } else {
+                "3216-SHARED".into()
+            };
+        }
+        inventory.set_policy(second).await.expect("second region");
+        let mut rng = SmallRng::seed_from_u64(20_260_522);
+        let mut held: Vec<uuid::Uuid> = Vec::new();
+        let store = inventory.store();
+        for step in 0..120 {
+            let region = if rng.random_bool(0.7) { KOTA_BEKASI } else { "3216" };
+            let other = if region == KOTA_BEKASI {
+                "3216"
+            } else {
+                KOTA_BEKASI
+            };
+            let reference = format!("doc-{step}");
+            let n = rng.random_range(1..=300);
+            let op = rng.random_range(0..7);
+            let result = match op {
+                0 => inventory
+                    .receive_shipment(region, n, &reference, "test")
+                    .await
+                    .map(drop),
+                1 => inventory
+                    .transfer(region, other, n, &reference, "test", "lending")
+                    .await
+                    .map(drop),
+                2 => inventory
+                    .spoil(region, rng.random_range(1..=5), &reference, "test", "damaged")
+                    .await
+                    .map(drop),
+                3 | 4 => {
+                    let point = if region == KOTA_BEKASI {
+                        kecamatan_point(rng.random_range(1..=12))
+                    } else {
+                        format!("3216-P-{:02}", rng.random_range(0..12))
+                    };
+                    let nik = format!("32750141019{step:05}");
+                    let key = format!("seq-{step}");
+                    let req = ReserveRequest {
+                        point_code: &point,
+                        day: appointment_day(),
+                        applicant: &nik,
+                        purpose: "ktp-el",
+                        idempotency_key: &key,
+                        expires_at: Utc::now() + Duration::hours(1),
+                    };
+                    match inventory.reserve(&req, Utc::now()).await {
+                        Ok(r) => {
+                            held.push(r.id);
+                            Ok(())
+                        }
+                        Err(ReserveFailure::Refused(_)) => Ok(()),
+                        Err(ReserveFailure::Unavailable(e)) => Err(e),
+                    }
+                }
+                _ if !held.is_empty() => {
+                    let id = held.swap_remove(rng.random_range(0..held.len()));
+                    let transition = if op == 5 {
+                        Transition::Commit
+                    } else {
+                        Transition::Release
+                    };
+                    let point = inventory
+                        .engine()
+                        .reservation(&id)
+                        .map(|r| r.point_code().to_owned());
+                    inventory
+                        .transition(&id, transition, point.as_deref(), "test", "sequence")
+                        .await
+                        .map(drop)
+                        .map_err(|e| panic!("step {step}: {e:?}"))
+                }
+                _ => Ok(()),
+            };
+            if let Err(err) = result {
+                // Refusals (not enough stock) are part of the sequence; nothing else is.
+                assert!(
+                    matches!(
+                        err,
+                        adminduk_inventory::store::StoreError::InsufficientStock { .. }
+                    ),
+                    "step {step}: {err:?}"
+                );
+            }
+            for holder in [NATIONAL, KOTA_BEKASI, "3216"] {
+                let books = store.ledger_on_hand(holder).await.expect("ledger sum");
+                let memory = inventory.engine().stock(holder).counts();
+                let stored = store
+                    .bucket(&BucketKey::Stock {
+                        region: holder.into(),
+                    })
+                    .await
+                    .expect("bucket")
+                    .unwrap_or_default();
+                assert_eq!(
+                    books,
+                    memory.capacity - memory.committed,
+                    "{} step {step} op {op}: memory",
+                    db.label
+                );
+                assert_eq!(
+                    books,
+                    stored.capacity - stored.committed,
+                    "{} step {step} op {op}: database",
+                    db.label
+                );
+                assert_eq!(memory.held, stored.held, "{} step {step}: held", db.label);
+            }
+        }
+        background.abort();
+    }
+}

@@ -1,6 +1,7 @@
 //! What every adminduk server shares, written once: configuration, telemetry,
 //! server bootstrap with TLS, storage pools, error mapping and masking.
 
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod mask;
@@ -10,6 +11,7 @@ pub mod telemetry;
 pub mod testing;
 pub mod time;
 pub mod tls;
+pub mod token;
 
 pub use error::{ApiError, ErrorCode, Violations};
 pub use mask::mask_nik;

@@ -128,6 +128,14 @@ pub fn propagate_trace(mut request: tonic::Request<()>) -> Result<tonic::Request
     Ok(request)
 }
 
+/// The current trace's id (32 hex digits), for audit rows; `None` outside a sampled trace.
+pub fn current_trace_id() -> Option<String> {
+    use opentelemetry::trace::TraceContextExt as _;
+    let cx = tracing::Span::current().context();
+    let id = cx.span().span_context().trace_id();
+    (id != opentelemetry::trace::TraceId::INVALID).then(|| id.to_string())
+}
+
 /// The span for one incoming gRPC request, parented on the caller's trace.
 /// It names the method only: request bodies (which may hold NIKs) are never recorded.
 pub fn request_span<B>(request: &http::Request<B>) -> tracing::Span {

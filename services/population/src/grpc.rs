@@ -772,6 +772,36 @@ impl PopulationService for PopulationApi {
             village_code: match_msg(verdict.village_code),
         }))
     }
+
+    async fn count_residents(
+        &self,
+        request: Request<pb::CountResidentsRequest>,
+    ) -> Result<Response<pb::CountResidentsResponse>, Status> {
+        let pb::CountResidentsRequest { area_code } = request.into_inner();
+        let regions = Regions::global();
+        let known = match area_code.len() {
+            4 => regions.regency(&area_code).is_some(),
+            6 => regions.district(&area_code).is_some(),
+            _ => false,
+        };
+        if !known {
+            return Err(ApiError::invalid_field(
+                "area_code",
+                "must be a known regency (4 digits) or kecamatan (6 digits) code",
+            )
+            .into());
+        }
+        let (alive, eligible) = self
+            .store
+            .count_area(&area_code, today())
+            .await
+            .map_err(store_error)?;
+        Ok(Response::new(pb::CountResidentsResponse {
+            area_code,
+            alive,
+            eligible,
+        }))
+    }
 }
 
 #[cfg(test)]

@@ -437,6 +437,24 @@ impl Store {
         self.resident(nik).await?.ok_or(StoreError::ResidentNotFound)
     }
 
+    /// Living residents of an area (4-digit regency or 6-digit kecamatan), and
+    /// those of them eligible for a KTP-el with their biometrics recorded.
+    pub async fn count_area(&self, area_code: &str, today: NaiveDate) -> Result<(i64, i64), StoreError> {
+        use chrono::Datelike as _;
+        let adult_born_by = today.with_year(today.year() - 17).unwrap_or(today);
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS alive, \
+               CAST(COALESCE(SUM(CASE WHEN (birth_date <= $2 OR marital_status <> 'SINGLE') \
+                 AND recording_status IN ('RECORDED', 'PRINT_READY') THEN 1 ELSE 0 END), 0) AS BIGINT) AS eligible \
+             FROM residents WHERE district_code LIKE $1 AND life_status = 'ALIVE'",
+        )
+        .bind(format!("{area_code}%"))
+        .bind(date_text(adult_born_by))
+        .fetch_one(self.db.pool())
+        .await?;
+        Ok((row.try_get("alive")?, row.try_get("eligible")?))
+    }
+
     /// How many residents are stored.
     pub async fn count_residents(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query("SELECT COUNT(*) AS n FROM residents")

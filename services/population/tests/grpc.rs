@@ -891,6 +891,57 @@ async fn identity_checks_answer_per_field_and_never_return_data() {
 }
 
 #[tokio::test]
+async fn residents_are_counted_by_area_without_personal_data() {
+    for mut h in each_backend("count").await {
+        let label = h.label;
+        register_family(&mut h, "327508", 1).await;
+        // A child (not eligible) and an unrecorded adult (not eligible either).
+        let family = kk("327508", d(2012, 7, 7), 1);
+        let mut child = person(
+            &nik("327508", d(2015, 1, 1), Sex::Male, 9),
+            &family,
+            "Anak Satu",
+            Sex::Male,
+            d(2015, 1, 1),
+            pb::FamilyRelationship::Child,
+        );
+        child.marital_status = pb::MaritalStatus::Single.into();
+        h.client.register_resident(child).await.expect("child");
+        let mut unrecorded = person(
+            &nik("327508", d(1950, 1, 1), Sex::Female, 9),
+            &family,
+            "Nenek",
+            Sex::Female,
+            d(1950, 1, 1),
+            pb::FamilyRelationship::Parent,
+        );
+        unrecorded.recording_status = pb::RecordingStatus::NotRecorded.into();
+        h.client.register_resident(unrecorded).await.expect("grandmother");
+        // They all live in Bekasi Timur (the address of `person`), whatever their NIK's region.
+        for area in ["327501", "3275"] {
+            let counts = h
+                .client
+                .count_residents(pb::CountResidentsRequest {
+                    area_code: area.into(),
+                })
+                .await
+                .expect("count")
+                .into_inner();
+            assert_eq!((counts.alive, counts.eligible), (4, 2), "{label} {area}");
+        }
+        let err = h
+            .client
+            .count_residents(pb::CountResidentsRequest {
+                area_code: "99".into(),
+            })
+            .await
+            .expect_err("bad area");
+        assert_violation(&err, Code::InvalidArgument, "area_code", "known");
+        h.server.shutdown().await.expect("clean shutdown");
+    }
+}
+
+#[tokio::test]
 async fn health_and_reflection_answer() {
     let mut h = start(testing::sqlite()).await;
     let channel = Channel::from_shared(format!("http://{}", h.server.local_addr()))

@@ -26,15 +26,15 @@ fn assert_consistent(name: &str, b: &Bucket) -> BucketCounts {
 }
 
 /// `threads` threads (the model's own thread among them) each take one unit
-/// along `[leaf, parent]`; with `consume`, those with an even index that get
-/// one consume it, the others keep holding it.
-fn race_take_all(threads: usize, leaf_capacity: i64, parent_capacity: i64, consume: bool) {
+/// along `[leaf, parent]`; those with an even index that get one consume it
+/// (a commit), the others keep holding it.
+fn race_take_all(threads: usize, leaf_capacity: i64, parent_capacity: i64) {
     loom::model(move || {
         let leaf = Arc::new(Bucket::new(leaf_capacity));
         let parent = Arc::new(Bucket::new(parent_capacity));
         let reserve = move |i: usize, leaf: &Bucket, parent: &Bucket| {
             let result = take_all(&[leaf, parent]);
-            let consumes = consume && i % 2 == 0;
+            let consumes = i.is_multiple_of(2);
             if result.is_ok() && consumes {
                 consume_all(&[leaf, parent]);
             }
@@ -77,7 +77,7 @@ fn race_take_all(threads: usize, leaf_capacity: i64, parent_capacity: i64, consu
 fn two_reservers_get_exactly_the_smallest_capacity() {
     for leaf in 1..=2 {
         for parent in 1..=2 {
-            race_take_all(2, leaf, parent, true);
+            race_take_all(2, leaf, parent);
         }
     }
 }
@@ -85,7 +85,7 @@ fn two_reservers_get_exactly_the_smallest_capacity() {
 #[test]
 fn three_reservers_get_exactly_the_smallest_capacity() {
     for (leaf, parent) in [(1, 1), (2, 1), (1, 2), (2, 2)] {
-        race_take_all(3, leaf, parent, true);
+        race_take_all(3, leaf, parent);
     }
 }
 
@@ -349,14 +349,9 @@ fn lowering_a_quota_races_a_grant() {
 }
 
 /// Two policy changes set the same quota at once (3 and 5, from 1): the
-/// capacity must end at one of the two targets.
-///
-/// FAILS today: `set_capacity` computes its delta from a capacity it read
-/// before `adjust_capacity` applies it, so both deltas (+2 and +4) land and
-/// the capacity ends at 7. Ignored until `set_capacity` is fixed (e.g. a CAS
-/// on the capacity, or a mutex around policy changes, which are rare).
+/// capacity must end at one of the two targets (found by this model: an
+/// earlier `set_capacity` added both deltas and ended at 7).
 #[test]
-#[ignore = "set_capacity loses concurrent updates; see the comment"]
 fn concurrent_quota_changes_end_at_one_target() {
     loom::model(|| {
         let pool = Arc::new(Bucket::new(1));
@@ -368,5 +363,34 @@ fn concurrent_quota_changes_end_at_one_target() {
         other.join().expect("setter");
         let c = assert_consistent("pool", &pool);
         assert!(c.capacity == 3 || c.capacity == 5, "{c:?}");
+    });
+}
+
+/// A quota lowered from 2 to 1 while both units are held, racing a release
+/// and a grant: the returned unit is absorbed, so the pool never holds more
+/// than the new quota afterwards and the counts add up.
+#[test]
+fn a_lowered_quota_absorbs_a_returned_unit() {
+    loom::model(|| {
+        let pool = Arc::new(Bucket::new(2));
+        assert!(pool.try_take() && pool.try_take());
+        let releaser = {
+            let pool = pool.clone();
+            thread::spawn(move || pool.give_back())
+        };
+        let granter = {
+            let pool = pool.clone();
+            thread::spawn(move || pool.try_take())
+        };
+        pool.set_capacity(1);
+        releaser.join().expect("releaser");
+        let granted = granter.join().expect("granter");
+        let c = assert_consistent("pool", &pool);
+        // Held after: one from before, plus the grant if it won the returned unit before the cut.
+        assert_eq!(c.held, 1 + i64::from(granted), "{c:?}");
+        if !granted {
+            assert_eq!((c.capacity, c.remaining), (1, 0), "{c:?}");
+        }
+        assert!(c.capacity <= 2 && c.capacity >= 1, "{c:?}");
     });
 }

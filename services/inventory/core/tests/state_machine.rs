@@ -251,6 +251,9 @@ struct MBucket {
     capacity: i64,
     held: i64,
     committed: i64,
+    /// The capacity a policy asked for; units coming back are absorbed while
+    /// the capacity is above it (see `a_lowered_quota_holds_after_a_release`).
+    target: Option<i64>,
 }
 
 impl MBucket {
@@ -259,6 +262,7 @@ impl MBucket {
             capacity,
             held: 0,
             committed: 0,
+            target: None,
         }
     }
 
@@ -278,6 +282,15 @@ impl MBucket {
     /// What `Bucket::set_capacity` does: the target, or what was granted if more.
     fn set_capacity(&mut self, target: i64) {
         self.capacity = target.max(self.held + self.committed);
+        self.target = Some(target);
+    }
+
+    /// What `Bucket::give_back` does: a held unit returns, absorbed while above the target.
+    fn give_back(&mut self) {
+        self.held -= 1;
+        if self.target.is_some_and(|t| self.capacity > t) {
+            self.capacity -= 1;
+        }
     }
 }
 
@@ -468,9 +481,11 @@ impl Model {
         let path = self.reservation(id).path.clone();
         for key in &path {
             let b = self.bucket_mut(key);
-            b.held -= 1;
             if transition == Transition::Commit {
+                b.held -= 1;
                 b.committed += 1;
+            } else {
+                b.give_back();
             }
         }
     }
@@ -535,7 +550,6 @@ fn reserve(
     };
     let result = engine.reserve(&request, model.now);
     let expected = model.expect_reserve(req);
-    stat("reserve", &format!("{expected:?}"));
     prop_assert_eq!(&reserve_answer(&result), &expected, "reserve {:?}", request);
     if expected != ReserveAnswer::Granted {
         return Ok(());
@@ -543,11 +557,30 @@ fn reserve(
     let granted = result.expect("granted").reservation;
     prop_assert!(!model.by_id.contains_key(&granted.id), "a fresh id was reused");
     prop_assert_eq!(granted.state(), State::Held);
+    prop_assert!(!granted.is_durable(), "a fresh grant is not yet written");
     prop_assert_eq!(granted.expires_at, expires_at);
     let path = model.touch_path(req.point, req.day);
     prop_assert_eq!(granted.path.keys.clone(), path.clone());
     for key in &path {
         model.bucket_mut(key).held += 1;
+    }
+    // The pool never grants more than its quota, nor the month more than its
+    // cap (save after the known case where a lowered quota stays too high).
+    let limits = [
+        (&path[0], model.quotas[Model::pool_index(req.point)]),
+        (&path[2], model.monthly_cap),
+    ];
+    for (key, limit) in limits {
+        let b = model.bucket(key);
+        {
+            prop_assert!(
+                b.held + b.committed <= limit,
+                "{} granted {} over its limit {}",
+                key.id(),
+                b.held + b.committed,
+                limit
+            );
+        }
     }
     model.by_id.insert(granted.id, model.reservations.len());
     model.reservations.push(MReservation {
@@ -563,9 +596,10 @@ fn reserve(
     if write_fails {
         engine.undo_reserve(&granted);
         for key in &path {
-            model.bucket_mut(key).held -= 1;
+            model.bucket_mut(key).give_back();
         }
     } else {
+        granted.mark_durable();
         model.keys.insert(req.key, granted.id);
     }
     Ok(())
@@ -646,7 +680,6 @@ fn step(engine: &Engine, model: &mut Model, op: &Op) -> Result<(), TestCaseError
             };
             let result = engine.begin(&r.id, transition, caller);
             let expected = model.expect_begin(&r.id, transition, caller);
-            stat("begin", &format!("{expected:?}"));
             prop_assert_eq!(
                 &begin_answer(&result),
                 &expected,
@@ -687,7 +720,6 @@ fn step(engine: &Engine, model: &mut Model, op: &Op) -> Result<(), TestCaseError
                 .map(|r| r.id)
                 .collect();
             prop_assert_eq!(&due, &expected, "due for expiry at {}", now);
-            stat("due", &format!("{}", due.len()));
             for id in &due {
                 let begun = engine.begin(id, Transition::Expire, None);
                 let Ok(Begun::Won(won)) = begun else {
@@ -702,7 +734,6 @@ fn step(engine: &Engine, model: &mut Model, op: &Op) -> Result<(), TestCaseError
         }
         &Op::Spoil(n) => {
             let result = engine.stock(REGION).adjust_capacity(-n);
-            stat("spoil", &format!("{:?}", result.is_ok()));
             let stock = model.bucket_mut(&stock_key());
             let remaining = stock.remaining();
             if n > remaining {
@@ -747,7 +778,6 @@ fn step(engine: &Engine, model: &mut Model, op: &Op) -> Result<(), TestCaseError
                 }
             }
             prop_assert_eq!(forgotten, expected);
-            stat("forgot", &format!("{expected}"));
         }
         &Op::SetQuotas { quotas, monthly_cap } => {
             let set = engine
@@ -831,6 +861,7 @@ fn check_invariants(engine: &Engine, model: &Model) -> Result<(), TestCaseError>
         if r.known() {
             let found = found.ok_or_else(|| TestCaseError::fail(format!("lost {r:?}")))?;
             prop_assert_eq!(found.state(), r.state, "state of {:?}", r);
+            prop_assert!(found.is_durable(), "{:?} was written", r);
             prop_assert_eq!(found.point_code(), point_code(r.req.point));
             prop_assert_eq!(found.idempotency_key.as_str(), KEYS[r.req.key]);
         } else {
@@ -873,10 +904,52 @@ proptest! {
     }
 }
 
-static STATS: std::sync::Mutex<Option<HashMap<String, usize>>> = std::sync::Mutex::new(None);
-fn stat(kind: &str, what: &str) {
-    let w: String = if what.starts_with("NotHeld") { what.split(',').nth(1).unwrap_or("").to_string() } else if what.starts_with("Exhausted") { what.to_string() } else { what.chars().take_while(|c| *c != '(').collect() };
-    *STATS.lock().expect("x").get_or_insert_with(HashMap::new).entry(format!("{kind} {w}")).or_default() += 1;
-}
+/// A quota lowered below what is granted stays at the units granted then,
+/// and follows the policy down as they come back, so freed units are not
+/// granted again above the new quota. Found by `the_engine_follows_the_model`
+/// once its model checked pools against the quota in force.
 #[test]
-fn zz_print() { std::thread::sleep(std::time::Duration::from_secs(3)); let mut v: Vec<_> = STATS.lock().expect("x").clone().unwrap_or_default().into_iter().collect(); v.sort(); for x in v { println!("{x:?}"); } }
+fn a_lowered_quota_holds_after_a_release() {
+    let engine = Engine::new();
+    let next_shipment = Some(first_day() + chrono::Days::new(1));
+    engine
+        .set_policy(policy([2, 3], 10, next_shipment))
+        .expect("valid policy");
+    engine.stock(REGION).adjust_capacity(100).expect("stock");
+    let req = |applicant: &'static str, key: &'static str| ReserveRequest {
+        point_code: "3275-A",
+        day: first_day(),
+        applicant,
+        purpose: "ktp-el",
+        idempotency_key: key,
+        expires_at: start_time() + Duration::hours(1),
+    };
+    let first = engine
+        .reserve(&req(APPLICANTS[0], "k0"), start_time())
+        .expect("granted");
+    engine
+        .reserve(&req(APPLICANTS[1], "k1"), start_time())
+        .expect("granted");
+    // The pool's quota drops to 1 with 2 held: its capacity stays at 2.
+    engine
+        .set_policy(policy([1, 3], 10, next_shipment))
+        .expect("valid policy");
+    let Ok(Begun::Won(won)) = engine.begin(&first.reservation.id, Transition::Release, None) else {
+        panic!("release wins");
+    };
+    engine.complete(&won, Transition::Release);
+    // One unit is held and the quota is 1: the pool is full.
+    let third = engine.reserve(&req(APPLICANTS[2], "k2"), start_time());
+    let pool = engine
+        .bucket(&BucketKey::Pool {
+            region: REGION.into(),
+            pool: "P1".into(),
+            day: first_day(),
+        })
+        .expect("pool")
+        .counts();
+    assert!(
+        matches!(third, Err(ReserveError::Exhausted(Level::Pool))),
+        "granted over the quota of 1: {third:?}, pool {pool:?}"
+    );
+}

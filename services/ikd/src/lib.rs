@@ -1,0 +1,2 @@
+//! IKD.
+pub mod domain;
