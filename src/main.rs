@@ -5,6 +5,7 @@
 mod certs;
 mod mesh;
 mod peak;
+mod phone;
 mod seed;
 
 use std::net::SocketAddr;
@@ -33,6 +34,10 @@ enum Command {
     Certs(CertsArgs),
     /// Storms a running inventory as the queue's opening does, then checks the books.
     PeakMorning(PeakArgs),
+    /// A phone for trying IKD by hand: makes a device key and signs challenges.
+    Phone(phone::PhoneArgs),
+    /// Shows the mails waiting in the IKD outbox (activation codes).
+    Outbox(phone::OutboxArgs),
 }
 
 /// Arguments of `adminduk peak-morning`.
@@ -76,6 +81,9 @@ struct UpArgs {
     /// Address of the inventory service.
     #[arg(long, default_value = "127.0.0.1:50062")]
     inventory_addr: SocketAddr,
+    /// Address of the IKD service.
+    #[arg(long, default_value = "127.0.0.1:50064")]
+    ikd_addr: SocketAddr,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormatArg::Pretty)]
     log_format: LogFormatArg,
@@ -133,6 +141,8 @@ enum ServiceName {
     Population,
     /// The e-KTP blank inventory (ledger, quotas, reservations).
     Inventory,
+    /// IKD: digital identity activation, device binding, session tokens.
+    Ikd,
 }
 
 /// Log output for `up`.
@@ -152,6 +162,8 @@ fn main() -> ExitCode {
         Command::Seed(args) => seed::run(args),
         Command::Certs(args) => write_certs(&args),
         Command::PeakMorning(args) => peak::run(args),
+        Command::Phone(args) => phone::phone(args),
+        Command::Outbox(args) => phone::outbox(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

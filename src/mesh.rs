@@ -1,18 +1,26 @@
 //! Running services: all of them in one process (`up`), or one (`serve`).
 
+use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 
+use adminduk_ikd::{IkdApi, KeyRing};
 use adminduk_inventory::service::Background;
 use adminduk_inventory::{GroupCommit, Inventory, InventoryApi};
+use adminduk_kit::cache::{MemoryCache, SharedCache};
 use adminduk_kit::config::{
     self, DatabaseConfig, LogFormat, ServerConfig, ServiceConfig, TelemetryConfig, Validate as _,
 };
 use adminduk_kit::server::{GrpcServer, RunningServer, shutdown_signal};
 use adminduk_kit::storage::Db;
+use adminduk_population::domain::resident::{NewResident, RecordingStatus, Relationship};
 use adminduk_population::{PopulationApi, Store};
+use adminduk_proto::ikd::v1::ikd_service_server::IkdServiceServer;
 use adminduk_proto::inventory::v1::inventory_service_server::InventoryServiceServer;
 use adminduk_proto::population::v1::population_service_server::PopulationServiceServer;
 use anyhow::Context as _;
+use secrecy::ExposeSecret as _;
+use tonic::transport::Channel;
 
 use crate::{LogFormatArg, ServeArgs, ServiceName, UpArgs};
 
@@ -34,7 +42,7 @@ pub(crate) async fn start_population(db: Db, server: ServerConfig) -> anyhow::Re
 pub(crate) async fn start_inventory(
     db: Db,
     server: ServerConfig,
-) -> anyhow::Result<(RunningServer, std::sync::Arc<Inventory>, Background)> {
+) -> anyhow::Result<(RunningServer, Arc<Inventory>, Background)> {
     let (inventory, background, report) = Inventory::open(db, GroupCommit::default())
         .await
         .context("rebuilding the inventory from its database")?;
@@ -54,6 +62,33 @@ pub(crate) async fn start_inventory(
         .start()
         .await?;
     Ok((running, inventory, background))
+}
+
+/// Starts the IKD service; it reaches the population service over gRPC, as across pods.
+pub(crate) async fn start_ikd(
+    db: Db,
+    server: ServerConfig,
+    population: &str,
+    cache: Arc<dyn SharedCache>,
+) -> anyhow::Result<RunningServer> {
+    let store = adminduk_ikd::Store::new(db);
+    let keys = Arc::new(
+        KeyRing::load(&store)
+            .await
+            .context("loading the token signing keys")?,
+    );
+    let channel = Channel::from_shared(population.to_owned())
+        .context("the population service's address")?
+        .connect_lazy();
+    let builder = GrpcServer::new(server);
+    let limit = builder.max_message_bytes();
+    let service =
+        IkdServiceServer::new(IkdApi::new(store, channel, cache, keys)).max_decoding_message_size(limit);
+    Ok(builder
+        .add_service(service)
+        .with_descriptors(adminduk_proto::FILE_DESCRIPTOR_SET)
+        .start()
+        .await?)
 }
 
 /// Blanks at the ministry when the demo ledger opens: 16 million minus the
@@ -95,8 +130,55 @@ async fn seed_inventory(inventory: &Inventory) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Active identities for a share of each kecamatan's eligible residents,
+/// from 8% in the first kecamatan to 30% in the twelfth, so adoption figures
+/// have something to show (national adoption was about 3% in late 2023
+/// against a 25-30% target).
+async fn seed_adoption(ikd: &adminduk_ikd::Store, residents: &[NewResident]) -> anyhow::Result<u64> {
+    let now = chrono::Utc::now();
+    let mut seeded = 0;
+    for (i, r) in residents.iter().enumerate() {
+        let eligible = matches!(r.relationship, Relationship::Head | Relationship::Wife)
+            && matches!(
+                r.recording_status,
+                RecordingStatus::Recorded | RecordingStatus::PrintReady
+            );
+        let district = r.address.district_code().to_owned();
+        let kecamatan: u64 = district.get(4..6).and_then(|n| n.parse().ok()).unwrap_or(1);
+        let share_percent = 8 + (kecamatan.saturating_sub(1) * 2);
+        if !eligible || (i as u64 * 7919) % 100 >= share_percent {
+            continue;
+        }
+        // A stand-in public key: demo identities never sign anything.
+        let mut key = [0u8; 32];
+        key[..16].copy_from_slice(&r.nik.as_str().as_bytes()[..16]);
+        let device = adminduk_ikd::domain::device_id(&key);
+        if ikd
+            .seed_identity(r.nik.as_str(), &key, &device, &district, now)
+            .await?
+        {
+            seeded += 1;
+        }
+    }
+    Ok(seeded)
+}
+
 fn sqlite_url(dir: &Path, name: &str) -> String {
     format!("sqlite:{}", dir.join(format!("{name}.db")).display())
+}
+
+fn local_database(dir: &Path, name: &str) -> DatabaseConfig {
+    DatabaseConfig {
+        url: sqlite_url(dir, name).into(),
+        max_connections: 8,
+    }
+}
+
+fn server_at(listen: SocketAddr) -> ServerConfig {
+    ServerConfig {
+        listen,
+        ..ServerConfig::default()
+    }
 }
 
 pub(crate) fn up(args: UpArgs) -> anyhow::Result<()> {
@@ -111,78 +193,93 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<()> {
         },
         ..TelemetryConfig::default()
     };
-    let population_db = DatabaseConfig {
-        url: sqlite_url(&data_dir, "population").into(),
-        max_connections: 8,
-    };
-    let population_server = ServerConfig {
-        listen: args.population_addr,
-        ..ServerConfig::default()
-    };
-    let inventory_db = DatabaseConfig {
-        url: sqlite_url(&data_dir, "inventory").into(),
-        max_connections: 8,
-    };
-    let inventory_server = ServerConfig {
-        listen: args.inventory_addr,
-        ..ServerConfig::default()
-    };
-    for server in [&population_server, &inventory_server] {
+    let servers = [
+        server_at(args.population_addr),
+        server_at(args.inventory_addr),
+        server_at(args.ikd_addr),
+    ];
+    for server in &servers {
         if let Err(err) = server.validate() {
             err.exit();
         }
     }
+    let [population_server, inventory_server, ikd_server] = servers;
 
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let _telemetry = adminduk_kit::telemetry::init("adminduk", &telemetry)?;
         let certs = crate::certs::generate(&data_dir.join("certs"), &crate::certs::CertOptions::default())
             .context("writing development certificates")?;
+        let stop = shutdown_signal();
 
-        let db = Db::connect(&population_db, adminduk_population::SCHEMA, adminduk_population::MIGRATIONS)
+        let population_db =
+            Db::connect(&local_database(&data_dir, "population"), adminduk_population::SCHEMA, adminduk_population::MIGRATIONS)
+                .await
+                .context("opening the population database")?;
+        let inventory_db =
+            Db::connect(&local_database(&data_dir, "inventory"), adminduk_inventory::SCHEMA, adminduk_inventory::MIGRATIONS)
+                .await
+                .context("opening the inventory database")?;
+        let ikd_db = Db::connect(&local_database(&data_dir, "ikd"), adminduk_ikd::SCHEMA, adminduk_ikd::MIGRATIONS)
             .await
-            .context("opening the population database")?;
-        let store = Store::new(db.clone());
+            .context("opening the IKD database")?;
+
+        let store = Store::new(population_db.clone());
         if store.count_residents().await? == 0 && args.residents > 0 {
             println!("first run: loading {} synthetic residents of Kota Bekasi", args.residents);
-            let written = crate::seed::load(&store, "3275", args.residents, 2_026, true).await?;
+            let (written, residents) = crate::seed::load(&store, "3275", args.residents, 2_026, true).await?;
             println!("{written} residents loaded");
+            let active = seed_adoption(&adminduk_ikd::Store::new(ikd_db.clone()), &residents).await?;
+            println!("{active} of them have an active IKD (8% to 30% by kecamatan)");
         }
-        let stop = shutdown_signal();
-        let population = start_population(db.clone(), population_server).await?;
-        let addr = population.local_addr();
-        let inventory_conn = Db::connect(&inventory_db, adminduk_inventory::SCHEMA, adminduk_inventory::MIGRATIONS)
-            .await
-            .context("opening the inventory database")?;
-        let (inventory_server, inventory, background) = start_inventory(inventory_conn.clone(), inventory_server).await?;
+
+        let population = start_population(population_db.clone(), population_server).await?;
+        let population_addr = population.local_addr();
+        let (inventory_running, inventory, background) = start_inventory(inventory_db.clone(), inventory_server).await?;
         seed_inventory(&inventory).await?;
-        let inventory_addr = inventory_server.local_addr();
+        let inventory_addr = inventory_running.local_addr();
+        let cache: Arc<dyn SharedCache> = Arc::new(MemoryCache::new());
+        let ikd = start_ikd(ikd_db.clone(), ikd_server, &format!("http://{population_addr}"), cache).await?;
+        let ikd_addr = ikd.local_addr();
 
         println!();
         println!("adminduk is up (data in {})", data_dir.display());
-        println!("  population  grpc://{addr}  (adminduk.population.v1.PopulationService, plaintext on loopback)");
+        println!("  population  grpc://{population_addr}  (adminduk.population.v1.PopulationService, plaintext on loopback)");
         println!("  inventory   grpc://{inventory_addr}  (adminduk.inventory.v1.InventoryService, plaintext on loopback)");
+        println!("  ikd         grpc://{ikd_addr}  (adminduk.ikd.v1.IkdService, plaintext on loopback)");
         println!("  certificates {}", certs.dir.display());
         println!();
         println!("try:");
         println!(
-            "  buf curl --protocol grpc --http2-prior-knowledge -d '{{\"nik\":\"3275014101900001\"}}' \\\n    http://{addr}/adminduk.population.v1.PopulationService/ParseNik"
+            "  buf curl --protocol grpc --http2-prior-knowledge -d '{{\"nik\":\"3275014101900001\"}}' \\\n    http://{population_addr}/adminduk.population.v1.PopulationService/ParseNik"
         );
-        println!("  buf curl --protocol grpc --http2-prior-knowledge --list-methods http://{addr}");
         println!(
             "  buf curl --protocol grpc --http2-prior-knowledge -d '{{\"region_code\":\"3275\"}}' \\\n    http://{inventory_addr}/adminduk.inventory.v1.InventoryService/GetStock"
         );
+        println!(
+            "  buf curl --protocol grpc --http2-prior-knowledge -d '{{\"area_code\":\"3275\"}}' \\\n    http://{ikd_addr}/adminduk.ikd.v1.IkdService/GetAdoption"
+        );
+        let ikd_store = adminduk_ikd::Store::new(ikd_db.clone());
+        for nik in store.eligible_niks(adminduk_kit::time::today_wib(), 200).await? {
+            if ikd_store.identity(&nik).await?.is_none() && !ikd_store.has_open_activation(&nik, chrono::Utc::now()).await? {
+                println!();
+                println!("a resident who can activate IKD now (synthetic): NIK {nik}; see the README's IKD walk-through");
+                break;
+            }
+        }
         println!();
         println!("Ctrl-C stops it.");
 
         stop.await;
         inventory.close();
-        let (a, b) = tokio::join!(population.shutdown(), inventory_server.shutdown());
+        let (a, b, c) = tokio::join!(population.shutdown(), inventory_running.shutdown(), ikd.shutdown());
         a?;
         b?;
+        c?;
         background.abort();
-        db.close().await;
-        inventory_conn.close().await;
+        for db in [population_db, inventory_db, ikd_db] {
+            db.close().await;
+        }
         anyhow::Ok(())
     })
 }
@@ -195,6 +292,7 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let _telemetry = adminduk_kit::telemetry::init(service_label(args.service), &config.telemetry)?;
+        let stop = shutdown_signal();
         match args.service {
             ServiceName::Population => {
                 let db = Db::connect(
@@ -204,14 +302,12 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 )
                 .await
                 .context("opening the population database")?;
-                let stop = shutdown_signal();
                 let server = start_population(db.clone(), config.server.clone()).await?;
                 stop.await;
                 server.shutdown().await?;
                 db.close().await;
             }
             ServiceName::Inventory => {
-                let stop = shutdown_signal();
                 let db = Db::connect(
                     &config.database,
                     adminduk_inventory::SCHEMA,
@@ -219,11 +315,35 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 )
                 .await
                 .context("opening the inventory database")?;
-                let (server, _inventory, background) =
+                let (server, inventory, background) =
                     start_inventory(db.clone(), config.server.clone()).await?;
                 stop.await;
+                inventory.close();
                 server.shutdown().await?;
                 background.abort();
+                db.close().await;
+            }
+            ServiceName::Ikd => {
+                let db = Db::connect(&config.database, adminduk_ikd::SCHEMA, adminduk_ikd::MIGRATIONS)
+                    .await
+                    .context("opening the IKD database")?;
+                let redis = config
+                    .cache
+                    .redis_url
+                    .as_ref()
+                    .map(|u| u.expose_secret().to_owned());
+                let cache = adminduk_kit::cache::from_url(redis.as_deref(), "ikd")
+                    .await
+                    .context("connecting to the cache")?;
+                let server = start_ikd(
+                    db.clone(),
+                    config.server.clone(),
+                    &config.upstreams.population,
+                    cache,
+                )
+                .await?;
+                stop.await;
+                server.shutdown().await?;
                 db.close().await;
             }
         }
@@ -235,5 +355,6 @@ fn service_label(service: ServiceName) -> &'static str {
     match service {
         ServiceName::Population => "adminduk-population",
         ServiceName::Inventory => "adminduk-inventory",
+        ServiceName::Ikd => "adminduk-ikd",
     }
 }

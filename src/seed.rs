@@ -2,6 +2,7 @@
 
 use adminduk_kit::config::DatabaseConfig;
 use adminduk_kit::storage::Db;
+use adminduk_population::domain::resident::NewResident;
 use adminduk_population::domain::synth::Generator;
 use adminduk_population::store::Store;
 use anyhow::Context as _;
@@ -29,21 +30,21 @@ pub(crate) fn run(args: SeedArgs) -> anyhow::Result<()> {
         .await
         .context("opening the population database")?;
         let store = Store::new(db);
-        let written = load(&store, &args.regency, args.residents, args.seed, true).await?;
+        let (written, _) = load(&store, &args.regency, args.residents, args.seed, true).await?;
         println!("{written} residents written");
         store.db().close().await;
         anyhow::Ok(())
     })
 }
 
-/// Generates and stores residents; returns how many new rows were written.
+/// Generates and stores residents; returns how many new rows were written and the residents.
 pub(crate) async fn load(
     store: &Store,
     regency: &str,
     count: usize,
     seed: u64,
     show_progress: bool,
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<(u64, Vec<NewResident>)> {
     let today = adminduk_kit::time::today_wib();
     let mut generator = Generator::new(regency, seed, today)
         .with_context(|| format!("regency {regency} is unknown or has no kelurahan"))?;
@@ -69,5 +70,5 @@ pub(crate) async fn load(
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
-    Ok(written)
+    Ok((written, residents))
 }

@@ -246,3 +246,43 @@ fn seed_loads_residents_and_a_rerun_adds_nothing() {
         .expect("runs");
     assert!(!unknown.status.success(), "an unknown regency is refused");
 }
+
+#[test]
+fn the_stand_in_phone_signs_what_it_is_given() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("phone.key");
+    let new = adminduk()
+        .args(["phone", "new", "--key"])
+        .arg(&key)
+        .output()
+        .expect("runs");
+    assert!(new.status.success(), "{}", String::from_utf8_lossy(&new.stderr));
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let public = b64
+        .decode(String::from_utf8_lossy(&new.stdout).trim())
+        .expect("base64 public key");
+    assert_eq!(public.len(), 32);
+    let again = adminduk()
+        .args(["phone", "new", "--key"])
+        .arg(&key)
+        .output()
+        .expect("runs");
+    assert!(!again.status.success(), "an existing key is never overwritten");
+
+    let challenge = b64.encode(b"adminduk.ikd.v1.token:0123456789abcdef0123456789abcdef");
+    let sign = adminduk()
+        .args(["phone", "sign", "--key"])
+        .arg(&key)
+        .arg(&challenge)
+        .output()
+        .expect("runs");
+    assert!(sign.status.success(), "{}", String::from_utf8_lossy(&sign.stderr));
+    let signature = b64
+        .decode(String::from_utf8_lossy(&sign.stdout).trim())
+        .expect("base64 signature");
+    let message = b64.decode(&challenge).expect("challenge");
+    assert!(adminduk_kit::token::verify_device_signature(
+        &public, &message, &signature
+    ));
+}

@@ -65,6 +65,7 @@ pub fn load<T: DeserializeOwned + Validate>(file: Option<&Path>) -> Result<T, Co
     }
     figment = figment
         .merge(Env::raw().only(&["DATABASE_URL"]).map(|_| "database.url".into()))
+        .merge(Env::raw().only(&["REDIS_URL"]).map(|_| "cache.redis_url".into()))
         // Only sectioned keys (`ADMINDUK_SERVER__LISTEN`): single-level names such as
         // `ADMINDUK_CONFIG` or `ADMINDUK_TEST_POSTGRES_URL` belong to the CLI and the tests.
         .merge(
@@ -263,6 +264,70 @@ impl Validate for TelemetryConfig {
     }
 }
 
+/// The cache replicas share.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// `redis://…`; in-process when absent. A secret, as it may hold a password.
+    pub redis_url: Option<SecretString>,
+}
+
+impl Validate for CacheConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        match &self.redis_url {
+            Some(url)
+                if !(url.expose_secret().starts_with("redis://")
+                    || url.expose_secret().starts_with("rediss://")) =>
+            {
+                Err(ConfigError::new(
+                    "cache.redis_url",
+                    "must start with redis:// or rediss://",
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Other services this one calls.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamsConfig {
+    /// The population service, e.g. `http://population:50061`.
+    pub population: String,
+    /// The inventory service.
+    pub inventory: String,
+    /// The IKD service.
+    pub ikd: String,
+}
+
+impl Default for UpstreamsConfig {
+    fn default() -> Self {
+        Self {
+            population: "http://127.0.0.1:50061".to_owned(),
+            inventory: "http://127.0.0.1:50062".to_owned(),
+            ikd: "http://127.0.0.1:50064".to_owned(),
+        }
+    }
+}
+
+impl Validate for UpstreamsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, url) in [
+            ("upstreams.population", &self.population),
+            ("upstreams.inventory", &self.inventory),
+            ("upstreams.ikd", &self.ikd),
+        ] {
+            if !(url.starts_with("http://") || url.starts_with("https://"))
+                || http::Uri::try_from(url.as_str()).is_err()
+            {
+                return Err(ConfigError::new(key, "must be an http:// or https:// URL"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The configuration of one service run by `adminduk serve`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -273,13 +338,19 @@ pub struct ServiceConfig {
     pub database: DatabaseConfig,
     /// Logs and traces.
     pub telemetry: TelemetryConfig,
+    /// The shared cache.
+    pub cache: CacheConfig,
+    /// Services this one calls.
+    pub upstreams: UpstreamsConfig,
 }
 
 impl Validate for ServiceConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate()?;
         self.database.validate()?;
-        self.telemetry.validate()
+        self.telemetry.validate()?;
+        self.cache.validate()?;
+        self.upstreams.validate()
     }
 }
 

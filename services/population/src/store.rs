@@ -455,6 +455,21 @@ impl Store {
         Ok((row.try_get("alive")?, row.try_get("eligible")?))
     }
 
+    /// Some residents eligible for a KTP-el with their biometrics recorded, by NIK (for demos).
+    pub async fn eligible_niks(&self, today: NaiveDate, limit: i64) -> Result<Vec<String>, StoreError> {
+        use chrono::Datelike as _;
+        let adult_born_by = today.with_year(today.year() - 17).unwrap_or(today);
+        let rows = sqlx::query(
+            "SELECT nik FROM residents WHERE life_status = 'ALIVE' AND recording_status IN ('RECORDED', 'PRINT_READY') \
+             AND (birth_date <= $1 OR marital_status <> 'SINGLE') ORDER BY id LIMIT $2",
+        )
+        .bind(date_text(adult_born_by))
+        .bind(limit)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get("nik")?)).collect()
+    }
+
     /// How many residents are stored.
     pub async fn count_residents(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query("SELECT COUNT(*) AS n FROM residents")

@@ -1,0 +1,683 @@
+//! IKD through gRPC on real sockets, with the population service running
+//! beside it (in-process, as across pods), on SQLite and (when configured)
+//! PostgreSQL: the whole flow with a real Ed25519 key, each refusal, replays,
+//! forgeries, revocation and racing devices.
+
+use std::sync::Arc;
+
+use adminduk_ikd::grpc::revoked_device_key;
+use adminduk_ikd::{IkdApi, KeyRing, MIGRATIONS, Store};
+use adminduk_kit::cache::{MemoryCache, SharedCache};
+use adminduk_kit::config::ServerConfig;
+use adminduk_kit::server::{GrpcServer, RunningServer};
+use adminduk_kit::storage::Db;
+use adminduk_kit::testing::{self, TestDatabase};
+use adminduk_kit::token::{VerifyingKey, verify};
+use adminduk_population::domain::kk::Kk;
+use adminduk_population::domain::nik::{Nik, Sex};
+use adminduk_proto::common::v1 as common;
+use adminduk_proto::convert;
+use adminduk_proto::ikd::v1 as pb;
+use adminduk_proto::population::v1 as population;
+use chrono::{Datelike as _, NaiveDate};
+use pb::ikd_service_client::IkdServiceClient;
+use population::population_service_client::PopulationServiceClient;
+use ring::signature::{Ed25519KeyPair, KeyPair as _};
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+use tonic_types::StatusExt as _;
+
+struct Mesh {
+    ikd: IkdServiceClient<Channel>,
+    people: PopulationServiceClient<Channel>,
+    store: Store,
+    cache: Arc<dyn SharedCache>,
+    servers: Vec<RunningServer>,
+    label: &'static str,
+    _dbs: Vec<TestDatabase>,
+}
+
+impl Mesh {
+    async fn stop(self) {
+        for server in self.servers {
+            server.shutdown().await.expect("clean shutdown");
+        }
+    }
+}
+
+async fn mesh(db: TestDatabase, population_db: TestDatabase) -> Mesh {
+    let people_db = Db::connect(
+        &population_db.config,
+        &population_db.schema,
+        adminduk_population::MIGRATIONS,
+    )
+    .await
+    .expect("population database");
+    let people_server = GrpcServer::new(ServerConfig::default())
+        .add_service(
+            population::population_service_server::PopulationServiceServer::new(
+                adminduk_population::PopulationApi::new(adminduk_population::Store::new(people_db)),
+            ),
+        )
+        .start()
+        .await
+        .expect("population starts");
+    let people_channel = Channel::from_shared(format!("http://{}", people_server.local_addr()))
+        .expect("uri")
+        .connect_lazy();
+    let ikd_db = Db::connect(&db.config, &db.schema, MIGRATIONS)
+        .await
+        .expect("ikd database");
+    let store = Store::new(ikd_db);
+    let cache: Arc<dyn SharedCache> = Arc::new(MemoryCache::new());
+    let keys = Arc::new(KeyRing::load(&store).await.expect("keys"));
+    let ikd_server = GrpcServer::new(ServerConfig::default())
+        .add_service(pb::ikd_service_server::IkdServiceServer::new(IkdApi::new(
+            store.clone(),
+            people_channel.clone(),
+            cache.clone(),
+            keys,
+        )))
+        .start()
+        .await
+        .expect("ikd starts");
+    Mesh {
+        ikd: IkdServiceClient::connect(format!("http://{}", ikd_server.local_addr()))
+            .await
+            .expect("ikd client"),
+        people: PopulationServiceClient::new(people_channel),
+        store,
+        cache,
+        servers: vec![ikd_server, people_server],
+        label: db.label,
+        _dbs: vec![db, population_db],
+    }
+}
+
+async fn each_backend(prefix: &str) -> Vec<Mesh> {
+    let mut all = vec![mesh(testing::sqlite(), testing::sqlite()).await];
+    if let (Some(a), Some(b)) = (
+        testing::postgres(prefix),
+        testing::postgres(&format!("{prefix}p")),
+    ) {
+        all.push(mesh(a, b).await);
+    }
+    all
+}
+
+fn d(y: i32, m: u32, day: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(y, m, day).expect("date")
+}
+
+/// Registers a head of family and returns the NIK.
+async fn resident(
+    m: &mut Mesh,
+    serial: u16,
+    birth: NaiveDate,
+    marital: population::MaritalStatus,
+    recording: population::RecordingStatus,
+) -> String {
+    let nik = Nik::from_parts("327501", birth, Sex::Male, serial)
+        .expect("nik")
+        .as_str()
+        .to_owned();
+    let issued = d(2020, 1, 1).max(birth);
+    let kk = Kk::from_parts("327501", issued, serial)
+        .expect("kk")
+        .as_str()
+        .to_owned();
+    m.people
+        .register_resident(population::RegisterResidentRequest {
+            nik: nik.clone(),
+            kk,
+            full_name: format!("Warga {serial}"),
+            sex: common::Sex::Male.into(),
+            birth_place: "Bekasi".into(),
+            birth_date: Some(convert::date(birth)),
+            address: Some(population::Address {
+                street: "Jl. Mawar 1".into(),
+                village_code: "3275011001".into(),
+                ..Default::default()
+            }),
+            marital_status: marital.into(),
+            relationship: population::FamilyRelationship::Head.into(),
+            recording_status: recording.into(),
+        })
+        .await
+        .expect("resident registered");
+    nik
+}
+
+async fn adult(m: &mut Mesh, serial: u16) -> String {
+    resident(
+        m,
+        serial,
+        d(1990, 5, 5),
+        population::MaritalStatus::Married,
+        population::RecordingStatus::PrintReady,
+    )
+    .await
+}
+
+fn device() -> Ed25519KeyPair {
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).expect("key");
+    Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("pair")
+}
+
+fn start(nik: &str, key: &Ed25519KeyPair) -> pb::StartActivationRequest {
+    pb::StartActivationRequest {
+        nik: nik.into(),
+        email: "warga@example.co.id".into(),
+        phone: "0812-3456-7890".into(),
+        device_public_key: key.public_key().as_ref().to_vec(),
+    }
+}
+
+fn reason(status: &Status) -> String {
+    status
+        .get_error_details()
+        .error_info()
+        .map(|i| i.reason.clone())
+        .unwrap_or_default()
+}
+
+fn meta(status: &Status, key: &str) -> String {
+    status
+        .get_error_details()
+        .error_info()
+        .and_then(|i| i.metadata.get(key).cloned())
+        .unwrap_or_default()
+}
+
+/// Starts and verifies at an office; returns (activation id, challenge, code from the outbox).
+async fn started_and_verified(m: &mut Mesh, nik: &str, key: &Ed25519KeyPair) -> (String, Vec<u8>, String) {
+    let started = m
+        .ikd
+        .start_activation(start(nik, key))
+        .await
+        .expect("start")
+        .into_inner();
+    let (id, nonce) = {
+        let parts: Vec<&str> = started.qr_payload.split(':').collect();
+        assert_eq!(parts.len(), 3, "IKD1:id:nonce");
+        assert_eq!(parts[0], "IKD1");
+        (parts[1].to_owned(), parts[2].to_owned())
+    };
+    assert_eq!(id, started.activation_id);
+    m.ikd
+        .verify_at_office(pb::VerifyAtOfficeRequest {
+            activation_id: id.clone(),
+            nonce,
+            officer_id: "petugas-7".into(),
+            service_point_code: "3275-KEC-01".into(),
+        })
+        .await
+        .expect("verified");
+    let outbox = m.store.outbox(100).await.expect("outbox");
+    let body = &outbox.last().expect("a message was queued").body;
+    let code: String = body
+        .split(':')
+        .nth(1)
+        .expect("code")
+        .trim()
+        .chars()
+        .take(6)
+        .collect();
+    assert_eq!(code.len(), 6, "{body}");
+    (id, started.challenge, code)
+}
+
+async fn activate(m: &mut Mesh, nik: &str, key: &Ed25519KeyPair) -> String {
+    let (id, challenge, code) = started_and_verified(m, nik, key).await;
+    let done = m
+        .ikd
+        .complete_activation(pb::CompleteActivationRequest {
+            activation_id: id,
+            code,
+            signature: key.sign(&challenge).as_ref().to_vec(),
+        })
+        .await
+        .expect("completed")
+        .into_inner();
+    assert_eq!(done.status, pb::IdentityStatus::Active as i32);
+    done.device_id
+}
+
+async fn token(
+    m: &mut Mesh,
+    nik: &str,
+    key: &Ed25519KeyPair,
+) -> Result<pb::IssueSessionTokenResponse, Status> {
+    let challenge = m
+        .ikd
+        .create_token_challenge(pb::CreateTokenChallengeRequest { nik: nik.into() })
+        .await?
+        .into_inner()
+        .challenge;
+    m.ikd
+        .issue_session_token(pb::IssueSessionTokenRequest {
+            nik: nik.into(),
+            signature: key.sign(&challenge).as_ref().to_vec(),
+            challenge,
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn status(m: &mut Mesh, nik: &str) -> i32 {
+    m.ikd
+        .get_status(pb::GetStatusRequest { nik: nik.into() })
+        .await
+        .expect("status")
+        .into_inner()
+        .status
+}
+
+#[tokio::test]
+async fn the_whole_flow_from_phone_to_token() {
+    for mut m in each_backend("ikdflow").await {
+        let label = m.label;
+        let nik = adult(&mut m, 1).await;
+        let phone = device();
+        assert_eq!(
+            status(&mut m, &nik).await,
+            pb::IdentityStatus::NotActivated as i32
+        );
+        let (id, challenge, code) = started_and_verified(&mut m, &nik, &phone).await;
+        assert_eq!(
+            status(&mut m, &nik).await,
+            pb::IdentityStatus::Pending as i32,
+            "{label}"
+        );
+        let done = m
+            .ikd
+            .complete_activation(pb::CompleteActivationRequest {
+                activation_id: id.clone(),
+                code: code.clone(),
+                signature: phone.sign(&challenge).as_ref().to_vec(),
+            })
+            .await
+            .expect("completed")
+            .into_inner();
+        assert_eq!(
+            status(&mut m, &nik).await,
+            pb::IdentityStatus::Active as i32,
+            "{label}"
+        );
+
+        // The code was stored only as a hash: no column of the activation holds it.
+        let stored = m.store.activation(&id).await.expect("read").expect("activation");
+        assert!(stored.code_hash.as_deref().is_some_and(|h| !h.contains(&code)));
+
+        // A replayed code does nothing.
+        let replay = m
+            .ikd
+            .complete_activation(pb::CompleteActivationRequest {
+                activation_id: id,
+                code,
+                signature: phone.sign(&challenge).as_ref().to_vec(),
+            })
+            .await
+            .expect_err("replayed");
+        assert_eq!(reason(&replay), "ACTIVATION_COMPLETED", "{label}");
+
+        let issued = token(&mut m, &nik, &phone).await.expect("token");
+        let keys: Vec<VerifyingKey> = m
+            .ikd
+            .list_signing_keys(pb::ListSigningKeysRequest {})
+            .await
+            .expect("keys")
+            .into_inner()
+            .keys
+            .into_iter()
+            .map(|k| VerifyingKey {
+                kid: k.key_id,
+                public_key: k.public_key,
+            })
+            .collect();
+        let now = chrono::Utc::now().timestamp();
+        let claims = verify(&issued.token, &keys, now, 0).expect("the token verifies offline");
+        assert_eq!(
+            (claims.sub.as_str(), claims.dev.as_str()),
+            (nik.as_str(), done.device_id.as_str())
+        );
+        assert!(claims.exp - now <= 15 * 60 && claims.exp > now);
+
+        // A challenge is single use.
+        let challenge = m
+            .ikd
+            .create_token_challenge(pb::CreateTokenChallengeRequest { nik: nik.clone() })
+            .await
+            .expect("challenge")
+            .into_inner()
+            .challenge;
+        let sign = |c: &[u8]| phone.sign(c).as_ref().to_vec();
+        let request = pb::IssueSessionTokenRequest {
+            nik: nik.clone(),
+            challenge: challenge.clone(),
+            signature: sign(&challenge),
+        };
+        m.ikd
+            .issue_session_token(request.clone())
+            .await
+            .expect("first use");
+        let again = m.ikd.issue_session_token(request).await.expect_err("second use");
+        assert_eq!(reason(&again), "CHALLENGE_INVALID", "{label}");
+
+        // Every attempt is audited, with the NIK masked.
+        let trail = m.store.audit_trail(50).await.expect("audit");
+        assert!(
+            trail
+                .iter()
+                .any(|(a, o, _)| a == "COMPLETE_ACTIVATION" && o == "OK")
+        );
+        assert!(
+            trail
+                .iter()
+                .any(|(a, o, _)| a == "COMPLETE_ACTIVATION" && o == "ACTIVATION_COMPLETED")
+        );
+        assert!(trail.iter().all(|(_, _, n)| !n.contains(&nik[4..12])), "masked");
+        m.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn ineligible_residents_are_told_why() {
+    for mut m in each_backend("ikdelig").await {
+        let label = m.label;
+        let today = adminduk_kit::time::today_wib();
+        let sixteen = d(today.year() - 16, 1, 1);
+        let young = resident(
+            &mut m,
+            2,
+            sixteen,
+            population::MaritalStatus::Single,
+            population::RecordingStatus::PrintReady,
+        )
+        .await;
+        let unrecorded = resident(
+            &mut m,
+            3,
+            d(1980, 1, 1),
+            population::MaritalStatus::Married,
+            population::RecordingStatus::NotRecorded,
+        )
+        .await;
+        let dead = adult(&mut m, 4).await;
+        m.people
+            .record_death(population::RecordDeathRequest {
+                nik: dead.clone(),
+                death_date: Some(convert::date(d(2024, 1, 1))),
+                expected_version: 1,
+            })
+            .await
+            .expect("death");
+        let nobody = Nik::from_parts("327501", d(1991, 1, 1), Sex::Female, 9)
+            .expect("nik")
+            .as_str()
+            .to_owned();
+        for (nik, why) in [
+            (young, "UNDER_17"),
+            (unrecorded, "NOT_RECORDED"),
+            (dead, "DECEASED"),
+            (nobody, "NOT_FOUND"),
+        ] {
+            let err = m
+                .ikd
+                .start_activation(start(&nik, &device()))
+                .await
+                .expect_err(why);
+            assert_eq!(err.code(), Code::FailedPrecondition, "{label} {why}");
+            assert_eq!(
+                (reason(&err), meta(&err, "why")),
+                ("NOT_ELIGIBLE".to_owned(), why.to_owned()),
+                "{label}"
+            );
+        }
+        let bad = m
+            .ikd
+            .start_activation(pb::StartActivationRequest {
+                nik: "123".into(),
+                email: "not-an-email".into(),
+                phone: "12".into(),
+                device_public_key: vec![1, 2, 3],
+            })
+            .await
+            .expect_err("bad input");
+        assert_eq!(bad.code(), Code::InvalidArgument);
+        let fields: Vec<String> = bad
+            .get_error_details()
+            .bad_request()
+            .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+            .unwrap_or_default();
+        assert_eq!(fields, ["nik", "email", "phone", "device_public_key"]);
+        m.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn wrong_codes_forged_signatures_and_lapsed_codes_are_refused() {
+    for mut m in each_backend("ikdcode").await {
+        let label = m.label;
+        let nik = adult(&mut m, 5).await;
+        let phone = device();
+        let (id, challenge, code) = started_and_verified(&mut m, &nik, &phone).await;
+        let wrong = if code == "000000" { "111111" } else { "000000" };
+        let attempt = |code: &str, signature: Vec<u8>| pb::CompleteActivationRequest {
+            activation_id: id.clone(),
+            code: code.into(),
+            signature,
+        };
+        let signed = phone.sign(&challenge).as_ref().to_vec();
+
+        // A forged signature (another key) is refused and costs no attempt.
+        let forged = m
+            .ikd
+            .complete_activation(attempt(&code, device().sign(&challenge).as_ref().to_vec()))
+            .await
+            .expect_err("forged");
+        assert_eq!(
+            (forged.code(), reason(&forged)),
+            (Code::Unauthenticated, "SIGNATURE_INVALID".to_owned()),
+            "{label}"
+        );
+
+        for left in (1..=4).rev() {
+            let err = m
+                .ikd
+                .complete_activation(attempt(wrong, signed.clone()))
+                .await
+                .expect_err("wrong code");
+            assert_eq!(reason(&err), "CODE_INVALID", "{label}");
+            assert_eq!(meta(&err, "attempts_left"), left.to_string());
+        }
+        let locked = m
+            .ikd
+            .complete_activation(attempt(wrong, signed.clone()))
+            .await
+            .expect_err("fifth");
+        assert_eq!(reason(&locked), "TOO_MANY_ATTEMPTS", "{label}");
+        let after = m
+            .ikd
+            .complete_activation(attempt(&code, signed.clone()))
+            .await
+            .expect_err("locked for good");
+        assert_eq!(reason(&after), "TOO_MANY_ATTEMPTS");
+        assert_eq!(
+            status(&mut m, &nik).await,
+            pb::IdentityStatus::NotActivated as i32,
+            "{label}: locked is not pending"
+        );
+
+        // A lapsed code: start again, verify, and let the code expire.
+        let (id2, challenge2, code2) = started_and_verified(&mut m, &nik, &phone).await;
+        sqlx::query("UPDATE activations SET code_expires_at = 0 WHERE id = $1")
+            .bind(&id2)
+            .execute(m.store.db().pool())
+            .await
+            .expect("expire the code");
+        let expired = m
+            .ikd
+            .complete_activation(pb::CompleteActivationRequest {
+                activation_id: id2,
+                code: code2,
+                signature: phone.sign(&challenge2).as_ref().to_vec(),
+            })
+            .await
+            .expect_err("expired");
+        assert_eq!(reason(&expired), "CODE_EXPIRED", "{label}");
+
+        let missing = m
+            .ikd
+            .complete_activation(pb::CompleteActivationRequest {
+                activation_id: uuid::Uuid::now_v7().to_string(),
+                code: "123456".into(),
+                signature: signed,
+            })
+            .await
+            .expect_err("unknown");
+        assert_eq!(
+            (missing.code(), reason(&missing)),
+            (Code::NotFound, "ACTIVATION_NOT_FOUND".to_owned())
+        );
+        m.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn one_device_per_identity_and_revocation_ends_its_tokens() {
+    for mut m in each_backend("ikddev").await {
+        let label = m.label;
+        let nik = adult(&mut m, 6).await;
+        let phone = device();
+        let device_id = activate(&mut m, &nik, &phone).await;
+
+        let second = m
+            .ikd
+            .start_activation(start(&nik, &device()))
+            .await
+            .expect_err("second device");
+        assert_eq!(
+            (second.code(), reason(&second)),
+            (Code::FailedPrecondition, "DEVICE_ALREADY_BOUND".to_owned()),
+            "{label}"
+        );
+
+        // A token signed by another key is refused.
+        let challenge = m
+            .ikd
+            .create_token_challenge(pb::CreateTokenChallengeRequest { nik: nik.clone() })
+            .await
+            .expect("challenge")
+            .into_inner()
+            .challenge;
+        let forged = m
+            .ikd
+            .issue_session_token(pb::IssueSessionTokenRequest {
+                nik: nik.clone(),
+                signature: device().sign(&challenge).as_ref().to_vec(),
+                challenge,
+            })
+            .await
+            .expect_err("forged");
+        assert_eq!(reason(&forged), "SIGNATURE_INVALID", "{label}");
+
+        token(&mut m, &nik, &phone)
+            .await
+            .expect("a token before revocation");
+        m.ikd
+            .revoke(pb::RevokeRequest {
+                nik: nik.clone(),
+                reason: "lost phone".into(),
+                officer_id: "petugas-7".into(),
+                service_point_code: "3275-KEC-01".into(),
+            })
+            .await
+            .expect("revoked");
+        assert_eq!(status(&mut m, &nik).await, pb::IdentityStatus::Revoked as i32);
+        assert!(
+            m.cache
+                .exists(&revoked_device_key(&device_id))
+                .await
+                .expect("cache"),
+            "gateways see the revocation"
+        );
+        let after = token(&mut m, &nik, &phone)
+            .await
+            .expect_err("no token after revocation");
+        assert_eq!(reason(&after), "IKD_NOT_ACTIVE", "{label}");
+
+        // Re-activation starts again, on a new phone.
+        let new_phone = device();
+        let new_device = activate(&mut m, &nik, &new_phone).await;
+        assert_ne!(new_device, device_id);
+        token(&mut m, &nik, &new_phone)
+            .await
+            .expect("the new phone gets tokens");
+        m.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_devices_racing_to_start_exactly_one_proceeds() {
+    for mut m in each_backend("ikdrace").await {
+        let label = m.label;
+        let nik = adult(&mut m, 7).await;
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let mut client = m.ikd.clone();
+            let request = start(&nik, &device());
+            tasks.push(tokio::spawn(
+                async move { client.start_activation(request).await },
+            ));
+        }
+        let mut ok = 0;
+        for task in tasks {
+            match task.await.expect("task") {
+                Ok(_) => ok += 1,
+                Err(err) => assert_eq!(
+                    (err.code(), reason(&err)),
+                    (Code::AlreadyExists, "ACTIVATION_PENDING".to_owned()),
+                    "{label}"
+                ),
+            }
+        }
+        assert_eq!(ok, 1, "{label}");
+        m.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn adoption_counts_active_identities_against_the_eligible() {
+    for mut m in each_backend("ikdadopt").await {
+        let label = m.label;
+        let mut niks = Vec::new();
+        for serial in 10..14 {
+            niks.push(adult(&mut m, serial).await);
+        }
+        activate(&mut m, &niks[0], &device()).await;
+        for area in ["327501", "3275"] {
+            let a = m
+                .ikd
+                .get_adoption(pb::GetAdoptionRequest {
+                    area_code: area.into(),
+                })
+                .await
+                .expect("adoption")
+                .into_inner();
+            assert_eq!((a.eligible, a.active), (4, 1), "{label} {area}");
+            assert!((a.share - 0.25).abs() < 1e-9);
+            assert_eq!((a.gap_to_25_percent, a.gap_to_30_percent), (0, 1));
+        }
+        let bad = m
+            .ikd
+            .get_adoption(pb::GetAdoptionRequest {
+                area_code: "12".into(),
+            })
+            .await
+            .expect_err("bad");
+        assert_eq!(bad.code(), Code::InvalidArgument);
+        m.stop().await;
+    }
+}

@@ -1,0 +1,124 @@
+//! `adminduk phone` and `adminduk outbox`: what a person needs to walk the
+//! IKD flow by hand with `buf curl` — a device key, signatures of challenges,
+//! and the activation code mail the office sends.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use ring::signature::{Ed25519KeyPair, KeyPair as _};
+
+use adminduk_kit::config::DatabaseConfig;
+use adminduk_kit::storage::Db;
+
+/// Arguments of `adminduk phone`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct PhoneArgs {
+    #[command(subcommand)]
+    command: PhoneCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum PhoneCommand {
+    /// Makes a device key (Ed25519) and prints its public half, base64, for StartActivation.
+    New {
+        /// Where the private key is kept.
+        #[arg(long, default_value = "phone.key")]
+        key: PathBuf,
+    },
+    /// Signs a challenge (base64, as the service returned it) and prints the signature, base64.
+    Sign {
+        /// The device key.
+        #[arg(long, default_value = "phone.key")]
+        key: PathBuf,
+        /// The challenge, base64.
+        challenge: String,
+    },
+}
+
+/// Arguments of `adminduk outbox`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct OutboxArgs {
+    /// The data directory of `adminduk up`.
+    #[arg(long, default_value = "./adminduk-data")]
+    data_dir: PathBuf,
+    /// Or the IKD database itself.
+    #[arg(long)]
+    database_url: Option<String>,
+}
+
+pub(crate) fn phone(args: PhoneArgs) -> anyhow::Result<()> {
+    match args.command {
+        PhoneCommand::New { key } => {
+            anyhow::ensure!(
+                !key.exists(),
+                "{} exists already; a phone keeps its key",
+                key.display()
+            );
+            let rng = ring::rand::SystemRandom::new();
+            let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| anyhow::anyhow!("no randomness"))?;
+            let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|_| anyhow::anyhow!("bad key"))?;
+            write_private(&key, &B64.encode(pkcs8.as_ref()))?;
+            println!("{}", B64.encode(pair.public_key().as_ref()));
+        }
+        PhoneCommand::Sign { key, challenge } => {
+            let text = std::fs::read_to_string(&key).with_context(|| format!("reading {}", key.display()))?;
+            let pkcs8 = B64
+                .decode(text.trim())
+                .context("the key file is not a phone key")?;
+            let pair = Ed25519KeyPair::from_pkcs8(&pkcs8)
+                .map_err(|_| anyhow::anyhow!("the key file is not a phone key"))?;
+            let challenge = B64
+                .decode(challenge.trim())
+                .context("the challenge must be base64")?;
+            println!("{}", B64.encode(pair.sign(&challenge).as_ref()));
+        }
+    }
+    Ok(())
+}
+
+fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(file, "{text}")?;
+    Ok(())
+}
+
+pub(crate) fn outbox(args: OutboxArgs) -> anyhow::Result<()> {
+    let url = args
+        .database_url
+        .unwrap_or_else(|| format!("sqlite:{}", args.data_dir.join("ikd.db").display()));
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let config = DatabaseConfig {
+            url: url.into(),
+            max_connections: 1,
+        };
+        let db = Db::connect(&config, adminduk_ikd::SCHEMA, adminduk_ikd::MIGRATIONS)
+            .await
+            .context("opening the IKD database")?;
+        let messages = adminduk_ikd::Store::new(db.clone()).outbox(100).await?;
+        if messages.is_empty() {
+            println!("the outbox is empty");
+        }
+        for m in messages {
+            println!(
+                "--- #{} to {} at {}",
+                m.id,
+                m.recipient,
+                m.created_at.to_rfc3339()
+            );
+            println!("subject: {}", m.subject);
+            println!("{}", m.body);
+        }
+        db.close().await;
+        anyhow::Ok(())
+    })
+}
