@@ -69,7 +69,14 @@ async fn mesh(db: TestDatabase, population_db: TestDatabase) -> Mesh {
         .await
         .expect("ikd database");
     let store = Store::new(ikd_db);
-    let cache: Arc<dyn SharedCache> = Arc::new(MemoryCache::new());
+    // Revocations go through the real Redis when one is configured (always in CI).
+    let prefix = format!("test-{}", uuid::Uuid::now_v7());
+    let cache: Arc<dyn SharedCache> = match testing::redis_url() {
+        Some(url) => adminduk_kit::cache::from_url(Some(&url), &prefix)
+            .await
+            .expect("redis"),
+        None => Arc::new(MemoryCache::new()),
+    };
     let keys = Arc::new(KeyRing::load(&store).await.expect("keys"));
     let ikd_server = GrpcServer::new(ServerConfig::default())
         .add_service(pb::ikd_service_server::IkdServiceServer::new(IkdApi::new(
