@@ -81,6 +81,9 @@ struct UpArgs {
     /// Address of the inventory service.
     #[arg(long, default_value = "127.0.0.1:50062")]
     inventory_addr: SocketAddr,
+    /// Address of the printing service.
+    #[arg(long, default_value = "127.0.0.1:50063")]
+    printing_addr: SocketAddr,
     /// Address of the IKD service.
     #[arg(long, default_value = "127.0.0.1:50064")]
     ikd_addr: SocketAddr,
@@ -143,6 +146,8 @@ enum ServiceName {
     Inventory,
     /// IKD: digital identity activation, device binding, session tokens.
     Ikd,
+    /// Printing and delivery of KTP-el cards.
+    Printing,
 }
 
 /// Log output for `up`.

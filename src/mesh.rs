@@ -18,6 +18,7 @@ use adminduk_population::{PopulationApi, Store};
 use adminduk_proto::ikd::v1::ikd_service_server::IkdServiceServer;
 use adminduk_proto::inventory::v1::inventory_service_server::InventoryServiceServer;
 use adminduk_proto::population::v1::population_service_server::PopulationServiceServer;
+use adminduk_proto::printing::v1::printing_service_server::PrintingServiceServer;
 use anyhow::Context as _;
 use secrecy::ExposeSecret as _;
 use tonic::transport::Channel;
@@ -84,6 +85,33 @@ pub(crate) async fn start_ikd(
     let limit = builder.max_message_bytes();
     let service =
         IkdServiceServer::new(IkdApi::new(store, channel, cache, keys)).max_decoding_message_size(limit);
+    Ok(builder
+        .add_service(service)
+        .with_descriptors(adminduk_proto::FILE_DESCRIPTOR_SET)
+        .start()
+        .await?)
+}
+
+/// Starts the printing service; it reaches population and inventory over gRPC.
+pub(crate) async fn start_printing(
+    db: Db,
+    server: ServerConfig,
+    population: &str,
+    inventory: &str,
+) -> anyhow::Result<RunningServer> {
+    let lazy = |url: &str| -> anyhow::Result<Channel> {
+        Ok(Channel::from_shared(url.to_owned())
+            .context("an upstream address")?
+            .connect_lazy())
+    };
+    let api = adminduk_printing::PrintingApi::new(
+        adminduk_printing::Store::new(db),
+        lazy(population)?,
+        lazy(inventory)?,
+    );
+    let builder = GrpcServer::new(server);
+    let limit = builder.max_message_bytes();
+    let service = PrintingServiceServer::new(api).max_decoding_message_size(limit);
     Ok(builder
         .add_service(service)
         .with_descriptors(adminduk_proto::FILE_DESCRIPTOR_SET)
@@ -196,6 +224,7 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<()> {
     let servers = [
         server_at(args.population_addr),
         server_at(args.inventory_addr),
+        server_at(args.printing_addr),
         server_at(args.ikd_addr),
     ];
     for server in &servers {
@@ -203,7 +232,7 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<()> {
             err.exit();
         }
     }
-    let [population_server, inventory_server, ikd_server] = servers;
+    let [population_server, inventory_server, printing_server, ikd_server] = servers;
 
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
@@ -223,6 +252,10 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<()> {
         let ikd_db = Db::connect(&local_database(&data_dir, "ikd"), adminduk_ikd::SCHEMA, adminduk_ikd::MIGRATIONS)
             .await
             .context("opening the IKD database")?;
+        let printing_db =
+            Db::connect(&local_database(&data_dir, "printing"), adminduk_printing::SCHEMA, adminduk_printing::MIGRATIONS)
+                .await
+                .context("opening the printing database")?;
 
         let store = Store::new(population_db.clone());
         if store.count_residents().await? == 0 && args.residents > 0 {
@@ -241,11 +274,20 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<()> {
         let cache: Arc<dyn SharedCache> = Arc::new(MemoryCache::new());
         let ikd = start_ikd(ikd_db.clone(), ikd_server, &format!("http://{population_addr}"), cache).await?;
         let ikd_addr = ikd.local_addr();
+        let printing = start_printing(
+            printing_db.clone(),
+            printing_server,
+            &format!("http://{population_addr}"),
+            &format!("http://{inventory_addr}"),
+        )
+        .await?;
+        let printing_addr = printing.local_addr();
 
         println!();
         println!("adminduk is up (data in {})", data_dir.display());
         println!("  population  grpc://{population_addr}  (adminduk.population.v1.PopulationService, plaintext on loopback)");
         println!("  inventory   grpc://{inventory_addr}  (adminduk.inventory.v1.InventoryService, plaintext on loopback)");
+        println!("  printing    grpc://{printing_addr}  (adminduk.printing.v1.PrintingService, plaintext on loopback)");
         println!("  ikd         grpc://{ikd_addr}  (adminduk.ikd.v1.IkdService, plaintext on loopback)");
         println!("  certificates {}", certs.dir.display());
         println!();
@@ -263,7 +305,8 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<()> {
         for nik in store.eligible_niks(adminduk_kit::time::today_wib(), 200).await? {
             if ikd_store.identity(&nik).await?.is_none() && !ikd_store.has_open_activation(&nik, chrono::Utc::now()).await? {
                 println!();
-                println!("a resident who can activate IKD now (synthetic): NIK {nik}; see the README's IKD walk-through");
+                println!("a resident who can activate IKD and whose card can be printed (synthetic): NIK {nik}");
+                println!("see the README's IKD and printing walk-throughs");
                 break;
             }
         }
@@ -272,12 +315,14 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<()> {
 
         stop.await;
         inventory.close();
-        let (a, b, c) = tokio::join!(population.shutdown(), inventory_running.shutdown(), ikd.shutdown());
+        let (a, b, c, d) =
+            tokio::join!(population.shutdown(), inventory_running.shutdown(), ikd.shutdown(), printing.shutdown());
         a?;
         b?;
         c?;
+        d?;
         background.abort();
-        for db in [population_db, inventory_db, ikd_db] {
+        for db in [population_db, inventory_db, ikd_db, printing_db] {
             db.close().await;
         }
         anyhow::Ok(())
@@ -323,6 +368,25 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 background.abort();
                 db.close().await;
             }
+            ServiceName::Printing => {
+                let db = Db::connect(
+                    &config.database,
+                    adminduk_printing::SCHEMA,
+                    adminduk_printing::MIGRATIONS,
+                )
+                .await
+                .context("opening the printing database")?;
+                let server = start_printing(
+                    db.clone(),
+                    config.server.clone(),
+                    &config.upstreams.population,
+                    &config.upstreams.inventory,
+                )
+                .await?;
+                stop.await;
+                server.shutdown().await?;
+                db.close().await;
+            }
             ServiceName::Ikd => {
                 let db = Db::connect(&config.database, adminduk_ikd::SCHEMA, adminduk_ikd::MIGRATIONS)
                     .await
@@ -356,5 +420,6 @@ fn service_label(service: ServiceName) -> &'static str {
         ServiceName::Population => "adminduk-population",
         ServiceName::Inventory => "adminduk-inventory",
         ServiceName::Ikd => "adminduk-ikd",
+        ServiceName::Printing => "adminduk-printing",
     }
 }

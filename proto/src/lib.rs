@@ -42,6 +42,15 @@ pub mod ikd {
     }
 }
 
+/// Printing and delivery of KTP-el cards.
+pub mod printing {
+    /// Version 1.
+    pub mod v1 {
+        #![allow(clippy::all, clippy::pedantic)]
+        include!(concat!(env!("OUT_DIR"), "/adminduk.printing.v1.rs"));
+    }
+}
+
 /// Conversions between protobuf's calendar types and chrono's.
 pub mod convert {
     use chrono::{DateTime, Datelike as _, NaiveDate, Utc};

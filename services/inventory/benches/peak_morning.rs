@@ -9,11 +9,13 @@
 //! physical limit) and a `Mutex<HashMap>`. Durable (64 tokio tasks): our core
 //! with group commit on PostgreSQL, the per-request PostgreSQL baseline (one
 //! transaction per grant) and a Redis `EVALSHA` check-and-decrement (not
-//! durable). Below the table: the grant cost at 14 and at 7,277 service points,
-//! and memory per bucket. See `docs/benchmarks.md`.
+//! durable). Below the table: rows 5 and 6 under other conditions (no linger,
+//! 512 tasks), the grant cost at 14 and at 7,277 service points, memory per
+//! bucket, and which targets of issue 3 are met. See `docs/benchmarks.md`.
 //!
 //! `ADMINDUK_BENCH_POSTGRES_URL` and `ADMINDUK_BENCH_REDIS_URL` name the
-//! services; unreachable ones turn their rows into "skipped". With
+//! services (e.g. `postgres://postgres@localhost/adminduk_bench?host=/var/run/postgresql`
+//! for a Unix socket); unreachable ones turn their rows into "skipped". With
 //! `ADMINDUK_BENCH_QUICK=1` every run is five times shorter (for trying the
 //! bench out, not for figures).
 
@@ -378,7 +380,7 @@ impl Measured {
 }
 
 /// Runs `THREADS` threads for `run`, each calling its operation (made by
-/// `make`, outside the timed part) in batches of `BATCH`; an operation returns
+/// `make`, outside the timed part) in batches of `batch`; an operation returns
 /// whether it granted.
 fn run_threads<W, F>(label: &str, batch: u64, run: Duration, make: W) -> Measured
 where

@@ -284,8 +284,17 @@ impl Inventory {
             .store
             .receive_shipment(&self.engine, region, quantity, reference, actor, Utc::now())
             .await?;
+        self.repace(region).await?;
         self.changed();
         Ok(entries)
+    }
+
+    /// Open days' budgets follow stock that arrived (they were paced on less).
+    async fn repace(&self, region: &str) -> Result<(), StoreError> {
+        let raised = self
+            .engine
+            .repace_budgets(region, adminduk_kit::time::today_wib());
+        self.store.raise_capacities(&raised).await
     }
 
     /// Blanks lent to another region.

@@ -659,6 +659,23 @@ impl Store {
         }
     }
 
+    /// Raises stored capacities (never lowers them), after the engine raised its buckets.
+    pub async fn raise_capacities(&self, raised: &[(BucketKey, i64)]) -> Result<(), StoreError> {
+        if raised.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.db.begin_write().await?;
+        for (key, capacity) in raised {
+            sqlx::query("UPDATE buckets SET capacity = $2 WHERE id = $1 AND capacity < $2")
+                .bind(key.id())
+                .bind(*capacity)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// A holder's ledger, newest first, after `before_seq` when given.
     pub async fn ledger(
         &self,

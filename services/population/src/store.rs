@@ -455,12 +455,12 @@ impl Store {
         Ok((row.try_get("alive")?, row.try_get("eligible")?))
     }
 
-    /// Some residents eligible for a KTP-el with their biometrics recorded, by NIK (for demos).
+    /// Some residents with a print-ready KTP-el record (eligible for IKD and a card), by NIK (for demos).
     pub async fn eligible_niks(&self, today: NaiveDate, limit: i64) -> Result<Vec<String>, StoreError> {
         use chrono::Datelike as _;
         let adult_born_by = today.with_year(today.year() - 17).unwrap_or(today);
         let rows = sqlx::query(
-            "SELECT nik FROM residents WHERE life_status = 'ALIVE' AND recording_status IN ('RECORDED', 'PRINT_READY') \
+            "SELECT nik FROM residents WHERE life_status = 'ALIVE' AND recording_status = 'PRINT_READY' \
              AND (birth_date <= $1 OR marital_status <> 'SINGLE') ORDER BY id LIMIT $2",
         )
         .bind(date_text(adult_born_by))

@@ -504,6 +504,34 @@ impl Engine {
         Some(self.paths.pin().get_or_insert((point.id, day), path).clone())
     }
 
+    /// Raises the paced budgets of open days (from `from_day` on) after stock
+    /// arrived: each to what pacing gives now, plus what it already granted.
+    /// Budgets are never lowered mid-day. Returns the buckets raised, with
+    /// their new capacities, for the store to follow.
+    pub fn repace_budgets(&self, region: &str, from_day: NaiveDate) -> Vec<(BucketKey, i64)> {
+        let Some(policy) = self.policy(region) else {
+            return Vec::new();
+        };
+        let available = self.stock(region).remaining();
+        let mut raised = Vec::new();
+        for (key, bucket) in self.buckets.pin().iter() {
+            let BucketKey::Budget { region: r, day } = key else {
+                continue;
+            };
+            if r != region || *day < from_day {
+                continue;
+            }
+            let counts = bucket.counts();
+            let target = pacing_budget(available, policy.daily_total(), *day, policy.next_shipment)
+                + counts.held
+                + counts.committed;
+            if target > counts.capacity && bucket.adjust_capacity(target - counts.capacity).is_ok() {
+                raised.push((key.clone(), target));
+            }
+        }
+        raised
+    }
+
     /// Grants one unit, or says why not. Read-only unless the date has room.
     pub fn reserve(&self, req: &ReserveRequest<'_>, now: DateTime<Utc>) -> Result<Reserved, ReserveError> {
         // A retry with the same key gets what the first try got.
@@ -992,6 +1020,34 @@ mod tests {
         let codes: Vec<_> = s.other_points.iter().map(|(c, _)| c.as_str()).collect();
         // Then the points two kecamatan away, by code: the office (in 327501) before Kecamatan 1.
         assert_eq!(codes, ["3275-KEC-02", "3275-KEC-04", "3275-DISDUK"]);
+    }
+
+    #[test]
+    fn budgets_paced_on_an_empty_stock_rise_when_blanks_arrive() {
+        let engine = engine_with_stock(0);
+        assert!(matches!(
+            engine.reserve(&req("3275-KEC-01", "A", "k1"), now()),
+            Err(ReserveError::Exhausted(Level::Budget))
+        ));
+        engine.stock("3275").adjust_capacity(3_000).expect("shipment");
+        let raised = engine.repace_budgets("3275", day(1));
+        assert_eq!(
+            raised,
+            vec![(
+                BucketKey::Budget {
+                    region: "3275".into(),
+                    day: day(23)
+                },
+                100
+            )]
+        );
+        engine
+            .reserve(&req("3275-KEC-01", "A", "k2"), now())
+            .expect("room now");
+        assert!(
+            engine.repace_budgets("3275", day(1)).is_empty(),
+            "never lowered, not raised twice"
+        );
     }
 
     #[test]

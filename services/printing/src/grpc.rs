@@ -1,0 +1,835 @@
+//! The gRPC face of printing: thin handlers over the store, with the
+//! population service (is the resident alive and print-ready?) and the
+//! inventory (a blank per job) called over gRPC.
+
+use std::time::Duration;
+
+use chrono::{NaiveDate, Utc};
+use tonic::transport::Channel;
+use tonic::{Code, Request, Response, Status};
+use tonic_types::StatusExt as _;
+
+use adminduk_kit::{ApiError, ErrorCode, Violations, mask_nik};
+use adminduk_proto::convert;
+use adminduk_proto::inventory::v1 as inventory;
+use adminduk_proto::population::v1 as population;
+use adminduk_proto::printing::v1 as pb;
+use inventory::inventory_service_client::InventoryServiceClient;
+use pb::printing_service_server::PrintingService;
+use population::population_service_client::PopulationServiceClient;
+
+use crate::domain::{
+    CardState, Outcome, PrintReason, after_delivery, forecast_clear, priority, suket_valid_until,
+};
+use crate::store::{Job, JobState, NewJob, Store, StoreError};
+
+/// Lease length when the printer asks for none.
+const DEFAULT_LEASE: Duration = Duration::from_secs(300);
+
+/// The `PrintingService` implementation.
+#[derive(Debug, Clone)]
+pub struct PrintingApi {
+    store: Store,
+    population: PopulationServiceClient<Channel>,
+    inventory: InventoryServiceClient<Channel>,
+}
+
+impl PrintingApi {
+    /// A service over its store and channels to the population and inventory services.
+    pub fn new(store: Store, population: Channel, inventory: Channel) -> Self {
+        Self {
+            store,
+            population: PopulationServiceClient::new(population),
+            inventory: InventoryServiceClient::new(inventory),
+        }
+    }
+}
+
+fn upstream<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    adminduk_kit::telemetry::inject_context(request.metadata_mut());
+    request.set_timeout(Duration::from_secs(5));
+    request
+}
+
+fn unavailable(what: &str) -> ApiError {
+    ApiError::unavailable(
+        format!("the {what} service cannot be reached"),
+        Duration::from_secs(1),
+    )
+}
+
+fn store_error(err: StoreError) -> ApiError {
+    match err {
+        StoreError::ActiveJobExists => ApiError::new(
+            ErrorCode::AlreadyExists,
+            "the resident already has an active print job",
+        )
+        .with_reason("PRINT_JOB_EXISTS", []),
+        StoreError::WrongState => ApiError::new(
+            ErrorCode::FailedPrecondition,
+            "the job is not in the state this needs",
+        )
+        .with_reason("JOB_STATE", []),
+        StoreError::Corrupt(_) => ApiError::internal(&err),
+        StoreError::Db(db) => ApiError::from(db),
+    }
+}
+
+/// The region of a service point: its code starts with the regency code (`3275-KEC-01`).
+fn region_of(point: &str) -> Option<&str> {
+    point
+        .get(..4)
+        .filter(|r| r.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|_| point.as_bytes().get(4) == Some(&b'-'))
+}
+
+fn reason_of(value: i32, out: &mut Violations) -> Option<PrintReason> {
+    match pb::PrintReason::try_from(value) {
+        Ok(pb::PrintReason::FirstCard) => Some(PrintReason::FirstCard),
+        Ok(pb::PrintReason::Lost) => Some(PrintReason::Lost),
+        Ok(pb::PrintReason::Damaged) => Some(PrintReason::Damaged),
+        Ok(pb::PrintReason::DataChange) => Some(PrintReason::DataChange),
+        Ok(pb::PrintReason::Disaster) => Some(PrintReason::Disaster),
+        _ => {
+            out.add(
+                "reason",
+                "must be FIRST_CARD, LOST, DAMAGED, DATA_CHANGE or DISASTER",
+            );
+            None
+        }
+    }
+}
+
+fn reason_msg(reason: PrintReason) -> pb::PrintReason {
+    match reason {
+        PrintReason::FirstCard => pb::PrintReason::FirstCard,
+        PrintReason::Lost => pb::PrintReason::Lost,
+        PrintReason::Damaged => pb::PrintReason::Damaged,
+        PrintReason::DataChange => pb::PrintReason::DataChange,
+        PrintReason::Disaster => pb::PrintReason::Disaster,
+    }
+}
+
+fn card_msg(state: CardState) -> pb::CardState {
+    match state {
+        CardState::Printed => pb::CardState::Printed,
+        CardState::InTransit => pb::CardState::InTransit,
+        CardState::AtServicePoint => pb::CardState::AtServicePoint,
+        CardState::Delivered => pb::CardState::Delivered,
+    }
+}
+
+fn job_msg(job: &Job) -> pb::PrintJob {
+    pb::PrintJob {
+        id: job.id.clone(),
+        nik_masked: mask_nik(&job.nik),
+        reason: reason_msg(job.reason).into(),
+        service_point_code: job.service_point.clone(),
+        date: Some(convert::date(job.day)),
+        priority: i32::try_from(job.priority).unwrap_or(5),
+        state: match job.state {
+            JobState::Queued => pb::JobState::Queued,
+            JobState::Leased => pb::JobState::Leased,
+            JobState::Printed => pb::JobState::Printed,
+            JobState::Cancelled => pb::JobState::Cancelled,
+        }
+        .into(),
+        reservation_id: job.reservation_id.clone().unwrap_or_default(),
+        card_serial: job.card_serial.clone().unwrap_or_default(),
+        card_state: job.card_state.map_or(pb::CardState::Unspecified, card_msg).into(),
+        lease_expire_time: job.lease_expires_at.map(convert::timestamp),
+        create_time: Some(convert::timestamp(job.created_at)),
+    }
+}
+
+fn age(birth: NaiveDate, today: NaiveDate) -> i32 {
+    use chrono::Datelike as _;
+    let mut years = today.year() - birth.year();
+    if (today.month(), today.day()) < (birth.month(), birth.day()) {
+        years -= 1;
+    }
+    years
+}
+
+impl PrintingApi {
+    async fn job_or_not_found(&self, id: &str) -> Result<Job, ApiError> {
+        self.store
+            .job(id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| ApiError::not_found("print job"))
+    }
+
+    /// Holds a blank for a job at a point and day; refusals from the inventory pass through.
+    async fn reserve(&self, point: &str, day: NaiveDate, nik: &str, key: &str) -> Result<String, Status> {
+        let mut client = self.inventory.clone();
+        let reservation = client
+            .reserve(upstream(inventory::ReserveRequest {
+                service_point_code: point.to_owned(),
+                date: Some(convert::date(day)),
+                applicant_nik: nik.to_owned(),
+                idempotency_key: key.to_owned(),
+                purpose: "ktp-el".to_owned(),
+            }))
+            .await
+            .map_err(|status| match status.code() {
+                // A full date or a bad point is the inventory's answer to give, details and all.
+                Code::ResourceExhausted | Code::InvalidArgument | Code::AlreadyExists => status,
+                _ => unavailable("inventory").into(),
+            })?
+            .into_inner()
+            .reservation
+            .ok_or_else(|| Status::internal("internal error"))?;
+        Ok(reservation.id)
+    }
+
+    async fn release(&self, reservation: &str, point: &str, reason: &str) {
+        let mut client = self.inventory.clone();
+        let result = client
+            .release(upstream(inventory::ReleaseRequest {
+                reservation_id: reservation.to_owned(),
+                service_point_code: point.to_owned(),
+                reason: reason.to_owned(),
+            }))
+            .await;
+        if let Err(status) = result {
+            // The hold then expires at the close of its day; nothing is lost.
+            tracing::warn!(code = ?status.code(), "a blank could not be released; it will expire");
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl PrintingService for PrintingApi {
+    async fn submit_print_job(
+        &self,
+        request: Request<pb::SubmitPrintJobRequest>,
+    ) -> Result<Response<pb::SubmitPrintJobResponse>, Status> {
+        let pb::SubmitPrintJobRequest {
+            nik,
+            reason,
+            service_point_code,
+            date,
+            has_active_ikd,
+        } = request.into_inner();
+        let mut v = Violations::new();
+        if nik.len() != 16 || !nik.bytes().all(|b| b.is_ascii_digit()) {
+            v.add("nik", "must be 16 digits");
+        }
+        let reason = reason_of(reason, &mut v);
+        let region = region_of(&service_point_code).map(str::to_owned);
+        if region.is_none() {
+            v.add(
+                "service_point_code",
+                "must be a service point code such as 3275-KEC-01",
+            );
+        }
+        let day = date.as_ref().and_then(convert::to_naive);
+        if day.is_none() {
+            v.add("date", "must be a real calendar date");
+        }
+        v.into_result()?;
+        let (Some(reason), Some(region), Some(day)) = (reason, region, day) else {
+            return Err(ApiError::new(ErrorCode::InvalidArgument, "invalid request").into());
+        };
+        let now = Utc::now();
+        // One active job per NIK: no card is printed twice.
+        if let Some(first) = self.store.active_job(&nik).await.map_err(store_error)? {
+            self.store
+                .record_duplicate(&first.id, &region, now)
+                .await
+                .map_err(store_error)?;
+            return Err(ApiError::new(
+                ErrorCode::AlreadyExists,
+                "the resident already has an active print job",
+            )
+            .with_reason("PRINT_JOB_EXISTS", [("job_id".to_owned(), first.id)])
+            .into());
+        }
+        // The inventory first: on the peak morning nearly every answer is "full", and it is cheap.
+        let job_id = uuid::Uuid::now_v7().to_string();
+        let reservation = self
+            .reserve(&service_point_code, day, &nik, &format!("print-{job_id}"))
+            .await?;
+        let release = |why: &'static str| self.release(&reservation, &service_point_code, why);
+
+        let mut people = self.population.clone();
+        let resident = match people
+            .get_resident(upstream(population::GetResidentRequest { nik: nik.clone() }))
+            .await
+        {
+            Ok(r) => r.into_inner().resident,
+            Err(status) if status.code() == Code::NotFound => {
+                release("resident not found").await;
+                return Err(ApiError::not_found("resident").into());
+            }
+            Err(_) => {
+                release("population unavailable").await;
+                return Err(unavailable("population").into());
+            }
+        };
+        let Some(resident) = resident else {
+            release("resident not found").await;
+            return Err(ApiError::not_found("resident").into());
+        };
+        if resident.life_status != population::LifeStatus::Alive as i32 {
+            release("resident not alive").await;
+            return Err(ApiError::new(
+                ErrorCode::FailedPrecondition,
+                "the resident is not alive and registered here",
+            )
+            .with_reason("RESIDENT_NOT_ACTIVE", [])
+            .into());
+        }
+        if resident.recording_status != population::RecordingStatus::PrintReady as i32 {
+            release("not print-ready").await;
+            return Err(ApiError::new(
+                ErrorCode::FailedPrecondition,
+                "the record is not print-ready (PRR)",
+            )
+            .with_reason("NOT_PRINT_READY", [])
+            .with_precondition("PRR", "nik", "the KTP-el record must be print-ready")
+            .into());
+        }
+        let today = adminduk_kit::time::today_wib();
+        let birth = resident
+            .birth_date
+            .as_ref()
+            .and_then(convert::to_naive)
+            .unwrap_or(today);
+        let has_suket = self.store.has_suket(&nik, today).await.map_err(store_error)?;
+        let village = resident.address.map(|a| a.village_code).unwrap_or_default();
+        let new = NewJob {
+            id: &job_id,
+            nik: &nik,
+            region_code: &region,
+            village_code: &village,
+            reason,
+            priority: priority(reason, age(birth, today), has_suket, has_active_ikd),
+            service_point: &service_point_code,
+            day,
+            reservation_id: &reservation,
+        };
+        if let Err(err) = self.store.insert_job(&new, now).await {
+            release("job not stored").await;
+            return Err(store_error(err).into());
+        }
+        if has_suket {
+            self.store
+                .convert_suket(&nik, &job_id)
+                .await
+                .map_err(store_error)?;
+        }
+        tracing::info!(nik = %mask_nik(&nik), job = %job_id, priority = new.priority, "print job queued");
+        let job = self.job_or_not_found(&job_id).await?;
+        Ok(Response::new(pb::SubmitPrintJobResponse {
+            job: Some(job_msg(&job)),
+        }))
+    }
+
+    async fn lease_jobs(
+        &self,
+        request: Request<pb::LeaseJobsRequest>,
+    ) -> Result<Response<pb::LeaseJobsResponse>, Status> {
+        let pb::LeaseJobsRequest {
+            printer_id,
+            max_jobs,
+            lease_seconds,
+        } = request.into_inner();
+        let mut v = Violations::new();
+        if printer_id.trim().is_empty() || printer_id.len() > 64 {
+            v.add("printer_id", "is required");
+        }
+        if !(1..=100).contains(&max_jobs) {
+            v.add("max_jobs", "must be between 1 and 100");
+        }
+        let lease = match lease_seconds {
+            0 => DEFAULT_LEASE,
+            30..=3600 => Duration::from_secs(u64::try_from(lease_seconds).unwrap_or(300)),
+            _ => {
+                v.add("lease_seconds", "must be 0 or between 30 and 3600");
+                DEFAULT_LEASE
+            }
+        };
+        v.into_result()?;
+        let now = Utc::now();
+        // Jobs of printers that died go back to the queue first.
+        let requeued = self.store.requeue_lapsed(now).await.map_err(store_error)?;
+        if requeued > 0 {
+            tracing::warn!(requeued, "leases lapsed; jobs back in the queue");
+        }
+        let deadline = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(5));
+        let jobs = self
+            .store
+            .lease(&printer_id, i64::from(max_jobs), deadline, now)
+            .await
+            .map_err(store_error)?;
+        Ok(Response::new(pb::LeaseJobsResponse {
+            jobs: jobs.iter().map(job_msg).collect(),
+        }))
+    }
+
+    async fn report_printed(
+        &self,
+        request: Request<pb::ReportPrintedRequest>,
+    ) -> Result<Response<pb::ReportPrintedResponse>, Status> {
+        let pb::ReportPrintedRequest {
+            job_id,
+            printer_id,
+            card_serial,
+        } = request.into_inner();
+        let mut v = Violations::new();
+        if card_serial.trim().is_empty() || card_serial.len() > 64 {
+            v.add("card_serial", "is required");
+        }
+        if printer_id.trim().is_empty() {
+            v.add("printer_id", "is required");
+        }
+        v.into_result()?;
+        let job = self.job_or_not_found(&job_id).await?;
+        // A retried report of the same print is answered the same; the card is printed once.
+        if job.state == JobState::Printed && job.card_serial.as_deref() == Some(card_serial.as_str()) {
+            return Ok(Response::new(pb::ReportPrintedResponse {
+                job: Some(job_msg(&job)),
+            }));
+        }
+        let now = Utc::now();
+        let live = job.state == JobState::Leased
+            && job.printer_id.as_deref() == Some(printer_id.as_str())
+            && job.lease_expires_at.is_some_and(|t| t > now);
+        if !live {
+            return Err(ApiError::new(
+                ErrorCode::FailedPrecondition,
+                "this printer holds no live lease on the job",
+            )
+            .with_reason("LEASE_EXPIRED", [])
+            .with_precondition(
+                "LEASE",
+                "job_id",
+                "the lease lapsed or belongs to another printer",
+            )
+            .into());
+        }
+        let reservation = job.reservation_id.clone().unwrap_or_default();
+        let mut client = self.inventory.clone();
+        client
+            .commit(upstream(inventory::CommitRequest {
+                reservation_id: reservation,
+                service_point_code: job.service_point.clone(),
+            }))
+            .await
+            .map_err(|status| {
+                if status.code() == Code::FailedPrecondition {
+                    status
+                } else {
+                    unavailable("inventory").into()
+                }
+            })?;
+        self.store
+            .mark_printed(&job.id, &printer_id, &card_serial, now)
+            .await
+            .map_err(store_error)?;
+        let job = self.job_or_not_found(&job_id).await?;
+        Ok(Response::new(pb::ReportPrintedResponse {
+            job: Some(job_msg(&job)),
+        }))
+    }
+
+    async fn report_spoiled(
+        &self,
+        request: Request<pb::ReportSpoiledRequest>,
+    ) -> Result<Response<pb::ReportSpoiledResponse>, Status> {
+        let pb::ReportSpoiledRequest {
+            job_id,
+            reason,
+            reported_by,
+            approved_by,
+        } = request.into_inner();
+        let mut v = Violations::new();
+        for (field, value) in [
+            ("reason", &reason),
+            ("reported_by", &reported_by),
+            ("approved_by", &approved_by),
+        ] {
+            if value.trim().is_empty() {
+                v.add(field, "is required");
+            }
+        }
+        if !approved_by.trim().is_empty() && approved_by.trim() == reported_by.trim() {
+            v.add("approved_by", "must be a second person, not the reporter");
+        }
+        v.into_result()?;
+        let job = self.job_or_not_found(&job_id).await?;
+        if job.card_state != Some(CardState::Printed) {
+            return Err(ApiError::new(
+                ErrorCode::FailedPrecondition,
+                "only a printed card not yet sent out can be written off",
+            )
+            .with_reason("JOB_STATE", [])
+            .into());
+        }
+        // The damaged card's blank was consumed when it was printed; the reprint takes a new one.
+        let today = adminduk_kit::time::today_wib();
+        let day = job.day.max(today);
+        let key = format!("print-{}-{}", job.id, job.blanks_taken + 1);
+        let reservation = self.reserve(&job.service_point, day, &job.nik, &key).await?;
+        if let Err(err) = self
+            .store
+            .spoil_card(
+                &job,
+                &reason,
+                &reported_by,
+                &approved_by,
+                &reservation,
+                Utc::now(),
+            )
+            .await
+        {
+            self.release(&reservation, &job.service_point, "spoilage not recorded")
+                .await;
+            return Err(store_error(err).into());
+        }
+        tracing::info!(job = %job.id, "card spoiled; reprint queued");
+        let job = self.job_or_not_found(&job_id).await?;
+        Ok(Response::new(pb::ReportSpoiledResponse {
+            job: Some(job_msg(&job)),
+        }))
+    }
+
+    async fn issue_suket(
+        &self,
+        request: Request<pb::IssueSuketRequest>,
+    ) -> Result<Response<pb::IssueSuketResponse>, Status> {
+        let pb::IssueSuketRequest {
+            nik,
+            service_point_code,
+        } = request.into_inner();
+        let mut v = Violations::new();
+        if nik.len() != 16 || !nik.bytes().all(|b| b.is_ascii_digit()) {
+            v.add("nik", "must be 16 digits");
+        }
+        let region = region_of(&service_point_code).map(str::to_owned);
+        if region.is_none() {
+            v.add(
+                "service_point_code",
+                "must be a service point code such as 3275-KEC-01",
+            );
+        }
+        v.into_result()?;
+        let region = region.unwrap_or_default();
+        // The 2022 rule: no suket while blanks are in stock.
+        let mut client = self.inventory.clone();
+        let stock = client
+            .get_stock(upstream(inventory::GetStockRequest {
+                region_code: region.clone(),
+            }))
+            .await
+            .map_err(|status| {
+                if status.code() == Code::InvalidArgument {
+                    status
+                } else {
+                    unavailable("inventory").into()
+                }
+            })?
+            .into_inner()
+            .stock
+            .unwrap_or_default();
+        if stock.available > 0 {
+            return Err(ApiError::new(
+                ErrorCode::FailedPrecondition,
+                "blanks are in stock: a card is printed, not a suket",
+            )
+            .with_reason(
+                "STOCK_AVAILABLE",
+                [("available".to_owned(), stock.available.to_string())],
+            )
+            .with_precondition(
+                "STOCK",
+                "region",
+                "a suket is only issued while the region has no blank",
+            )
+            .into());
+        }
+        let mut people = self.population.clone();
+        let resident = people
+            .get_resident(upstream(population::GetResidentRequest { nik: nik.clone() }))
+            .await
+            .map_err(|status| {
+                if status.code() == Code::NotFound {
+                    ApiError::not_found("resident").into()
+                } else {
+                    Status::from(unavailable("population"))
+                }
+            })?
+            .into_inner()
+            .resident
+            .unwrap_or_default();
+        let recorded = [
+            population::RecordingStatus::Recorded as i32,
+            population::RecordingStatus::PrintReady as i32,
+        ];
+        if resident.life_status != population::LifeStatus::Alive as i32
+            || !recorded.contains(&resident.recording_status)
+        {
+            return Err(ApiError::new(
+                ErrorCode::FailedPrecondition,
+                "a suket is only for living residents whose biometrics are recorded",
+            )
+            .with_reason("NOT_RECORDED", [])
+            .into());
+        }
+        let today = adminduk_kit::time::today_wib();
+        let id = uuid::Uuid::now_v7().to_string();
+        let valid_until = suket_valid_until(today);
+        self.store
+            .insert_suket(&id, &nik, &region, &service_point_code, valid_until, Utc::now())
+            .await
+            .map_err(|err| match err {
+                StoreError::ActiveJobExists => {
+                    ApiError::new(ErrorCode::AlreadyExists, "the resident already holds a suket")
+                        .with_reason("SUKET_EXISTS", [])
+                }
+                other => store_error(other),
+            })?;
+        Ok(Response::new(pb::IssueSuketResponse {
+            suket_id: id,
+            valid_until: Some(convert::date(valid_until)),
+        }))
+    }
+
+    async fn dispatch(
+        &self,
+        request: Request<pb::DispatchRequest>,
+    ) -> Result<Response<pb::DispatchResponse>, Status> {
+        let pb::DispatchRequest {
+            job_ids,
+            method,
+            batch_reference,
+        } = request.into_inner();
+        let mut v = Violations::new();
+        if job_ids.is_empty() || job_ids.len() > 1_000 {
+            v.add("job_ids", "must name 1 to 1000 jobs");
+        }
+        let post = match pb::DispatchMethod::try_from(method) {
+            Ok(pb::DispatchMethod::Pickup) => false,
+            Ok(pb::DispatchMethod::Post) => {
+                if batch_reference.trim().is_empty() {
+                    v.add("batch_reference", "is required for the post");
+                }
+                true
+            }
+            _ => {
+                v.add("method", "must be PICKUP or POST");
+                false
+            }
+        };
+        v.into_result()?;
+        let sent = self
+            .store
+            .dispatch(&job_ids, post, &batch_reference, Utc::now())
+            .await
+            .map_err(|err| match err {
+                StoreError::WrongState => ApiError::new(
+                    ErrorCode::FailedPrecondition,
+                    "every job must be a printed card not yet sent out; nothing was dispatched",
+                )
+                .with_reason("NOT_DISPATCHABLE", []),
+                other => store_error(other),
+            })?;
+        Ok(Response::new(pb::DispatchResponse {
+            dispatched: i32::try_from(sent).unwrap_or(i32::MAX),
+        }))
+    }
+
+    async fn record_delivery(
+        &self,
+        request: Request<pb::RecordDeliveryRequest>,
+    ) -> Result<Response<pb::RecordDeliveryResponse>, Status> {
+        let pb::RecordDeliveryRequest { job_id, outcome } = request.into_inner();
+        let outcome = match pb::DeliveryOutcome::try_from(outcome) {
+            Ok(pb::DeliveryOutcome::Delivered) => Outcome::Delivered,
+            Ok(pb::DeliveryOutcome::ReturnedDeceased) => Outcome::ReturnedDeceased,
+            Ok(pb::DeliveryOutcome::ReturnedMoved) => Outcome::ReturnedMoved,
+            Ok(pb::DeliveryOutcome::ReturnedUnclearAddress) => Outcome::ReturnedUnclearAddress,
+            _ => return Err(ApiError::invalid_field("outcome", "must be a delivery outcome").into()),
+        };
+        let job = self.job_or_not_found(&job_id).await?;
+        let Some(from) = job.card_state else {
+            return Err(
+                ApiError::new(ErrorCode::FailedPrecondition, "the card was never printed")
+                    .with_reason("NOT_DISPATCHED", [])
+                    .into(),
+            );
+        };
+        let to = after_delivery(from, outcome).map_err(|why| {
+            ApiError::new(ErrorCode::FailedPrecondition, why).with_reason(
+                "NOT_DISPATCHED",
+                [("card_state".to_owned(), from.as_str().to_owned())],
+            )
+        })?;
+        self.store
+            .record_delivery(&job, from, to, outcome, Utc::now())
+            .await
+            .map_err(store_error)?;
+        if outcome == Outcome::ReturnedDeceased {
+            // The registry is asked to look: a review row is written, and the resident's record read now.
+            let mut people = self.population.clone();
+            if let Ok(r) = people
+                .get_resident(upstream(population::GetResidentRequest { nik: job.nik.clone() }))
+                .await
+            {
+                let alive = r
+                    .into_inner()
+                    .resident
+                    .is_some_and(|r| r.life_status == population::LifeStatus::Alive as i32);
+                tracing::info!(job = %job.id, recorded_alive = alive, "card returned: owner reported deceased; life status under review");
+            }
+        }
+        Ok(Response::new(pb::RecordDeliveryResponse {
+            card_state: card_msg(to).into(),
+        }))
+    }
+
+    async fn recall(
+        &self,
+        request: Request<pb::RecallRequest>,
+    ) -> Result<Response<pb::RecallResponse>, Status> {
+        let pb::RecallRequest { village_code, reason } = request.into_inner();
+        let mut v = Violations::new();
+        if village_code.len() != 10 || !village_code.bytes().all(|b| b.is_ascii_digit()) {
+            v.add("village_code", "must be a 10-digit kelurahan/desa code");
+        }
+        if reason.trim().is_empty() {
+            v.add("reason", "is required");
+        }
+        v.into_result()?;
+        let recalled = self
+            .store
+            .recall(&village_code, Utc::now())
+            .await
+            .map_err(store_error)?;
+        tracing::info!(village = %village_code, recalled, reason = %reason, "cards recalled to the office");
+        Ok(Response::new(pb::RecallResponse {
+            recalled: i32::try_from(recalled).unwrap_or(i32::MAX),
+        }))
+    }
+
+    async fn get_funnel(
+        &self,
+        request: Request<pb::GetFunnelRequest>,
+    ) -> Result<Response<pb::GetFunnelResponse>, Status> {
+        let pb::GetFunnelRequest {
+            region_code,
+            from_date,
+            to_date,
+        } = request.into_inner();
+        let mut v = Violations::new();
+        if region_code.len() != 4 || !region_code.bytes().all(|b| b.is_ascii_digit()) {
+            v.add("region_code", "must be a 4-digit regency code");
+        }
+        let mut day_of = |field: &str, date: Option<&adminduk_proto::common::v1::Date>| match date {
+            None => None,
+            Some(d) => {
+                let day = convert::to_naive(d);
+                if day.is_none() {
+                    v.add(field, "must be a real calendar date");
+                }
+                day
+            }
+        };
+        let (from, to) = (
+            day_of("from_date", from_date.as_ref()),
+            day_of("to_date", to_date.as_ref()),
+        );
+        if let (Some(f), Some(t)) = (from, to)
+            && f > t
+        {
+            v.add("from_date", "must not be after to_date");
+        }
+        v.into_result()?;
+        // Days are the office's (WIB): a period runs from the first day's midnight to the last day's end.
+        let wib = adminduk_kit::time::wib();
+        let start_of = |day: NaiveDate| {
+            day.and_hms_opt(0, 0, 0)
+                .and_then(|t| t.and_local_timezone(wib).single())
+                .map(|t| t.with_timezone(&Utc))
+        };
+        let from = from.and_then(start_of).unwrap_or(chrono::DateTime::UNIX_EPOCH);
+        let to = to
+            .and_then(|d| d.succ_opt())
+            .and_then(start_of)
+            .map_or_else(Utc::now, |t| t - chrono::Duration::milliseconds(1));
+        let f = self
+            .store
+            .funnel(&region_code, from, to)
+            .await
+            .map_err(store_error)?;
+        Ok(Response::new(pb::GetFunnelResponse {
+            printed: f.printed,
+            spoiled: f.spoiled,
+            duplicates_prevented: f.duplicates_prevented,
+            recalled: f.recalled,
+            dispatched_pickup: f.dispatched_pickup,
+            dispatched_post: f.dispatched_post,
+            delivered: f.delivered,
+            returned_deceased: f.returned_deceased,
+            returned_moved: f.returned_moved,
+            returned_unclear_address: f.returned_unclear_address,
+            waiting_dispatch: f.waiting_dispatch,
+            in_transit: f.in_transit,
+            at_service_point: f.at_service_point,
+            unaccounted: f.unaccounted(),
+        }))
+    }
+
+    async fn get_backlog(
+        &self,
+        request: Request<pb::GetBacklogRequest>,
+    ) -> Result<Response<pb::GetBacklogResponse>, Status> {
+        let pb::GetBacklogRequest { region_code } = request.into_inner();
+        if region_code.len() != 4 || !region_code.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ApiError::invalid_field("region_code", "must be a 4-digit regency code").into());
+        }
+        let today = adminduk_kit::time::today_wib();
+        let waiting = self
+            .store
+            .waiting_by_priority(&region_code)
+            .await
+            .map_err(store_error)?;
+        let sukets = self
+            .store
+            .suket_holders(&region_code, today)
+            .await
+            .map_err(store_error)?;
+        let weekly = self
+            .store
+            .printed_since(&region_code, Utc::now() - chrono::Duration::days(7))
+            .await
+            .map_err(store_error)?;
+        let total: i64 = waiting.iter().map(|(_, n)| n).sum::<i64>() + sukets;
+        let saved = waiting.iter().filter(|(p, _)| *p == 5).map(|(_, n)| n).sum();
+        Ok(Response::new(pb::GetBacklogResponse {
+            waiting: waiting
+                .into_iter()
+                .map(|(priority, waiting)| pb::PriorityCount {
+                    priority: i32::try_from(priority).unwrap_or(5),
+                    waiting,
+                })
+                .collect(),
+            suket_holders: sukets,
+            weekly_throughput: weekly,
+            forecast_clear_date: forecast_clear(total, weekly, today).map(convert::date),
+            blanks_saved_by_ikd: saved,
+        }))
+    }
+}
+
+/// Reads the ErrorInfo reason of a status (for logs and tests).
+pub fn status_reason(status: &Status) -> String {
+    status
+        .get_error_details()
+        .error_info()
+        .map(|i| i.reason.clone())
+        .unwrap_or_default()
+}

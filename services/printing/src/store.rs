@@ -1,0 +1,672 @@
+//! Print jobs and cards in SQL, for SQLite and PostgreSQL alike.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::Row as _;
+use sqlx::any::AnyRow;
+
+use adminduk_kit::storage::{Db, Migrations};
+
+use crate::domain::{CardState, Outcome, PrintReason};
+
+static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// This service's migrations.
+pub const MIGRATIONS: Migrations = Migrations {
+    sqlite: &SQLITE,
+    postgres: &POSTGRES,
+};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The NIK already has an active job (a concurrent submission won).
+    #[error("the NIK already has an active job")]
+    ActiveJobExists,
+    /// The row was not in the state the change needs.
+    #[error("the job is not in the state this needs")]
+    WrongState,
+    /// A stored row could not be read.
+    #[error("corrupt row: {0}")]
+    Corrupt(&'static str),
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+fn millis(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+fn from_millis(ms: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_millis(ms).ok_or(StoreError::Corrupt("timestamp"))
+}
+
+/// Where a job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    /// Waiting for a printer.
+    Queued,
+    /// Leased to a printer.
+    Leased,
+    /// Printed.
+    Printed,
+    /// Cancelled.
+    Cancelled,
+}
+
+impl JobState {
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "QUEUED" => Some(Self::Queued),
+            "LEASED" => Some(Self::Leased),
+            "PRINTED" => Some(Self::Printed),
+            "CANCELLED" => Some(Self::Cancelled),
+            _ => None,
+        }
+    }
+}
+
+/// A print job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    /// Id.
+    pub id: String,
+    /// Applicant NIK.
+    pub nik: String,
+    /// Regency of the service point.
+    pub region_code: String,
+    /// The resident's kelurahan (for recalls).
+    pub village_code: String,
+    /// Why.
+    pub reason: PrintReason,
+    /// 1 (first) to 5.
+    pub priority: i64,
+    /// Where handed out.
+    pub service_point: String,
+    /// Appointment day.
+    pub day: NaiveDate,
+    /// State.
+    pub state: JobState,
+    /// The inventory reservation holding its blank.
+    pub reservation_id: Option<String>,
+    /// Blanks taken so far (more than one after a spoiled print).
+    pub blanks_taken: i64,
+    /// Printer holding the lease.
+    pub printer_id: Option<String>,
+    /// Lease deadline.
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// The card's serial once printed.
+    pub card_serial: Option<String>,
+    /// The card's state once printed.
+    pub card_state: Option<CardState>,
+    /// When submitted.
+    pub created_at: DateTime<Utc>,
+}
+
+const JOB_COLUMNS: &str = "id, nik, region_code, village_code, reason, priority, service_point, day, state, \
+     reservation_id, blanks_taken, printer_id, lease_expires_at, card_serial, card_state, created_at";
+
+fn job_from_row(row: &AnyRow) -> Result<Job, StoreError> {
+    let reason: String = row.try_get("reason")?;
+    let state: String = row.try_get("state")?;
+    let day: String = row.try_get("day")?;
+    let card_state: Option<String> = row.try_get("card_state")?;
+    let lease: Option<i64> = row.try_get("lease_expires_at")?;
+    Ok(Job {
+        id: row.try_get("id")?,
+        nik: row.try_get("nik")?,
+        region_code: row.try_get("region_code")?,
+        village_code: row.try_get("village_code")?,
+        reason: PrintReason::parse(&reason).ok_or(StoreError::Corrupt("reason"))?,
+        priority: row.try_get("priority")?,
+        service_point: row.try_get("service_point")?,
+        day: NaiveDate::parse_from_str(&day, "%Y-%m-%d").map_err(|_| StoreError::Corrupt("day"))?,
+        state: JobState::parse(&state).ok_or(StoreError::Corrupt("state"))?,
+        reservation_id: row.try_get("reservation_id")?,
+        blanks_taken: row.try_get("blanks_taken")?,
+        printer_id: row.try_get("printer_id")?,
+        lease_expires_at: lease.map(from_millis).transpose()?,
+        card_serial: row.try_get("card_serial")?,
+        card_state: card_state
+            .as_deref()
+            .map(|s| CardState::parse(s).ok_or(StoreError::Corrupt("card state")))
+            .transpose()?,
+        created_at: from_millis(row.try_get("created_at")?)?,
+    })
+}
+
+/// A new job to store.
+#[derive(Debug, Clone)]
+pub struct NewJob<'a> {
+    /// Id.
+    pub id: &'a str,
+    /// NIK.
+    pub nik: &'a str,
+    /// Regency.
+    pub region_code: &'a str,
+    /// Kelurahan.
+    pub village_code: &'a str,
+    /// Why.
+    pub reason: PrintReason,
+    /// Priority.
+    pub priority: i64,
+    /// Service point.
+    pub service_point: &'a str,
+    /// Day.
+    pub day: NaiveDate,
+    /// The reservation holding its blank.
+    pub reservation_id: &'a str,
+}
+
+/// The funnel of one region and period.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Funnel {
+    /// Cards printed, counted from the print log.
+    pub printed: i64,
+    /// Written off.
+    pub spoiled: i64,
+    /// Second jobs refused.
+    pub duplicates_prevented: i64,
+    /// Pulled back.
+    pub recalled: i64,
+    /// Sent for pickup.
+    pub dispatched_pickup: i64,
+    /// Sent by post.
+    pub dispatched_post: i64,
+    /// Delivered.
+    pub delivered: i64,
+    /// Returned: deceased.
+    pub returned_deceased: i64,
+    /// Returned: moved.
+    pub returned_moved: i64,
+    /// Returned: unclear address.
+    pub returned_unclear_address: i64,
+    /// Printed, not sent.
+    pub waiting_dispatch: i64,
+    /// With the post.
+    pub in_transit: i64,
+    /// At a service point.
+    pub at_service_point: i64,
+}
+
+impl Funnel {
+    /// Printed cards found in no state: 0 when every card is accounted for.
+    pub fn unaccounted(&self) -> i64 {
+        self.printed
+            - (self.spoiled
+                + self.waiting_dispatch
+                + self.in_transit
+                + self.at_service_point
+                + self.delivered)
+    }
+}
+
+/// The printing store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: Db,
+}
+
+fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+impl Store {
+    /// A store over a connected, migrated database.
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// A job by id.
+    pub async fn job(&self, id: &str) -> Result<Option<Job>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"));
+        let row = sqlx::query(sql).bind(id).fetch_optional(self.db.pool()).await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    /// The active job of a NIK (queued, leased, or printed and not yet delivered).
+    pub async fn active_job(&self, nik: &str) -> Result<Option<Job>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE nik = $1 AND active = 1"
+        ));
+        let row = sqlx::query(sql).bind(nik).fetch_optional(self.db.pool()).await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    /// Counts a refused second application.
+    pub async fn record_duplicate(
+        &self,
+        first_job: &str,
+        region: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO duplicates_prevented (first_job, region_code, created_at) VALUES ($1, $2, $3)",
+        )
+        .bind(first_job)
+        .bind(region)
+        .bind(millis(now))
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Queues a job; of two racing submissions for one NIK, one is stored.
+    pub async fn insert_job(&self, new: &NewJob<'_>, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO jobs (id, nik, region_code, village_code, reason, priority, service_point, day, state, active, \
+             reservation_id, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'QUEUED', 1, $9, $10, $10)",
+        )
+        .bind(new.id)
+        .bind(new.nik)
+        .bind(new.region_code)
+        .bind(new.village_code)
+        .bind(new.reason.as_str())
+        .bind(new.priority)
+        .bind(new.service_point)
+        .bind(new.day.to_string())
+        .bind(new.reservation_id)
+        .bind(millis(now))
+        .execute(self.db.pool())
+        .await;
+        match result {
+            Err(err) if is_unique_violation(&err) => Err(StoreError::ActiveJobExists),
+            other => other.map(drop).map_err(StoreError::from),
+        }
+    }
+
+    /// Puts jobs whose lease lapsed back in the queue; returns how many.
+    pub async fn requeue_lapsed(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let result = sqlx::query(
+            "UPDATE jobs SET state = 'QUEUED', printer_id = NULL, lease_expires_at = NULL, updated_at = $1 \
+             WHERE state = 'LEASED' AND lease_expires_at <= $1",
+        )
+        .bind(millis(now))
+        .execute(self.db.pool())
+        .await?;
+        Ok(result.rows_affected())
+    }
+
+    /// Leases up to `n` queued jobs to a printer, highest priority and oldest first.
+    pub async fn lease(
+        &self,
+        printer: &str,
+        n: i64,
+        deadline: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Job>, StoreError> {
+        let mut tx = self.db.begin_write().await?;
+        let candidates = sqlx::query(
+            "SELECT id FROM jobs WHERE state = 'QUEUED' ORDER BY priority, created_at, id LIMIT $1",
+        )
+        .bind(n)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut leased = Vec::new();
+        for row in candidates {
+            let id: String = row.try_get("id")?;
+            // Conditional, so two printers racing for a job get it once.
+            let updated = sqlx::query(
+                "UPDATE jobs SET state = 'LEASED', printer_id = $2, lease_expires_at = $3, updated_at = $4 \
+                 WHERE id = $1 AND state = 'QUEUED'",
+            )
+            .bind(&id)
+            .bind(printer)
+            .bind(millis(deadline))
+            .bind(millis(now))
+            .execute(&mut *tx)
+            .await?;
+            if updated.rows_affected() == 1 {
+                leased.push(id);
+            }
+        }
+        tx.commit().await?;
+        let mut jobs = Vec::with_capacity(leased.len());
+        for id in leased {
+            jobs.extend(self.job(&id).await?);
+        }
+        Ok(jobs)
+    }
+
+    /// Records a print for the printer holding a live lease.
+    pub async fn mark_printed(
+        &self,
+        id: &str,
+        printer: &str,
+        serial: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.db.begin_write().await?;
+        let updated = sqlx::query(
+            "UPDATE jobs SET state = 'PRINTED', card_serial = $3, card_state = 'PRINTED', printed_at = $4, \
+             printer_id = NULL, lease_expires_at = NULL, updated_at = $4 \
+             WHERE id = $1 AND state = 'LEASED' AND printer_id = $2 AND lease_expires_at > $4",
+        )
+        .bind(id)
+        .bind(printer)
+        .bind(serial)
+        .bind(millis(now))
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() != 1 {
+            return Err(StoreError::WrongState);
+        }
+        sqlx::query(
+            "INSERT INTO print_log (card_serial, job_id, region_code, printed_at) \
+             SELECT card_serial, id, region_code, printed_at FROM jobs WHERE id = $1",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A printed, undispatched card was damaged: it is written off (with two
+    /// people's names) and the job queues again on a new reservation.
+    pub async fn spoil_card(
+        &self,
+        job: &Job,
+        reason: &str,
+        reported_by: &str,
+        approved_by: &str,
+        new_reservation: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let serial = job.card_serial.as_deref().ok_or(StoreError::WrongState)?;
+        let mut tx = self.db.begin_write().await?;
+        let updated = sqlx::query(
+            "UPDATE jobs SET state = 'QUEUED', card_serial = NULL, card_state = NULL, printed_at = NULL, \
+             reservation_id = $2, blanks_taken = blanks_taken + 1, updated_at = $3 \
+             WHERE id = $1 AND state = 'PRINTED' AND card_state = 'PRINTED'",
+        )
+        .bind(&job.id)
+        .bind(new_reservation)
+        .bind(millis(now))
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() != 1 {
+            return Err(StoreError::WrongState);
+        }
+        sqlx::query(
+            "INSERT INTO spoiled_cards (card_serial, job_id, region_code, reason, reported_by, approved_by, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(serial)
+        .bind(&job.id)
+        .bind(&job.region_code)
+        .bind(reason)
+        .bind(reported_by)
+        .bind(approved_by)
+        .bind(millis(now))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Sends printed cards out; returns how many went. All or none: a job that
+    /// is not a printed, undispatched card refuses the whole dispatch.
+    pub async fn dispatch(
+        &self,
+        ids: &[String],
+        post: bool,
+        batch: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.db.begin_write().await?;
+        let (card_state, method) = if post {
+            ("IN_TRANSIT", "POST")
+        } else {
+            ("AT_SERVICE_POINT", "PICKUP")
+        };
+        for id in ids {
+            let updated = sqlx::query(
+                "UPDATE jobs SET card_state = $2, dispatch_method = $3, batch_reference = $4, updated_at = $5 \
+                 WHERE id = $1 AND card_state = 'PRINTED'",
+            )
+            .bind(id)
+            .bind(card_state)
+            .bind(method)
+            .bind(batch)
+            .bind(millis(now))
+            .execute(&mut *tx)
+            .await?;
+            if updated.rows_affected() != 1 {
+                return Err(StoreError::WrongState);
+            }
+        }
+        tx.commit().await?;
+        Ok(ids.len() as u64)
+    }
+
+    /// Moves a card after a delivery outcome (already checked by the domain).
+    pub async fn record_delivery(
+        &self,
+        job: &Job,
+        from: CardState,
+        to: CardState,
+        outcome: Outcome,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.db.begin_write().await?;
+        let returned = match outcome {
+            Outcome::Delivered => None,
+            Outcome::ReturnedDeceased => Some("DECEASED"),
+            Outcome::ReturnedMoved => Some("MOVED"),
+            Outcome::ReturnedUnclearAddress => Some("UNCLEAR_ADDRESS"),
+        };
+        let updated = sqlx::query(
+            "UPDATE jobs SET card_state = $3, return_reason = COALESCE($4, return_reason), \
+             active = CASE WHEN $3 = 'DELIVERED' THEN 0 ELSE active END, updated_at = $5 \
+             WHERE id = $1 AND card_state = $2",
+        )
+        .bind(&job.id)
+        .bind(from.as_str())
+        .bind(to.as_str())
+        .bind(returned)
+        .bind(millis(now))
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() != 1 {
+            return Err(StoreError::WrongState);
+        }
+        let review = match outcome {
+            Outcome::ReturnedDeceased => Some("LIFE_STATUS"),
+            Outcome::ReturnedMoved => Some("ADDRESS"),
+            _ => None,
+        };
+        if let Some(kind) = review {
+            sqlx::query("INSERT INTO reviews (nik, kind, job_id, created_at) VALUES ($1, $2, $3, $4)")
+                .bind(&job.nik)
+                .bind(kind)
+                .bind(&job.id)
+                .bind(millis(now))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Pulls back the undelivered cards of a kelurahan to its office; returns how many.
+    pub async fn recall(&self, village: &str, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let result = sqlx::query(
+            "UPDATE jobs SET card_state = 'AT_SERVICE_POINT', recalled = 1, updated_at = $2 \
+             WHERE village_code = $1 AND card_state IN ('PRINTED', 'IN_TRANSIT')",
+        )
+        .bind(village)
+        .bind(millis(now))
+        .execute(self.db.pool())
+        .await?;
+        Ok(result.rows_affected())
+    }
+
+    /// Review requests written for returned cards: (kind, job id).
+    pub async fn reviews(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query("SELECT kind, job_id FROM reviews ORDER BY id")
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("kind")?, r.try_get("job_id")?)))
+            .collect()
+    }
+
+    /// The funnel of a region for cards printed between two instants.
+    pub async fn funnel(
+        &self,
+        region: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Funnel, StoreError> {
+        let (from, to) = (millis(from), millis(to));
+        let count = |sql: &'static str| {
+            let pool = self.db.pool().clone();
+            async move {
+                let n: i64 = sqlx::query(sql)
+                    .bind(region)
+                    .bind(from)
+                    .bind(to)
+                    .fetch_one(&pool)
+                    .await?
+                    .try_get("n")?;
+                Ok::<i64, StoreError>(n)
+            }
+        };
+        let jobs = |condition: &str| {
+            format!(
+                "SELECT COUNT(*) AS n FROM jobs WHERE region_code = $1 AND printed_at >= $2 AND printed_at <= $3 AND {condition}"
+            )
+        };
+        let by = |condition: &str| {
+            let sql = jobs(condition);
+            let pool = self.db.pool().clone();
+            async move {
+                let n: i64 = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(region)
+                    .bind(from)
+                    .bind(to)
+                    .fetch_one(&pool)
+                    .await?
+                    .try_get("n")?;
+                Ok::<i64, StoreError>(n)
+            }
+        };
+        Ok(Funnel {
+            printed: count("SELECT COUNT(*) AS n FROM print_log WHERE region_code = $1 AND printed_at >= $2 AND printed_at <= $3").await?,
+            // A spoiled card's print is in the log; it is counted in the period it was printed.
+            spoiled: count(
+                "SELECT COUNT(*) AS n FROM spoiled_cards s JOIN print_log p ON p.card_serial = s.card_serial \
+                 WHERE s.region_code = $1 AND p.printed_at >= $2 AND p.printed_at <= $3",
+            )
+            .await?,
+            duplicates_prevented: count(
+                "SELECT COUNT(*) AS n FROM duplicates_prevented WHERE region_code = $1 AND created_at >= $2 AND created_at <= $3",
+            )
+            .await?,
+            recalled: by("recalled = 1").await?,
+            dispatched_pickup: by("dispatch_method = 'PICKUP'").await?,
+            dispatched_post: by("dispatch_method = 'POST'").await?,
+            delivered: by("card_state = 'DELIVERED'").await?,
+            returned_deceased: by("return_reason = 'DECEASED'").await?,
+            returned_moved: by("return_reason = 'MOVED'").await?,
+            returned_unclear_address: by("return_reason = 'UNCLEAR_ADDRESS'").await?,
+            waiting_dispatch: by("card_state = 'PRINTED'").await?,
+            in_transit: by("card_state = 'IN_TRANSIT'").await?,
+            at_service_point: by("card_state = 'AT_SERVICE_POINT'").await?,
+        })
+    }
+
+    /// Jobs waiting, by priority.
+    pub async fn waiting_by_priority(&self, region: &str) -> Result<Vec<(i64, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT priority, COUNT(*) AS n FROM jobs WHERE region_code = $1 AND state IN ('QUEUED', 'LEASED') \
+             GROUP BY priority ORDER BY priority",
+        )
+        .bind(region)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("priority")?, r.try_get("n")?)))
+            .collect()
+    }
+
+    /// Cards printed since an instant.
+    pub async fn printed_since(&self, region: &str, since: DateTime<Utc>) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query("SELECT COUNT(*) AS n FROM print_log WHERE region_code = $1 AND printed_at >= $2")
+                .bind(region)
+                .bind(millis(since))
+                .fetch_one(self.db.pool())
+                .await?
+                .try_get("n")?,
+        )
+    }
+
+    /// Stores a suket; one open per NIK.
+    pub async fn insert_suket(
+        &self,
+        id: &str,
+        nik: &str,
+        region: &str,
+        point: &str,
+        valid_until: NaiveDate,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO sukets (id, nik, region_code, service_point, valid_until, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(id)
+        .bind(nik)
+        .bind(region)
+        .bind(point)
+        .bind(valid_until.to_string())
+        .bind(millis(now))
+        .execute(self.db.pool())
+        .await;
+        match result {
+            Err(err) if is_unique_violation(&err) => Err(StoreError::ActiveJobExists),
+            other => other.map(drop).map_err(StoreError::from),
+        }
+    }
+
+    /// Whether the NIK holds an open suket valid on `today`.
+    pub async fn has_suket(&self, nik: &str, today: NaiveDate) -> Result<bool, StoreError> {
+        let row = sqlx::query(
+            "SELECT id FROM sukets WHERE nik = $1 AND converted_job IS NULL AND valid_until >= $2",
+        )
+        .bind(nik)
+        .bind(today.to_string())
+        .fetch_optional(self.db.pool())
+        .await?;
+        Ok(row.is_some())
+    }
+
+    /// Marks a NIK's open suket converted into a job.
+    pub async fn convert_suket(&self, nik: &str, job: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sukets SET converted_job = $2 WHERE nik = $1 AND converted_job IS NULL")
+            .bind(nik)
+            .bind(job)
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Open sukets of a region valid on `today`.
+    pub async fn suket_holders(&self, region: &str, today: NaiveDate) -> Result<i64, StoreError> {
+        Ok(sqlx::query(
+            "SELECT COUNT(*) AS n FROM sukets WHERE region_code = $1 AND converted_job IS NULL AND valid_until >= $2",
+        )
+        .bind(region)
+        .bind(today.to_string())
+        .fetch_one(self.db.pool())
+        .await?
+        .try_get("n")?)
+    }
+}

@@ -1,0 +1,674 @@
+//! Printing through gRPC on real sockets, with the population and inventory
+//! services running beside it (in-process, as across pods), on SQLite and
+//! (when configured) PostgreSQL.
+
+use adminduk_inventory::demo::{KOTA_BEKASI, kecamatan_point, kota_bekasi_policy};
+use adminduk_inventory::service::Background;
+use adminduk_inventory::store::NATIONAL;
+use adminduk_inventory::{GroupCommit, Inventory, InventoryApi};
+use adminduk_kit::config::ServerConfig;
+use adminduk_kit::server::{GrpcServer, RunningServer};
+use adminduk_kit::storage::Db;
+use adminduk_kit::testing::{self, TestDatabase};
+use adminduk_population::domain::kk::Kk;
+use adminduk_population::domain::nik::{Nik, Sex};
+use adminduk_printing::grpc::status_reason;
+use adminduk_printing::{MIGRATIONS, PrintingApi, Store};
+use adminduk_proto::common::v1 as common;
+use adminduk_proto::convert;
+use adminduk_proto::inventory::v1 as inventory;
+use adminduk_proto::population::v1 as population;
+use adminduk_proto::printing::v1 as pb;
+use chrono::{Datelike as _, Days, NaiveDate};
+use inventory::inventory_service_client::InventoryServiceClient;
+use pb::printing_service_client::PrintingServiceClient;
+use population::population_service_client::PopulationServiceClient;
+use tonic::Code;
+use tonic::transport::Channel;
+
+struct Mesh {
+    printing: PrintingServiceClient<Channel>,
+    people: PopulationServiceClient<Channel>,
+    stock: InventoryServiceClient<Channel>,
+    store: Store,
+    servers: Vec<RunningServer>,
+    background: Background,
+    inventory: std::sync::Arc<Inventory>,
+    label: &'static str,
+    _dbs: Vec<TestDatabase>,
+}
+
+impl Mesh {
+    async fn stop(self) {
+        self.inventory.close();
+        for server in self.servers {
+            server.shutdown().await.expect("clean shutdown");
+        }
+        self.background.abort();
+    }
+}
+
+fn channel(server: &RunningServer) -> Channel {
+    Channel::from_shared(format!("http://{}", server.local_addr()))
+        .expect("uri")
+        .connect_lazy()
+}
+
+async fn mesh(dbs: [TestDatabase; 3], stock: i64) -> Mesh {
+    let [people_db, inventory_db, printing_db] = dbs;
+    let people_conn = Db::connect(
+        &people_db.config,
+        &people_db.schema,
+        adminduk_population::MIGRATIONS,
+    )
+    .await
+    .expect("db");
+    let people_server = GrpcServer::new(ServerConfig::default())
+        .add_service(
+            population::population_service_server::PopulationServiceServer::new(
+                adminduk_population::PopulationApi::new(adminduk_population::Store::new(people_conn)),
+            ),
+        )
+        .start()
+        .await
+        .expect("population");
+    let inventory_conn = Db::connect(
+        &inventory_db.config,
+        &inventory_db.schema,
+        adminduk_inventory::MIGRATIONS,
+    )
+    .await
+    .expect("db");
+    let (inventory, background, _) = Inventory::open(inventory_conn, GroupCommit::default())
+        .await
+        .expect("inventory");
+    inventory.set_policy(kota_bekasi_policy()).await.expect("policy");
+    inventory
+        .receive_shipment(NATIONAL, 1_000_000, "opening", "test")
+        .await
+        .expect("national");
+    if stock > 0 {
+        inventory
+            .receive_shipment(KOTA_BEKASI, stock, "SJ-1", "test")
+            .await
+            .expect("stock");
+    }
+    let inventory_server = GrpcServer::new(ServerConfig::default())
+        .add_service(inventory::inventory_service_server::InventoryServiceServer::new(
+            InventoryApi::new(inventory.clone()),
+        ))
+        .start()
+        .await
+        .expect("inventory server");
+    let printing_conn = Db::connect(&printing_db.config, &printing_db.schema, MIGRATIONS)
+        .await
+        .expect("db");
+    let store = Store::new(printing_conn);
+    let printing_server = GrpcServer::new(ServerConfig::default())
+        .add_service(pb::printing_service_server::PrintingServiceServer::new(
+            PrintingApi::new(store.clone(), channel(&people_server), channel(&inventory_server)),
+        ))
+        .start()
+        .await
+        .expect("printing");
+    Mesh {
+        printing: PrintingServiceClient::new(channel(&printing_server)),
+        people: PopulationServiceClient::new(channel(&people_server)),
+        stock: InventoryServiceClient::new(channel(&inventory_server)),
+        store,
+        servers: vec![printing_server, inventory_server, people_server],
+        background,
+        inventory,
+        label: printing_db.label,
+        _dbs: vec![people_db, inventory_db, printing_db],
+    }
+}
+
+async fn each_backend(prefix: &str, stock: i64) -> Vec<Mesh> {
+    let mut all = vec![mesh([testing::sqlite(), testing::sqlite(), testing::sqlite()], stock).await];
+    if let (Some(a), Some(b), Some(c)) = (
+        testing::postgres(&format!("{prefix}a")),
+        testing::postgres(&format!("{prefix}b")),
+        testing::postgres(&format!("{prefix}c")),
+    ) {
+        all.push(mesh([a, b, c], stock).await);
+    }
+    all
+}
+
+fn d(y: i32, m: u32, day: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(y, m, day).expect("date")
+}
+
+/// Registers a head of family in Bekasi Timur; returns the NIK.
+async fn resident(
+    m: &mut Mesh,
+    serial: u16,
+    birth: NaiveDate,
+    village: &str,
+    recording: population::RecordingStatus,
+) -> String {
+    let district = &village[..6];
+    let nik = Nik::from_parts(district, birth, Sex::Female, serial)
+        .expect("nik")
+        .as_str()
+        .to_owned();
+    let kk = Kk::from_parts(district, d(2020, 2, 2).max(birth), serial)
+        .expect("kk")
+        .as_str()
+        .to_owned();
+    m.people
+        .register_resident(population::RegisterResidentRequest {
+            nik: nik.clone(),
+            kk,
+            full_name: format!("Warga {serial}"),
+            sex: common::Sex::Female.into(),
+            birth_place: "Bekasi".into(),
+            birth_date: Some(convert::date(birth)),
+            address: Some(population::Address {
+                street: "Jl. Kenari 3".into(),
+                village_code: village.into(),
+                ..Default::default()
+            }),
+            marital_status: population::MaritalStatus::Married.into(),
+            relationship: population::FamilyRelationship::Head.into(),
+            recording_status: recording.into(),
+        })
+        .await
+        .expect("registered");
+    nik
+}
+
+async fn prr(m: &mut Mesh, serial: u16) -> String {
+    resident(
+        m,
+        serial,
+        d(1985, 3, 3),
+        "3275011001",
+        population::RecordingStatus::PrintReady,
+    )
+    .await
+}
+
+fn tomorrow() -> NaiveDate {
+    adminduk_kit::time::today_wib() + Days::new(1)
+}
+
+fn submit(nik: &str, reason: pb::PrintReason, ikd: bool) -> pb::SubmitPrintJobRequest {
+    pb::SubmitPrintJobRequest {
+        nik: nik.into(),
+        reason: reason.into(),
+        service_point_code: kecamatan_point(1),
+        date: Some(convert::date(tomorrow())),
+        has_active_ikd: ikd,
+    }
+}
+
+async fn lease(m: &mut Mesh, printer: &str, n: i32) -> Vec<pb::PrintJob> {
+    m.printing
+        .lease_jobs(pb::LeaseJobsRequest {
+            printer_id: printer.into(),
+            max_jobs: n,
+            lease_seconds: 0,
+        })
+        .await
+        .expect("lease")
+        .into_inner()
+        .jobs
+}
+
+async fn print(m: &mut Mesh, job: &str, printer: &str, serial: &str) -> Result<pb::PrintJob, tonic::Status> {
+    m.printing
+        .report_printed(pb::ReportPrintedRequest {
+            job_id: job.into(),
+            printer_id: printer.into(),
+            card_serial: serial.into(),
+        })
+        .await
+        .map(|r| r.into_inner().job.expect("job"))
+}
+
+async fn funnel(m: &mut Mesh) -> pb::GetFunnelResponse {
+    m.printing
+        .get_funnel(pb::GetFunnelRequest {
+            region_code: KOTA_BEKASI.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("funnel")
+        .into_inner()
+}
+
+async fn stock(m: &mut Mesh) -> inventory::StockLevel {
+    m.stock
+        .get_stock(inventory::GetStockRequest {
+            region_code: KOTA_BEKASI.into(),
+        })
+        .await
+        .expect("stock")
+        .into_inner()
+        .stock
+        .expect("stock")
+}
+
+async fn job_count(m: &Mesh) -> i64 {
+    sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM jobs")
+        .fetch_one(m.store.db().pool())
+        .await
+        .expect("count")
+}
+
+#[tokio::test]
+async fn a_card_goes_from_submission_to_its_owner() {
+    for mut m in each_backend("prflow", 15_000).await {
+        let label = m.label;
+        let nik = prr(&mut m, 1).await;
+        let job = m
+            .printing
+            .submit_print_job(submit(&nik, pb::PrintReason::FirstCard, false))
+            .await
+            .expect("submit");
+        let job = job.into_inner().job.expect("job");
+        assert_eq!(job.state, pb::JobState::Queued as i32, "{label}");
+        assert_eq!(job.nik_masked, format!("{}********{}", &nik[..4], &nik[12..]));
+        assert_eq!(
+            stock(&mut m).await.held,
+            1,
+            "{label}: a blank is held for the job"
+        );
+
+        let leased = lease(&mut m, "printer-1", 10).await;
+        assert_eq!(leased.len(), 1);
+        let printed = print(&mut m, &job.id, "printer-1", "KTP-000001")
+            .await
+            .expect("printed");
+        assert_eq!(printed.card_state, pb::CardState::Printed as i32);
+        // A retried report is answered the same; the card is printed once.
+        print(&mut m, &job.id, "printer-1", "KTP-000001")
+            .await
+            .expect("retry");
+        let s = stock(&mut m).await;
+        assert_eq!((s.held, s.committed, s.on_hand), (0, 1, 14_999), "{label}");
+
+        let sent = m
+            .printing
+            .dispatch(pb::DispatchRequest {
+                job_ids: vec![job.id.clone()],
+                method: pb::DispatchMethod::Post.into(),
+                batch_reference: "POS-2026-001".into(),
+            })
+            .await
+            .expect("dispatch")
+            .into_inner();
+        assert_eq!(sent.dispatched, 1);
+        let delivered = m
+            .printing
+            .record_delivery(pb::RecordDeliveryRequest {
+                job_id: job.id.clone(),
+                outcome: pb::DeliveryOutcome::Delivered.into(),
+            })
+            .await
+            .expect("delivered")
+            .into_inner();
+        assert_eq!(delivered.card_state, pb::CardState::Delivered as i32);
+        let f = funnel(&mut m).await;
+        assert_eq!(
+            (f.printed, f.dispatched_post, f.delivered, f.unaccounted),
+            (1, 1, 1, 0),
+            "{label}"
+        );
+
+        // Delivered: the resident may apply again later (a lost card).
+        m.printing
+            .submit_print_job(submit(&nik, pb::PrintReason::Lost, true))
+            .await
+            .expect("a replacement");
+        m.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn bad_applications_are_refused_and_write_nothing() {
+    for mut m in each_backend("prbad", 15_000).await {
+        let label = m.label;
+        let nik = prr(&mut m, 2).await;
+        let unrecorded = resident(
+            &mut m,
+            3,
+            d(1990, 1, 1),
+            "3275011001",
+            population::RecordingStatus::Recorded,
+        )
+        .await;
+        let dead = prr(&mut m, 4).await;
+        m.people
+            .record_death(population::RecordDeathRequest {
+                nik: dead.clone(),
+                death_date: Some(convert::date(d(2025, 5, 5))),
+                expected_version: 1,
+            })
+            .await
+            .expect("death");
+        let unknown = Nik::from_parts("327501", d(1970, 7, 7), Sex::Male, 77)
+            .expect("nik")
+            .as_str()
+            .to_owned();
+
+        for (who, code, reason) in [
+            (&unknown, Code::NotFound, ""),
+            (&dead, Code::FailedPrecondition, "RESIDENT_NOT_ACTIVE"),
+            (&unrecorded, Code::FailedPrecondition, "NOT_PRINT_READY"),
+        ] {
+            let err = m
+                .printing
+                .submit_print_job(submit(who, pb::PrintReason::FirstCard, false))
+                .await
+                .expect_err("refused");
+            assert_eq!(err.code(), code, "{label}: {err:?}");
+            assert_eq!(status_reason(&err), reason);
+        }
+        assert_eq!(job_count(&m).await, 0, "{label}: nothing written");
+        assert_eq!(
+            stock(&mut m).await.held,
+            0,
+            "{label}: the blanks taken on the way went back"
+        );
+
+        let first = m
+            .printing
+            .submit_print_job(submit(&nik, pb::PrintReason::FirstCard, false))
+            .await
+            .expect("first");
+        let first = first.into_inner().job.expect("job");
+        let second = m
+            .printing
+            .submit_print_job(submit(&nik, pb::PrintReason::Lost, false))
+            .await
+            .expect_err("second");
+        assert_eq!(second.code(), Code::AlreadyExists, "{label}");
+        let named = tonic_types::StatusExt::get_error_details(&second)
+            .error_info()
+            .and_then(|i| i.metadata.get("job_id").cloned());
+        assert_eq!(named, Some(first.id.clone()), "the refusal names the first job");
+        assert_eq!(job_count(&m).await, 1);
+        assert_eq!(funnel(&mut m).await.duplicates_prevented, 1);
+        assert_eq!(
+            stock(&mut m).await.held,
+            1,
+            "{label}: only the first job holds a blank"
+        );
+
+        // A delivery outcome for a card never dispatched.
+        let never = m
+            .printing
+            .record_delivery(pb::RecordDeliveryRequest {
+                job_id: first.id.clone(),
+                outcome: pb::DeliveryOutcome::Delivered.into(),
+            })
+            .await
+            .expect_err("never dispatched");
+        assert_eq!(
+            (never.code(), status_reason(&never)),
+            (Code::FailedPrecondition, "NOT_DISPATCHED".to_owned())
+        );
+
+        // A suket while blanks are in stock.
+        let suket = m
+            .printing
+            .issue_suket(pb::IssueSuketRequest {
+                nik: unrecorded.clone(),
+                service_point_code: kecamatan_point(1),
+            })
+            .await
+            .expect_err("stock exists");
+        assert_eq!(
+            (suket.code(), status_reason(&suket)),
+            (Code::FailedPrecondition, "STOCK_AVAILABLE".to_owned())
+        );
+
+        // A spoilage approved by its own reporter.
+        lease(&mut m, "p", 1).await;
+        print(&mut m, &first.id, "p", "KTP-1").await.expect("printed");
+        let own = m
+            .printing
+            .report_spoiled(pb::ReportSpoiledRequest {
+                job_id: first.id.clone(),
+                reason: "scratched".into(),
+                reported_by: "budi".into(),
+                approved_by: "budi".into(),
+            })
+            .await
+            .expect_err("four eyes");
+        assert_eq!(own.code(), Code::InvalidArgument, "{label}");
+        assert_eq!(funnel(&mut m).await.spoiled, 0, "{label}: nothing written");
+        m.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_printer_that_dies_leaves_its_job_to_another_and_the_card_is_printed_once() {
+    for mut m in each_backend("prcrash", 15_000).await {
+        let label = m.label;
+        let nik = prr(&mut m, 5).await;
+        let job = m
+            .printing
+            .submit_print_job(submit(&nik, pb::PrintReason::FirstCard, false))
+            .await
+            .expect("submit");
+        let job = job.into_inner().job.expect("job");
+        assert_eq!(lease(&mut m, "printer-a", 5).await.len(), 1);
+        assert!(
+            lease(&mut m, "printer-b", 5).await.is_empty(),
+            "leased jobs are not handed out twice"
+        );
+
+        // printer-a dies; its lease lapses.
+        sqlx::query("UPDATE jobs SET lease_expires_at = 0 WHERE id = $1")
+            .bind(&job.id)
+            .execute(m.store.db().pool())
+            .await
+            .expect("lapse");
+        let again = lease(&mut m, "printer-b", 5).await;
+        assert_eq!(
+            again.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
+            [job.id.as_str()],
+            "{label}"
+        );
+        let late = print(&mut m, &job.id, "printer-a", "KTP-A")
+            .await
+            .expect_err("a report for an expired lease");
+        assert_eq!(
+            (late.code(), status_reason(&late)),
+            (Code::FailedPrecondition, "LEASE_EXPIRED".to_owned())
+        );
+        print(&mut m, &job.id, "printer-b", "KTP-B")
+            .await
+            .expect("printed by b");
+        let f = funnel(&mut m).await;
+        assert_eq!(
+            (f.printed, f.unaccounted),
+            (1, 0),
+            "{label}: printed exactly once"
+        );
+        assert_eq!(stock(&mut m).await.committed, 1);
+        m.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn spoiled_cards_are_written_off_and_reprinted_and_recalls_reroute_cards() {
+    for mut m in each_backend("prspoil", 15_000).await {
+        let label = m.label;
+        let a = prr(&mut m, 6).await;
+        let b = resident(
+            &mut m,
+            7,
+            d(1980, 1, 1),
+            "3216061001",
+            population::RecordingStatus::PrintReady,
+        )
+        .await;
+        let c = resident(
+            &mut m,
+            8,
+            d(1981, 1, 1),
+            "3216061001",
+            population::RecordingStatus::PrintReady,
+        )
+        .await;
+        let mut ids = Vec::new();
+        for nik in [&a, &b, &c] {
+            let job = m
+                .printing
+                .submit_print_job(submit(nik, pb::PrintReason::FirstCard, false))
+                .await
+                .expect("submit");
+            ids.push(job.into_inner().job.expect("job").id);
+        }
+        lease(&mut m, "p", 10).await;
+        for (i, id) in ids.iter().enumerate() {
+            print(&mut m, id, "p", &format!("KTP-{i}"))
+                .await
+                .expect("printed");
+        }
+        let requeued = m
+            .printing
+            .report_spoiled(pb::ReportSpoiledRequest {
+                job_id: ids[0].clone(),
+                reason: "found damaged when sorted".into(),
+                reported_by: "sortir-1".into(),
+                approved_by: "kasi-1".into(),
+            })
+            .await
+            .expect("spoiled")
+            .into_inner()
+            .job
+            .expect("job");
+        assert_eq!(
+            requeued.state,
+            pb::JobState::Queued as i32,
+            "{label}: the job takes a new blank"
+        );
+        assert_eq!(stock(&mut m).await.held, 1, "{label}");
+        lease(&mut m, "p", 10).await;
+        print(&mut m, &ids[0], "p", "KTP-0-reprint")
+            .await
+            .expect("reprinted");
+
+        // The LRT case: Jatimulya's undelivered cards go back to the office.
+        m.printing
+            .dispatch(pb::DispatchRequest {
+                job_ids: ids[1..].to_vec(),
+                method: pb::DispatchMethod::Post.into(),
+                batch_reference: "POS-7".into(),
+            })
+            .await
+            .expect("dispatch");
+        let recalled = m
+            .printing
+            .recall(pb::RecallRequest {
+                village_code: "3216061001".into(),
+                reason: "cleared for the LRT project".into(),
+            })
+            .await
+            .expect("recall")
+            .into_inner();
+        assert_eq!(recalled.recalled, 2, "{label}");
+        let f = funnel(&mut m).await;
+        assert_eq!(
+            (
+                f.printed,
+                f.spoiled,
+                f.recalled,
+                f.at_service_point,
+                f.waiting_dispatch
+            ),
+            (4, 1, 2, 2, 1),
+            "{label}"
+        );
+        assert_eq!(f.unaccounted, 0);
+        let s = stock(&mut m).await;
+        assert_eq!(
+            (s.committed, s.held),
+            (4, 0),
+            "{label}: four blanks consumed for three residents"
+        );
+        m.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn when_blanks_run_out_priorities_and_sukets_decide() {
+    for mut m in each_backend("prprio", 0).await {
+        let label = m.label;
+        let today = adminduk_kit::time::today_wib();
+        let seventeen = d(today.year() - 17, 1, 1);
+        let young = resident(
+            &mut m,
+            9,
+            seventeen,
+            "3275011001",
+            population::RecordingStatus::PrintReady,
+        )
+        .await;
+        // No stock at all: a suket is issued, and the backlog counts it.
+        let suket = m
+            .printing
+            .issue_suket(pb::IssueSuketRequest {
+                nik: young.clone(),
+                service_point_code: kecamatan_point(1),
+            })
+            .await
+            .expect("suket")
+            .into_inner();
+        assert!(suket.valid_until.is_some(), "{label}");
+        let no_blank = m
+            .printing
+            .submit_print_job(submit(&young, pb::PrintReason::FirstCard, false))
+            .await
+            .expect_err("no stock");
+        assert_eq!(
+            no_blank.code(),
+            Code::ResourceExhausted,
+            "{label}: the inventory's answer passes through"
+        );
+
+        m.inventory
+            .receive_shipment(KOTA_BEKASI, 3_000, "SJ-2", "test")
+            .await
+            .expect("blanks arrive");
+        let replacement_ikd = prr(&mut m, 10).await;
+        let replacement = prr(&mut m, 11).await;
+        let disaster = prr(&mut m, 12).await;
+        for (nik, reason, ikd) in [
+            (&replacement_ikd, pb::PrintReason::Lost, true),
+            (&replacement, pb::PrintReason::Damaged, false),
+            (&disaster, pb::PrintReason::Disaster, false),
+            (&young, pb::PrintReason::FirstCard, false),
+        ] {
+            m.printing
+                .submit_print_job(submit(nik, reason, ikd))
+                .await
+                .expect("queued");
+        }
+        let backlog = m
+            .printing
+            .get_backlog(pb::GetBacklogRequest {
+                region_code: KOTA_BEKASI.into(),
+            })
+            .await
+            .expect("backlog")
+            .into_inner();
+        let waiting: Vec<(i32, i64)> = backlog.waiting.iter().map(|p| (p.priority, p.waiting)).collect();
+        assert_eq!(waiting, [(1, 1), (2, 1), (4, 1), (5, 1)], "{label}");
+        assert_eq!(backlog.suket_holders, 0, "the suket became a job");
+        assert_eq!(backlog.blanks_saved_by_ikd, 1);
+        let order: Vec<i32> = lease(&mut m, "p", 10).await.iter().map(|j| j.priority).collect();
+        assert_eq!(
+            order,
+            [1, 2, 4, 5],
+            "{label}: the 17-year-old first, the IKD holder last"
+        );
+        m.stop().await;
+    }
+}
