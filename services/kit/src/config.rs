@@ -245,6 +245,8 @@ pub struct TelemetryConfig {
     pub log_format: LogFormat,
     /// A `tracing` filter, e.g. `info,adminduk=debug`; `RUST_LOG` overrides it.
     pub log_filter: String,
+    /// Where traces go over OTLP/gRPC; `OTEL_EXPORTER_OTLP_ENDPOINT` when unset; none when neither is.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for TelemetryConfig {
@@ -252,6 +254,7 @@ impl Default for TelemetryConfig {
         Self {
             log_format: LogFormat::Pretty,
             log_filter: "info".to_owned(),
+            otlp_endpoint: None,
         }
     }
 }

@@ -47,9 +47,15 @@ pub fn init(service_name: &'static str, config: &TelemetryConfig) -> Result<Tele
             .boxed(),
     };
 
-    let provider = if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() {
+    let endpoint = config
+        .otlp_endpoint
+        .clone()
+        .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok());
+    let provider = if let Some(endpoint) = endpoint {
+        use opentelemetry_otlp::WithExportConfig as _;
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
+            .with_endpoint(endpoint)
             .build()
             .map_err(|err| TelemetryError(err.to_string()))?;
         let resource = opentelemetry_sdk::Resource::builder()
