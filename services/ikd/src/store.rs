@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
-use adminduk_kit::storage::{Db, Migrations};
+use adminduk_kit::storage::{Db, Migrations, is_unique_violation, millis};
 
 use crate::domain::{ActivationState, hex, unhex};
 
@@ -37,16 +37,8 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
 }
 
-fn millis(at: DateTime<Utc>) -> i64 {
-    at.timestamp_millis()
-}
-
 fn from_millis(ms: i64) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::from_timestamp_millis(ms).ok_or(StoreError::Corrupt("timestamp"))
-}
-
-fn is_unique_violation(err: &sqlx::Error) -> bool {
-    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+    adminduk_kit::storage::from_millis(ms).ok_or_else(|| StoreError::Corrupt("timestamp"))
 }
 
 /// An identity bound to a device.

@@ -342,6 +342,14 @@ impl Measured {
         self.ops as f64 / self.elapsed.as_secs_f64()
     }
 
+    /// Operations per second had the threads had their cores to themselves:
+    /// operations per CPU-second of the worker threads, times the threads.
+    fn undisturbed(&self) -> Option<f64> {
+        self.on_cpu
+            .filter(|share| *share > 0.0)
+            .map(|share| self.per_second() / share)
+    }
+
     fn grants_per_second(&self) -> f64 {
         self.grants as f64 / self.elapsed.as_secs_f64()
     }
@@ -364,8 +372,13 @@ impl Measured {
         if self.failures > 0 {
             let _ = write!(mix, ", {} FAILED", group(self.failures));
         }
-        if let Some(share) = self.on_cpu {
-            let _ = write!(mix, "; threads on CPU {:.0}% of the run", 100.0 * share);
+        if let (Some(share), Some(undisturbed)) = (self.on_cpu, self.undisturbed()) {
+            let _ = write!(
+                mix,
+                "; threads on CPU {:.0}% of the run: {}/s per {THREADS} CPU-seconds",
+                100.0 * share,
+                group(undisturbed.round() as u64)
+            );
         }
         if let Some(commits) = self.commits {
             let _ = write!(
@@ -1420,20 +1433,29 @@ fn targets(
     let mut out = String::new();
     let (core_ops, resolved_ops) = (core.per_second(), resolved.per_second());
     let (cas_ops, mutex_ops) = (cas.per_second(), mutex.per_second());
+    // The same ratios per CPU-second, in case others' work slowed some rows more than others.
+    let per_cpu = |m: &Measured| m.undisturbed().unwrap_or_else(|| m.per_second());
+    let (core_cpu, resolved_cpu, cas_cpu, mutex_cpu) =
+        (per_cpu(core), per_cpu(resolved), per_cpu(cas), per_cpu(mutex));
     let _ = writeln!(
         out,
-        "- refusals >= 50% of the bare CAS counter: {} — core (row 1) at {:.1}% of it; resolved path \
-         (row 2) at {:.1}%",
+        "- refusals >= 50% of the bare CAS counter: {} — core (row 1) at {:.1}% of it ({:.1}% per \
+         CPU-second); resolved path (row 2) at {:.1}% ({:.1}%)",
         verdict(core_ops >= 0.5 * cas_ops),
         100.0 * core_ops / cas_ops,
+        100.0 * core_cpu / cas_cpu,
         100.0 * resolved_ops / cas_ops,
+        100.0 * resolved_cpu / cas_cpu,
     );
     let _ = writeln!(
         out,
-        "- refusals >= 3x Mutex<HashMap>: {} — core (row 1) at {:.2}x; resolved path (row 2) at {:.2}x",
+        "- refusals >= 3x Mutex<HashMap>: {} — core (row 1) at {:.2}x ({:.2}x per CPU-second); \
+         resolved path (row 2) at {:.2}x ({:.2}x)",
         verdict(core_ops >= 3.0 * mutex_ops),
         core_ops / mutex_ops,
+        core_cpu / mutex_cpu,
         resolved_ops / mutex_ops,
+        resolved_cpu / mutex_cpu,
     );
     match (durable, baseline) {
         (Ok(d), Ok(b)) => {

@@ -16,7 +16,7 @@ use adminduk_inventory_core::bucket::BucketCounts;
 use adminduk_inventory_core::engine::{BucketKey, Engine, Reservation, StoredReservation};
 use adminduk_inventory_core::policy::{PointKind, PointSpec, Policy, PoolSpec};
 use adminduk_inventory_core::state::{State, Transition};
-use adminduk_kit::storage::{Db, Migrations};
+use adminduk_kit::storage::{Db, Migrations, millis};
 
 static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -137,12 +137,8 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
 }
 
-fn millis(at: DateTime<Utc>) -> i64 {
-    at.timestamp_millis()
-}
-
 fn from_millis(ms: i64) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::from_timestamp_millis(ms).ok_or_else(|| StoreError::Corrupt("timestamp".into()))
+    adminduk_kit::storage::from_millis(ms).ok_or_else(|| StoreError::Corrupt("timestamp".into()))
 }
 
 fn parse_day(text: &str) -> Result<NaiveDate, StoreError> {

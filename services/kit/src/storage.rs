@@ -170,3 +170,18 @@ impl Db {
         self.pool.close().await;
     }
 }
+
+/// An instant as stored: milliseconds since the epoch (BIGINT on both backends).
+pub fn millis(at: chrono::DateTime<chrono::Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+/// A stored instant back; `None` for a value no instant has.
+pub fn from_millis(ms: i64) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::from_timestamp_millis(ms)
+}
+
+/// Whether a database error is a unique-constraint violation, on either backend.
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}

@@ -4,7 +4,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row as _, Transaction};
 
-use adminduk_kit::storage::{Db, Migrations};
+use adminduk_kit::storage::{Db, Migrations, is_unique_violation, millis};
 
 use crate::domain::kk::Kk;
 use crate::domain::nik::{Nik, Sex};
@@ -119,12 +119,8 @@ const RESIDENT_COLUMNS: &str = "id, nik, kk, full_name, sex, birth_place, birth_
      village_code, marital_status, relationship, life_status, recording_status, death_date, version, \
      created_at, updated_at";
 
-fn millis(at: DateTime<Utc>) -> i64 {
-    at.timestamp_millis()
-}
-
 fn from_millis(ms: i64) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::from_timestamp_millis(ms).ok_or_else(|| StoreError::Corrupt("timestamp".into()))
+    adminduk_kit::storage::from_millis(ms).ok_or_else(|| StoreError::Corrupt("timestamp".into()))
 }
 
 fn date_text(date: NaiveDate) -> String {
@@ -488,9 +484,10 @@ fn require_active(record: &Resident) -> Result<(), StoreError> {
 }
 
 fn unique_to(err: sqlx::Error, mapped: StoreError) -> StoreError {
-    match &err {
-        sqlx::Error::Database(db) if db.is_unique_violation() => mapped,
-        _ => StoreError::Db(err),
+    if is_unique_violation(&err) {
+        mapped
+    } else {
+        StoreError::Db(err)
     }
 }
 

@@ -4,7 +4,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
-use adminduk_kit::storage::{Db, Migrations};
+use adminduk_kit::storage::{Db, Migrations, is_unique_violation, millis};
 
 use crate::domain::{CardState, Outcome, PrintReason};
 
@@ -34,12 +34,8 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
 }
 
-fn millis(at: DateTime<Utc>) -> i64 {
-    at.timestamp_millis()
-}
-
 fn from_millis(ms: i64) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::from_timestamp_millis(ms).ok_or(StoreError::Corrupt("timestamp"))
+    adminduk_kit::storage::from_millis(ms).ok_or_else(|| StoreError::Corrupt("timestamp"))
 }
 
 /// Where a job stands.
@@ -206,10 +202,6 @@ impl Funnel {
 #[derive(Debug, Clone)]
 pub struct Store {
     db: Db,
-}
-
-fn is_unique_violation(err: &sqlx::Error) -> bool {
-    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
 impl Store {
