@@ -153,6 +153,60 @@ fn age(birth: NaiveDate, today: NaiveDate) -> i32 {
 }
 
 impl PrintingApi {
+    /// Turns sukets into print jobs once blanks are back: each holder is
+    /// queued (at priority 3) for the first day with room at their service
+    /// point. Returns how many were converted; holders still without room
+    /// keep their suket and are tried again later.
+    pub async fn convert_sukets(&self) -> Result<u64, ApiError> {
+        let today = adminduk_kit::time::today_wib();
+        let mut converted = 0;
+        for (nik, point) in self.store.open_sukets(today, 100).await.map_err(store_error)? {
+            if let Some(job) = self.store.active_job(&nik).await.map_err(store_error)? {
+                self.store
+                    .convert_suket(&nik, &job.id)
+                    .await
+                    .map_err(store_error)?;
+                converted += 1;
+                continue;
+            }
+            let mut day = today + chrono::Days::new(1);
+            for _ in 0..2 {
+                let request = pb::SubmitPrintJobRequest {
+                    nik: nik.clone(),
+                    reason: pb::PrintReason::FirstCard.into(),
+                    service_point_code: point.clone(),
+                    date: Some(convert::date(day)),
+                    has_active_ikd: false,
+                };
+                match self.submit_print_job(Request::new(request)).await {
+                    Ok(_) => {
+                        converted += 1;
+                        break;
+                    }
+                    // A full day names the next days with room: try the first once.
+                    Err(status) if status.code() == Code::ResourceExhausted => {
+                        let next = status
+                            .get_error_details()
+                            .error_info()
+                            .and_then(|i| i.metadata.get("next_dates_with_room").cloned())
+                            .and_then(|dates| {
+                                dates.split(',').next().and_then(|d| d.parse::<NaiveDate>().ok())
+                            });
+                        match next {
+                            Some(next) => day = next,
+                            None => break,
+                        }
+                    }
+                    Err(status) => {
+                        tracing::info!(code = ?status.code(), "suket not converted yet");
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(converted)
+    }
+
     async fn job_or_not_found(&self, id: &str) -> Result<Job, ApiError> {
         self.store
             .job(id)

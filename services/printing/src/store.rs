@@ -650,6 +650,25 @@ impl Store {
         Ok(())
     }
 
+    /// Open sukets valid on `today`, oldest first: (NIK, service point).
+    pub async fn open_sukets(
+        &self,
+        today: NaiveDate,
+        limit: i64,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT nik, service_point FROM sukets WHERE converted_job IS NULL AND valid_until >= $1 \
+             ORDER BY created_at LIMIT $2",
+        )
+        .bind(today.to_string())
+        .bind(limit)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("nik")?, r.try_get("service_point")?)))
+            .collect()
+    }
+
     /// Open sukets of a region valid on `today`.
     pub async fn suket_holders(&self, region: &str, today: NaiveDate) -> Result<i64, StoreError> {
         Ok(sqlx::query(
