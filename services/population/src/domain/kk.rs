@@ -13,8 +13,9 @@ use std::fmt;
 use chrono::{Datelike, NaiveDate};
 
 use super::nik::{
-    Fault, Faults, ascii, four, masked_digits, missing_date_message, month_faults, put_date, put4,
-    region_digits, region_faults, serial_faults, serial_range_faults, sixteen_digits, two,
+    Fault, Faults, NumberError, Violation, ascii, fmt_masked, four, masked_digits, missing_date_message,
+    month_faults, put_date, put4, region_digits, region_faults, serial_faults, serial_range_faults,
+    sixteen_digits, two,
 };
 
 /// A structurally valid KK number with its decoded issue date.
@@ -34,7 +35,7 @@ impl Kk {
     /// Every violation is reported, not only the first, unless the input is
     /// not 16 ASCII digits at all: then only length and characters are.
     pub fn parse(input: &str, today: NaiveDate) -> Result<Kk, KkError> {
-        let digits = sixteen_digits(input).map_err(KkError::new)?;
+        let digits = sixteen_digits(input).map_err(|f| KkError::new("kk number", f, KkPart::from_fault))?;
         let mut faults = Faults::new();
         region_faults(&digits, &mut faults);
 
@@ -60,7 +61,7 @@ impl Kk {
 
         match issue_date {
             Some(issue_date) if faults.is_empty() => Ok(Kk { digits, issue_date }),
-            _ => Err(KkError::new(faults)),
+            _ => Err(KkError::new("kk number", faults, KkPart::from_fault)),
         }
     }
 
@@ -88,7 +89,7 @@ impl Kk {
                 put4(&mut digits, 12, serial);
                 Ok(Kk { digits, issue_date })
             }
-            _ => Err(KkError::new(faults)),
+            _ => Err(KkError::new("kk number", faults, KkPart::from_fault)),
         }
     }
 
@@ -130,64 +131,21 @@ impl Kk {
 
 impl fmt::Debug for Kk {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Kk({})", ascii(&masked_digits(&self.digits)))
+        fmt_masked(&self.digits, f, Some("Kk"))
     }
 }
 
 impl fmt::Display for Kk {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(ascii(&masked_digits(&self.digits)))
+        fmt_masked(&self.digits, f, None)
     }
 }
 
-/// Why a string is not a KK number: every violation found.
-///
-/// Neither `Display` nor the messages ever contain the input: at most the
-/// value of the one offending part (a day, a month).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KkError {
-    violations: Vec<KkViolation>,
-}
+/// Why a string is not a KK number.
+pub type KkError = NumberError<KkPart>;
 
-impl KkError {
-    fn new(faults: Faults) -> KkError {
-        let violations = faults
-            .into_iter()
-            .map(|(fault, message)| KkViolation {
-                part: KkPart::from_fault(fault),
-                message,
-            })
-            .collect();
-        KkError { violations }
-    }
-
-    /// Every violation found, in the order of the number's parts; never empty.
-    pub fn violations(&self) -> &[KkViolation] {
-        &self.violations
-    }
-}
-
-impl fmt::Display for KkError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("invalid kk number")?;
-        for (i, violation) in self.violations.iter().enumerate() {
-            f.write_str(if i == 0 { ": " } else { "; " })?;
-            f.write_str(&violation.message)?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for KkError {}
-
-/// One problem in a KK number: which part, and what is wrong with it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KkViolation {
-    /// The part of the number at fault.
-    pub part: KkPart,
-    /// Lowercase, no trailing period; never contains the input number.
-    pub message: String,
-}
+/// One problem in a KK number.
+pub type KkViolation = Violation<KkPart>;
 
 /// The parts of a KK number a violation can name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

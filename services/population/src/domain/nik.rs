@@ -45,7 +45,7 @@ impl Nik {
     /// Every violation is reported, not only the first, unless the input is
     /// not 16 ASCII digits at all: then only length and characters are.
     pub fn parse(input: &str, today: NaiveDate) -> Result<Nik, NikError> {
-        let digits = sixteen_digits(input).map_err(NikError::new)?;
+        let digits = sixteen_digits(input).map_err(|f| NikError::new("nik", f, NikPart::from_fault))?;
         let mut faults = Faults::new();
         region_faults(&digits, &mut faults);
 
@@ -79,7 +79,7 @@ impl Nik {
 
         match birth_date {
             Some(birth_date) if faults.is_empty() => Ok(Nik { digits, birth_date }),
-            _ => Err(NikError::new(faults)),
+            _ => Err(NikError::new("nik", faults, NikPart::from_fault)),
         }
     }
 
@@ -116,7 +116,7 @@ impl Nik {
                 put4(&mut digits, 12, serial);
                 Ok(Nik { digits, birth_date })
             }
-            _ => Err(NikError::new(faults)),
+            _ => Err(NikError::new("nik", faults, NikPart::from_fault)),
         }
     }
 
@@ -167,46 +167,48 @@ impl Nik {
 
 impl fmt::Debug for Nik {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Nik({})", ascii(&masked_digits(&self.digits)))
+        fmt_masked(&self.digits, f, Some("Nik"))
     }
 }
 
 impl fmt::Display for Nik {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(ascii(&masked_digits(&self.digits)))
+        fmt_masked(&self.digits, f, None)
     }
 }
 
-/// Why a string is not a NIK: every violation found.
+/// Why a string is not a valid 16-digit number of its kind (a NIK or a KK):
+/// every violation found, each naming the part of the number at fault.
 ///
 /// Neither `Display` nor the messages ever contain the input: at most the
 /// value of the one offending part (a day, a month).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NikError {
-    violations: Vec<NikViolation>,
+pub struct NumberError<P> {
+    kind: &'static str,
+    violations: Vec<Violation<P>>,
 }
 
-impl NikError {
-    fn new(faults: Faults) -> NikError {
+impl<P> NumberError<P> {
+    pub(crate) fn new(kind: &'static str, faults: Faults, part: fn(Fault) -> P) -> Self {
         let violations = faults
             .into_iter()
-            .map(|(fault, message)| NikViolation {
-                part: NikPart::from_fault(fault),
+            .map(|(fault, message)| Violation {
+                part: part(fault),
                 message,
             })
             .collect();
-        NikError { violations }
+        Self { kind, violations }
     }
 
-    /// Every violation found, in the order of the NIK's parts; never empty.
-    pub fn violations(&self) -> &[NikViolation] {
+    /// Every violation found, in the order of the number's parts; never empty.
+    pub fn violations(&self) -> &[Violation<P>] {
         &self.violations
     }
 }
 
-impl fmt::Display for NikError {
+impl<P> fmt::Display for NumberError<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("invalid nik")?;
+        write!(f, "invalid {}", self.kind)?;
         for (i, violation) in self.violations.iter().enumerate() {
             f.write_str(if i == 0 { ": " } else { "; " })?;
             f.write_str(&violation.message)?;
@@ -215,15 +217,30 @@ impl fmt::Display for NikError {
     }
 }
 
-impl std::error::Error for NikError {}
+impl<P: fmt::Debug> std::error::Error for NumberError<P> {}
 
-/// One problem in a NIK: which part, and what is wrong with it.
+/// One problem in a number: which part, and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NikViolation {
-    /// The part of the NIK at fault.
-    pub part: NikPart,
-    /// Lowercase, no trailing period; never contains the input NIK.
+pub struct Violation<P> {
+    /// The part of the number at fault.
+    pub part: P,
+    /// Lowercase, no trailing period; never contains the input number.
     pub message: String,
+}
+
+/// Why a string is not a NIK.
+pub type NikError = NumberError<NikPart>;
+
+/// One problem in a NIK.
+pub type NikViolation = Violation<NikPart>;
+
+/// Writes a 16-digit number masked (`3275********0001`), for `Debug` and `Display`.
+pub(crate) fn fmt_masked(digits: &[u8; 16], f: &mut fmt::Formatter<'_>, name: Option<&str>) -> fmt::Result {
+    let masked = masked_digits(digits);
+    match name {
+        Some(name) => write!(f, "{name}({})", ascii(&masked)),
+        None => f.pad(ascii(&masked)),
+    }
 }
 
 /// The parts of a NIK a violation can name.
