@@ -240,11 +240,26 @@ async fn insert_ledger(
     entries: &[NewEntry<'_>],
     now: DateTime<Utc>,
 ) -> Result<Vec<LedgerEntry>, StoreError> {
-    let mut written = Vec::with_capacity(entries.len());
+    write_ledger(tx, entries, now, true).await
+}
+
+/// Writes ledger rows; reads them back only when asked (group commits do not need them).
+async fn write_ledger(
+    tx: &mut Transaction<'static, Any>,
+    entries: &[NewEntry<'_>],
+    now: DateTime<Utc>,
+    read_back: bool,
+) -> Result<Vec<LedgerEntry>, StoreError> {
+    let mut written = Vec::with_capacity(if read_back { entries.len() } else { 0 });
     // Chunks keep every statement under SQLite's limit on bound parameters.
     for chunk in entries.chunks(1_000) {
+        let returning = if read_back {
+            format!(" RETURNING seq, {LEDGER_COLUMNS}")
+        } else {
+            String::new()
+        };
         let sql = format!(
-            "INSERT INTO ledger ({LEDGER_COLUMNS}) VALUES {} RETURNING seq, {LEDGER_COLUMNS}",
+            "INSERT INTO ledger ({LEDGER_COLUMNS}) VALUES {}{returning}",
             values_clause(chunk.len(), 9)
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -260,8 +275,12 @@ async fn insert_ledger(
                 .bind(e.reservation_id.clone())
                 .bind(millis(now));
         }
-        for row in query.fetch_all(&mut **tx).await? {
-            written.push(ledger_from_row(&row)?);
+        if read_back {
+            for row in query.fetch_all(&mut **tx).await? {
+                written.push(ledger_from_row(&row)?);
+            }
+        } else {
+            query.execute(&mut **tx).await?;
         }
     }
     Ok(written)
@@ -950,34 +969,46 @@ async fn write_batch(db: &Db, ops: &[&WriteOp]) -> Result<(), StoreError> {
             }
         }
     }
-    // Buckets first seen by this batch are created with their capacity.
-    let ids: Vec<(&String, i64)> = deltas.iter().map(|(id, (_, _, cap))| (id, *cap)).collect();
-    for chunk in ids.chunks(1_000) {
+    // Two statements for all the batch's buckets, whatever their number: the
+    // new ones are created with their capacity, then every one moves by its
+    // deltas in one UPDATE — only where the result stays within the capacity,
+    // so the database refuses to oversell on its own.
+    let rows: Vec<(&String, &(i64, i64, i64))> = deltas.iter().collect();
+    for chunk in rows.chunks(500) {
         let sql = format!(
             "INSERT INTO buckets (id, capacity) VALUES {} ON CONFLICT (id) DO NOTHING",
             values_clause(chunk.len(), 2)
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (id, capacity) in chunk {
+        for (id, (_, _, capacity)) in chunk {
             query = query.bind(id.as_str()).bind(*capacity);
         }
         query.execute(&mut *tx).await?;
-    }
-    for (id, (held, committed, _)) in &deltas {
-        if *held == 0 && *committed == 0 {
-            continue;
+
+        let (mut held, mut committed, mut ids) = (String::new(), String::new(), Vec::new());
+        for i in 0..chunk.len() {
+            let (id, h, c) = (3 * i + 1, 3 * i + 2, 3 * i + 3);
+            held.push_str(&format!(" WHEN ${id} THEN ${h}"));
+            committed.push_str(&format!(" WHEN ${id} THEN ${c}"));
+            ids.push(format!("${id}"));
         }
-        let updated = sqlx::query(
-            "UPDATE buckets SET held = held + $2, committed = committed + $3 \
-             WHERE id = $1 AND held + $2 >= 0 AND held + $2 + committed + $3 <= capacity",
-        )
-        .bind(id.as_str())
-        .bind(*held)
-        .bind(*committed)
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() != 1 {
-            return Err(StoreError::LimitRefused(id.clone()));
+        let (held, committed) = (format!("CASE id{held} END"), format!("CASE id{committed} END"));
+        let sql = format!(
+            "UPDATE buckets SET held = held + {held}, committed = committed + {committed} \
+             WHERE id IN ({}) AND held + {held} >= 0 AND held + {held} + committed + {committed} <= capacity",
+            ids.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (id, (h, c, _)) in chunk {
+            query = query.bind(id.as_str()).bind(*h).bind(*c);
+        }
+        let changed = query.execute(&mut *tx).await?;
+        if changed.rows_affected() != chunk.len() as u64 {
+            return Err(StoreError::LimitRefused(format!(
+                "{} of {} buckets would exceed their capacity",
+                chunk.len() as u64 - changed.rows_affected(),
+                chunk.len()
+            )));
         }
     }
     for chunk in grants.chunks(1_000) {
@@ -1002,7 +1033,7 @@ async fn write_batch(db: &Db, ops: &[&WriteOp]) -> Result<(), StoreError> {
         }
         query.execute(&mut *tx).await?;
     }
-    insert_ledger(&mut tx, &entries, now).await?;
+    write_ledger(&mut tx, &entries, now, false).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -425,3 +425,74 @@ async fn the_ledger_sums_to_the_stock_after_every_operation() {
         background.abort();
     }
 }
+
+/// Memory that somehow promises more than the database holds (a bug, a
+/// manual edit) still cannot oversell: the database refuses the write, the
+/// caller is told the grant is unavailable, and the unit goes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_refuses_what_a_wrong_memory_would_oversell() {
+    for db in testing::databases("oversell") {
+        let (_conn, inventory, background) = stocked(&db).await;
+        let point = kecamatan_point(6);
+        let day = appointment_day();
+        let first_req = ReserveRequest {
+            point_code: &point,
+            day,
+            applicant: "3275014101900011",
+            purpose: "ktp-el",
+            idempotency_key: "over-0",
+            expires_at: Utc::now() + Duration::hours(8),
+        };
+        inventory
+            .reserve(&first_req, Utc::now())
+            .await
+            .expect("the first grant stores the bucket");
+        // Corrupt memory: the pool now believes it has 5 more than its quota of 30.
+        let pool = BucketKey::Pool {
+            region: KOTA_BEKASI.into(),
+            pool: point.clone(),
+            day,
+        };
+        inventory
+            .engine()
+            .bucket(&pool)
+            .expect("bucket")
+            .adjust_capacity(5)
+            .expect("widen in memory only");
+        let mut granted = 1;
+        let mut refused_by_database = 0;
+        for n in 1..40 {
+            let nik = format!("32750141019{n:05}");
+            let key = format!("over-{n}");
+            let req = ReserveRequest {
+                point_code: &point,
+                day,
+                applicant: &nik,
+                purpose: "ktp-el",
+                idempotency_key: &key,
+                expires_at: Utc::now() + Duration::hours(8),
+            };
+            match inventory.reserve(&req, Utc::now()).await {
+                Ok(_) => granted += 1,
+                Err(ReserveFailure::Unavailable(_)) => refused_by_database += 1,
+                Err(ReserveFailure::Refused(_)) => {}
+            }
+        }
+        assert_eq!(granted, 30, "{}: the database's quota holds", db.label);
+        // Each phantom unit goes back to memory after its write is refused, so every
+        // attempt beyond the real quota meets the database's refusal, never a grant.
+        assert!(
+            refused_by_database >= 5,
+            "{}: {refused_by_database} refusals by the database",
+            db.label
+        );
+        let stored = inventory
+            .store()
+            .bucket(&pool)
+            .await
+            .expect("read")
+            .expect("stored");
+        assert_eq!((stored.capacity, stored.held), (30, 30), "{}", db.label);
+        background.abort();
+    }
+}
