@@ -137,12 +137,38 @@ pub struct Path {
     pub point: Arc<Point>,
     /// The day.
     pub day: NaiveDate,
-    /// Keys of pool, budget, month and stock.
-    pub keys: [BucketKey; 4],
     buckets: [Arc<Bucket>; 4],
 }
 
+/// The keys of the four buckets of a point's path on a day, leaf first.
+fn path_keys(point: &Point, day: NaiveDate) -> [BucketKey; 4] {
+    let region = point.region.clone();
+    [
+        BucketKey::Pool {
+            region: region.clone(),
+            pool: point.spec.pool_code.clone(),
+            day,
+        },
+        BucketKey::Budget {
+            region: region.clone(),
+            day,
+        },
+        BucketKey::Month {
+            region: region.clone(),
+            year: day.year(),
+            month: day.month(),
+        },
+        BucketKey::Stock { region },
+    ]
+}
+
 impl Path {
+    /// Keys of pool, budget, month and stock: built when asked (rarely: on
+    /// grants' writes), so a path carries no copies of them.
+    pub fn keys(&self) -> [BucketKey; 4] {
+        path_keys(&self.point, self.day)
+    }
+
     fn refs(&self) -> [&Bucket; 4] {
         [
             &self.buckets[0],
@@ -168,8 +194,8 @@ impl Path {
     }
 
     /// The buckets with their keys.
-    pub fn buckets(&self) -> impl Iterator<Item = (&BucketKey, &Bucket)> {
-        self.keys.iter().zip(self.buckets.iter().map(|b| &**b))
+    pub fn buckets(&self) -> impl Iterator<Item = (BucketKey, &Bucket)> {
+        self.keys().into_iter().zip(self.buckets.iter().map(|b| &**b))
     }
 }
 
@@ -491,24 +517,7 @@ impl Engine {
         }
         let region = self.regions.pin().get(&point.region)?.clone();
         let policy = &region.policy;
-        let region_code = policy.region_code.clone();
-        let keys = [
-            BucketKey::Pool {
-                region: region_code.clone(),
-                pool: point.spec.pool_code.clone(),
-                day,
-            },
-            BucketKey::Budget {
-                region: region_code.clone(),
-                day,
-            },
-            BucketKey::Month {
-                region: region_code.clone(),
-                year: day.year(),
-                month: day.month(),
-            },
-            BucketKey::Stock { region: region_code },
-        ];
+        let keys = path_keys(point, day);
         let pool = self.bucket_or(keys[0].clone(), || {
             region.quotas.get(&point.spec.pool_code).copied().unwrap_or(0)
         });
@@ -524,7 +533,6 @@ impl Engine {
         let path = Arc::new(Path {
             point: point.clone(),
             day,
-            keys,
             buckets: [pool, budget, month, region.stock.clone()],
         });
         Some(self.paths.pin().get_or_insert((point.id, day), path).clone())
