@@ -207,6 +207,19 @@ impl PrintingApi {
         Ok(converted)
     }
 
+    /// Refuses a second application, naming the first job, and counts it.
+    async fn duplicate(&self, first: &Job, region: &str) -> Status {
+        if let Err(err) = self.store.record_duplicate(&first.id, region, Utc::now()).await {
+            tracing::warn!(error = %err, "a prevented duplicate was not counted");
+        }
+        ApiError::new(
+            ErrorCode::AlreadyExists,
+            "the resident already has an active print job",
+        )
+        .with_reason("PRINT_JOB_EXISTS", [("job_id".to_owned(), first.id.clone())])
+        .into()
+    }
+
     async fn job_or_not_found(&self, id: &str) -> Result<Job, ApiError> {
         self.store
             .job(id)
@@ -229,13 +242,34 @@ impl PrintingApi {
             .await
             .map_err(|status| match status.code() {
                 // A full date or a bad point is the inventory's answer to give, details and all.
-                Code::ResourceExhausted | Code::InvalidArgument | Code::AlreadyExists => status,
+                Code::ResourceExhausted | Code::InvalidArgument | Code::AlreadyExists | Code::Aborted => {
+                    status
+                }
                 _ => unavailable("inventory").into(),
             })?
             .into_inner()
             .reservation
             .ok_or_else(|| Status::internal("internal error"))?;
         Ok(reservation.id)
+    }
+
+    /// Consumes a job's blank; a refusal (the hold is not held) passes through.
+    async fn commit(&self, reservation: &str, point: &str) -> Result<(), Status> {
+        let mut client = self.inventory.clone();
+        client
+            .commit(upstream(inventory::CommitRequest {
+                reservation_id: reservation.to_owned(),
+                service_point_code: point.to_owned(),
+            }))
+            .await
+            .map(drop)
+            .map_err(|status| {
+                if status.code() == Code::FailedPrecondition {
+                    status
+                } else {
+                    unavailable("inventory").into()
+                }
+            })
     }
 
     async fn release(&self, reservation: &str, point: &str, reason: &str) {
@@ -290,22 +324,37 @@ impl PrintingService for PrintingApi {
         let now = Utc::now();
         // One active job per NIK: no card is printed twice.
         if let Some(first) = self.store.active_job(&nik).await.map_err(store_error)? {
-            self.store
-                .record_duplicate(&first.id, &region, now)
-                .await
-                .map_err(store_error)?;
-            return Err(ApiError::new(
-                ErrorCode::AlreadyExists,
-                "the resident already has an active print job",
-            )
-            .with_reason("PRINT_JOB_EXISTS", [("job_id".to_owned(), first.id)])
-            .into());
+            return Err(self.duplicate(&first, &region).await);
         }
         // The inventory first: on the peak morning nearly every answer is "full", and it is cheap.
         let job_id = uuid::Uuid::now_v7().to_string();
-        let reservation = self
+        let reservation = match self
             .reserve(&service_point_code, day, &nik, &format!("print-{job_id}"))
-            .await?;
+            .await
+        {
+            Ok(reservation) => reservation,
+            // A racing application for the same NIK won the blank: name its job once it is stored.
+            Err(status) if status.code() == Code::AlreadyExists => {
+                let held = status
+                    .get_error_details()
+                    .error_info()
+                    .and_then(|i| i.metadata.get("reservation_id").cloned())
+                    .unwrap_or_default();
+                for _ in 0..50 {
+                    if let Some(first) = self
+                        .store
+                        .job_with_reservation(&held)
+                        .await
+                        .map_err(store_error)?
+                    {
+                        return Err(self.duplicate(&first, &region).await);
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                return Err(status);
+            }
+            Err(status) => return Err(status),
+        };
         let release = |why: &'static str| self.release(&reservation, &service_point_code, why);
 
         let mut people = self.population.clone();
@@ -367,6 +416,11 @@ impl PrintingService for PrintingApi {
         };
         if let Err(err) = self.store.insert_job(&new, now).await {
             release("job not stored").await;
+            if let StoreError::ActiveJobExists = err
+                && let Some(first) = self.store.active_job(&nik).await.map_err(store_error)?
+            {
+                return Err(self.duplicate(&first, &region).await);
+            }
             return Err(store_error(err).into());
         }
         if has_suket {
@@ -465,21 +519,32 @@ impl PrintingService for PrintingApi {
             )
             .into());
         }
+        // A serial printed before is a misread or a second card: refused before the blank is consumed.
+        if self.store.serial_taken(&card_serial).await.map_err(store_error)? {
+            return Err(
+                ApiError::new(ErrorCode::AlreadyExists, "this card serial was already printed")
+                    .with_violation("card_serial", "already printed on another card")
+                    .with_reason("SERIAL_TAKEN", [])
+                    .into(),
+            );
+        }
         let reservation = job.reservation_id.clone().unwrap_or_default();
-        let mut client = self.inventory.clone();
-        client
-            .commit(upstream(inventory::CommitRequest {
-                reservation_id: reservation,
-                service_point_code: job.service_point.clone(),
-            }))
-            .await
-            .map_err(|status| {
-                if status.code() == Code::FailedPrecondition {
-                    status
-                } else {
-                    unavailable("inventory").into()
-                }
-            })?;
+        match self.commit(&reservation, &job.service_point).await {
+            Ok(()) => {}
+            // The job waited past its appointment day and its hold lapsed: the card is
+            // being printed now, so it takes a blank now, and that one is consumed.
+            Err(status) if status.code() == Code::FailedPrecondition => {
+                let day = job.day.max(adminduk_kit::time::today_wib());
+                let key = format!("print-{}-{}", job.id, job.blanks_taken + 1);
+                let fresh = self.reserve(&job.service_point, day, &job.nik, &key).await?;
+                self.store
+                    .replace_reservation(&job.id, &fresh, now)
+                    .await
+                    .map_err(store_error)?;
+                self.commit(&fresh, &job.service_point).await?;
+            }
+            Err(status) => return Err(status),
+        }
         self.store
             .mark_printed(&job.id, &printer_id, &card_serial, now)
             .await
@@ -540,8 +605,18 @@ impl PrintingService for PrintingApi {
             )
             .await
         {
-            self.release(&reservation, &job.service_point, "spoilage not recorded")
-                .await;
+            // A second report of the same card got the same blank (same key) as the
+            // first, which the re-queued job now holds: it must not be given back.
+            let now_holds = self
+                .store
+                .job(&job.id)
+                .await
+                .map_err(store_error)?
+                .and_then(|j| j.reservation_id);
+            if now_holds.as_deref() != Some(reservation.as_str()) {
+                self.release(&reservation, &job.service_point, "spoilage not recorded")
+                    .await;
+            }
             return Err(store_error(err).into());
         }
         tracing::info!(job = %job.id, "card spoiled; reprint queued");

@@ -4,7 +4,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
-use adminduk_kit::storage::{Db, Migrations, is_unique_violation, millis};
+use adminduk_kit::storage::{Backend, Db, Migrations, is_unique_violation, millis};
 
 use crate::domain::{CardState, Outcome, PrintReason};
 
@@ -294,12 +294,18 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Vec<Job>, StoreError> {
         let mut tx = self.db.begin_write().await?;
-        let candidates = sqlx::query(
-            "SELECT id FROM jobs WHERE state = 'QUEUED' ORDER BY priority, created_at, id LIMIT $1",
-        )
-        .bind(n)
-        .fetch_all(&mut *tx)
-        .await?;
+        // On Postgres, printers leasing at once each lock their own rows and skip
+        // the others'; SQLite's write transactions are serial already.
+        let select = match self.db.backend() {
+            Backend::Postgres => {
+                "SELECT id FROM jobs WHERE state = 'QUEUED' ORDER BY priority, created_at, id LIMIT $1 \
+                 FOR UPDATE SKIP LOCKED"
+            }
+            Backend::Sqlite => {
+                "SELECT id FROM jobs WHERE state = 'QUEUED' ORDER BY priority, created_at, id LIMIT $1"
+            }
+        };
+        let candidates = sqlx::query(select).bind(n).fetch_all(&mut *tx).await?;
         let mut leased = Vec::new();
         for row in candidates {
             let id: String = row.try_get("id")?;
@@ -324,6 +330,49 @@ impl Store {
             jobs.extend(self.job(&id).await?);
         }
         Ok(jobs)
+    }
+
+    /// Whether a card serial was printed before (on any job, spoiled cards included).
+    pub async fn serial_taken(&self, serial: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT card_serial FROM print_log WHERE card_serial = $1")
+            .bind(serial)
+            .fetch_optional(self.db.pool())
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// The job that holds an inventory reservation, if any.
+    pub async fn job_with_reservation(&self, reservation: &str) -> Result<Option<Job>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE reservation_id = $1"
+        ));
+        let row = sqlx::query(sql)
+            .bind(reservation)
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    /// Puts a new blank under a job whose hold lapsed (its appointment day passed while it waited).
+    pub async fn replace_reservation(
+        &self,
+        id: &str,
+        reservation: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let updated = sqlx::query(
+            "UPDATE jobs SET reservation_id = $2, blanks_taken = blanks_taken + 1, updated_at = $3 \
+             WHERE id = $1 AND state = 'LEASED'",
+        )
+        .bind(id)
+        .bind(reservation)
+        .bind(millis(now))
+        .execute(self.db.pool())
+        .await?;
+        if updated.rows_affected() != 1 {
+            return Err(StoreError::WrongState);
+        }
+        Ok(())
     }
 
     /// Records a print for the printer holding a live lease.
