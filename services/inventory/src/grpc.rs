@@ -694,6 +694,7 @@ impl InventoryService for InventoryApi {
             reason,
             reference,
             reported_by,
+            reservation_id,
         } = request.into_inner();
         let mut v = Violations::new();
         region_field("region_code", &region_code, false, &mut v);
@@ -701,15 +702,52 @@ impl InventoryService for InventoryApi {
         text_field("reason", &reason, 500, &mut v);
         text_field("reference", &reference, 128, &mut v);
         text_field("reported_by", &reported_by, 128, &mut v);
+        let committed = if reservation_id.is_empty() {
+            None
+        } else {
+            if quantity != 1 {
+                v.add("quantity", "must be 1 with a reservation_id");
+            }
+            self::reservation_id(&reservation_id, &mut v)
+        };
         v.into_result()?;
         if self.inventory.engine().policy(&region_code).is_none() {
             return Err(ApiError::invalid_field("region_code", "unknown region").into());
         }
-        let entries = self
-            .inventory
-            .spoil(&region_code, quantity, &reference, &reported_by, &reason)
-            .await
-            .map_err(store_error)?;
+        let entries = match committed {
+            None => self
+                .inventory
+                .spoil(&region_code, quantity, &reference, &reported_by, &reason)
+                .await
+                .map_err(store_error)?,
+            Some(id) => {
+                let reservation = self
+                    .inventory
+                    .engine()
+                    .reservation(&id)
+                    .ok_or_else(|| ApiError::not_found("reservation"))?;
+                if reservation.path.point.region != region_code || reservation.state() != State::Committed {
+                    return Err(ApiError::new(
+                        ErrorCode::FailedPrecondition,
+                        "only a committed blank of this region can be counted as spoiled",
+                    )
+                    .with_reason("RESERVATION_NOT_COMMITTED", [])
+                    .into());
+                }
+                self.inventory
+                    .store()
+                    .reclassify_spoilage(
+                        &region_code,
+                        &reservation_id,
+                        &reference,
+                        &reported_by,
+                        &reason,
+                        Utc::now(),
+                    )
+                    .await
+                    .map_err(store_error)?
+            }
+        };
         tracing::info!(region = %region_code, quantity, "spoilage recorded");
         let stock = self
             .inventory

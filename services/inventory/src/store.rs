@@ -691,6 +691,34 @@ impl Store {
         Ok(())
     }
 
+    /// Counts a committed blank (a printed card found damaged) as spoiled: a
+    /// SPOILAGE row that does not move the stock again, since the commit did.
+    pub async fn reclassify_spoilage(
+        &self,
+        region: &str,
+        reservation_id: &str,
+        reference: &str,
+        actor: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<LedgerEntry>, StoreError> {
+        let mut tx = self.db.begin_write().await?;
+        record_document(&mut tx, reference, MovementKind::Spoilage, now).await?;
+        let entry = NewEntry {
+            holder: region,
+            kind: MovementKind::Spoilage,
+            quantity: 1,
+            on_hand_delta: 0,
+            reference,
+            actor,
+            reason,
+            reservation_id: Some(reservation_id.to_owned()),
+        };
+        let written = insert_ledger(&mut tx, &[entry], now).await?;
+        tx.commit().await?;
+        Ok(written)
+    }
+
     /// A holder's ledger, newest first, after `before_seq` when given.
     pub async fn ledger(
         &self,

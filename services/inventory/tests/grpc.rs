@@ -296,6 +296,7 @@ async fn stock_moves_through_the_ledger_and_replays_are_refused() {
                 reason: "printer jam".into(),
                 reference: "RUSAK-1".into(),
                 reported_by: "operator".into(),
+                reservation_id: String::new(),
             })
             .await
             .expect("spoilage")
@@ -344,6 +345,7 @@ async fn stock_moves_through_the_ledger_and_replays_are_refused() {
                         reason: String::new(),
                         reference: "RUSAK-2".into(),
                         reported_by: "operator".into(),
+                        reservation_id: String::new(),
                     })
                     .await
                     .map(|_| tonic::Response::new(pb::ReceiveShipmentResponse::default())),
@@ -519,6 +521,44 @@ async fn reservations_are_two_phase_idempotent_and_guarded() {
 
         let s = stock(&mut h.client).await;
         assert_eq!((s.on_hand, s.committed, s.held), (14_999, 1, 0), "{label}");
+
+        // The printed card was found damaged: its committed blank is counted as spoiled, once.
+        let spoil = |id: &str, reference: &str, quantity: i64| pb::RecordSpoilageRequest {
+            region_code: KOTA_BEKASI.into(),
+            quantity,
+            reason: "found damaged when sorted".into(),
+            reference: reference.into(),
+            reported_by: "sortir".into(),
+            reservation_id: id.into(),
+        };
+        h.client
+            .record_spoilage(spoil(&first.id, "card-1", 1))
+            .await
+            .expect("reclassified");
+        let s = stock(&mut h.client).await;
+        assert_eq!(
+            (s.on_hand, s.committed, s.spoiled),
+            (14_999, 1, 1),
+            "{label}: the stock moves only once"
+        );
+        let again = h
+            .client
+            .record_spoilage(spoil(&first.id, "card-1", 1))
+            .await
+            .expect_err("replayed");
+        assert_eq!(again.code(), Code::AlreadyExists);
+        let released = h
+            .client
+            .record_spoilage(spoil(&r2.id, "card-2", 1))
+            .await
+            .expect_err("not committed");
+        assert_eq!(released.code(), Code::FailedPrecondition, "{label}");
+        let many = h
+            .client
+            .record_spoilage(spoil(&first.id, "card-3", 2))
+            .await
+            .expect_err("one card, one blank");
+        assert_field(&many, Code::InvalidArgument, "quantity");
         h.stop().await;
     }
 }

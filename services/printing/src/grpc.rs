@@ -588,7 +588,27 @@ impl PrintingService for PrintingApi {
             .with_reason("JOB_STATE", [])
             .into());
         }
-        // The damaged card's blank was consumed when it was printed; the reprint takes a new one.
+        // The damaged card's blank was consumed when it was printed: the inventory now
+        // counts it as spoiled (a retry finds its reference recorded, which is fine).
+        let serial = job.card_serial.clone().unwrap_or_default();
+        let mut client = self.inventory.clone();
+        let reclassified = client
+            .record_spoilage(upstream(inventory::RecordSpoilageRequest {
+                region_code: job.region_code.clone(),
+                quantity: 1,
+                reason: reason.clone(),
+                reference: format!("spoiled-card-{serial}"),
+                reported_by: format!("{reported_by} (approved by {approved_by})"),
+                reservation_id: job.reservation_id.clone().unwrap_or_default(),
+            }))
+            .await;
+        match reclassified {
+            Ok(_) => {}
+            Err(status) if status.code() == Code::AlreadyExists => {}
+            Err(status) if status.code() == Code::FailedPrecondition => return Err(status),
+            Err(_) => return Err(unavailable("inventory").into()),
+        }
+        // The reprint takes a new blank.
         let today = adminduk_kit::time::today_wib();
         let day = job.day.max(today);
         let key = format!("print-{}-{}", job.id, job.blanks_taken + 1);

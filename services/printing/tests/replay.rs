@@ -759,6 +759,11 @@ async fn replay(dbs: [TestDatabase; 3], seed: Seed002) -> Duration {
         (n(seed.prints()), 0, STOCK - n(seed.prints())),
         "{label}: blanks consumed"
     );
+    // The damaged cards' blanks are counted as spoiled in the inventory too.
+    assert_eq!(
+        s.spoiled, expected.spoiled,
+        "{label}: spoiled in the inventory's books"
+    );
     // A returned card asks the registry to look again: life status or address.
     let reviews = m.store.reviews().await.expect("reviews");
     let kinds = |kind: &str| reviews.iter().filter(|(k, _)| k == kind).count();
