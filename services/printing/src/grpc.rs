@@ -333,20 +333,21 @@ impl PrintingService for PrintingApi {
             .await
         {
             Ok(reservation) => reservation,
-            // A racing application for the same NIK won the blank: name its job once it is stored.
-            Err(status) if status.code() == Code::AlreadyExists => {
+            // A racing application for the same NIK won the blank (or is winning it):
+            // name its job once it is stored. The winner stores it right after its own
+            // checks; under load that can take a while, and only the race itself waits.
+            Err(status) if matches!(status.code(), Code::AlreadyExists | Code::Aborted) => {
                 let held = status
                     .get_error_details()
                     .error_info()
-                    .and_then(|i| i.metadata.get("reservation_id").cloned())
-                    .unwrap_or_default();
-                for _ in 0..50 {
-                    if let Some(first) = self
-                        .store
-                        .job_with_reservation(&held)
-                        .await
-                        .map_err(store_error)?
-                    {
+                    .and_then(|i| i.metadata.get("reservation_id").cloned());
+                for _ in 0..500 {
+                    let first = match &held {
+                        Some(held) => self.store.job_with_reservation(held).await,
+                        None => self.store.active_job(&nik).await,
+                    }
+                    .map_err(store_error)?;
+                    if let Some(first) = first {
                         return Err(self.duplicate(&first, &region).await);
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
