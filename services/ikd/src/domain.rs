@@ -1,7 +1,7 @@
 //! The rules of IKD activation, with no I/O: who is eligible, what a code
 //! and a challenge are, how long each lives, how a device is named.
 
-use chrono::{Datelike as _, NaiveDate};
+use chrono::NaiveDate;
 use ring::digest::{SHA256, digest};
 use ring::rand::{SecureRandom as _, SystemRandom};
 
@@ -125,14 +125,7 @@ pub fn check_eligibility(facts: Option<ResidentFacts>, today: NaiveDate) -> Resu
     Ok(())
 }
 
-/// Whole years from `birth` to `today`.
-pub fn age(birth: NaiveDate, today: NaiveDate) -> i32 {
-    let mut years = today.year() - birth.year();
-    if (today.month(), today.day()) < (birth.month(), birth.day()) {
-        years -= 1;
-    }
-    years
-}
+pub use adminduk_kit::time::age;
 
 /// The id of a device: the first 10 bytes of its key's SHA-256, in hex.
 pub fn device_id(public_key: &[u8]) -> String {
@@ -140,24 +133,7 @@ pub fn device_id(public_key: &[u8]) -> String {
     format!("dev-{}", hex(&hash.as_ref()[..10]))
 }
 
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Bytes from lowercase or uppercase hex.
-pub fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| {
-            text.get(i..i + 2)
-                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
-        })
-        .collect()
-}
+pub use adminduk_kit::hex::{decode as unhex, encode as hex};
 
 /// Random bytes from the system's generator.
 pub fn random_bytes<const N: usize>() -> Option<[u8; N]> {

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use adminduk_inventory::demo::{KOTA_BEKASI, kecamatan_point, kota_bekasi_policy};
 use adminduk_inventory::service::{Inventory, ReserveFailure};
 use adminduk_inventory::store::NATIONAL;
-use adminduk_inventory::{GroupCommit, MIGRATIONS, SCHEMA};
+use adminduk_inventory::{GroupCommit, MIGRATIONS};
 use adminduk_inventory_core::engine::{BucketKey, ReserveError, ReserveRequest};
 use adminduk_inventory_core::state::State;
 use adminduk_kit::storage::Db;
@@ -24,7 +24,6 @@ fn appointment_day() -> NaiveDate {
 }
 
 async fn open(db: &TestDatabase) -> (Db, Arc<Inventory>, adminduk_inventory::service::Background) {
-    let _ = SCHEMA;
     let conn = Db::connect(&db.config, &db.schema, MIGRATIONS)
         .await
         .expect("database");

@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod hex;
 pub mod mask;
 pub mod server;
 pub mod storage;

@@ -15,6 +15,16 @@ pub fn today_wib() -> NaiveDate {
     Utc::now().with_timezone(&wib()).date_naive()
 }
 
+/// Whole years from `birth` to `today`.
+pub fn age(birth: NaiveDate, today: NaiveDate) -> i32 {
+    use chrono::Datelike as _;
+    let mut years = today.year() - birth.year();
+    if (today.month(), today.day()) < (birth.month(), birth.day()) {
+        years -= 1;
+    }
+    years
+}
+
 /// The end of a day in WIB (midnight that follows it), as an instant.
 pub fn end_of_day_wib(day: NaiveDate) -> DateTime<Utc> {
     let next = day.succ_opt().unwrap_or(day);

@@ -315,34 +315,17 @@ fn match_msg(m: FieldMatch) -> i32 {
 
 const TOKEN_SEPARATOR: char = '\u{1f}';
 
-fn hex_encode(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn hex_decode(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| {
-            text.get(i..i + 2)
-                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
-        })
-        .collect()
-}
-
 /// A page token binds the search it continues, so it cannot be replayed against another query.
 fn encode_page_token(district: &str, query: &str, cursor: &SearchCursor) -> String {
     let text = format!(
         "v1{TOKEN_SEPARATOR}{district}{TOKEN_SEPARATOR}{query}{TOKEN_SEPARATOR}{}{TOKEN_SEPARATOR}{}",
         cursor.name_norm, cursor.id
     );
-    hex_encode(text.as_bytes())
+    adminduk_kit::hex::encode(text.as_bytes())
 }
 
 fn decode_page_token(token: &str, district: &str, query: &str) -> Option<SearchCursor> {
-    let text = String::from_utf8(hex_decode(token)?).ok()?;
+    let text = String::from_utf8(adminduk_kit::hex::decode(token)?).ok()?;
     let parts: Vec<&str> = text.split(TOKEN_SEPARATOR).collect();
     match parts.as_slice() {
         ["v1", d, q, name_norm, id] if *d == district && *q == query => Some(SearchCursor {

@@ -143,15 +143,6 @@ fn job_msg(job: &Job) -> pb::PrintJob {
     }
 }
 
-fn age(birth: NaiveDate, today: NaiveDate) -> i32 {
-    use chrono::Datelike as _;
-    let mut years = today.year() - birth.year();
-    if (today.month(), today.day()) < (birth.month(), birth.day()) {
-        years -= 1;
-    }
-    years
-}
-
 impl PrintingApi {
     /// Turns sukets into print jobs once blanks are back: each holder is
     /// queued (at priority 3) for the first day with room at their service
@@ -410,7 +401,12 @@ impl PrintingService for PrintingApi {
             region_code: &region,
             village_code: &village,
             reason,
-            priority: priority(reason, age(birth, today), has_suket, has_active_ikd),
+            priority: priority(
+                reason,
+                adminduk_kit::time::age(birth, today),
+                has_suket,
+                has_active_ikd,
+            ),
             service_point: &service_point_code,
             day,
             reservation_id: &reservation,
