@@ -16,7 +16,7 @@ use adminduk_inventory_core::bucket::BucketCounts;
 use adminduk_inventory_core::engine::{BucketKey, Engine, Reservation, StoredReservation};
 use adminduk_inventory_core::policy::{PointKind, PointSpec, Policy, PoolSpec};
 use adminduk_inventory_core::state::{State, Transition};
-use adminduk_kit::storage::{Db, Migrations, millis};
+use adminduk_kit::storage::{Backend, Db, Migrations, millis};
 
 static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -240,26 +240,11 @@ async fn insert_ledger(
     entries: &[NewEntry<'_>],
     now: DateTime<Utc>,
 ) -> Result<Vec<LedgerEntry>, StoreError> {
-    write_ledger(tx, entries, now, true).await
-}
-
-/// Writes ledger rows; reads them back only when asked (group commits do not need them).
-async fn write_ledger(
-    tx: &mut Transaction<'static, Any>,
-    entries: &[NewEntry<'_>],
-    now: DateTime<Utc>,
-    read_back: bool,
-) -> Result<Vec<LedgerEntry>, StoreError> {
-    let mut written = Vec::with_capacity(if read_back { entries.len() } else { 0 });
+    let mut written = Vec::with_capacity(entries.len());
     // Chunks keep every statement under SQLite's limit on bound parameters.
     for chunk in entries.chunks(1_000) {
-        let returning = if read_back {
-            format!(" RETURNING seq, {LEDGER_COLUMNS}")
-        } else {
-            String::new()
-        };
         let sql = format!(
-            "INSERT INTO ledger ({LEDGER_COLUMNS}) VALUES {}{returning}",
+            "INSERT INTO ledger ({LEDGER_COLUMNS}) VALUES {} RETURNING seq, {LEDGER_COLUMNS}",
             values_clause(chunk.len(), 9)
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -275,12 +260,8 @@ async fn write_ledger(
                 .bind(e.reservation_id.clone())
                 .bind(millis(now));
         }
-        if read_back {
-            for row in query.fetch_all(&mut **tx).await? {
-                written.push(ledger_from_row(&row)?);
-            }
-        } else {
-            query.execute(&mut **tx).await?;
+        for row in query.fetch_all(&mut **tx).await? {
+            written.push(ledger_from_row(&row)?);
         }
     }
     Ok(written)
@@ -838,6 +819,11 @@ pub struct GroupCommit {
     pub linger: Duration,
     /// Decisions waiting at most; beyond it callers wait for room.
     pub queue: usize,
+    /// Batches being written at once, each on its own connection: the next
+    /// batch's rows go in while the previous one waits for its commit to
+    /// reach the disk. Keep it below the pool's size, so reads still get a
+    /// connection.
+    pub in_flight: usize,
 }
 
 impl Default for GroupCommit {
@@ -846,6 +832,7 @@ impl Default for GroupCommit {
             max_batch: 512,
             linger: Duration::from_millis(1),
             queue: 8_192,
+            in_flight: 2,
         }
     }
 }
@@ -888,8 +875,22 @@ impl Writer {
 }
 
 async fn run_writer(db: Db, mut rx: mpsc::Receiver<Job>, settings: GroupCommit) {
-    let mut batch: Vec<Job> = Vec::with_capacity(settings.max_batch);
-    while let Some(first) = rx.recv().await {
+    // SQLite has one writer at a time: a second batch would only wait on its lock.
+    let in_flight = match db.backend() {
+        Backend::Sqlite => 1,
+        Backend::Postgres => settings.in_flight.max(1),
+    };
+    let slots = Arc::new(tokio::sync::Semaphore::new(in_flight));
+    loop {
+        // Wait for a free slot first: while every slot is busy, decisions
+        // pile up in the queue and the next batch carries them all.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let Some(first) = rx.recv().await else {
+            break;
+        };
+        let mut batch: Vec<Job> = Vec::with_capacity(settings.max_batch);
         batch.push(first);
         let linger = tokio::time::Instant::now() + settings.linger;
         while batch.len() < settings.max_batch {
@@ -904,58 +905,153 @@ async fn run_writer(db: Db, mut rx: mpsc::Receiver<Job>, settings: GroupCommit) 
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
             }
         }
-        let ops: Vec<&WriteOp> = batch.iter().map(|j| &j.op).collect();
-        match write_batch(&db, &ops).await {
-            Ok(()) => {
-                for job in batch.drain(..) {
-                    let _ = job.reply.send(Ok(()));
-                }
+        // Batches in flight at once never share a reservation: a transition
+        // is only sent once its grant is durable, and one CAS lets a single
+        // transition through.
+        let db = db.clone();
+        tokio::spawn(async move {
+            commit_batch(&db, batch).await;
+            drop(slot);
+        });
+    }
+    // Stopping: let the batches in flight finish and answer their callers.
+    let _ = slots
+        .acquire_many(u32::try_from(in_flight).unwrap_or(u32::MAX))
+        .await;
+}
+
+/// Writes one batch and answers each of its callers.
+async fn commit_batch(db: &Db, mut batch: Vec<Job>) {
+    let ops: Vec<&WriteOp> = batch.iter().map(|j| &j.op).collect();
+    match write_batch(db, &ops).await {
+        Ok(()) => {
+            for job in batch.drain(..) {
+                let _ = job.reply.send(Ok(()));
             }
-            Err(err) if batch.len() > 1 => {
-                // One bad decision must not sink the others: write each alone.
-                tracing::warn!(error = %err, size = batch.len(), "group commit failed; retrying one by one");
-                for job in batch.drain(..) {
-                    let result = write_batch(&db, &[&job.op]).await.map_err(|e| e.to_string());
-                    let _ = job.reply.send(result);
-                }
+        }
+        Err(err) if batch.len() > 1 => {
+            // One bad decision must not sink the others: write each alone.
+            tracing::warn!(error = %err, size = batch.len(), "group commit failed; retrying one by one");
+            for job in batch.drain(..) {
+                let result = write_batch(db, &[&job.op]).await.map_err(|e| e.to_string());
+                let _ = job.reply.send(result);
             }
-            Err(err) => {
-                tracing::error!(error = %err, "write failed");
-                for job in batch.drain(..) {
-                    let _ = job.reply.send(Err(err.to_string()));
-                }
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "write failed");
+            for job in batch.drain(..) {
+                let _ = job.reply.send(Err(err.to_string()));
             }
         }
     }
 }
 
-/// Writes decisions in one transaction: bucket counts by conditional update
-/// (the database refuses to exceed a capacity), reservations, ledger rows.
+/// The group commit's statements, for one backend. Every row of a batch
+/// travels in one JSON array parameter, so a statement's text is the same
+/// whatever the batch's size: each connection parses and plans it once and
+/// then runs it from its prepared-statement cache, where a `VALUES` list of
+/// one row per grant would be a new statement (and a new plan) for every
+/// batch size.
+#[derive(Debug)]
+struct BatchSql {
+    reservations: &'static str,
+    transitions: &'static str,
+    ledger: &'static str,
+    new_buckets: &'static str,
+    buckets: &'static str,
+}
+
+/// `$1` is the batch's rows as a JSON array of arrays (read with `e.value ->> n`,
+/// which both backends accept); `$2` is the batch's time.
+macro_rules! batch_sql {
+    ($rows:literal) => {
+        BatchSql {
+            reservations: concat!(
+                "INSERT INTO reservations (id, point_code, day, applicant_nik, purpose, idempotency_key, state, \
+                 expires_at, created_at, updated_at) \
+                 SELECT e.value ->> 0, e.value ->> 1, e.value ->> 2, e.value ->> 3, e.value ->> 4, e.value ->> 5, \
+                 'HELD', CAST(e.value ->> 6 AS BIGINT), CAST(e.value ->> 7 AS BIGINT), $2 FROM ",
+                $rows
+            ),
+            transitions: concat!(
+                "UPDATE reservations SET state = e.value ->> 1, updated_at = $2 FROM ",
+                $rows,
+                " WHERE reservations.id = e.value ->> 0 AND reservations.state = 'HELD'"
+            ),
+            ledger: concat!(
+                "INSERT INTO ledger (holder_code, kind, quantity, on_hand_delta, reference, actor, reason, \
+                 reservation_id, created_at) \
+                 SELECT e.value ->> 0, e.value ->> 1, 1, CAST(e.value ->> 2 AS BIGINT), e.value ->> 3, \
+                 e.value ->> 4, e.value ->> 5, e.value ->> 6, $2 FROM ",
+                $rows
+            ),
+            // Buckets not yet stored are created empty, with their capacity.
+            new_buckets: concat!(
+                "INSERT INTO buckets (id, capacity) SELECT e.value ->> 0, CAST(e.value ->> 1 AS BIGINT) FROM ",
+                $rows,
+                " WHERE true ON CONFLICT (id) DO NOTHING"
+            ),
+            // Every bucket moves by the batch's deltas, only where the result
+            // stays within the capacity, so the database refuses to oversell
+            // on its own. (`WHERE true` above tells SQLite's parser that the
+            // `ON CONFLICT` belongs to the INSERT.)
+            buckets: concat!(
+                "UPDATE buckets SET held = held + CAST(e.value ->> 2 AS BIGINT), \
+                 committed = committed + CAST(e.value ->> 3 AS BIGINT) FROM ",
+                $rows,
+                " WHERE buckets.id = e.value ->> 0 AND held + CAST(e.value ->> 2 AS BIGINT) >= 0 \
+                 AND held + CAST(e.value ->> 2 AS BIGINT) + committed + CAST(e.value ->> 3 AS BIGINT) <= capacity"
+            ),
+        }
+    };
+}
+
+const POSTGRES_BATCH: BatchSql = batch_sql!("json_array_elements(CAST($1 AS json)) AS e");
+const SQLITE_BATCH: BatchSql = batch_sql!("json_each($1) AS e");
+
+/// Writes decisions in one transaction: reservations, ledger rows, then the
+/// bucket counts (last, so the hot bucket rows stay locked only from their
+/// update to the commit).
 async fn write_batch(db: &Db, ops: &[&WriteOp]) -> Result<(), StoreError> {
-    let now = Utc::now();
-    let mut tx = db.begin_write().await?;
-    // (held delta, committed delta) per bucket, and the capacity to create it with.
+    let now = millis(Utc::now());
+    let sql = match db.backend() {
+        Backend::Postgres => &POSTGRES_BATCH,
+        Backend::Sqlite => &SQLITE_BATCH,
+    };
+    // (capacity to create it with, held delta, committed delta) per bucket.
     let mut deltas: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
-    let mut grants: Vec<&Reservation> = Vec::new();
-    let mut entries: Vec<NewEntry<'_>> = Vec::with_capacity(ops.len());
+    let mut grants = Vec::new();
+    let mut transitions = Vec::new();
+    let mut ledger = Vec::with_capacity(ops.len());
     for op in ops {
         match op {
             WriteOp::Grant(r) => {
                 for (key, bucket) in r.path.buckets() {
-                    let entry = deltas.entry(key.id()).or_insert((0, 0, bucket.counts().capacity));
-                    entry.0 += 1;
+                    deltas
+                        .entry(key.id())
+                        .or_insert((bucket.counts().capacity, 0, 0))
+                        .1 += 1;
                 }
-                grants.push(r);
-                entries.push(NewEntry {
-                    holder: &r.path.point.region,
-                    kind: MovementKind::Hold,
-                    quantity: 1,
-                    on_hand_delta: 0,
-                    reference: &r.idempotency_key,
-                    actor: r.point_code(),
-                    reason: &r.purpose,
-                    reservation_id: Some(r.id.to_string()),
-                });
+                let id = r.id.to_string();
+                grants.push(serde_json::json!([
+                    id,
+                    r.point_code(),
+                    r.path.day.to_string(),
+                    r.applicant,
+                    r.purpose,
+                    r.idempotency_key,
+                    millis(r.expires_at),
+                    millis(r.created_at),
+                ]));
+                ledger.push(serde_json::json!([
+                    r.path.point.region,
+                    MovementKind::Hold.as_str(),
+                    0,
+                    r.idempotency_key,
+                    r.point_code(),
+                    r.purpose,
+                    id,
+                ]));
             }
             WriteOp::Transition {
                 reservation: r,
@@ -963,105 +1059,74 @@ async fn write_batch(db: &Db, ops: &[&WriteOp]) -> Result<(), StoreError> {
                 actor,
                 reason,
             } => {
+                let commit = *transition == Transition::Commit;
                 for (key, bucket) in r.path.buckets() {
-                    let entry = deltas.entry(key.id()).or_insert((0, 0, bucket.counts().capacity));
-                    entry.0 -= 1;
-                    if *transition == Transition::Commit {
-                        entry.1 += 1;
-                    }
+                    let entry = deltas.entry(key.id()).or_insert((bucket.counts().capacity, 0, 0));
+                    entry.1 -= 1;
+                    entry.2 += i64::from(commit);
                 }
-                let updated = sqlx::query(
-                    "UPDATE reservations SET state = $2, updated_at = $3 WHERE id = $1 AND state = 'HELD'",
-                )
-                .bind(r.id.to_string())
-                .bind(state_code(transition.done()))
-                .bind(millis(now))
-                .execute(&mut *tx)
-                .await?;
-                if updated.rows_affected() != 1 {
-                    return Err(StoreError::LimitRefused(format!(
-                        "reservation {} is not held",
-                        r.id
-                    )));
-                }
-                entries.push(NewEntry {
-                    holder: &r.path.point.region,
-                    kind: MovementKind::of(*transition),
-                    quantity: 1,
-                    on_hand_delta: if *transition == Transition::Commit { -1 } else { 0 },
-                    reference: &r.idempotency_key,
+                let id = r.id.to_string();
+                transitions.push(serde_json::json!([id, state_code(transition.done())]));
+                ledger.push(serde_json::json!([
+                    r.path.point.region,
+                    MovementKind::of(*transition).as_str(),
+                    if commit { -1 } else { 0 },
+                    r.idempotency_key,
                     actor,
                     reason,
-                    reservation_id: Some(r.id.to_string()),
-                });
+                    id,
+                ]));
             }
         }
     }
-    // Two statements for all the batch's buckets, whatever their number: the
-    // new ones are created with their capacity, then every one moves by its
-    // deltas in one UPDATE — only where the result stays within the capacity,
-    // so the database refuses to oversell on its own.
-    let rows: Vec<(&String, &(i64, i64, i64))> = deltas.iter().collect();
-    for chunk in rows.chunks(500) {
-        let sql = format!(
-            "INSERT INTO buckets (id, capacity) VALUES {} ON CONFLICT (id) DO NOTHING",
-            values_clause(chunk.len(), 2)
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (id, (_, _, capacity)) in chunk {
-            query = query.bind(id.as_str()).bind(*capacity);
-        }
-        query.execute(&mut *tx).await?;
+    let buckets: Vec<serde_json::Value> = deltas
+        .iter()
+        .map(|(id, (capacity, held, committed))| serde_json::json!([id, capacity, held, committed]))
+        .collect();
 
-        let (mut held, mut committed, mut ids) = (String::new(), String::new(), Vec::new());
-        for i in 0..chunk.len() {
-            let (id, h, c) = (3 * i + 1, 3 * i + 2, 3 * i + 3);
-            held.push_str(&format!(" WHEN ${id} THEN ${h}"));
-            committed.push_str(&format!(" WHEN ${id} THEN ${c}"));
-            ids.push(format!("${id}"));
-        }
-        let (held, committed) = (format!("CASE id{held} END"), format!("CASE id{committed} END"));
-        let sql = format!(
-            "UPDATE buckets SET held = held + {held}, committed = committed + {committed} \
-             WHERE id IN ({}) AND held + {held} >= 0 AND held + {held} + committed + {committed} <= capacity",
-            ids.join(", ")
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (id, (h, c, _)) in chunk {
-            query = query.bind(id.as_str()).bind(*h).bind(*c);
-        }
-        let changed = query.execute(&mut *tx).await?;
-        if changed.rows_affected() != chunk.len() as u64 {
+    let mut tx = db.begin_write().await?;
+    if !grants.is_empty() {
+        sqlx::query(sql.reservations)
+            .bind(serde_json::Value::Array(grants).to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+    }
+    if !transitions.is_empty() {
+        let expected = transitions.len() as u64;
+        let updated = sqlx::query(sql.transitions)
+            .bind(serde_json::Value::Array(transitions).to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        if updated.rows_affected() != expected {
             return Err(StoreError::LimitRefused(format!(
-                "{} of {} buckets would exceed their capacity",
-                chunk.len() as u64 - changed.rows_affected(),
-                chunk.len()
+                "{} of {expected} reservations are not held",
+                expected - updated.rows_affected()
             )));
         }
     }
-    for chunk in grants.chunks(1_000) {
-        let sql = format!(
-            "INSERT INTO reservations (id, point_code, day, applicant_nik, purpose, idempotency_key, state, \
-             expires_at, created_at, updated_at) VALUES {}",
-            values_clause(chunk.len(), 10)
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for r in chunk {
-            query = query
-                .bind(r.id.to_string())
-                .bind(r.point_code())
-                .bind(r.path.day.to_string())
-                .bind(r.applicant.as_str())
-                .bind(r.purpose.as_str())
-                .bind(r.idempotency_key.as_str())
-                .bind("HELD")
-                .bind(millis(r.expires_at))
-                .bind(millis(r.created_at))
-                .bind(millis(now));
-        }
-        query.execute(&mut *tx).await?;
+    sqlx::query(sql.ledger)
+        .bind(serde_json::Value::Array(ledger).to_string())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    let expected = buckets.len() as u64;
+    let buckets = serde_json::Value::Array(buckets).to_string();
+    sqlx::query(sql.new_buckets)
+        .bind(buckets.as_str())
+        .execute(&mut *tx)
+        .await?;
+    let moved = sqlx::query(sql.buckets)
+        .bind(buckets.as_str())
+        .execute(&mut *tx)
+        .await?;
+    if moved.rows_affected() != expected {
+        return Err(StoreError::LimitRefused(format!(
+            "{} of {expected} buckets would exceed their capacity",
+            expected - moved.rows_affected()
+        )));
     }
-    write_ledger(&mut tx, &entries, now, false).await?;
     tx.commit().await?;
     Ok(())
 }
