@@ -791,7 +791,7 @@ async fn durable_core(
         let point = points.clone();
         async move {
             let point = &point[(t + i as usize) % point.len()];
-            let nik = format!("3275{t:03}{i:09}");
+            let nik = applicant_nik(t, i);
             let key = format!("core-{t}-{i}");
             let req = ReserveRequest {
                 point_code: point,
@@ -899,6 +899,11 @@ async fn per_request_baseline(url: &str, day: NaiveDate, run: Duration, tasks: u
     Ok(measured)
 }
 
+/// A distinct 16-digit NIK for request `i` of task `t` (up to 9,999 tasks).
+fn applicant_nik(t: usize, i: u64) -> String {
+    format!("32{:014}", t as u64 * 10_000_000_000 + i)
+}
+
 /// One grant, one transaction: a conditional decrement, then the reservation row.
 async fn grant_per_request(
     pool: &PgPool,
@@ -926,7 +931,7 @@ async fn grant_per_request(
     .bind(uuid::Uuid::now_v7().to_string())
     .bind(point)
     .bind(day.to_string())
-    .bind(format!("3275{t:03}{i:09}"))
+    .bind(applicant_nik(t, i))
     .bind("ktp-el")
     .bind(format!("base-{t}-{i}"))
     .bind(now + 8 * 3_600_000)

@@ -1006,8 +1006,36 @@ macro_rules! batch_sql {
     };
 }
 
-const POSTGRES_BATCH: BatchSql = batch_sql!("json_array_elements(CAST($1 AS json)) AS e");
+const POSTGRES_BATCH: BatchSql = batch_sql!("jsonb_array_elements(CAST($1 AS jsonb)) AS e");
 const SQLITE_BATCH: BatchSql = batch_sql!("json_each($1) AS e");
+
+/// Largest JSON parameter of one statement. A statement then fits in one TLS
+/// record (16 KiB): sqlx 0.9 does not set `TCP_NODELAY`, and a message that
+/// spans several records is written in several `write`s, the later ones held
+/// back by Nagle's algorithm until the server's delayed ACK (tens of
+/// milliseconds). Smaller statements cost a round trip each instead.
+const CHUNK_BYTES: usize = 12 * 1024;
+
+/// `rows` as JSON arrays of at most [`CHUNK_BYTES`] each (a single larger row
+/// gets a chunk of its own).
+fn json_chunks(rows: &[serde_json::Value]) -> Vec<String> {
+    let mut chunks = Vec::new();
+    let mut chunk = String::new();
+    for row in rows {
+        let row = row.to_string();
+        if !chunk.is_empty() && chunk.len() + row.len() + 2 > CHUNK_BYTES {
+            chunk.push(']');
+            chunks.push(std::mem::take(&mut chunk));
+        }
+        chunk.push(if chunk.is_empty() { '[' } else { ',' });
+        chunk.push_str(&row);
+    }
+    if !chunk.is_empty() {
+        chunk.push(']');
+        chunks.push(chunk);
+    }
+    chunks
+}
 
 /// Writes decisions in one transaction: reservations, ledger rows, then the
 /// bucket counts (last, so the hot bucket rows stay locked only from their
@@ -1085,46 +1113,53 @@ async fn write_batch(db: &Db, ops: &[&WriteOp]) -> Result<(), StoreError> {
         .collect();
 
     let mut tx = db.begin_write().await?;
-    if !grants.is_empty() {
+    for rows in json_chunks(&grants) {
         sqlx::query(sql.reservations)
-            .bind(serde_json::Value::Array(grants).to_string())
+            .bind(rows)
             .bind(now)
             .execute(&mut *tx)
             .await?;
     }
-    if !transitions.is_empty() {
-        let expected = transitions.len() as u64;
-        let updated = sqlx::query(sql.transitions)
-            .bind(serde_json::Value::Array(transitions).to_string())
+    let mut updated = 0;
+    for rows in json_chunks(&transitions) {
+        updated += sqlx::query(sql.transitions)
+            .bind(rows)
             .bind(now)
             .execute(&mut *tx)
-            .await?;
-        if updated.rows_affected() != expected {
-            return Err(StoreError::LimitRefused(format!(
-                "{} of {expected} reservations are not held",
-                expected - updated.rows_affected()
-            )));
-        }
+            .await?
+            .rows_affected();
     }
-    sqlx::query(sql.ledger)
-        .bind(serde_json::Value::Array(ledger).to_string())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-    let expected = buckets.len() as u64;
-    let buckets = serde_json::Value::Array(buckets).to_string();
-    sqlx::query(sql.new_buckets)
-        .bind(buckets.as_str())
-        .execute(&mut *tx)
-        .await?;
-    let moved = sqlx::query(sql.buckets)
-        .bind(buckets.as_str())
-        .execute(&mut *tx)
-        .await?;
-    if moved.rows_affected() != expected {
+    if updated != transitions.len() as u64 {
         return Err(StoreError::LimitRefused(format!(
-            "{} of {expected} buckets would exceed their capacity",
-            expected - moved.rows_affected()
+            "{} of {} reservations are not held",
+            transitions.len() as u64 - updated,
+            transitions.len()
+        )));
+    }
+    for rows in json_chunks(&ledger) {
+        sqlx::query(sql.ledger)
+            .bind(rows)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let mut moved = 0;
+    for rows in json_chunks(&buckets) {
+        sqlx::query(sql.new_buckets)
+            .bind(rows.as_str())
+            .execute(&mut *tx)
+            .await?;
+        moved += sqlx::query(sql.buckets)
+            .bind(rows.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+    }
+    if moved != buckets.len() as u64 {
+        return Err(StoreError::LimitRefused(format!(
+            "{} of {} buckets would exceed their capacity",
+            buckets.len() as u64 - moved,
+            buckets.len()
         )));
     }
     tx.commit().await?;
@@ -1139,5 +1174,31 @@ mod tests {
     fn values_clauses_number_every_parameter() {
         assert_eq!(values_clause(2, 3), "($1, $2, $3), ($4, $5, $6)");
         assert_eq!(values_clause(1, 1), "($1)");
+    }
+
+    #[test]
+    fn json_chunks_keep_every_row_once_in_order_and_stay_small() {
+        let rows: Vec<serde_json::Value> = (0..2_000)
+            .map(|n| serde_json::json!([format!("row-{n}"), n, "x".repeat(n % 50)]))
+            .collect();
+        let chunks = json_chunks(&rows);
+        assert!(chunks.len() > 1, "2,000 rows do not fit one chunk");
+        let mut back = Vec::new();
+        for chunk in &chunks {
+            assert!(chunk.len() <= CHUNK_BYTES, "{} bytes", chunk.len());
+            let serde_json::Value::Array(parsed) = serde_json::from_str(chunk).expect("valid JSON") else {
+                panic!("a chunk is an array");
+            };
+            back.extend(parsed);
+        }
+        assert_eq!(back, rows);
+
+        let big = vec![
+            serde_json::json!(["y".repeat(CHUNK_BYTES * 2)]),
+            serde_json::json!([1]),
+        ];
+        let chunks = json_chunks(&big);
+        assert_eq!(chunks.len(), 2, "an oversized row goes alone");
+        assert!(json_chunks(&[]).is_empty());
     }
 }
