@@ -2,8 +2,9 @@
 //! their indexes, all in lock-free maps. It decides; the caller persists
 //! (and undoes a decision whose write failed).
 
+use std::hash::BuildHasher as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use chrono::{DateTime, Datelike as _, Days, NaiveDate, Utc};
 use foldhash::fast::RandomState;
@@ -11,6 +12,7 @@ use uuid::Uuid;
 
 use crate::bucket::{Bucket, BucketCounts, consume_all, give_back_all, take_all};
 use crate::policy::{PointSpec, Policy, PolicyViolation, pacing_budget};
+use crate::presence::{DEFAULT_SLOTS, Presence};
 use crate::state::{State, StateCell, Transition};
 
 type Map<K, V> = papaya::HashMap<K, V, RandomState>;
@@ -123,7 +125,6 @@ const LEVELS: [Level; 4] = [Level::Pool, Level::Budget, Level::Month, Level::Sto
 /// A service point as the engine knows it.
 #[derive(Debug)]
 pub struct Point {
-    id: u32,
     /// Its specification.
     pub spec: PointSpec,
     /// Its region's code.
@@ -138,6 +139,21 @@ pub struct Path {
     /// The day.
     pub day: NaiveDate,
     buckets: [Arc<Bucket>; 4],
+}
+
+/// Where a path is found: the service point's code and the day.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PathKey(String, NaiveDate);
+
+/// A [`PathKey`], borrowed: looks a path up without allocating. Hashes as
+/// `PathKey` does (a `&str` hashes as the `String` it borrows from).
+#[derive(Debug, Hash)]
+struct PathRef<'a>(&'a str, NaiveDate);
+
+impl papaya::Equivalent<PathKey> for PathRef<'_> {
+    fn equivalent(&self, key: &PathKey) -> bool {
+        self.0 == key.0 && self.1 == key.1
+    }
 }
 
 /// The keys of the four buckets of a point's path on a day, leaf first.
@@ -176,6 +192,15 @@ impl Path {
             &self.buckets[2],
             &self.buckets[3],
         ]
+    }
+
+    /// The first level with nothing left, if any: four loads, no write.
+    #[inline]
+    fn empty_level(&self) -> Option<Level> {
+        self.buckets
+            .iter()
+            .position(|b| b.remaining() <= 0)
+            .map(|level| LEVELS[level])
     }
 
     /// What can still be granted here: the least of the four.
@@ -369,11 +394,17 @@ pub struct Engine {
     regions: Map<String, Arc<Region>>,
     points: Map<String, Arc<Point>>,
     buckets: Map<BucketKey, Arc<Bucket>>,
-    paths: Map<(u32, NaiveDate), Arc<Path>>,
+    paths: Map<PathKey, Arc<Path>>,
     reservations: Map<Uuid, Arc<Reservation>>,
     by_key: Map<String, Uuid>,
     by_applicant: Map<(String, String), Uuid>,
-    next_point_id: AtomicU32,
+    /// Counts the keys of `by_key` and the applicants of `by_applicant` by
+    /// hash, so a refusal proves a request has neither without the lookups.
+    presence: Presence,
+    /// Two independent hash functions, so a key and an applicant that happen
+    /// to be the same text land in different counters.
+    key_hasher: RandomState,
+    applicant_hasher: RandomState,
 }
 
 impl Default for Engine {
@@ -393,8 +424,20 @@ impl Engine {
             reservations: map(),
             by_key: map(),
             by_applicant: map(),
-            next_point_id: AtomicU32::new(1),
+            presence: Presence::new(DEFAULT_SLOTS),
+            key_hasher: RandomState::default(),
+            applicant_hasher: RandomState::default(),
         }
+    }
+
+    fn key_hash(&self, key: &str) -> u64 {
+        self.key_hasher.hash_one(key)
+    }
+
+    /// By NIK alone (not purpose): one applicant's holds for several purposes
+    /// share a counter, which costs nothing but a rare trip to the exact lookups.
+    fn applicant_hash(&self, applicant: &str) -> u64 {
+        self.applicant_hasher.hash_one(applicant)
     }
 
     /// The stock bucket of a region, created empty if it has none yet.
@@ -429,14 +472,9 @@ impl Engine {
         }
         let points = self.points.pin();
         for spec in &policy.points {
-            let id = points
-                .get(&spec.code)
-                .map(|p| p.id)
-                .unwrap_or_else(|| self.next_point_id.fetch_add(1, Ordering::Relaxed));
             points.insert(
                 spec.code.clone(),
                 Arc::new(Point {
-                    id,
                     spec: spec.clone(),
                     region: region_code.clone(),
                 }),
@@ -512,7 +550,7 @@ impl Engine {
 
     /// The path for a point and day, built on first use.
     pub fn path(&self, point: &Arc<Point>, day: NaiveDate) -> Option<Arc<Path>> {
-        if let Some(path) = self.paths.pin().get(&(point.id, day)) {
+        if let Some(path) = self.paths.pin().get(&PathRef(&point.spec.code, day)) {
             return Some(path.clone());
         }
         let region = self.regions.pin().get(&point.region)?.clone();
@@ -535,7 +573,12 @@ impl Engine {
             day,
             buckets: [pool, budget, month, region.stock.clone()],
         });
-        Some(self.paths.pin().get_or_insert((point.id, day), path).clone())
+        Some(
+            self.paths
+                .pin()
+                .get_or_insert(PathKey(point.spec.code.clone(), day), path)
+                .clone(),
+        )
     }
 
     /// Raises the paced budgets of open days (from `from_day` on) after stock
@@ -568,6 +611,30 @@ impl Engine {
 
     /// Grants one unit, or says why not. Read-only unless the date has room.
     pub fn reserve(&self, req: &ReserveRequest<'_>, now: DateTime<Utc>) -> Result<Reserved, ReserveError> {
+        let key_hash = self.key_hash(req.idempotency_key);
+        let applicant_hash = self.applicant_hash(req.applicant);
+        // The peak morning's common answer: the date is full, and neither the
+        // key nor the applicant has anything that would change the answer.
+        // One lookup, four loads and two counters; nothing written or allocated.
+        if let Some(path) = self.paths.pin().get(&PathRef(req.point_code, req.day))
+            && let Some(level) = path.empty_level()
+            && !self.presence.may_contain(key_hash)
+            && !self.presence.may_contain(applicant_hash)
+        {
+            return Err(ReserveError::Exhausted(level));
+        }
+        self.reserve_exact(req, now, key_hash, applicant_hash)
+    }
+
+    /// The answer from the maps themselves: idempotency, one hold per
+    /// applicant, then the buckets.
+    fn reserve_exact(
+        &self,
+        req: &ReserveRequest<'_>,
+        now: DateTime<Utc>,
+        key_hash: u64,
+        applicant_hash: u64,
+    ) -> Result<Reserved, ReserveError> {
         // A retry with the same key gets what the first try got.
         if let Some(existing) = self
             .by_key
@@ -584,16 +651,13 @@ impl Engine {
                 Err(ReserveError::KeyReused(existing))
             };
         }
-        // Read under the maps' guards, without cloning or allocating: this is
-        // the path nearly every request on the peak morning takes, to a refusal.
-        let points = self.points.pin();
-        let point = points.get(req.point_code).ok_or(ReserveError::UnknownPoint)?;
         let paths = self.paths.pin();
         let built;
-        let path: &Arc<Path> = match paths.get(&(point.id, req.day)) {
+        let path: &Arc<Path> = match paths.get(&PathRef(req.point_code, req.day)) {
             Some(path) => path,
             None => {
-                built = self.path(point, req.day).ok_or(ReserveError::UnknownPoint)?;
+                let point = self.point(req.point_code).ok_or(ReserveError::UnknownPoint)?;
+                built = self.path(&point, req.day).ok_or(ReserveError::UnknownPoint)?;
                 &built
             }
         };
@@ -601,35 +665,42 @@ impl Engine {
         if let Some(existing) = self.active_hold(&applicant) {
             return Err(ReserveError::ApplicantHolds(existing));
         }
-        let buckets = path.refs();
-        // The common answer on the peak morning: the leaf is empty. One load, no write.
-        if let Some(level) = buckets.iter().position(|b| b.remaining() <= 0) {
-            return Err(ReserveError::Exhausted(LEVELS[level]));
+        if let Some(level) = path.empty_level() {
+            return Err(ReserveError::Exhausted(level));
         }
         let applicant_key = (req.applicant.to_owned(), req.purpose.to_owned());
 
         let id = Uuid::now_v7();
         // Claim the applicant and the key before taking units, so two racing
-        // requests cannot both end up holding.
+        // requests cannot both end up holding; count them in `presence` before
+        // the claims can be seen, so a refusal that finds the date full after
+        // this grant took the last unit also finds the counts.
+        self.presence.add(applicant_hash);
         let applicants = self.by_applicant.pin();
         if let Err(occupied) = applicants.try_insert(applicant_key.clone(), id) {
             let other = *occupied.current;
+            self.presence.remove(applicant_hash);
             return Err(self
                 .reservation(&other)
                 .map_or(ReserveError::Contended, ReserveError::ApplicantHolds));
         }
+        self.presence.add(key_hash);
         if self
             .by_key
             .pin()
             .try_insert(req.idempotency_key.to_owned(), id)
             .is_err()
         {
+            self.presence.remove(key_hash);
             applicants.remove(&applicant_key);
+            self.presence.remove(applicant_hash);
             return Err(ReserveError::Contended);
         }
-        if let Err(level) = take_all(&buckets) {
-            applicants.remove(&applicant_key);
+        if let Err(level) = take_all(&path.refs()) {
             self.by_key.pin().remove(req.idempotency_key);
+            self.presence.remove(key_hash);
+            applicants.remove(&applicant_key);
+            self.presence.remove(applicant_hash);
             return Err(ReserveError::Exhausted(LEVELS[level]));
         }
         let reservation = Arc::new(Reservation {
@@ -659,17 +730,34 @@ impl Engine {
     /// Undoes a fresh grant whose write failed: its units go back and it is forgotten.
     pub fn undo_reserve(&self, reservation: &Reservation) {
         self.reservations.pin().remove(&reservation.id);
-        self.by_key.pin().remove(&reservation.idempotency_key);
+        self.forget_key(reservation);
         self.forget_applicant(reservation);
         give_back_all(&reservation.path.refs());
     }
 
+    /// Drops the reservation's idempotency key (if it is still its own) and its count.
+    fn forget_key(&self, reservation: &Reservation) {
+        let removed = self
+            .by_key
+            .pin()
+            .remove_if(&reservation.idempotency_key, |_, id| *id == reservation.id)
+            .is_ok_and(|r| r.is_some());
+        if removed {
+            self.presence.remove(self.key_hash(&reservation.idempotency_key));
+        }
+    }
+
+    /// Drops the reservation's one-hold entry (if it is still its own) and its count.
     fn forget_applicant(&self, reservation: &Reservation) {
-        let key = (reservation.applicant.clone(), reservation.purpose.clone());
-        let _ = self
+        let key = ApplicantRef(&reservation.applicant, &reservation.purpose);
+        let removed = self
             .by_applicant
             .pin()
-            .remove_if(&key, |_, id| *id == reservation.id);
+            .remove_if(&key, |_, id| *id == reservation.id)
+            .is_ok_and(|r| r.is_some());
+        if removed {
+            self.presence.remove(self.applicant_hash(&reservation.applicant));
+        }
     }
 
     /// A reservation by id.
@@ -734,10 +822,7 @@ impl Engine {
             .collect();
         for r in &old {
             self.reservations.pin().remove(&r.id);
-            let _ = self
-                .by_key
-                .pin()
-                .remove_if(&r.idempotency_key, |_, id| *id == r.id);
+            self.forget_key(r);
         }
         old.len()
     }
@@ -821,14 +906,30 @@ impl Engine {
             state: StateCell::new(stored.state),
             durable: AtomicBool::new(true),
         });
-        self.by_key
+        self.presence.add(self.key_hash(&reservation.idempotency_key));
+        if self
+            .by_key
             .pin()
-            .insert(reservation.idempotency_key.clone(), reservation.id);
+            .insert(reservation.idempotency_key.clone(), reservation.id)
+            .is_some()
+        {
+            // Replaced, not added: the key was counted already.
+            self.presence.remove(self.key_hash(&reservation.idempotency_key));
+        }
         if !stored.state.is_final() {
-            self.by_applicant.pin().insert(
-                (reservation.applicant.clone(), reservation.purpose.clone()),
-                reservation.id,
-            );
+            let hash = self.applicant_hash(&reservation.applicant);
+            self.presence.add(hash);
+            if self
+                .by_applicant
+                .pin()
+                .insert(
+                    (reservation.applicant.clone(), reservation.purpose.clone()),
+                    reservation.id,
+                )
+                .is_some()
+            {
+                self.presence.remove(hash);
+            }
         }
         self.reservations.pin().insert(reservation.id, reservation);
         true
@@ -1001,6 +1102,69 @@ mod tests {
             Err(ReserveError::KeyReused(_))
         ));
         assert_eq!(engine.availability("3275-KEC-01", day(23)).map(|a| a.0), Some(29));
+    }
+
+    /// Claims counted in the presence filter: one per idempotency key and one
+    /// per active applicant, however they came and went.
+    fn assert_presence_balanced(engine: &Engine) {
+        let claims = engine.by_key.pin().len() + engine.by_applicant.pin().len();
+        assert_eq!(engine.presence.total(), claims as u64);
+    }
+
+    #[test]
+    fn a_full_date_still_answers_retries_and_holders() {
+        let engine = engine_with_stock(15_000);
+        let a = engine
+            .reserve(&req("3275-KEC-02", "A", "ka"), now())
+            .expect("room")
+            .reservation;
+        let mut seventh = None;
+        for n in 0..30 {
+            let (nik, key) = (format!("n{n}"), format!("k{n}"));
+            let r = engine
+                .reserve(&req("3275-KEC-01", &nik, &key), now())
+                .expect("room");
+            if n == 7 {
+                seventh = Some(r.reservation);
+            }
+        }
+        let seventh = seventh.expect("granted");
+        assert_eq!(engine.availability("3275-KEC-01", day(23)).map(|a| a.0), Some(0));
+
+        let again = engine
+            .reserve(&req("3275-KEC-01", "n7", "k7"), now())
+            .expect("a retry gets its reservation back");
+        assert!(!again.fresh);
+        assert_eq!(again.reservation.id, seventh.id);
+        match engine.reserve(&req("3275-KEC-01", "A", "ka2"), now()) {
+            Err(ReserveError::ApplicantHolds(r)) => assert_eq!(r.id, a.id),
+            other => panic!("{other:?}"),
+        }
+        match engine.reserve(&req("3275-KEC-01", "Z", "ka"), now()) {
+            Err(ReserveError::KeyReused(r)) => assert_eq!(r.id, a.id),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            engine.reserve(&req("3275-KEC-01", "Z", "kz"), now()),
+            Err(ReserveError::Exhausted(Level::Pool))
+        ));
+        assert_presence_balanced(&engine);
+
+        // Released, undone and forgotten claims leave the counts with their maps.
+        let Ok(Begun::Won(won)) = engine.begin(&a.id, Transition::Release, None) else {
+            panic!("release wins");
+        };
+        engine.complete(&won, Transition::Release);
+        assert_presence_balanced(&engine);
+        let fresh = engine
+            .reserve(&req("3275-KEC-03", "B", "kb"), now())
+            .expect("room")
+            .reservation;
+        engine.undo_reserve(&fresh);
+        assert_presence_balanced(&engine);
+        assert_eq!(engine.forget_final_before(now() + chrono::Duration::days(1)), 1);
+        assert_presence_balanced(&engine);
+        assert_eq!(engine.by_key.pin().len(), 30, "the 30 at KEC-01 remain");
     }
 
     #[test]

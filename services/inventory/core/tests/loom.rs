@@ -7,6 +7,7 @@
 #![cfg(loom)]
 
 use adminduk_inventory_core::bucket::{Bucket, BucketCounts, consume_all, give_back_all, take_all};
+use adminduk_inventory_core::presence::Presence;
 use adminduk_inventory_core::state::{State, StateCell, Transition};
 use loom::sync::Arc;
 use loom::thread;
@@ -392,5 +393,45 @@ fn a_lowered_quota_absorbs_a_returned_unit() {
             assert_eq!((c.capacity, c.remaining), (1, 0), "{c:?}");
         }
         assert!(c.capacity <= 2 && c.capacity >= 1, "{c:?}");
+    });
+}
+
+/// The fast refusal's premise: a claimant counts its key in the presence
+/// filter, then takes a unit; another claimant (not counted) takes the last
+/// one. A reader that finds the bucket empty must also find the first
+/// claimant's count, whichever of the two took last, so it never answers
+/// "full" to a retry whose reservation it failed to see.
+#[test]
+fn a_reader_that_finds_the_bucket_empty_sees_the_claims_before_it() {
+    loom::model(|| {
+        const KEY: u64 = 5;
+        let pool = Arc::new(Bucket::new(2));
+        let presence = Arc::new(Presence::new(4));
+        let counted = {
+            let (pool, presence) = (pool.clone(), presence.clone());
+            thread::spawn(move || {
+                presence.add(KEY);
+                assert!(pool.try_take(), "two units for two claimants");
+            })
+        };
+        let other = {
+            let pool = pool.clone();
+            thread::spawn(move || assert!(pool.try_take(), "two units for two claimants"))
+        };
+        let reader = {
+            let (pool, presence) = (pool.clone(), presence.clone());
+            thread::spawn(move || {
+                // Loom places this check before, between and after the takes.
+                if pool.remaining() == 0 {
+                    assert!(
+                        presence.may_contain(KEY),
+                        "the bucket is empty, so both took, but the count is not seen"
+                    );
+                }
+            })
+        };
+        counted.join().expect("counted claimant");
+        other.join().expect("other claimant");
+        reader.join().expect("reader");
     });
 }
