@@ -951,28 +951,48 @@ async fn commit_batch(db: &Db, mut batch: Vec<Job>) {
 /// whatever the batch's size: each connection parses and plans it once and
 /// then runs it from its prepared-statement cache, where a `VALUES` list of
 /// one row per grant would be a new statement (and a new plan) for every
-/// batch size.
+/// batch size. `$1` is the rows (read with `e.value ->> n`, which both
+/// backends accept), `$2` the batch's time.
 #[derive(Debug)]
 struct BatchSql {
-    reservations: &'static str,
+    /// Grants: the reservations and their HOLD ledger rows, from the same rows.
+    grants: &'static [&'static str],
     transitions: &'static str,
     ledger: &'static str,
     new_buckets: &'static str,
     buckets: &'static str,
 }
 
-/// `$1` is the batch's rows as a JSON array of arrays (read with `e.value ->> n`,
-/// which both backends accept); `$2` is the batch's time.
+/// A grant row: id, point, day, applicant, purpose, key, expiry, creation, region.
+macro_rules! insert_reservations {
+    ($from:literal) => {
+        concat!(
+            "INSERT INTO reservations (id, point_code, day, applicant_nik, purpose, idempotency_key, state, \
+             expires_at, created_at, updated_at) \
+             SELECT e.value ->> 0, e.value ->> 1, e.value ->> 2, e.value ->> 3, e.value ->> 4, e.value ->> 5, \
+             'HELD', CAST(e.value ->> 6 AS BIGINT), CAST(e.value ->> 7 AS BIGINT), $2 FROM ",
+            $from
+        )
+    };
+}
+
+/// The HOLD ledger rows of grant rows.
+macro_rules! insert_holds {
+    ($from:literal) => {
+        concat!(
+            "INSERT INTO ledger (holder_code, kind, quantity, on_hand_delta, reference, actor, reason, \
+             reservation_id, created_at) \
+             SELECT e.value ->> 8, 'HOLD', 1, 0, e.value ->> 5, e.value ->> 1, e.value ->> 4, e.value ->> 0, $2 \
+             FROM ",
+            $from
+        )
+    };
+}
+
 macro_rules! batch_sql {
-    ($rows:literal) => {
+    ($rows:literal, $grants:expr) => {
         BatchSql {
-            reservations: concat!(
-                "INSERT INTO reservations (id, point_code, day, applicant_nik, purpose, idempotency_key, state, \
-                 expires_at, created_at, updated_at) \
-                 SELECT e.value ->> 0, e.value ->> 1, e.value ->> 2, e.value ->> 3, e.value ->> 4, e.value ->> 5, \
-                 'HELD', CAST(e.value ->> 6 AS BIGINT), CAST(e.value ->> 7 AS BIGINT), $2 FROM ",
-                $rows
-            ),
+            grants: $grants,
             transitions: concat!(
                 "UPDATE reservations SET state = e.value ->> 1, updated_at = $2 FROM ",
                 $rows,
@@ -1006,8 +1026,25 @@ macro_rules! batch_sql {
     };
 }
 
-const POSTGRES_BATCH: BatchSql = batch_sql!("jsonb_array_elements(CAST($1 AS jsonb)) AS e");
-const SQLITE_BATCH: BatchSql = batch_sql!("json_each($1) AS e");
+/// PostgreSQL writes a grant chunk's reservations and ledger rows in one
+/// statement (a data-modifying CTE), from one parse of the rows.
+const POSTGRES_BATCH: BatchSql = batch_sql!(
+    "jsonb_array_elements(CAST($1 AS jsonb)) AS e",
+    &[concat!(
+        "WITH g AS (SELECT e.value FROM jsonb_array_elements(CAST($1 AS jsonb)) AS e), r AS (",
+        insert_reservations!("g AS e"),
+        ") ",
+        insert_holds!("g AS e")
+    )]
+);
+/// SQLite has no data-modifying CTEs: two statements on the same rows.
+const SQLITE_BATCH: BatchSql = batch_sql!(
+    "json_each($1) AS e",
+    &[
+        insert_reservations!("json_each($1) AS e"),
+        insert_holds!("json_each($1) AS e")
+    ]
+);
 
 /// Largest JSON parameter of one statement. A statement then fits in one TLS
 /// record (16 KiB): sqlx 0.9 does not set `TCP_NODELAY`, and a message that
@@ -1060,9 +1097,9 @@ async fn write_batch(db: &Db, ops: &[&WriteOp]) -> Result<(), StoreError> {
                         .or_insert((bucket.counts().capacity, 0, 0))
                         .1 += 1;
                 }
-                let id = r.id.to_string();
+                // The reservation, and (from the same row) its HOLD ledger row.
                 grants.push(serde_json::json!([
-                    id,
+                    r.id.to_string(),
                     r.point_code(),
                     r.path.day.to_string(),
                     r.applicant,
@@ -1070,15 +1107,7 @@ async fn write_batch(db: &Db, ops: &[&WriteOp]) -> Result<(), StoreError> {
                     r.idempotency_key,
                     millis(r.expires_at),
                     millis(r.created_at),
-                ]));
-                ledger.push(serde_json::json!([
                     r.path.point.region,
-                    MovementKind::Hold.as_str(),
-                    0,
-                    r.idempotency_key,
-                    r.point_code(),
-                    r.purpose,
-                    id,
                 ]));
             }
             WriteOp::Transition {
@@ -1114,11 +1143,13 @@ async fn write_batch(db: &Db, ops: &[&WriteOp]) -> Result<(), StoreError> {
 
     let mut tx = db.begin_write().await?;
     for rows in json_chunks(&grants) {
-        sqlx::query(sql.reservations)
-            .bind(rows)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        for &statement in sql.grants {
+            sqlx::query(statement)
+                .bind(rows.as_str())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
     }
     let mut updated = 0;
     for rows in json_chunks(&transitions) {

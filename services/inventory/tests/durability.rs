@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use adminduk_inventory::demo::{KOTA_BEKASI, kecamatan_point, kota_bekasi_policy};
 use adminduk_inventory::service::{Inventory, ReserveFailure};
-use adminduk_inventory::store::NATIONAL;
+use adminduk_inventory::store::{MovementKind, NATIONAL};
 use adminduk_inventory::{GroupCommit, MIGRATIONS};
 use adminduk_inventory_core::engine::{BucketKey, ReserveError, ReserveRequest};
-use adminduk_inventory_core::state::State;
+use adminduk_inventory_core::state::{State, Transition};
 use adminduk_kit::storage::Db;
 use adminduk_kit::testing::{self, TestDatabase};
 use chrono::{Duration, NaiveDate, Utc};
@@ -195,6 +195,65 @@ async fn acknowledged_grants_survive_a_crash_mid_storm() {
         // The rebuilt core still never oversells.
         let more = storm(&rebuilt, &point, 1, None).await;
         assert_eq!(acknowledged.len() + more.len(), 30, "{}", db.label);
+        background.abort();
+    }
+}
+
+/// A grant and its commit, written by group commits, each leave a ledger row
+/// that names the region, the reservation, its key, the point and the purpose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reservation_leaves_a_hold_and_a_commit_in_the_ledger() {
+    for db in testing::databases("holdrows") {
+        let (_conn, inventory, background) = stocked(&db).await;
+        let point = kecamatan_point(5);
+        let req = ReserveRequest {
+            point_code: &point,
+            day: appointment_day(),
+            applicant: "3275014101900002",
+            purpose: "ktp-el",
+            idempotency_key: "hold-rows-1",
+            expires_at: Utc::now() + Duration::hours(8),
+        };
+        let reservation = inventory.reserve(&req, Utc::now()).await.expect("granted");
+        inventory
+            .transition(
+                &reservation.id,
+                Transition::Commit,
+                Some(&point),
+                "printer-1",
+                "printed",
+            )
+            .await
+            .expect("committed");
+        let rows = inventory
+            .store()
+            .ledger(KOTA_BEKASI, None, 10)
+            .await
+            .expect("ledger");
+        let id = reservation.id.to_string();
+        let mine: Vec<_> = rows
+            .iter()
+            .filter(|e| e.reservation_id.as_deref() == Some(id.as_str()))
+            .map(|e| {
+                (
+                    e.kind,
+                    e.quantity,
+                    e.on_hand_delta,
+                    e.reference.as_str(),
+                    e.actor.as_str(),
+                    e.reason.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            mine,
+            vec![
+                (MovementKind::Commit, 1, -1, "hold-rows-1", "printer-1", "printed"),
+                (MovementKind::Hold, 1, 0, "hold-rows-1", point.as_str(), "ktp-el"),
+            ],
+            "{}: newest first",
+            db.label
+        );
         background.abort();
     }
 }
