@@ -1074,6 +1074,25 @@ fn json_chunks(rows: &[serde_json::Value]) -> Vec<String> {
     chunks
 }
 
+/// Runs `statement` once per chunk of `rows` (bound as `$1`, with `now` as
+/// `$2` when given); returns the rows affected in all.
+async fn execute_chunks(
+    tx: &mut Transaction<'static, Any>,
+    statement: &'static str,
+    rows: &[serde_json::Value],
+    now: Option<i64>,
+) -> Result<u64, StoreError> {
+    let mut affected = 0;
+    for chunk in json_chunks(rows) {
+        let mut query = sqlx::query(statement).bind(chunk);
+        if let Some(now) = now {
+            query = query.bind(now);
+        }
+        affected += query.execute(&mut **tx).await?.rows_affected();
+    }
+    Ok(affected)
+}
+
 /// Writes decisions in one transaction: reservations, ledger rows, then the
 /// bucket counts (last, so the hot bucket rows stay locked only from their
 /// update to the commit).
@@ -1142,24 +1161,10 @@ async fn write_batch(db: &Db, ops: &[&WriteOp]) -> Result<(), StoreError> {
         .collect();
 
     let mut tx = db.begin_write().await?;
-    for rows in json_chunks(&grants) {
-        for &statement in sql.grants {
-            sqlx::query(statement)
-                .bind(rows.as_str())
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-        }
+    for &statement in sql.grants {
+        execute_chunks(&mut tx, statement, &grants, Some(now)).await?;
     }
-    let mut updated = 0;
-    for rows in json_chunks(&transitions) {
-        updated += sqlx::query(sql.transitions)
-            .bind(rows)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-    }
+    let updated = execute_chunks(&mut tx, sql.transitions, &transitions, Some(now)).await?;
     if updated != transitions.len() as u64 {
         return Err(StoreError::LimitRefused(format!(
             "{} of {} reservations are not held",
@@ -1167,25 +1172,9 @@ async fn write_batch(db: &Db, ops: &[&WriteOp]) -> Result<(), StoreError> {
             transitions.len()
         )));
     }
-    for rows in json_chunks(&ledger) {
-        sqlx::query(sql.ledger)
-            .bind(rows)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-    }
-    let mut moved = 0;
-    for rows in json_chunks(&buckets) {
-        sqlx::query(sql.new_buckets)
-            .bind(rows.as_str())
-            .execute(&mut *tx)
-            .await?;
-        moved += sqlx::query(sql.buckets)
-            .bind(rows.as_str())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-    }
+    execute_chunks(&mut tx, sql.ledger, &ledger, Some(now)).await?;
+    execute_chunks(&mut tx, sql.new_buckets, &buckets, None).await?;
+    let moved = execute_chunks(&mut tx, sql.buckets, &buckets, None).await?;
     if moved != buckets.len() as u64 {
         return Err(StoreError::LimitRefused(format!(
             "{} of {} buckets would exceed their capacity",
