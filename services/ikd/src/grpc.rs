@@ -195,7 +195,7 @@ fn store_error(err: StoreError) -> ApiError {
 }
 
 fn nik_field(nik: &str, out: &mut Violations) {
-    if nik.len() != 16 || !nik.bytes().all(|b| b.is_ascii_digit()) {
+    if !adminduk_kit::is_digits(nik, 16) {
         out.add("nik", "must be 16 digits");
     }
 }
@@ -385,7 +385,7 @@ impl IkdService for IkdApi {
         let result = async {
             let mut v = Violations::new();
             id_field("activation_id", &activation_id, &mut v);
-            if code.trim().len() != 6 || !code.trim().bytes().all(|b| b.is_ascii_digit()) {
+            if !adminduk_kit::is_digits(code.trim(), 6) {
                 v.add("code", "must be the 6-digit code");
             }
             if signature.len() != 64 {
@@ -699,7 +699,7 @@ impl IkdService for IkdApi {
         request: Request<pb::GetAdoptionRequest>,
     ) -> Result<Response<pb::GetAdoptionResponse>, Status> {
         let pb::GetAdoptionRequest { area_code } = request.into_inner();
-        if !matches!(area_code.len(), 4 | 6) || !area_code.bytes().all(|b| b.is_ascii_digit()) {
+        if !(adminduk_kit::is_digits(&area_code, 4) || adminduk_kit::is_digits(&area_code, 6)) {
             return Err(ApiError::invalid_field(
                 "area_code",
                 "must be a regency (4 digits) or kecamatan (6 digits) code",

@@ -75,7 +75,7 @@ impl InventoryApi {
 }
 
 fn region_field(field: &str, code: &str, allow_national: bool, out: &mut Violations) {
-    let is_regency = code.len() == 4 && code.bytes().all(|b| b.is_ascii_digit());
+    let is_regency = adminduk_kit::is_digits(code, 4);
     if !(is_regency || (allow_national && code == NATIONAL)) {
         out.add(
             field,
@@ -559,7 +559,7 @@ impl InventoryService for InventoryApi {
         } = request.into_inner();
         let mut v = Violations::new();
         let day = day_field(date.as_ref(), &mut v);
-        if applicant_nik.len() != 16 || !applicant_nik.bytes().all(|b| b.is_ascii_digit()) {
+        if !adminduk_kit::is_digits(&applicant_nik, 16) {
             v.add("applicant_nik", "must be 16 digits");
         }
         if idempotency_key.is_empty() || idempotency_key.len() > 128 {

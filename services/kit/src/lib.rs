@@ -2,6 +2,7 @@
 //! server bootstrap with TLS, storage pools, error mapping and masking.
 
 pub mod cache;
+pub mod codes;
 pub mod config;
 pub mod error;
 pub mod hex;
@@ -14,5 +15,6 @@ pub mod time;
 pub mod tls;
 pub mod token;
 
+pub use codes::is_digits;
 pub use error::{ApiError, ErrorCode, Violations};
 pub use mask::mask_nik;

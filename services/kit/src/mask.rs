@@ -6,8 +6,7 @@
 /// Anything that is not 16 ASCII digits is masked completely, so a malformed
 /// input (which may still be someone's NIK with a typo) never leaks either.
 pub fn mask_nik(nik: &str) -> String {
-    let bytes = nik.as_bytes();
-    if bytes.len() == 16 && bytes.iter().all(u8::is_ascii_digit) {
+    if crate::is_digits(nik, 16) {
         let mut out = String::with_capacity(16);
         out.push_str(&nik[..4]);
         out.push_str("********");

@@ -461,7 +461,7 @@ impl PopulationService for PopulationApi {
             page_token,
         } = request.into_inner();
         let mut violations = Violations::default();
-        if district_code.len() != 6 || !district_code.bytes().all(|b| b.is_ascii_digit()) {
+        if !adminduk_kit::is_digits(&district_code, 6) {
             violations.add("district_code", "must be 6 digits (e.g. 327501)");
         } else if Regions::global().district(&district_code).is_none() {
             violations.add("district_code", "unknown kecamatan code");

@@ -139,7 +139,10 @@ fn sex_code(sex: Sex) -> &'static str {
 }
 
 fn resident_from_row(row: &AnyRow) -> Result<Resident, StoreError> {
-    let today = Utc::now().date_naive();
+    // The day the numbers were checked against when written: today in WIB.
+    // (Today in UTC is a day behind from 00:00 to 07:00 WIB, and a KK issued
+    // on the day would read back as corrupt.)
+    let today = adminduk_kit::time::today_wib();
     let text = |name: &str| row.try_get::<String, _>(name);
     let corrupt = |what: &str| StoreError::Corrupt(what.to_owned());
     let nik = Nik::parse(&text("nik")?, today).map_err(|_| corrupt("nik"))?;

@@ -474,6 +474,40 @@ async fn register_family(h: &mut Harness, district: &str, serial: u16) -> (Strin
     (family, head, wife)
 }
 
+/// A KK issued today (in WIB, the offices' calendar) reads back at any hour.
+/// From 00:00 to 07:00 WIB the date in UTC is still yesterday; reading stored
+/// numbers against it once turned such a KK into a "corrupt" row.
+#[tokio::test]
+async fn a_kk_issued_today_reads_back() {
+    for mut h in each_backend("kktoday").await {
+        let label = h.label;
+        let today = adminduk_kit::time::today_wib();
+        let family = kk("327502", today, 9);
+        let head = nik("327502", d(1990, 1, 15), Sex::Male, 9);
+        h.client
+            .register_resident(person(
+                &head,
+                &family,
+                "Agus Salim",
+                Sex::Male,
+                d(1990, 1, 15),
+                pb::FamilyRelationship::Head,
+            ))
+            .await
+            .expect("registered");
+        let read = h
+            .client
+            .get_resident(pb::GetResidentRequest { nik: head.clone() })
+            .await
+            .unwrap_or_else(|e| panic!("{label}: {e:?}"))
+            .into_inner()
+            .resident
+            .expect("the resident");
+        assert_eq!(read.kk, family, "{label}");
+        h.server.shutdown().await.expect("clean shutdown");
+    }
+}
+
 #[tokio::test]
 async fn updates_are_guarded_by_version_and_mismatches_are_flagged() {
     for mut h in each_backend("update").await {

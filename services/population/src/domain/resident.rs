@@ -265,7 +265,7 @@ pub fn check_text(field: &str, value: &str, max_chars: usize, out: &mut Vec<Viol
 /// Checks an address: a known 10-digit village code and short RT/RW numbers.
 pub fn check_address(field: &str, address: &Address, out: &mut Vec<Violation>) {
     let code = &address.village_code;
-    if code.len() != 10 || !code.bytes().all(|b| b.is_ascii_digit()) {
+    if !adminduk_kit::is_digits(code, 10) {
         out.push(Violation::new(
             format!("{field}.village_code"),
             "must be 10 digits",
