@@ -18,6 +18,7 @@ use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
 use tower::util::MapResponseLayer;
+use tower_http::classify::{GrpcCode, GrpcErrorsAsFailures, SharedClassifier};
 use tower_http::trace::TraceLayer;
 
 use crate::config::ServerConfig;
@@ -139,7 +140,7 @@ impl GrpcServer {
         let stack = ServiceBuilder::new()
             // Outermost, so every request has a span, even one refused below; the span
             // continues the caller's W3C trace and records the method, never the body.
-            .layer(TraceLayer::new_for_grpc().make_span_with(crate::telemetry::request_span::<Body>))
+            .layer(TraceLayer::new(grpc_classifier()).make_span_with(crate::telemetry::request_span::<Body>))
             // gRPC says an oversized message is RESOURCE_EXHAUSTED; tonic's decoder says
             // OUT_OF_RANGE, so its answer is rewritten here, in one place for every service.
             .layer(MapResponseLayer::new(move |response| {
@@ -209,6 +210,32 @@ fn rewrite_oversized_status(headers: &mut http::HeaderMap, limit: usize) {
             headers.insert(name.clone(), value.clone());
         }
     }
+}
+
+/// Which answers the request log calls failures (logged at ERROR). Answers a
+/// client acts on (bad input, not found, a duplicate, no room, a policy
+/// refusal, no credentials) are outcomes: on the peak morning nearly every
+/// answer is RESOURCE_EXHAUSTED, and an ERROR line for each would bury the
+/// real failures. Those are what the server owes an explanation for:
+/// UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS.
+fn grpc_classifier() -> SharedClassifier<GrpcErrorsAsFailures> {
+    let outcomes = [
+        GrpcCode::Cancelled,
+        GrpcCode::InvalidArgument,
+        GrpcCode::NotFound,
+        GrpcCode::AlreadyExists,
+        GrpcCode::PermissionDenied,
+        GrpcCode::ResourceExhausted,
+        GrpcCode::FailedPrecondition,
+        GrpcCode::Aborted,
+        GrpcCode::OutOfRange,
+        GrpcCode::Unauthenticated,
+    ];
+    SharedClassifier::new(
+        outcomes
+            .into_iter()
+            .fold(GrpcErrorsAsFailures::new(), GrpcErrorsAsFailures::with_success),
+    )
 }
 
 fn oversized_to_resource_exhausted(mut response: Response<Body>, limit: usize) -> Response<Body> {
@@ -315,6 +342,52 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tower_http::classify::{ClassifiedResponse, ClassifyResponse as _, MakeClassifier as _};
+
+    use super::*;
+
+    /// How the request log classifies a trailers-only answer with `code`.
+    fn is_failure(code: tonic::Code) -> bool {
+        let classifier = grpc_classifier().make_classifier(&Request::new(()));
+        let response = Response::builder()
+            .header("grpc-status", (code as i32).to_string())
+            .body(())
+            .expect("a response");
+        match classifier.classify_response(&response) {
+            ClassifiedResponse::Ready(result) => result.is_err(),
+            ClassifiedResponse::RequiresEos(_) => panic!("a trailers-only answer is classified at once"),
+        }
+    }
+
+    #[test]
+    fn answers_a_client_acts_on_are_not_logged_as_failures() {
+        for code in [
+            tonic::Code::Ok,
+            tonic::Code::InvalidArgument,
+            tonic::Code::NotFound,
+            tonic::Code::AlreadyExists,
+            tonic::Code::ResourceExhausted,
+            tonic::Code::FailedPrecondition,
+            tonic::Code::Unauthenticated,
+            tonic::Code::PermissionDenied,
+        ] {
+            assert!(!is_failure(code), "{code:?}");
+        }
+        for code in [
+            tonic::Code::Internal,
+            tonic::Code::Unavailable,
+            tonic::Code::Unknown,
+            tonic::Code::DeadlineExceeded,
+            tonic::Code::DataLoss,
+            tonic::Code::Unimplemented,
+        ] {
+            assert!(is_failure(code), "{code:?}");
         }
     }
 }
