@@ -960,6 +960,11 @@ struct BatchSql {
     transitions: &'static str,
     ledger: &'static str,
     new_buckets: &'static str,
+    /// Locks the batch's bucket rows in id order before they are updated, so
+    /// two batches in flight that share buckets (the region's stock is in
+    /// every one) wait for each other instead of deadlocking, whatever plan
+    /// the update runs with. SQLite has one writer at a time and needs none.
+    lock_buckets: Option<&'static str>,
     buckets: &'static str,
 }
 
@@ -990,9 +995,10 @@ macro_rules! insert_holds {
 }
 
 macro_rules! batch_sql {
-    ($rows:literal, $grants:expr) => {
+    ($rows:literal, $grants:expr, $lock:expr) => {
         BatchSql {
             grants: $grants,
+            lock_buckets: $lock,
             transitions: concat!(
                 "UPDATE reservations SET state = e.value ->> 1, updated_at = $2 FROM ",
                 $rows,
@@ -1035,7 +1041,11 @@ const POSTGRES_BATCH: BatchSql = batch_sql!(
         insert_reservations!("g AS e"),
         ") ",
         insert_holds!("g AS e")
-    )]
+    )],
+    Some(
+        "SELECT id FROM buckets WHERE id IN \
+         (SELECT e.value ->> 0 FROM jsonb_array_elements(CAST($1 AS jsonb)) AS e) ORDER BY id FOR UPDATE"
+    )
 );
 /// SQLite has no data-modifying CTEs: two statements on the same rows.
 const SQLITE_BATCH: BatchSql = batch_sql!(
@@ -1043,7 +1053,8 @@ const SQLITE_BATCH: BatchSql = batch_sql!(
     &[
         insert_reservations!("json_each($1) AS e"),
         insert_holds!("json_each($1) AS e")
-    ]
+    ],
+    None
 );
 
 /// Largest JSON parameter of one statement. A statement then fits in one TLS
@@ -1174,6 +1185,9 @@ async fn write_batch(db: &Db, ops: &[&WriteOp]) -> Result<(), StoreError> {
     }
     execute_chunks(&mut tx, sql.ledger, &ledger, Some(now)).await?;
     execute_chunks(&mut tx, sql.new_buckets, &buckets, None).await?;
+    if let Some(lock) = sql.lock_buckets {
+        execute_chunks(&mut tx, lock, &buckets, None).await?;
+    }
     let moved = execute_chunks(&mut tx, sql.buckets, &buckets, None).await?;
     if moved != buckets.len() as u64 {
         return Err(StoreError::LimitRefused(format!(
