@@ -2,7 +2,7 @@
 //! reservations, the ledger, and the group-commit writer that makes grants
 //! durable before they are acknowledged.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use adminduk_inventory_core::bucket::BucketCounts;
-use adminduk_inventory_core::engine::{BucketKey, Engine, Reservation, StoredReservation};
+use adminduk_inventory_core::engine::{BucketKey, Engine, Path, Reservation, StoredReservation};
 use adminduk_inventory_core::policy::{PointKind, PointSpec, Policy, PoolSpec};
 use adminduk_inventory_core::state::{State, Transition};
 use adminduk_kit::storage::{Backend, Db, Migrations, millis};
@@ -232,8 +232,14 @@ struct NewEntry<'a> {
     reservation_id: Option<String>,
 }
 
-const LEDGER_COLUMNS: &str =
-    "holder_code, kind, quantity, on_hand_delta, reference, actor, reason, reservation_id, created_at";
+/// The ledger's columns but `seq`, as a literal so `concat!` can use it too.
+macro_rules! ledger_columns {
+    () => {
+        "holder_code, kind, quantity, on_hand_delta, reference, actor, reason, reservation_id, created_at"
+    };
+}
+
+const LEDGER_COLUMNS: &str = ledger_columns!();
 
 async fn insert_ledger(
     tx: &mut Transaction<'static, Any>,
@@ -985,9 +991,9 @@ macro_rules! insert_reservations {
 macro_rules! insert_holds {
     ($from:literal) => {
         concat!(
-            "INSERT INTO ledger (holder_code, kind, quantity, on_hand_delta, reference, actor, reason, \
-             reservation_id, created_at) \
-             SELECT e.value ->> 8, 'HOLD', 1, 0, e.value ->> 5, e.value ->> 1, e.value ->> 4, e.value ->> 0, $2 \
+            "INSERT INTO ledger (",
+            ledger_columns!(),
+            ") SELECT e.value ->> 8, 'HOLD', 1, 0, e.value ->> 5, e.value ->> 1, e.value ->> 4, e.value ->> 0, $2 \
              FROM ",
             $from
         )
@@ -1005,9 +1011,9 @@ macro_rules! batch_sql {
                 " WHERE reservations.id = e.value ->> 0 AND reservations.state = 'HELD'"
             ),
             ledger: concat!(
-                "INSERT INTO ledger (holder_code, kind, quantity, on_hand_delta, reference, actor, reason, \
-                 reservation_id, created_at) \
-                 SELECT e.value ->> 0, e.value ->> 1, 1, CAST(e.value ->> 2 AS BIGINT), e.value ->> 3, \
+                "INSERT INTO ledger (",
+                ledger_columns!(),
+                ") SELECT e.value ->> 0, e.value ->> 1, 1, CAST(e.value ->> 2 AS BIGINT), e.value ->> 3, \
                  e.value ->> 4, e.value ->> 5, e.value ->> 6, $2 FROM ",
                 $rows
             ),
@@ -1113,20 +1119,19 @@ async fn write_batch(db: &Db, ops: &[&WriteOp]) -> Result<(), StoreError> {
         Backend::Postgres => &POSTGRES_BATCH,
         Backend::Sqlite => &SQLITE_BATCH,
     };
-    // (capacity to create it with, held delta, committed delta) per bucket.
-    let mut deltas: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
+    // (held delta, committed delta) per path: most of a batch's decisions
+    // share a few (point, day) paths, whose bucket keys are then built once.
+    let mut per_path: HashMap<usize, (&Path, i64, i64)> = HashMap::new();
     let mut grants = Vec::new();
     let mut transitions = Vec::new();
     let mut ledger = Vec::with_capacity(ops.len());
     for op in ops {
         match op {
             WriteOp::Grant(r) => {
-                for (key, bucket) in r.path.buckets() {
-                    deltas
-                        .entry(key.id())
-                        .or_insert((bucket.counts().capacity, 0, 0))
-                        .1 += 1;
-                }
+                per_path
+                    .entry(Arc::as_ptr(&r.path).addr())
+                    .or_insert((&r.path, 0, 0))
+                    .1 += 1;
                 // The reservation, and (from the same row) its HOLD ledger row.
                 grants.push(serde_json::json!([
                     r.id.to_string(),
@@ -1147,11 +1152,11 @@ async fn write_batch(db: &Db, ops: &[&WriteOp]) -> Result<(), StoreError> {
                 reason,
             } => {
                 let commit = *transition == Transition::Commit;
-                for (key, bucket) in r.path.buckets() {
-                    let entry = deltas.entry(key.id()).or_insert((bucket.counts().capacity, 0, 0));
-                    entry.1 -= 1;
-                    entry.2 += i64::from(commit);
-                }
+                let entry = per_path
+                    .entry(Arc::as_ptr(&r.path).addr())
+                    .or_insert((&r.path, 0, 0));
+                entry.1 -= 1;
+                entry.2 += i64::from(commit);
                 let id = r.id.to_string();
                 transitions.push(serde_json::json!([id, state_code(transition.done())]));
                 ledger.push(serde_json::json!([
@@ -1164,6 +1169,18 @@ async fn write_batch(db: &Db, ops: &[&WriteOp]) -> Result<(), StoreError> {
                     id,
                 ]));
             }
+        }
+    }
+    // (capacity to create it with, held delta, committed delta) per bucket,
+    // sorted by id: the order in which a batch locks them.
+    let mut deltas: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
+    for (path, held, committed) in per_path.into_values() {
+        for (key, bucket) in path.buckets() {
+            let entry = deltas
+                .entry(key.id())
+                .or_insert_with(|| (bucket.counts().capacity, 0, 0));
+            entry.1 += held;
+            entry.2 += committed;
         }
     }
     let buckets: Vec<serde_json::Value> = deltas

@@ -613,25 +613,28 @@ impl Engine {
     pub fn reserve(&self, req: &ReserveRequest<'_>, now: DateTime<Utc>) -> Result<Reserved, ReserveError> {
         let key_hash = self.key_hash(req.idempotency_key);
         let applicant_hash = self.applicant_hash(req.applicant);
+        let paths = self.paths.pin();
+        let found = paths.get(&PathRef(req.point_code, req.day));
         // The peak morning's common answer: the date is full, and neither the
         // key nor the applicant has anything that would change the answer.
         // One lookup, four loads and two counters; nothing written or allocated.
-        if let Some(path) = self.paths.pin().get(&PathRef(req.point_code, req.day))
+        if let Some(path) = found
             && let Some(level) = path.empty_level()
             && !self.presence.may_contain(key_hash)
             && !self.presence.may_contain(applicant_hash)
         {
             return Err(ReserveError::Exhausted(level));
         }
-        self.reserve_exact(req, now, key_hash, applicant_hash)
+        self.reserve_exact(req, now, found, key_hash, applicant_hash)
     }
 
     /// The answer from the maps themselves: idempotency, one hold per
-    /// applicant, then the buckets.
+    /// applicant, then the buckets. `found` is the request's path, if it exists.
     fn reserve_exact(
         &self,
         req: &ReserveRequest<'_>,
         now: DateTime<Utc>,
+        found: Option<&Arc<Path>>,
         key_hash: u64,
         applicant_hash: u64,
     ) -> Result<Reserved, ReserveError> {
@@ -651,9 +654,8 @@ impl Engine {
                 Err(ReserveError::KeyReused(existing))
             };
         }
-        let paths = self.paths.pin();
         let built;
-        let path: &Arc<Path> = match paths.get(&PathRef(req.point_code, req.day)) {
+        let path: &Arc<Path> = match found {
             Some(path) => path,
             None => {
                 let point = self.point(req.point_code).ok_or(ReserveError::UnknownPoint)?;
