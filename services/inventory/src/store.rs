@@ -822,6 +822,11 @@ pub struct GroupCommit {
     /// Most decisions in one transaction.
     pub max_batch: usize,
     /// How long a batch waits for more decisions once the first arrives.
+    /// None by default: while every slot is busy writing, decisions queue up
+    /// and the next batch takes them all, so batches grow with the load on
+    /// their own, and a lone decision is written at once. (In the peak-morning
+    /// bench a 1 ms linger gave no more grants per second at 1,024 requests in
+    /// flight, fewer at 64, and a longer tail.)
     pub linger: Duration,
     /// Decisions waiting at most; beyond it callers wait for room.
     pub queue: usize,
@@ -836,7 +841,7 @@ impl Default for GroupCommit {
     fn default() -> Self {
         Self {
             max_batch: 512,
-            linger: Duration::from_millis(1),
+            linger: Duration::ZERO,
             queue: 8_192,
             in_flight: 2,
         }

@@ -630,6 +630,8 @@ impl Engine {
 
     /// The answer from the maps themselves: idempotency, one hold per
     /// applicant, then the buckets. `found` is the request's path, if it exists.
+    /// Kept out of line, so the fast refusal's own frame stays small.
+    #[inline(never)]
     fn reserve_exact(
         &self,
         req: &ReserveRequest<'_>,
