@@ -493,8 +493,12 @@ impl PrintingService for PrintingApi {
         }
         v.into_result()?;
         let job = self.job_or_not_found(&job_id).await?;
-        // A retried report of the same print is answered the same; the card is printed once.
-        if job.state == JobState::Printed && job.card_serial.as_deref() == Some(card_serial.as_str()) {
+        // A retried report of the same print, from the printer that printed it, is
+        // answered the same; the card is printed once. Any other printer has no lease.
+        if job.state == JobState::Printed
+            && job.card_serial.as_deref() == Some(card_serial.as_str())
+            && job.printer_id.as_deref() == Some(printer_id.as_str())
+        {
             return Ok(Response::new(pb::ReportPrintedResponse {
                 job: Some(job_msg(&job)),
             }));

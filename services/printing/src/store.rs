@@ -88,7 +88,7 @@ pub struct Job {
     pub reservation_id: Option<String>,
     /// Blanks taken so far (more than one after a spoiled print).
     pub blanks_taken: i64,
-    /// Printer holding the lease.
+    /// The printer holding the lease, or (once printed) the printer that printed the card.
     pub printer_id: Option<String>,
     /// Lease deadline.
     pub lease_expires_at: Option<DateTime<Utc>>,
@@ -375,7 +375,8 @@ impl Store {
         Ok(())
     }
 
-    /// Records a print for the printer holding a live lease.
+    /// Records a print for the printer holding a live lease (the job keeps
+    /// that printer's id, so only it can retry the report).
     pub async fn mark_printed(
         &self,
         id: &str,
@@ -386,7 +387,7 @@ impl Store {
         let mut tx = self.db.begin_write().await?;
         let updated = sqlx::query(
             "UPDATE jobs SET state = 'PRINTED', card_serial = $3, card_state = 'PRINTED', printed_at = $4, \
-             printer_id = NULL, lease_expires_at = NULL, updated_at = $4 \
+             lease_expires_at = NULL, updated_at = $4 \
              WHERE id = $1 AND state = 'LEASED' AND printer_id = $2 AND lease_expires_at > $4",
         )
         .bind(id)
@@ -424,7 +425,7 @@ impl Store {
         let mut tx = self.db.begin_write().await?;
         let updated = sqlx::query(
             "UPDATE jobs SET state = 'QUEUED', card_serial = NULL, card_state = NULL, printed_at = NULL, \
-             reservation_id = $2, blanks_taken = blanks_taken + 1, updated_at = $3 \
+             printer_id = NULL, reservation_id = $2, blanks_taken = blanks_taken + 1, updated_at = $3 \
              WHERE id = $1 AND state = 'PRINTED' AND card_state = 'PRINTED'",
         )
         .bind(&job.id)

@@ -378,7 +378,7 @@ enum Op {
         n: i32,
     },
     /// `retry`: report the serial the card already has, if any. Aimed: the lease holder
-    /// reports a live lease.
+    /// reports a live lease, or the printer that printed the card retries its report.
     Print {
         job: usize,
         printer: usize,
@@ -451,8 +451,14 @@ const OUTCOMES: [(pb::DeliveryOutcome, Outcome); 4] = [
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
     Queued,
-    Leased { printer: usize, lapsed: bool },
-    Printed,
+    Leased {
+        printer: usize,
+        lapsed: bool,
+    },
+    /// Printed by `printer`.
+    Printed {
+        printer: usize,
+    },
 }
 
 /// The model of one job and its card.
@@ -512,7 +518,10 @@ impl Model {
 
     /// Jobs holding a blank that is not yet printed.
     fn waiting(&self) -> i64 {
-        self.jobs.iter().filter(|j| j.stage != Stage::Printed).count() as i64
+        self.jobs
+            .iter()
+            .filter(|j| !matches!(j.stage, Stage::Printed { .. }))
+            .count() as i64
     }
 
     fn pick(&self, k: usize) -> Option<usize> {
@@ -673,14 +682,14 @@ impl Case<'_> {
                 // Aimed: a live lease reported by its holder, or a printed card's report retried.
                 let suits = |j: &Modelled| {
                     if *retry {
-                        j.stage == Stage::Printed
+                        matches!(j.stage, Stage::Printed { .. })
                     } else {
                         matches!(j.stage, Stage::Leased { lapsed: false, .. })
                     }
                 };
                 let k = self.model.choose(*job, *aim, suits);
                 let printer = match k.map(|k| self.model.jobs[k].stage) {
-                    Some(Stage::Leased { printer, .. }) if *aim => printer,
+                    Some(Stage::Leased { printer, .. } | Stage::Printed { printer }) if *aim => printer,
                     _ => *printer,
                 };
                 let Some(k) = k else {
@@ -693,8 +702,10 @@ impl Case<'_> {
                 };
                 let j = &self.model.jobs[k];
                 let result = self.printing.print(&j.id, PRINTERS[printer], &serial).await;
-                if j.stage == Stage::Printed && j.serial.as_deref() == Some(serial.as_str()) {
-                    // A retried report is answered the same; the card is printed once.
+                if j.stage == (Stage::Printed { printer }) && j.serial.as_deref() == Some(serial.as_str()) {
+                    // A retried report from the printer that printed the card is
+                    // answered the same; the card is printed once. From another
+                    // printer it is refused below (no lease).
                     let job = result.map_err(|s| TestCaseError::fail(format!("retry refused: {s:?}")))?;
                     prop_assert_eq!(job.card_serial, serial);
                     return Ok(false);
@@ -710,7 +721,7 @@ impl Case<'_> {
                 let job = result.map_err(|s| TestCaseError::fail(format!("print refused: {s:?}")))?;
                 prop_assert_eq!(job.card_state, pb::CardState::Printed as i32);
                 let j = &mut self.model.jobs[k];
-                j.stage = Stage::Printed;
+                j.stage = Stage::Printed { printer };
                 j.serial = Some(serial);
                 j.card = Some(CardState::Printed);
                 self.model.prints += 1;
@@ -920,7 +931,7 @@ impl Case<'_> {
                 Stage::Leased { printer, lapsed } => {
                     (JobState::Leased, Some(PRINTERS[printer]), Some(lapsed))
                 }
-                Stage::Printed => (JobState::Printed, None, None),
+                Stage::Printed { printer } => (JobState::Printed, Some(PRINTERS[printer]), None),
             };
             prop_assert_eq!(job.state, state, "{:?}", m);
             prop_assert_eq!(job.printer_id.as_deref(), printer, "{:?}", m);

@@ -290,6 +290,11 @@ async fn a_card_goes_from_submission_to_its_owner() {
         print(&mut m, &job.id, "printer-1", "KTP-000001")
             .await
             .expect("retry");
+        // The same report from another printer is refused: it holds no lease on the job.
+        let other = print(&mut m, &job.id, "printer-2", "KTP-000001")
+            .await
+            .expect_err("another printer's report");
+        assert_eq!(other.code(), Code::FailedPrecondition, "{label}");
         let s = stock(&mut m).await;
         assert_eq!((s.held, s.committed, s.on_hand), (0, 1, 14_999), "{label}");
 
