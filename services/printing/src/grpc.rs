@@ -775,7 +775,7 @@ impl PrintingService for PrintingApi {
             }
         };
         v.into_result()?;
-        let sent = self
+        let (sent, rerouted) = self
             .store
             .dispatch(&job_ids, post, &batch_reference, Utc::now())
             .await
@@ -787,8 +787,15 @@ impl PrintingService for PrintingApi {
                 .with_reason("NOT_DISPATCHABLE", []),
                 other => store_error(other),
             })?;
+        if rerouted > 0 {
+            tracing::info!(
+                rerouted,
+                "cards of recalled villages sent to the office, not by post"
+            );
+        }
         Ok(Response::new(pb::DispatchResponse {
             dispatched: i32::try_from(sent).unwrap_or(i32::MAX),
+            rerouted: i32::try_from(rerouted).unwrap_or(i32::MAX),
         }))
     }
 
@@ -856,7 +863,7 @@ impl PrintingService for PrintingApi {
         v.into_result()?;
         let recalled = self
             .store
-            .recall(&village_code, Utc::now())
+            .recall(&village_code, reason.trim(), Utc::now())
             .await
             .map_err(store_error)?;
         tracing::info!(village = %village_code, recalled, reason = %reason, "cards recalled to the office");

@@ -453,22 +453,41 @@ impl Store {
         Ok(())
     }
 
-    /// Sends printed cards out; returns how many went. All or none: a job that
-    /// is not a printed, undispatched card refuses the whole dispatch.
+    /// Sends printed cards out; returns how many went and how many of them,
+    /// sent by post but from a recalled village, went to the service point
+    /// instead. All or none: a job that is not a printed, undispatched card
+    /// refuses the whole dispatch.
     pub async fn dispatch(
         &self,
         ids: &[String],
         post: bool,
         batch: &str,
         now: DateTime<Utc>,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<(u64, u64), StoreError> {
         let mut tx = self.db.begin_write().await?;
-        let (card_state, method) = if post {
-            ("IN_TRANSIT", "POST")
-        } else {
-            ("AT_SERVICE_POINT", "PICKUP")
-        };
+        let mut rerouted = 0;
         for id in ids {
+            if post {
+                let kept = sqlx::query(
+                    "UPDATE jobs SET card_state = 'AT_SERVICE_POINT', dispatch_method = 'PICKUP', recalled = 1, \
+                     updated_at = $2 \
+                     WHERE id = $1 AND card_state = 'PRINTED' \
+                     AND village_code IN (SELECT village_code FROM recalled_villages)",
+                )
+                .bind(id)
+                .bind(millis(now))
+                .execute(&mut *tx)
+                .await?;
+                if kept.rows_affected() == 1 {
+                    rerouted += 1;
+                    continue;
+                }
+            }
+            let (card_state, method) = if post {
+                ("IN_TRANSIT", "POST")
+            } else {
+                ("AT_SERVICE_POINT", "PICKUP")
+            };
             let updated = sqlx::query(
                 "UPDATE jobs SET card_state = $2, dispatch_method = $3, batch_reference = $4, updated_at = $5 \
                  WHERE id = $1 AND card_state = 'PRINTED'",
@@ -485,7 +504,7 @@ impl Store {
             }
         }
         tx.commit().await?;
-        Ok(ids.len() as u64)
+        Ok((ids.len() as u64, rerouted))
     }
 
     /// Moves a card after a delivery outcome (already checked by the domain).
@@ -537,16 +556,30 @@ impl Store {
         Ok(())
     }
 
-    /// Pulls back the undelivered cards of a kelurahan to its office; returns how many.
-    pub async fn recall(&self, village: &str, now: DateTime<Utc>) -> Result<u64, StoreError> {
+    /// Pulls back the undelivered cards of a kelurahan to its office and
+    /// records the recall, which stands for its cards dispatched later;
+    /// returns how many cards were pulled back now.
+    pub async fn recall(&self, village: &str, reason: &str, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut tx = self.db.begin_write().await?;
+        // The first recall's reason stays; the village's cards are pulled back either way.
+        sqlx::query(
+            "INSERT INTO recalled_villages (village_code, reason, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (village_code) DO NOTHING",
+        )
+        .bind(village)
+        .bind(reason)
+        .bind(millis(now))
+        .execute(&mut *tx)
+        .await?;
         let result = sqlx::query(
             "UPDATE jobs SET card_state = 'AT_SERVICE_POINT', recalled = 1, updated_at = $2 \
              WHERE village_code = $1 AND card_state IN ('PRINTED', 'IN_TRANSIT')",
         )
         .bind(village)
         .bind(millis(now))
-        .execute(self.db.pool())
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(result.rows_affected())
     }
 

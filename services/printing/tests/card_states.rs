@@ -490,6 +490,8 @@ struct Model {
     prints: i64,
     spoils: i64,
     duplicates: i64,
+    /// Villages recalled so far: their cards never go by post.
+    recalled_villages: Vec<usize>,
 }
 
 impl Model {
@@ -824,18 +826,28 @@ impl Case<'_> {
                 }
                 let sent = result
                     .map_err(|s| TestCaseError::fail(format!("dispatch refused: {s:?}")))?
-                    .into_inner()
-                    .dispatched;
-                prop_assert_eq!(sent as usize, seen.len());
+                    .into_inner();
+                prop_assert_eq!(sent.dispatched as usize, seen.len());
+                let mut rerouted = 0;
                 for k in seen {
+                    let village = self.people[self.model.jobs[k].person].village;
                     let j = &mut self.model.jobs[k];
-                    j.post = Some(*post);
-                    j.card = Some(if *post {
-                        CardState::InTransit
+                    if *post && self.model.recalled_villages.contains(&village) {
+                        // A recalled village's card goes to the office, not by post.
+                        j.post = Some(false);
+                        j.card = Some(CardState::AtServicePoint);
+                        j.recalled = true;
+                        rerouted += 1;
                     } else {
-                        CardState::AtServicePoint
-                    });
+                        j.post = Some(*post);
+                        j.card = Some(if *post {
+                            CardState::InTransit
+                        } else {
+                            CardState::AtServicePoint
+                        });
+                    }
                 }
+                prop_assert_eq!(sent.rerouted, rerouted);
                 Ok(false)
             }
             Op::Deliver { job, outcome, aim } => {
@@ -887,6 +899,9 @@ impl Case<'_> {
                     .map_err(|s| TestCaseError::fail(format!("recall refused: {s:?}")))?
                     .into_inner()
                     .recalled;
+                if !self.model.recalled_villages.contains(village) {
+                    self.model.recalled_villages.push(*village);
+                }
                 let mut expected = 0;
                 for j in &mut self.model.jobs {
                     if self.people[j.person].village == *village

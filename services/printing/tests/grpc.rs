@@ -595,11 +595,57 @@ async fn spoiled_cards_are_written_off_and_reprinted_and_recalls_reroute_cards()
             "{label}"
         );
         assert_eq!(f.unaccounted, 0);
+
+        // The recall stands: a Jatimulya card printed afterwards and put in a post
+        // batch goes to the office; the other card in the batch goes by post.
+        let late = resident(
+            &mut m,
+            9,
+            d(1982, 1, 1),
+            "3216061001",
+            population::RecordingStatus::PrintReady,
+        )
+        .await;
+        let late = m
+            .printing
+            .submit_print_job(submit(&late, pb::PrintReason::FirstCard, false))
+            .await
+            .expect("submit")
+            .into_inner()
+            .job
+            .expect("job")
+            .id;
+        lease(&mut m, "p", 10).await;
+        print(&mut m, &late, "p", "KTP-late").await.expect("printed");
+        let sent = m
+            .printing
+            .dispatch(pb::DispatchRequest {
+                job_ids: vec![ids[0].clone(), late.clone()],
+                method: pb::DispatchMethod::Post.into(),
+                batch_reference: "POS-8".into(),
+            })
+            .await
+            .expect("dispatch")
+            .into_inner();
+        assert_eq!((sent.dispatched, sent.rerouted), (2, 1), "{label}");
+        let f = funnel(&mut m).await;
+        assert_eq!(
+            (
+                f.printed,
+                f.recalled,
+                f.at_service_point,
+                f.in_transit,
+                f.waiting_dispatch
+            ),
+            (5, 3, 3, 1, 0),
+            "{label}"
+        );
+        assert_eq!(f.unaccounted, 0);
         let s = stock(&mut m).await;
         assert_eq!(
             (s.committed, s.held),
-            (4, 0),
-            "{label}: four blanks consumed for three residents"
+            (5, 0),
+            "{label}: five blanks consumed for four residents"
         );
         m.stop().await;
     }
