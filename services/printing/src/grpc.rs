@@ -34,6 +34,16 @@ pub struct PrintingApi {
     inventory: InventoryServiceClient<Channel>,
 }
 
+/// A blank ruined in the printer, as reported.
+#[derive(Debug)]
+struct RuinedBlank<'a> {
+    printer: &'a str,
+    serial: &'a str,
+    reason: &'a str,
+    reported_by: &'a str,
+    approved_by: &'a str,
+}
+
 impl PrintingApi {
     /// A service over its store and channels to the population and inventory services.
     pub fn new(store: Store, population: Channel, inventory: Channel) -> Self {
@@ -74,6 +84,27 @@ fn store_error(err: StoreError) -> ApiError {
         StoreError::Corrupt(_) => ApiError::internal(&err),
         StoreError::Db(db) => ApiError::from(db),
     }
+}
+
+/// The answer to a report from a printer without a live lease on the job.
+fn no_live_lease() -> ApiError {
+    ApiError::new(
+        ErrorCode::FailedPrecondition,
+        "this printer holds no live lease on the job",
+    )
+    .with_reason("LEASE_EXPIRED", [])
+    .with_precondition(
+        "LEASE",
+        "job_id",
+        "the lease lapsed or belongs to another printer",
+    )
+}
+
+/// The answer to a serial used before, on a card or a ruined blank.
+fn serial_taken() -> ApiError {
+    ApiError::new(ErrorCode::AlreadyExists, "this card serial was already used")
+        .with_violation("card_serial", "already used on another card or blank")
+        .with_reason("SERIAL_TAKEN", [])
 }
 
 /// The region of a service point: its code starts with the regency code (`3275-KEC-01`).
@@ -209,6 +240,81 @@ impl PrintingApi {
         )
         .with_reason("PRINT_JOB_EXISTS", [("job_id".to_owned(), first.id.clone())])
         .into()
+    }
+
+    /// Writes off a blank ruined in the printer: the inventory's stock loses
+    /// it (a spoilage of one, outside the job's hold), and the job, still
+    /// leased, keeps its hold to print on another blank. A retried report
+    /// finds its blank written off and is answered the same.
+    async fn spoil_in_printer(&self, job: &Job, ruined: &RuinedBlank<'_>) -> Result<Job, Status> {
+        let mut v = Violations::new();
+        if ruined.printer.trim().is_empty() {
+            v.add("printer_id", "is required for a blank ruined in the printer");
+        }
+        if ruined.serial.trim().is_empty() || ruined.serial.len() > 64 {
+            v.add("card_serial", "is required: the ruined blank's serial");
+        }
+        v.into_result()?;
+        let retried = match self
+            .store
+            .ruined_blank_job(ruined.serial)
+            .await
+            .map_err(store_error)?
+        {
+            Some(on) if on == job.id => true,
+            Some(_) => return Err(serial_taken().into()),
+            None => false,
+        };
+        if !retried {
+            let live = job.printer_id.as_deref() == Some(ruined.printer)
+                && job.lease_expires_at.is_some_and(|t| t > Utc::now());
+            if !live {
+                return Err(no_live_lease().into());
+            }
+            if self
+                .store
+                .serial_taken(ruined.serial)
+                .await
+                .map_err(store_error)?
+            {
+                return Err(serial_taken().into());
+            }
+        }
+        // The books of blanks first: if the job's row then cannot change (its
+        // lease lapsed in between), the stock is still right.
+        let mut client = self.inventory.clone();
+        let recorded = client
+            .record_spoilage(upstream(inventory::RecordSpoilageRequest {
+                region_code: job.region_code.clone(),
+                quantity: 1,
+                reason: ruined.reason.to_owned(),
+                reference: format!("ruined-blank-{}", ruined.serial),
+                reported_by: format!("{} (approved by {})", ruined.reported_by, ruined.approved_by),
+                reservation_id: String::new(),
+            }))
+            .await;
+        match recorded {
+            Ok(_) => {}
+            Err(status) if status.code() == Code::AlreadyExists => {}
+            Err(status) if status.code() == Code::FailedPrecondition => return Err(status),
+            Err(_) => return Err(unavailable("inventory").into()),
+        }
+        if !retried {
+            self.store
+                .spoil_blank(
+                    job,
+                    ruined.printer,
+                    ruined.serial,
+                    ruined.reason,
+                    ruined.reported_by,
+                    ruined.approved_by,
+                    Utc::now(),
+                )
+                .await
+                .map_err(store_error)?;
+            tracing::info!(job = %job.id, "blank ruined in the printer; written off");
+        }
+        Ok(self.job_or_not_found(&job.id).await?)
     }
 
     async fn job_or_not_found(&self, id: &str) -> Result<Job, ApiError> {
@@ -508,26 +614,11 @@ impl PrintingService for PrintingApi {
             && job.printer_id.as_deref() == Some(printer_id.as_str())
             && job.lease_expires_at.is_some_and(|t| t > now);
         if !live {
-            return Err(ApiError::new(
-                ErrorCode::FailedPrecondition,
-                "this printer holds no live lease on the job",
-            )
-            .with_reason("LEASE_EXPIRED", [])
-            .with_precondition(
-                "LEASE",
-                "job_id",
-                "the lease lapsed or belongs to another printer",
-            )
-            .into());
+            return Err(no_live_lease().into());
         }
-        // A serial printed before is a misread or a second card: refused before the blank is consumed.
+        // A serial used before is a misread or a second card: refused before the blank is consumed.
         if self.store.serial_taken(&card_serial).await.map_err(store_error)? {
-            return Err(
-                ApiError::new(ErrorCode::AlreadyExists, "this card serial was already printed")
-                    .with_violation("card_serial", "already printed on another card")
-                    .with_reason("SERIAL_TAKEN", [])
-                    .into(),
-            );
+            return Err(serial_taken().into());
         }
         let reservation = job.reservation_id.clone().unwrap_or_default();
         match self.commit(&reservation, &job.service_point).await {
@@ -565,6 +656,8 @@ impl PrintingService for PrintingApi {
             reason,
             reported_by,
             approved_by,
+            printer_id,
+            card_serial,
         } = request.into_inner();
         let mut v = Violations::new();
         for (field, value) in [
@@ -581,13 +674,34 @@ impl PrintingService for PrintingApi {
         }
         v.into_result()?;
         let job = self.job_or_not_found(&job_id).await?;
+        // A blank ruined in the printer names its printer or its serial; a
+        // report without them is about a printed card.
+        let in_printer = !printer_id.is_empty() || !card_serial.is_empty();
+        if job.state == JobState::Leased && in_printer {
+            let spoiled = RuinedBlank {
+                printer: &printer_id,
+                serial: &card_serial,
+                reason: &reason,
+                reported_by: &reported_by,
+                approved_by: &approved_by,
+            };
+            let job = self.spoil_in_printer(&job, &spoiled).await?;
+            return Ok(Response::new(pb::ReportSpoiledResponse {
+                job: Some(job_msg(&job)),
+            }));
+        }
         if job.card_state != Some(CardState::Printed) {
             return Err(ApiError::new(
                 ErrorCode::FailedPrecondition,
-                "only a printed card not yet sent out can be written off",
+                "only a printed card not yet sent out, or a blank ruined in the printer, can be written off",
             )
             .with_reason("JOB_STATE", [])
             .into());
+        }
+        if !card_serial.is_empty() && job.card_serial.as_deref() != Some(card_serial.as_str()) {
+            return Err(
+                ApiError::invalid_field("card_serial", "is not the serial of this job's card").into(),
+            );
         }
         // The damaged card's blank was consumed when it was printed: the inventory now
         // counts it as spoiled (a retry finds its reference recorded, which is fine).
@@ -936,6 +1050,7 @@ impl PrintingService for PrintingApi {
             waiting_dispatch: f.waiting_dispatch,
             in_transit: f.in_transit,
             at_service_point: f.at_service_point,
+            spoiled_in_printer: f.spoiled_in_printer,
             unaccounted: f.unaccounted(),
         }))
     }

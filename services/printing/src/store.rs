@@ -184,6 +184,8 @@ pub struct Funnel {
     pub in_transit: i64,
     /// At a service point.
     pub at_service_point: i64,
+    /// Blanks ruined in the printer before a card came out (never printed).
+    pub spoiled_in_printer: i64,
 }
 
 impl Funnel {
@@ -332,13 +334,73 @@ impl Store {
         Ok(jobs)
     }
 
-    /// Whether a card serial was printed before (on any job, spoiled cards included).
+    /// Whether a serial was used before: a card printed (on any job, spoiled
+    /// cards included) or a blank ruined in the printer.
     pub async fn serial_taken(&self, serial: &str) -> Result<bool, StoreError> {
-        let row = sqlx::query("SELECT card_serial FROM print_log WHERE card_serial = $1")
-            .bind(serial)
-            .fetch_optional(self.db.pool())
-            .await?;
+        let row = sqlx::query(
+            "SELECT card_serial FROM print_log WHERE card_serial = $1 \
+             UNION ALL SELECT card_serial FROM spoiled_cards WHERE card_serial = $1",
+        )
+        .bind(serial)
+        .fetch_optional(self.db.pool())
+        .await?;
         Ok(row.is_some())
+    }
+
+    /// The job on which the blank with `serial` was ruined in the printer, if it was.
+    pub async fn ruined_blank_job(&self, serial: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query(
+            "SELECT job_id FROM spoiled_cards s WHERE card_serial = $1 \
+             AND NOT EXISTS (SELECT 1 FROM print_log p WHERE p.card_serial = s.card_serial)",
+        )
+        .bind(serial)
+        .fetch_optional(self.db.pool())
+        .await?;
+        Ok(row.map(|r| r.try_get("job_id")).transpose()?)
+    }
+
+    /// A blank ruined in the printer while `printer` holds a live lease on the
+    /// job: written off (with two people's names). The job keeps its lease
+    /// and its hold, to print on another blank, and counts one blank more.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn spoil_blank(
+        &self,
+        job: &Job,
+        printer: &str,
+        serial: &str,
+        reason: &str,
+        reported_by: &str,
+        approved_by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.db.begin_write().await?;
+        let updated = sqlx::query(
+            "UPDATE jobs SET blanks_taken = blanks_taken + 1, updated_at = $3 \
+             WHERE id = $1 AND state = 'LEASED' AND printer_id = $2 AND lease_expires_at > $3",
+        )
+        .bind(&job.id)
+        .bind(printer)
+        .bind(millis(now))
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() != 1 {
+            return Err(StoreError::WrongState);
+        }
+        sqlx::query(
+            "INSERT INTO spoiled_cards (card_serial, job_id, region_code, reason, reported_by, approved_by, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(serial)
+        .bind(&job.id)
+        .bind(&job.region_code)
+        .bind(reason)
+        .bind(reported_by)
+        .bind(approved_by)
+        .bind(millis(now))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// The job that holds an inventory reservation, if any.
@@ -655,6 +717,12 @@ impl Store {
             waiting_dispatch: by("card_state = 'PRINTED'").await?,
             in_transit: by("card_state = 'IN_TRANSIT'").await?,
             at_service_point: by("card_state = 'AT_SERVICE_POINT'").await?,
+            spoiled_in_printer: count(
+                "SELECT COUNT(*) AS n FROM spoiled_cards s WHERE s.region_code = $1 \
+                 AND s.created_at >= $2 AND s.created_at <= $3 \
+                 AND NOT EXISTS (SELECT 1 FROM print_log p WHERE p.card_serial = s.card_serial)",
+            )
+            .await?,
         })
     }
 

@@ -333,6 +333,28 @@ impl Printing {
                 reason: "found damaged when sorted".into(),
                 reported_by: "petugas-sortir".into(),
                 approved_by: approver.into(),
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.into_inner().job.expect("job"))
+    }
+
+    async fn spoil_in_printer(
+        &self,
+        job: &str,
+        printer: &str,
+        serial: &str,
+        approver: &str,
+    ) -> Result<pb::PrintJob, Status> {
+        self.client
+            .clone()
+            .report_spoiled(pb::ReportSpoiledRequest {
+                job_id: job.into(),
+                reason: "blank jammed in the printer".into(),
+                reported_by: PRINT_OPERATOR.into(),
+                approved_by: approver.into(),
+                printer_id: printer.into(),
+                card_serial: serial.into(),
             })
             .await
             .map(|r| r.into_inner().job.expect("job"))
@@ -388,10 +410,14 @@ enum Op {
     Lapse {
         job: usize,
     },
+    /// A printed card found damaged, or (`in_printer`) a blank ruined in
+    /// `printer` while it printed a leased job.
     Spoil {
         job: usize,
         second_person: bool,
         aim: bool,
+        in_printer: bool,
+        printer: usize,
     },
     Dispatch {
         jobs: Vec<usize>,
@@ -420,8 +446,15 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         4 => (0..8usize, 0..PRINTERS.len(), prop::bool::weighted(0.2), aim())
             .prop_map(|(job, printer, retry, aim)| Op::Print { job, printer, retry, aim }),
         1 => (0..8usize).prop_map(|job| Op::Lapse { job }),
-        1 => (0..8usize, prop::bool::weighted(0.8), aim())
-            .prop_map(|(job, second_person, aim)| Op::Spoil { job, second_person, aim }),
+        2 => (0..8usize, prop::bool::weighted(0.8), aim(), any::<bool>(), 0..PRINTERS.len()).prop_map(
+            |(job, second_person, aim, in_printer, printer)| Op::Spoil {
+                job,
+                second_person,
+                aim,
+                in_printer,
+                printer
+            }
+        ),
         2 => (vec(0..8usize, 1..4), any::<bool>(), aim())
             .prop_map(|(jobs, post, aim)| Op::Dispatch { jobs, post, aim }),
         3 => (0..8usize, 0..4usize, aim()).prop_map(|(job, outcome, aim)| Op::Deliver { job, outcome, aim }),
@@ -489,6 +522,8 @@ struct Model {
     jobs: Vec<Modelled>,
     prints: i64,
     spoils: i64,
+    /// Blanks ruined in the printer.
+    ruined: i64,
     duplicates: i64,
     /// Villages recalled so far: their cards never go by post.
     recalled_villages: Vec<usize>,
@@ -515,6 +550,7 @@ impl Model {
             in_transit: state(CardState::InTransit),
             at_service_point: state(CardState::AtServicePoint),
             unaccounted: 0,
+            spoiled_in_printer: self.ruined,
         }
     }
 
@@ -567,6 +603,9 @@ struct Case<'a> {
 
 /// A job id no job has.
 const UNKNOWN_JOB: &str = "00000000-0000-7000-8000-000000000000";
+
+/// Who reports a blank ruined in the printer.
+const PRINT_OPERATOR: &str = "operator-cetak";
 
 fn refused(result: Result<(), Status>, code: Code, reason: &str) -> Result<bool, TestCaseError> {
     match result {
@@ -750,6 +789,67 @@ impl Case<'_> {
                 job,
                 second_person,
                 aim,
+                in_printer: true,
+                printer,
+            } => {
+                // Without a second person, the operator approves her own report.
+                let approver = if *second_person {
+                    "kasi-pelayanan"
+                } else {
+                    PRINT_OPERATOR
+                };
+                let live = |j: &Modelled| matches!(j.stage, Stage::Leased { lapsed: false, .. });
+                let k = self.model.choose(*job, *aim, live);
+                let printer = match k.map(|k| self.model.jobs[k].stage) {
+                    Some(Stage::Leased { printer, .. }) if *aim => printer,
+                    _ => *printer,
+                };
+                let serial = self.fresh_serial();
+                let id = k.map_or(UNKNOWN_JOB.to_owned(), |k| self.model.jobs[k].id.clone());
+                let result = self
+                    .printing
+                    .spoil_in_printer(&id, PRINTERS[printer], &serial, approver)
+                    .await;
+                if !second_person {
+                    return refused(result.map(drop), Code::InvalidArgument, "");
+                }
+                let Some(k) = k else {
+                    return refused(result.map(drop), Code::NotFound, "");
+                };
+                match self.model.jobs[k].stage {
+                    Stage::Queued => refused(result.map(drop), Code::FailedPrecondition, "JOB_STATE"),
+                    // A card that went out cannot be written off; a ruined
+                    // blank's serial is not the printed card's.
+                    Stage::Printed { .. } if self.model.jobs[k].card != Some(CardState::Printed) => {
+                        refused(result.map(drop), Code::FailedPrecondition, "JOB_STATE")
+                    }
+                    Stage::Printed { .. } => refused(result.map(drop), Code::InvalidArgument, ""),
+                    Stage::Leased {
+                        printer: holder,
+                        lapsed,
+                    } if holder != printer || lapsed => {
+                        refused(result.map(drop), Code::FailedPrecondition, "LEASE_EXPIRED")
+                    }
+                    Stage::Leased { .. } => {
+                        let job = result
+                            .map_err(|s| TestCaseError::fail(format!("ruined blank refused: {s:?}")))?;
+                        prop_assert_eq!(
+                            job.state,
+                            pb::JobState::Leased as i32,
+                            "it prints on another blank"
+                        );
+                        self.model.jobs[k].blanks += 1;
+                        self.model.ruined += 1;
+                        Ok(false)
+                    }
+                }
+            }
+            Op::Spoil {
+                job,
+                second_person,
+                aim,
+                in_printer: false,
+                ..
             } => {
                 let approver = if *second_person {
                     "kasi-pelayanan"
@@ -1205,6 +1305,7 @@ async fn spoil_with(mut client: PrintingServiceClient<Channel>, id: String) -> R
             reason: "found damaged when sorted".into(),
             reported_by: "petugas-sortir".into(),
             approved_by: "kasi-pelayanan".into(),
+            ..Default::default()
         })
         .await
         .map(|r| r.into_inner().job.expect("job"))

@@ -444,6 +444,7 @@ async fn bad_applications_are_refused_and_write_nothing() {
                 reason: "scratched".into(),
                 reported_by: "budi".into(),
                 approved_by: "budi".into(),
+                ..Default::default()
             })
             .await
             .expect_err("four eyes");
@@ -546,6 +547,7 @@ async fn spoiled_cards_are_written_off_and_reprinted_and_recalls_reroute_cards()
                 reason: "found damaged when sorted".into(),
                 reported_by: "sortir-1".into(),
                 approved_by: "kasi-1".into(),
+                ..Default::default()
             })
             .await
             .expect("spoiled")
@@ -647,6 +649,117 @@ async fn spoiled_cards_are_written_off_and_reprinted_and_recalls_reroute_cards()
             (5, 0),
             "{label}: five blanks consumed for four residents"
         );
+        m.stop().await;
+    }
+}
+
+/// A ruined-blank report by `printer` on `job`.
+fn ruined(job: &str, printer: &str, serial: &str) -> pb::ReportSpoiledRequest {
+    pb::ReportSpoiledRequest {
+        job_id: job.into(),
+        reason: "blank jammed in the printer".into(),
+        reported_by: "operator-cetak".into(),
+        approved_by: "kasi-1".into(),
+        printer_id: printer.into(),
+        card_serial: serial.into(),
+    }
+}
+
+#[tokio::test]
+async fn a_blank_ruined_in_the_printer_is_written_off_and_the_job_prints_on_another() {
+    for mut m in each_backend("prjam", 15_000).await {
+        let label = m.label;
+        let nik = prr(&mut m, 11).await;
+        let job = m
+            .printing
+            .submit_print_job(submit(&nik, pb::PrintReason::FirstCard, false))
+            .await
+            .expect("submit")
+            .into_inner()
+            .job
+            .expect("job")
+            .id;
+        assert_eq!(lease(&mut m, "printer-1", 10).await.len(), 1, "{label}");
+        let before = stock(&mut m).await;
+
+        // Only the printer holding the lease reports its ruined blank, with the blank's serial.
+        let other = m
+            .printing
+            .report_spoiled(ruined(&job, "printer-2", "BLANK-1"))
+            .await
+            .expect_err("another printer");
+        assert_eq!(other.code(), Code::FailedPrecondition, "{label}");
+        let no_serial = m
+            .printing
+            .report_spoiled(ruined(&job, "printer-1", ""))
+            .await
+            .expect_err("no serial");
+        assert_eq!(no_serial.code(), Code::InvalidArgument, "{label}");
+        assert_eq!(stock(&mut m).await, before, "{label}: refusals change nothing");
+
+        // The blank leaves the stock as spoiled; the job keeps its lease and its hold.
+        for attempt in ["report", "retried report"] {
+            let job = m
+                .printing
+                .report_spoiled(ruined(&job, "printer-1", "BLANK-1"))
+                .await
+                .unwrap_or_else(|s| panic!("{label}: {attempt}: {s:?}"))
+                .into_inner()
+                .job
+                .expect("job");
+            assert_eq!(job.state, pb::JobState::Leased as i32, "{label}: {attempt}");
+            let s = stock(&mut m).await;
+            assert_eq!(
+                (s.on_hand, s.spoiled, s.held, s.committed),
+                (
+                    before.on_hand - 1,
+                    before.spoiled + 1,
+                    before.held,
+                    before.committed
+                ),
+                "{label}: {attempt}: one blank spoiled, once"
+            );
+        }
+
+        // The ruined blank's serial never becomes a card's; the card comes out on another blank.
+        let reused = print(&mut m, &job, "printer-1", "BLANK-1")
+            .await
+            .expect_err("a ruined blank's serial");
+        assert_eq!(reused.code(), Code::AlreadyExists, "{label}");
+        print(&mut m, &job, "printer-1", "KTP-11").await.expect("printed");
+        let s = stock(&mut m).await;
+        assert_eq!(
+            (s.on_hand, s.held, s.committed),
+            (before.on_hand - 2, before.held - 1, before.committed + 1),
+            "{label}: two blanks taken for one card"
+        );
+        let f = funnel(&mut m).await;
+        assert_eq!(
+            (
+                f.printed,
+                f.spoiled,
+                f.spoiled_in_printer,
+                f.waiting_dispatch,
+                f.unaccounted
+            ),
+            (1, 0, 1, 1, 0),
+            "{label}"
+        );
+
+        // The printed card is written off by its own serial only.
+        let wrong = m
+            .printing
+            .report_spoiled(pb::ReportSpoiledRequest {
+                job_id: job.clone(),
+                reason: "found damaged when sorted".into(),
+                reported_by: "sortir-1".into(),
+                approved_by: "kasi-1".into(),
+                card_serial: "BLANK-1".into(),
+                ..Default::default()
+            })
+            .await
+            .expect_err("not this card's serial");
+        assert_eq!(wrong.code(), Code::InvalidArgument, "{label}");
         m.stop().await;
     }
 }

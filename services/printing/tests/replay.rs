@@ -639,6 +639,7 @@ async fn replay(dbs: [TestDatabase; 3], seed: Seed002) -> Duration {
                     reason: "found damaged when sorted".into(),
                     reported_by: "petugas-sortir".into(),
                     approved_by: "kasi-pelayanan".into(),
+                    ..Default::default()
                 })
                 .await
                 .expect("written off")
@@ -742,6 +743,7 @@ async fn replay(dbs: [TestDatabase; 3], seed: Seed002) -> Duration {
         in_transit: 0,
         at_service_point: n(seed.recalled + seed.pickup + deceased + moved + unclear),
         unaccounted: 0,
+        spoiled_in_printer: 0,
     };
     assert_eq!(f, expected, "{label}: the funnel of seed 002");
     assert_eq!(
