@@ -21,7 +21,7 @@ use population::population_service_client::PopulationServiceClient;
 use crate::domain::{
     CardState, Outcome, PrintReason, after_delivery, forecast_clear, priority, suket_valid_until,
 };
-use crate::store::{Job, JobState, NewJob, Store, StoreError};
+use crate::store::{Job, JobState, NewJob, Store, StoreError, WriteOff};
 
 /// Lease length when the printer asks for none.
 const DEFAULT_LEASE: Duration = Duration::from_secs(300);
@@ -39,9 +39,7 @@ pub struct PrintingApi {
 struct RuinedBlank<'a> {
     printer: &'a str,
     serial: &'a str,
-    reason: &'a str,
-    reported_by: &'a str,
-    approved_by: &'a str,
+    write_off: WriteOff<'a>,
 }
 
 impl PrintingApi {
@@ -287,9 +285,12 @@ impl PrintingApi {
             .record_spoilage(upstream(inventory::RecordSpoilageRequest {
                 region_code: job.region_code.clone(),
                 quantity: 1,
-                reason: ruined.reason.to_owned(),
+                reason: ruined.write_off.reason.to_owned(),
                 reference: format!("ruined-blank-{}", ruined.serial),
-                reported_by: format!("{} (approved by {})", ruined.reported_by, ruined.approved_by),
+                reported_by: format!(
+                    "{} (approved by {})",
+                    ruined.write_off.reported_by, ruined.write_off.approved_by
+                ),
                 reservation_id: String::new(),
             }))
             .await;
@@ -301,15 +302,7 @@ impl PrintingApi {
         }
         if !retried {
             self.store
-                .spoil_blank(
-                    job,
-                    ruined.printer,
-                    ruined.serial,
-                    ruined.reason,
-                    ruined.reported_by,
-                    ruined.approved_by,
-                    Utc::now(),
-                )
+                .spoil_blank(job, ruined.printer, ruined.serial, &ruined.write_off, Utc::now())
                 .await
                 .map_err(store_error)?;
             tracing::info!(job = %job.id, "blank ruined in the printer; written off");
@@ -673,6 +666,11 @@ impl PrintingService for PrintingApi {
             v.add("approved_by", "must be a second person, not the reporter");
         }
         v.into_result()?;
+        let write_off = || WriteOff {
+            reason: &reason,
+            reported_by: &reported_by,
+            approved_by: &approved_by,
+        };
         let job = self.job_or_not_found(&job_id).await?;
         // A blank ruined in the printer names its printer or its serial; a
         // report without them is about a printed card.
@@ -681,9 +679,7 @@ impl PrintingService for PrintingApi {
             let spoiled = RuinedBlank {
                 printer: &printer_id,
                 serial: &card_serial,
-                reason: &reason,
-                reported_by: &reported_by,
-                approved_by: &approved_by,
+                write_off: write_off(),
             };
             let job = self.spoil_in_printer(&job, &spoiled).await?;
             return Ok(Response::new(pb::ReportSpoiledResponse {
@@ -730,14 +726,7 @@ impl PrintingService for PrintingApi {
         let reservation = self.reserve(&job.service_point, day, &job.nik, &key).await?;
         if let Err(err) = self
             .store
-            .spoil_card(
-                &job,
-                &reason,
-                &reported_by,
-                &approved_by,
-                &reservation,
-                Utc::now(),
-            )
+            .spoil_card(&job, &write_off(), &reservation, Utc::now())
             .await
         {
             // A second report of the same card got the same blank (same key) as the

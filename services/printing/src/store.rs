@@ -200,6 +200,41 @@ impl Funnel {
     }
 }
 
+/// Why a card or blank is written off, and the two people who say so.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteOff<'a> {
+    /// What happened.
+    pub reason: &'a str,
+    /// Who found it.
+    pub reported_by: &'a str,
+    /// Who approved the write-off (not the reporter).
+    pub approved_by: &'a str,
+}
+
+/// Records a written-off card or blank.
+async fn insert_spoiled(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    serial: &str,
+    job: &Job,
+    write_off: &WriteOff<'_>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO spoiled_cards (card_serial, job_id, region_code, reason, reported_by, approved_by, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(serial)
+    .bind(&job.id)
+    .bind(&job.region_code)
+    .bind(write_off.reason)
+    .bind(write_off.reported_by)
+    .bind(write_off.approved_by)
+    .bind(millis(now))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// The printing store.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -362,15 +397,12 @@ impl Store {
     /// A blank ruined in the printer while `printer` holds a live lease on the
     /// job: written off (with two people's names). The job keeps its lease
     /// and its hold, to print on another blank, and counts one blank more.
-    #[allow(clippy::too_many_arguments)]
     pub async fn spoil_blank(
         &self,
         job: &Job,
         printer: &str,
         serial: &str,
-        reason: &str,
-        reported_by: &str,
-        approved_by: &str,
+        write_off: &WriteOff<'_>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let mut tx = self.db.begin_write().await?;
@@ -386,19 +418,7 @@ impl Store {
         if updated.rows_affected() != 1 {
             return Err(StoreError::WrongState);
         }
-        sqlx::query(
-            "INSERT INTO spoiled_cards (card_serial, job_id, region_code, reason, reported_by, approved_by, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(serial)
-        .bind(&job.id)
-        .bind(&job.region_code)
-        .bind(reason)
-        .bind(reported_by)
-        .bind(approved_by)
-        .bind(millis(now))
-        .execute(&mut *tx)
-        .await?;
+        insert_spoiled(&mut tx, serial, job, write_off, now).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -477,9 +497,7 @@ impl Store {
     pub async fn spoil_card(
         &self,
         job: &Job,
-        reason: &str,
-        reported_by: &str,
-        approved_by: &str,
+        write_off: &WriteOff<'_>,
         new_reservation: &str,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
@@ -498,19 +516,7 @@ impl Store {
         if updated.rows_affected() != 1 {
             return Err(StoreError::WrongState);
         }
-        sqlx::query(
-            "INSERT INTO spoiled_cards (card_serial, job_id, region_code, reason, reported_by, approved_by, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(serial)
-        .bind(&job.id)
-        .bind(&job.region_code)
-        .bind(reason)
-        .bind(reported_by)
-        .bind(approved_by)
-        .bind(millis(now))
-        .execute(&mut *tx)
-        .await?;
+        insert_spoiled(&mut tx, serial, job, write_off, now).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -197,6 +197,18 @@ fn tomorrow() -> NaiveDate {
     adminduk_kit::time::today_wib() + Days::new(1)
 }
 
+/// Submits a first-card job for `nik`; returns its id.
+async fn first_card_job(m: &mut Mesh, nik: &str) -> String {
+    m.printing
+        .submit_print_job(submit(nik, pb::PrintReason::FirstCard, false))
+        .await
+        .expect("submit")
+        .into_inner()
+        .job
+        .expect("job")
+        .id
+}
+
 fn submit(nik: &str, reason: pb::PrintReason, ikd: bool) -> pb::SubmitPrintJobRequest {
     pb::SubmitPrintJobRequest {
         nik: nik.into(),
@@ -608,15 +620,7 @@ async fn spoiled_cards_are_written_off_and_reprinted_and_recalls_reroute_cards()
             population::RecordingStatus::PrintReady,
         )
         .await;
-        let late = m
-            .printing
-            .submit_print_job(submit(&late, pb::PrintReason::FirstCard, false))
-            .await
-            .expect("submit")
-            .into_inner()
-            .job
-            .expect("job")
-            .id;
+        let late = first_card_job(&mut m, &late).await;
         lease(&mut m, "p", 10).await;
         print(&mut m, &late, "p", "KTP-late").await.expect("printed");
         let sent = m
@@ -670,15 +674,7 @@ async fn a_blank_ruined_in_the_printer_is_written_off_and_the_job_prints_on_anot
     for mut m in each_backend("prjam", 15_000).await {
         let label = m.label;
         let nik = prr(&mut m, 11).await;
-        let job = m
-            .printing
-            .submit_print_job(submit(&nik, pb::PrintReason::FirstCard, false))
-            .await
-            .expect("submit")
-            .into_inner()
-            .job
-            .expect("job")
-            .id;
+        let job = first_card_job(&mut m, &nik).await;
         assert_eq!(lease(&mut m, "printer-1", 10).await.len(), 1, "{label}");
         let before = stock(&mut m).await;
 
