@@ -673,9 +673,18 @@ impl PrintingService for PrintingApi {
         };
         let job = self.job_or_not_found(&job_id).await?;
         // A blank ruined in the printer names its printer or its serial; a
-        // report without them is about a printed card.
+        // report without them is about a printed card. A retried report still
+        // finds its blank after the card came out on another one.
         let in_printer = !printer_id.is_empty() || !card_serial.is_empty();
-        if job.state == JobState::Leased && in_printer {
+        let ruined_here = || async {
+            let on = self
+                .store
+                .ruined_blank_job(&card_serial)
+                .await
+                .map_err(store_error)?;
+            Ok::<bool, ApiError>(on.as_deref() == Some(job.id.as_str()))
+        };
+        if in_printer && (job.state == JobState::Leased || ruined_here().await?) {
             let spoiled = RuinedBlank {
                 printer: &printer_id,
                 serial: &card_serial,

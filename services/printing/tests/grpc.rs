@@ -741,6 +741,17 @@ async fn a_blank_ruined_in_the_printer_is_written_off_and_the_job_prints_on_anot
             (1, 0, 1, 1, 0),
             "{label}"
         );
+        // A late retry of the ruined blank's report, after the card came out, is answered the same.
+        let late = m
+            .printing
+            .report_spoiled(ruined(&job, "printer-1", "BLANK-1"))
+            .await
+            .expect("late retry")
+            .into_inner()
+            .job
+            .expect("job");
+        assert_eq!(late.state, pb::JobState::Printed as i32, "{label}");
+        assert_eq!(stock(&mut m).await, s, "{label}: the late retry changes nothing");
 
         // The printed card is written off by its own serial only.
         let wrong = m
