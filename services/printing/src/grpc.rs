@@ -244,7 +244,14 @@ impl PrintingApi {
     /// it (a spoilage of one, outside the job's hold), and the job, still
     /// leased, keeps its hold to print on another blank. A retried report
     /// finds its blank written off and is answered the same.
-    async fn spoil_in_printer(&self, job: &Job, ruined: &RuinedBlank<'_>) -> Result<Job, Status> {
+    /// `ruined_on` is the job on which a blank with this serial was written
+    /// off before, if any.
+    async fn spoil_in_printer(
+        &self,
+        job: &Job,
+        ruined: &RuinedBlank<'_>,
+        ruined_on: Option<&str>,
+    ) -> Result<Job, Status> {
         let mut v = Violations::new();
         if ruined.printer.trim().is_empty() {
             v.add("printer_id", "is required for a blank ruined in the printer");
@@ -253,12 +260,7 @@ impl PrintingApi {
             v.add("card_serial", "is required: the ruined blank's serial");
         }
         v.into_result()?;
-        let retried = match self
-            .store
-            .ruined_blank_job(ruined.serial)
-            .await
-            .map_err(store_error)?
-        {
+        let retried = match ruined_on {
             Some(on) if on == job.id => true,
             Some(_) => return Err(serial_taken().into()),
             None => false,
@@ -280,26 +282,13 @@ impl PrintingApi {
         }
         // The books of blanks first: if the job's row then cannot change (its
         // lease lapsed in between), the stock is still right.
-        let mut client = self.inventory.clone();
-        let recorded = client
-            .record_spoilage(upstream(inventory::RecordSpoilageRequest {
-                region_code: job.region_code.clone(),
-                quantity: 1,
-                reason: ruined.write_off.reason.to_owned(),
-                reference: format!("ruined-blank-{}", ruined.serial),
-                reported_by: format!(
-                    "{} (approved by {})",
-                    ruined.write_off.reported_by, ruined.write_off.approved_by
-                ),
-                reservation_id: String::new(),
-            }))
-            .await;
-        match recorded {
-            Ok(_) => {}
-            Err(status) if status.code() == Code::AlreadyExists => {}
-            Err(status) if status.code() == Code::FailedPrecondition => return Err(status),
-            Err(_) => return Err(unavailable("inventory").into()),
-        }
+        self.record_spoilage(
+            job,
+            &ruined.write_off,
+            format!("ruined-blank-{}", ruined.serial),
+            String::new(),
+        )
+        .await?;
         if !retried {
             self.store
                 .spoil_blank(job, ruined.printer, ruined.serial, &ruined.write_off, Utc::now())
@@ -308,6 +297,38 @@ impl PrintingApi {
             tracing::info!(job = %job.id, "blank ruined in the printer; written off");
         }
         Ok(self.job_or_not_found(&job.id).await?)
+    }
+
+    /// Tells the inventory that one of `job`'s region's blanks is spoiled:
+    /// `reservation` names its committed blank, or is empty for one from the
+    /// stock. A retry finds its `reference` recorded, which is fine.
+    async fn record_spoilage(
+        &self,
+        job: &Job,
+        write_off: &WriteOff<'_>,
+        reference: String,
+        reservation: String,
+    ) -> Result<(), Status> {
+        let mut client = self.inventory.clone();
+        let recorded = client
+            .record_spoilage(upstream(inventory::RecordSpoilageRequest {
+                region_code: job.region_code.clone(),
+                quantity: 1,
+                reason: write_off.reason.to_owned(),
+                reference,
+                reported_by: format!(
+                    "{} (approved by {})",
+                    write_off.reported_by, write_off.approved_by
+                ),
+                reservation_id: reservation,
+            }))
+            .await;
+        match recorded {
+            Ok(_) => Ok(()),
+            Err(status) if status.code() == Code::AlreadyExists => Ok(()),
+            Err(status) if status.code() == Code::FailedPrecondition => Err(status),
+            Err(_) => Err(unavailable("inventory").into()),
+        }
     }
 
     async fn job_or_not_found(&self, id: &str) -> Result<Job, ApiError> {
@@ -676,21 +697,24 @@ impl PrintingService for PrintingApi {
         // report without them is about a printed card. A retried report still
         // finds its blank after the card came out on another one.
         let in_printer = !printer_id.is_empty() || !card_serial.is_empty();
-        let ruined_here = || async {
-            let on = self
-                .store
+        let ruined_on = if card_serial.is_empty() {
+            None
+        } else {
+            self.store
                 .ruined_blank_job(&card_serial)
                 .await
-                .map_err(store_error)?;
-            Ok::<bool, ApiError>(on.as_deref() == Some(job.id.as_str()))
+                .map_err(store_error)?
         };
-        if in_printer && (job.state == JobState::Leased || ruined_here().await?) {
+        let retried = ruined_on.as_deref() == Some(job.id.as_str());
+        if in_printer && (job.state == JobState::Leased || retried) {
             let spoiled = RuinedBlank {
                 printer: &printer_id,
                 serial: &card_serial,
                 write_off: write_off(),
             };
-            let job = self.spoil_in_printer(&job, &spoiled).await?;
+            let job = self
+                .spoil_in_printer(&job, &spoiled, ruined_on.as_deref())
+                .await?;
             return Ok(Response::new(pb::ReportSpoiledResponse {
                 job: Some(job_msg(&job)),
             }));
@@ -709,25 +733,15 @@ impl PrintingService for PrintingApi {
             );
         }
         // The damaged card's blank was consumed when it was printed: the inventory now
-        // counts it as spoiled (a retry finds its reference recorded, which is fine).
+        // counts it as spoiled.
         let serial = job.card_serial.clone().unwrap_or_default();
-        let mut client = self.inventory.clone();
-        let reclassified = client
-            .record_spoilage(upstream(inventory::RecordSpoilageRequest {
-                region_code: job.region_code.clone(),
-                quantity: 1,
-                reason: reason.clone(),
-                reference: format!("spoiled-card-{serial}"),
-                reported_by: format!("{reported_by} (approved by {approved_by})"),
-                reservation_id: job.reservation_id.clone().unwrap_or_default(),
-            }))
-            .await;
-        match reclassified {
-            Ok(_) => {}
-            Err(status) if status.code() == Code::AlreadyExists => {}
-            Err(status) if status.code() == Code::FailedPrecondition => return Err(status),
-            Err(_) => return Err(unavailable("inventory").into()),
-        }
+        self.record_spoilage(
+            &job,
+            &write_off(),
+            format!("spoiled-card-{serial}"),
+            job.reservation_id.clone().unwrap_or_default(),
+        )
+        .await?;
         // The reprint takes a new blank.
         let today = adminduk_kit::time::today_wib();
         let day = job.day.max(today);
