@@ -178,7 +178,7 @@ pub(crate) async fn storm(args: &PeakArgs) -> anyhow::Result<Report> {
                     date: Some(convert::date(day)),
                     applicant_nik: nik,
                     idempotency_key: format!("peak-{run}-{n}"),
-                    purpose: String::new(),
+                    purpose: 0,
                 };
                 let at = Instant::now();
                 let outcome = match client.reserve(request).await {

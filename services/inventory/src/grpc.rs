@@ -15,6 +15,7 @@ use adminduk_inventory_core::engine::{
 };
 use adminduk_inventory_core::policy::{PointKind, PointSpec, Policy, PoolSpec};
 use adminduk_inventory_core::state::{State, Transition};
+use adminduk_kit::region::Regions;
 use adminduk_kit::{ApiError, ErrorCode, Violations, mask_nik};
 use adminduk_proto::common::v1 as common;
 use adminduk_proto::convert;
@@ -36,6 +37,9 @@ const SUGGESTION_TTL: Duration = Duration::from_secs(1);
 const MAX_WATCHED: usize = 50;
 /// Least time between two updates of one watch.
 const WATCH_DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// The one purpose a blank is held for, as stored.
+const KTP_EL: &str = "ktp-el";
 
 /// Suggestions for a full (point, date), with when they were computed.
 type SuggestionCache = papaya::HashMap<(String, NaiveDate), (Instant, Arc<Suggestions>)>;
@@ -113,7 +117,10 @@ fn day_field(date: Option<&common::Date>, out: &mut Violations) -> Option<NaiveD
     };
     let today = adminduk_kit::time::today_wib();
     if day < today {
-        out.add("date", "is in the past");
+        out.add(
+            "date",
+            format!("is in the past: today is {today} in WIB (UTC+7), the offices' time"),
+        );
     } else if (day - today).num_days() > BOOKING_HORIZON_DAYS {
         out.add("date", format!("is more than {BOOKING_HORIZON_DAYS} days ahead"));
     }
@@ -148,7 +155,12 @@ fn reservation_msg(r: &Reservation) -> pb::Reservation {
         idempotency_key: r.idempotency_key.clone(),
         expire_time: Some(convert::timestamp(r.expires_at)),
         create_time: Some(convert::timestamp(r.created_at)),
-        purpose: r.purpose.clone(),
+        purpose: if r.purpose == KTP_EL {
+            pb::BlankPurpose::KtpEl
+        } else {
+            pb::BlankPurpose::Unspecified
+        }
+        .into(),
     }
 }
 
@@ -257,6 +269,15 @@ fn store_error(err: StoreError) -> ApiError {
                 .with_violation("reference", "already recorded")
                 .with_reason("DUPLICATE_REFERENCE", [])
         }
+        StoreError::AlreadySpoiled { reference } => ApiError::new(
+            ErrorCode::AlreadyExists,
+            "this consumed blank was already written off",
+        )
+        .with_violation("reservation_id", "its blank was already counted as spoiled")
+        .with_reason(
+            "BLANK_ALREADY_SPOILED",
+            [("first_reference".to_owned(), reference)].into_iter().filter(|(_, r)| !r.is_empty()),
+        ),
         StoreError::InsufficientStock { available } => ApiError::new(
             ErrorCode::FailedPrecondition,
             format!("only {available} blanks are available"),
@@ -459,6 +480,24 @@ impl InventoryService for InventoryApi {
         };
         let mut v = Violations::new();
         region_field("policy.region_code", &region_code, false, &mut v);
+        let regions = Regions::global();
+        if adminduk_kit::is_digits(&region_code, 4) && regions.regency(&region_code).is_none() {
+            v.add(
+                "policy.region_code",
+                "is not a regency or city in the official region list",
+            );
+        }
+        for (i, point) in service_points.iter().enumerate() {
+            if point.district_code.starts_with(region_code.as_str())
+                && adminduk_kit::is_digits(&point.district_code, 6)
+                && regions.district(&point.district_code).is_none()
+            {
+                v.add(
+                    format!("policy.service_points[{i}].district_code"),
+                    "is not a kecamatan in the official region list",
+                );
+            }
+        }
         let next_shipment = next_shipment_date.as_ref().and_then(|d| {
             let day = convert::to_naive(d);
             if day.is_none() {
@@ -559,24 +598,20 @@ impl InventoryService for InventoryApi {
         } = request.into_inner();
         let mut v = Violations::new();
         let day = day_field(date.as_ref(), &mut v);
-        if !adminduk_kit::is_digits(&applicant_nik, 16) {
-            v.add("applicant_nik", "must be 16 digits");
-        }
-        if idempotency_key.is_empty() || idempotency_key.len() > 128 {
+        adminduk_kit::nik::nik_field("applicant_nik", &applicant_nik, &mut v);
+        if idempotency_key.is_empty() || idempotency_key.chars().count() > 128 {
             v.add("idempotency_key", "must be 1 to 128 characters");
+        } else if idempotency_key.chars().any(char::is_control) {
+            v.add("idempotency_key", "must not contain control characters");
         }
-        let purpose = if purpose.is_empty() {
-            "ktp-el".to_owned()
-        } else {
-            purpose
+        // Every blank is an e-KTP blank: one purpose, so one hold per applicant.
+        let purpose = match pb::BlankPurpose::try_from(purpose) {
+            Ok(pb::BlankPurpose::Unspecified | pb::BlankPurpose::KtpEl) => KTP_EL,
+            Err(_) => {
+                v.add("purpose", "must be BLANK_PURPOSE_KTP_EL");
+                KTP_EL
+            }
         };
-        if purpose.len() > 32
-            || !purpose
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        {
-            v.add("purpose", "must be up to 32 lowercase letters, digits or hyphens");
-        }
         if self.inventory.engine().point(&service_point_code).is_none() {
             v.add("service_point_code", "unknown service point");
         }
@@ -586,7 +621,7 @@ impl InventoryService for InventoryApi {
             point_code: &service_point_code,
             day,
             applicant: &applicant_nik,
-            purpose: &purpose,
+            purpose,
             idempotency_key: &idempotency_key,
             expires_at: adminduk_kit::time::end_of_day_wib(day),
         };
@@ -603,7 +638,7 @@ impl InventoryService for InventoryApi {
             .into()),
             Err(ReserveFailure::Refused(ReserveError::ApplicantHolds(existing))) => Err(ApiError::new(
                 ErrorCode::AlreadyExists,
-                "the applicant already holds a blank for this purpose",
+                "the applicant already holds a blank",
             )
             .with_reason(
                 "APPLICANT_HAS_HOLD",

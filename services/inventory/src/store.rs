@@ -16,7 +16,7 @@ use adminduk_inventory_core::bucket::BucketCounts;
 use adminduk_inventory_core::engine::{BucketKey, Engine, Path, Reservation, StoredReservation};
 use adminduk_inventory_core::policy::{PointKind, PointSpec, Policy, PoolSpec};
 use adminduk_inventory_core::state::{State, Transition};
-use adminduk_kit::storage::{Backend, Db, Migrations, millis};
+use adminduk_kit::storage::{Backend, Db, Migrations, is_unique_violation, millis};
 
 static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -117,6 +117,12 @@ pub enum StoreError {
     /// The document reference was used before.
     #[error("reference already recorded")]
     DuplicateReference,
+    /// The consumed blank was written off before, under this reference.
+    #[error("the blank was already written off")]
+    AlreadySpoiled {
+        /// The reference of the first write-off.
+        reference: String,
+    },
     /// Not enough available stock.
     #[error("only {available} blanks available")]
     InsufficientStock {
@@ -691,6 +697,19 @@ impl Store {
     ) -> Result<Vec<LedgerEntry>, StoreError> {
         let mut tx = self.db.begin_write().await?;
         record_document(&mut tx, reference, MovementKind::Spoilage, now).await?;
+        // One write-off per consumed blank, whatever the reference; the unique
+        // index below settles two reports racing past this read.
+        let first: Option<String> = sqlx::query(
+            "SELECT reference FROM ledger WHERE kind = 'SPOILAGE' AND reservation_id = $1",
+        )
+        .bind(reservation_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|row| row.try_get("reference"))
+        .transpose()?;
+        if let Some(reference) = first {
+            return Err(StoreError::AlreadySpoiled { reference });
+        }
         let entry = NewEntry {
             holder: region,
             kind: MovementKind::Spoilage,
@@ -701,7 +720,14 @@ impl Store {
             reason,
             reservation_id: Some(reservation_id.to_owned()),
         };
-        let written = insert_ledger(&mut tx, &[entry], now).await?;
+        let written = match insert_ledger(&mut tx, &[entry], now).await {
+            Err(StoreError::Db(err)) if is_unique_violation(&err) => {
+                return Err(StoreError::AlreadySpoiled {
+                    reference: String::new(),
+                });
+            }
+            other => other?,
+        };
         tx.commit().await?;
         Ok(written)
     }

@@ -135,7 +135,7 @@ fn reserve(point: &str, nik: &str, key: &str, day: NaiveDate) -> pb::ReserveRequ
         date: Some(convert::date(day)),
         applicant_nik: nik.into(),
         idempotency_key: key.into(),
-        purpose: String::new(),
+        purpose: 0,
     }
 }
 

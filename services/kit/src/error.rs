@@ -75,6 +75,15 @@ impl ApiError {
         }
     }
 
+    /// Another service's answer passed on as it came: its code, message and details.
+    pub fn passthrough(code: ErrorCode, message: impl Into<String>, details: ErrorDetails) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            details: Box::new(details),
+        }
+    }
+
     /// INVALID_ARGUMENT naming one field.
     pub fn invalid_field(field: impl Into<String>, description: impl Into<String>) -> Self {
         let description = description.into();
@@ -95,6 +104,15 @@ impl ApiError {
     /// UNAVAILABLE with a hint of when to retry.
     pub fn unavailable(message: impl Into<String>, retry_after: Duration) -> Self {
         Self::new(ErrorCode::Unavailable, message).with_retry_after(retry_after)
+    }
+
+    /// Adds ResourceInfo: which thing the error is about (a job id, a masked NIK).
+    pub fn with_resource(mut self, resource_type: impl Into<String>, name: impl Into<String>) -> Self {
+        let resource_type = resource_type.into();
+        let description = format!("no such {resource_type}");
+        self.details
+            .set_resource_info(resource_type, name, "", description);
+        self
     }
 
     /// Adds a BadRequest field violation.

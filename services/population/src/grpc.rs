@@ -10,8 +10,8 @@ use adminduk_proto::convert;
 use adminduk_proto::population::v1 as pb;
 use pb::population_service_server::PopulationService;
 
-use crate::domain::kk::Kk;
-use crate::domain::nik::{Nik, Sex};
+use crate::domain::kk::kk_field;
+use crate::domain::nik::{Nik, Sex, nik_field};
 use crate::domain::region::Regions;
 use crate::domain::resident::{
     Address, Family, FieldMatch, Flag, IdentityClaim, LifeStatus, MAX_NAME_CHARS, MaritalStatus, NewResident,
@@ -49,30 +49,6 @@ fn absorb(out: &mut Violations, found: Vec<Violation>) -> bool {
         out.add(v.field, v.description);
     }
     clean
-}
-
-fn nik_field(field: &str, input: &str, out: &mut Violations) -> Option<Nik> {
-    match Nik::parse(input, today()) {
-        Ok(nik) => Some(nik),
-        Err(err) => {
-            for v in err.violations() {
-                out.add(field, format!("{}: {}", v.part.as_str(), v.message));
-            }
-            None
-        }
-    }
-}
-
-fn kk_field(field: &str, input: &str, out: &mut Violations) -> Option<Kk> {
-    match Kk::parse(input, today()) {
-        Ok(kk) => Some(kk),
-        Err(err) => {
-            for v in err.violations() {
-                out.add(field, format!("{}: {}", v.part.as_str(), v.message));
-            }
-            None
-        }
-    }
 }
 
 /// Parses a NIK that is the whole request, or fails with its violations.

@@ -348,7 +348,7 @@ impl PrintingApi {
                 date: Some(convert::date(day)),
                 applicant_nik: nik.to_owned(),
                 idempotency_key: key.to_owned(),
-                purpose: "ktp-el".to_owned(),
+                purpose: inventory::BlankPurpose::KtpEl.into(),
             }))
             .await
             .map_err(|status| match status.code() {

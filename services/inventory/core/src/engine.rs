@@ -342,7 +342,7 @@ pub enum TransitionError {
 pub enum Begun {
     /// This caller won; persist, then `complete` (or `abort`).
     Won(Arc<Reservation>),
-    /// Already done by an earlier call of the same kind (a retried commit): nothing to do.
+    /// Already done by an earlier call of the same kind (a retried commit or release): nothing to do.
     AlreadyDone(Arc<Reservation>),
 }
 
@@ -374,7 +374,8 @@ pub struct StoredReservation {
 pub struct Suggestions {
     /// The next days with room at the same point.
     pub next_dates: Vec<NaiveDate>,
-    /// Other points of the region with room on the same day, nearest first, with what remains.
+    /// Other points of the region with room on the same day, nearest first, with
+    /// what remains; one point per quota pool, as the points of a pool share its room.
     pub other_points: Vec<(String, i64)>,
 }
 
@@ -782,7 +783,8 @@ impl Engine {
         }
         match reservation.state.begin(transition) {
             Ok(()) => Ok(Begun::Won(reservation)),
-            Err(state) if state == transition.done() && transition == Transition::Commit => {
+            // A retried commit or release finds its own outcome: answered the same, nothing moves.
+            Err(state) if state == transition.done() && transition != Transition::Expire => {
                 Ok(Begun::AlreadyDone(reservation))
             }
             Err(state) => Err(TransitionError::NotHeld(reservation, state)),
@@ -856,7 +858,7 @@ impl Engine {
             };
         };
         let own = district_number(&point.spec.district_code);
-        let mut others: Vec<(u32, String, i64)> = region
+        let mut others: Vec<(u32, String, i64, &str)> = region
             .policy
             .points
             .iter()
@@ -869,17 +871,26 @@ impl Engine {
                         own.abs_diff(district_number(&spec.district_code)),
                         spec.code.clone(),
                         remaining,
+                        spec.pool_code.as_str(),
                     )
                 })
             })
             .collect();
         others.sort();
+        // Points that share a pool share its room: the pool is offered once,
+        // at its nearest point, so its blanks are not counted once per point.
+        let mut pools_seen: Vec<&str> = Vec::new();
+        others.retain(|(_, _, _, pool)| {
+            let first = !pools_seen.contains(pool);
+            pools_seen.push(pool);
+            first
+        });
         Suggestions {
             next_dates,
             other_points: others
                 .into_iter()
                 .take(max)
-                .map(|(_, code, n)| (code, n))
+                .map(|(_, code, n, _)| (code, n))
                 .collect(),
         }
     }
@@ -1234,6 +1245,26 @@ mod tests {
         let codes: Vec<_> = s.other_points.iter().map(|(c, _)| c.as_str()).collect();
         // Then the points two kecamatan away, by code: the office (in 327501) before Kecamatan 1.
         assert_eq!(codes, ["3275-KEC-02", "3275-KEC-04", "3275-DISDUK"]);
+    }
+
+    #[test]
+    fn points_sharing_a_pool_are_suggested_once() {
+        let engine = engine_with_stock(15_000);
+        for n in 0..30 {
+            let (nik, key) = (format!("n{n}"), format!("k{n}"));
+            engine
+                .reserve(&req("3275-KEC-03", &nik, &key), now())
+                .expect("room");
+        }
+        let s = engine.suggestions("3275-KEC-03", day(23), 14, 50);
+        let shared: Vec<_> = s
+            .other_points
+            .iter()
+            .filter(|(code, _)| ["3275-MPP", "3275-GPP", "3275-DISDUK"].contains(&code.as_str()))
+            .collect();
+        assert_eq!(shared.len(), 1, "one pool of 150, offered once: {:?}", s.other_points);
+        // Every kecamatan but the full one has a pool of its own.
+        assert_eq!(s.other_points.len(), 11 + 1);
     }
 
     #[test]

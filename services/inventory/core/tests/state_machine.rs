@@ -500,7 +500,7 @@ impl Model {
         }
         if r.state == State::Held {
             BeginAnswer::Won
-        } else if transition == Transition::Commit && r.state == State::Committed {
+        } else if transition != Transition::Expire && r.state == transition.done() {
             BeginAnswer::AlreadyDone
         } else {
             BeginAnswer::NotHeld(r.id, r.state)

@@ -165,6 +165,33 @@ impl Nik {
     }
 }
 
+/// Parses the NIK in a request's `field` against today in WIB, adding each
+/// violation (named by the part at fault) to `out`.
+///
+/// The one check every service makes of a NIK it is given, so that none
+/// believes 16 digits that population would refuse.
+pub fn nik_field(field: &str, input: &str, out: &mut crate::Violations) -> Option<Nik> {
+    number_field(field, Nik::parse(input, crate::time::today_wib()), out)
+}
+
+/// The value, or its violations added to `out` under `field`.
+pub(crate) fn number_field<T, P: Copy + Into<&'static str>>(
+    field: &str,
+    parsed: Result<T, NumberError<P>>,
+    out: &mut crate::Violations,
+) -> Option<T> {
+    match parsed {
+        Ok(value) => Some(value),
+        Err(err) => {
+            for v in err.violations() {
+                let part: &'static str = v.part.into();
+                out.add(field, format!("{part}: {}", v.message));
+            }
+            None
+        }
+    }
+}
+
 impl fmt::Debug for Nik {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt_masked(&self.digits, f, Some("Nik"))
@@ -294,6 +321,12 @@ impl NikPart {
             Fault::Date => NikPart::BirthDate,
             Fault::Serial => NikPart::Serial,
         }
+    }
+}
+
+impl From<NikPart> for &'static str {
+    fn from(part: NikPart) -> Self {
+        part.as_str()
     }
 }
 

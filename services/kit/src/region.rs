@@ -21,10 +21,10 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::LazyLock;
 
-const PROVINCES: &str = include_str!("../../data/regions/provinces.tsv");
-const REGENCIES: &str = include_str!("../../data/regions/regencies.tsv");
-const DISTRICTS: &str = include_str!("../../data/regions/districts.tsv");
-const VILLAGES: &str = include_str!("../../data/regions/villages.tsv");
+const PROVINCES: &str = include_str!("../data/regions/provinces.tsv");
+const REGENCIES: &str = include_str!("../data/regions/regencies.tsv");
+const DISTRICTS: &str = include_str!("../data/regions/districts.tsv");
+const VILLAGES: &str = include_str!("../data/regions/villages.tsv");
 
 /// Why parsing the embedded files cannot fail: they are generated and checked.
 const EMBEDDED: &str = "the embedded region files are written by data/regions/regenerate.py, \

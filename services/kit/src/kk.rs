@@ -201,6 +201,18 @@ impl KkPart {
     }
 }
 
+impl From<KkPart> for &'static str {
+    fn from(part: KkPart) -> Self {
+        part.as_str()
+    }
+}
+
+/// Parses the KK number in a request's `field` against today in WIB, adding
+/// each violation (named by the part at fault) to `out`.
+pub fn kk_field(field: &str, input: &str, out: &mut crate::Violations) -> Option<Kk> {
+    super::nik::number_field(field, Kk::parse(input, crate::time::today_wib()), out)
+}
+
 impl fmt::Display for KkPart {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
