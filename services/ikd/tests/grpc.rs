@@ -124,15 +124,33 @@ async fn resident(
     marital: population::MaritalStatus,
     recording: population::RecordingStatus,
 ) -> String {
+    member(m, serial, serial, birth, marital, recording).await
+}
+
+/// Registers a member of the KK numbered `kk_serial` (its head when the KK is
+/// new) and returns the NIK.
+async fn member(
+    m: &mut Mesh,
+    serial: u16,
+    kk_serial: u16,
+    birth: NaiveDate,
+    marital: population::MaritalStatus,
+    recording: population::RecordingStatus,
+) -> String {
     let nik = Nik::from_parts("327501", birth, Sex::Male, serial)
         .expect("nik")
         .as_str()
         .to_owned();
     let issued = d(2020, 1, 1).max(birth);
-    let kk = Kk::from_parts("327501", issued, serial)
+    let kk = Kk::from_parts("327501", issued, kk_serial)
         .expect("kk")
         .as_str()
         .to_owned();
+    let relationship = if serial == kk_serial {
+        population::FamilyRelationship::Head
+    } else {
+        population::FamilyRelationship::Child
+    };
     m.people
         .register_resident(population::RegisterResidentRequest {
             nik: nik.clone(),
@@ -147,7 +165,7 @@ async fn resident(
                 ..Default::default()
             }),
             marital_status: marital.into(),
-            relationship: population::FamilyRelationship::Head.into(),
+            relationship: relationship.into(),
             recording_status: recording.into(),
         })
         .await
@@ -394,13 +412,24 @@ async fn ineligible_residents_are_told_why() {
     for mut m in each_backend("ikdelig").await {
         let label = m.label;
         let today = adminduk_kit::time::today_wib();
+        // A son of 16 in his father's KK, his biometrics recorded ahead of his 17th birthday.
         let sixteen = d(today.year() - 16, 1, 1);
-        let young = resident(
+        let father = d(1980, 2, 2);
+        resident(
+            &mut m,
+            20,
+            father,
+            population::MaritalStatus::Married,
+            population::RecordingStatus::PrintReady,
+        )
+        .await;
+        let young = member(
             &mut m,
             2,
+            20,
             sixteen,
             population::MaritalStatus::Single,
-            population::RecordingStatus::PrintReady,
+            population::RecordingStatus::Recorded,
         )
         .await;
         let unrecorded = resident(

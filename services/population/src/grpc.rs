@@ -4,18 +4,19 @@
 use chrono::{NaiveDate, Utc};
 use tonic::{Request, Response, Status};
 
-use adminduk_kit::{ApiError, ErrorCode, Violations};
+use adminduk_kit::{ApiError, ErrorCode, Violations, text};
 use adminduk_proto::common::v1 as common;
 use adminduk_proto::convert;
 use adminduk_proto::population::v1 as pb;
 use pb::population_service_server::PopulationService;
 
-use crate::domain::kk::kk_field;
+use crate::domain::kk::{Kk, kk_field};
 use crate::domain::nik::{Nik, Sex, nik_field};
 use crate::domain::region::Regions;
 use crate::domain::resident::{
     Address, Family, FieldMatch, Flag, IdentityClaim, LifeStatus, MAX_NAME_CHARS, MaritalStatus, NewResident,
-    RecordingStatus, Relationship, Resident, Violation, check_address, check_text, normalize_name,
+    RecordingStatus, Registration, Relationship, Resident, Violation, check_address, check_village_code,
+    normalize_name,
 };
 use crate::store::{Move, ResidentChanges, SearchCursor, Store, StoreError};
 
@@ -57,6 +58,17 @@ fn require_nik(input: &str) -> Result<Nik, ApiError> {
     let nik = nik_field("nik", input, &mut violations);
     violations.into_result()?;
     nik.ok_or_else(|| ApiError::invalid_field("nik", "invalid"))
+}
+
+/// A name or place: trimmed, at most [`MAX_NAME_CHARS`], no control characters
+/// (the kit's rules for free text), and with a letter or digit in it.
+fn name_field(field: &str, value: &str, out: &mut Violations) -> String {
+    let before = out.len();
+    let name = text::required(field, value, MAX_NAME_CHARS, out);
+    if out.len() == before && normalize_name(&name).is_empty() {
+        out.add(field, "must contain letters");
+    }
+    name
 }
 
 fn date_field(
@@ -152,10 +164,34 @@ fn address_field(field: &str, address: Option<&pb::Address>, out: &mut Violation
     absorb(out, found).then_some(address)
 }
 
+/// NOT_FOUND naming the resident asked for, by masked NIK.
+fn resident_not_found(nik: &Nik) -> ApiError {
+    ApiError::not_found("resident")
+        .with_reason("RESIDENT_NOT_FOUND", [])
+        .with_resource("resident", nik.masked())
+}
+
+/// NOT_FOUND naming the family asked for, by masked KK number.
+fn family_not_found(kk: &Kk) -> ApiError {
+    ApiError::not_found("family (KK)")
+        .with_reason("FAMILY_NOT_FOUND", [])
+        .with_resource("family", kk.masked())
+}
+
+/// [`store_error`] for a change to one resident, so a NOT_FOUND says which
+/// resident (and which family, when the change names one).
+fn change_error(nik: &Nik, kk: Option<&Kk>) -> impl FnOnce(StoreError) -> ApiError {
+    move |err| match (err, kk) {
+        (StoreError::ResidentNotFound, _) => resident_not_found(nik),
+        (StoreError::FamilyNotFound, Some(kk)) => family_not_found(kk),
+        (err, _) => store_error(err),
+    }
+}
+
 fn store_error(err: StoreError) -> ApiError {
     match err {
-        StoreError::ResidentNotFound => ApiError::not_found("resident"),
-        StoreError::FamilyNotFound => ApiError::not_found("family (KK)"),
+        StoreError::ResidentNotFound => ApiError::not_found("resident").with_reason("RESIDENT_NOT_FOUND", []),
+        StoreError::FamilyNotFound => ApiError::not_found("family (KK)").with_reason("FAMILY_NOT_FOUND", []),
         StoreError::NikTaken => ApiError::new(
             ErrorCode::AlreadyExists,
             "a resident with this NIK is already registered; a person is active on one KK only",
@@ -327,20 +363,8 @@ fn update_changes(
     }
     for path in paths {
         match path.as_str() {
-            "full_name" => {
-                let mut found = Vec::new();
-                check_text("resident.full_name", &r.full_name, MAX_NAME_CHARS, &mut found);
-                if absorb(out, found) {
-                    changes.full_name = Some(r.full_name.clone());
-                }
-            }
-            "birth_place" => {
-                let mut found = Vec::new();
-                check_text("resident.birth_place", &r.birth_place, MAX_NAME_CHARS, &mut found);
-                if absorb(out, found) {
-                    changes.birth_place = Some(r.birth_place.clone());
-                }
-            }
+            "full_name" => changes.full_name = Some(name_field("resident.full_name", &r.full_name, out)),
+            "birth_place" => changes.birth_place = Some(name_field("resident.birth_place", &r.birth_place, out)),
             "sex" => changes.sex = sex_field("resident.sex", r.sex, true, out),
             "birth_date" => {
                 changes.birth_date = date_field("resident.birth_date", r.birth_date.as_ref(), true, out);
@@ -404,7 +428,7 @@ impl PopulationService for PopulationApi {
         let pb::GetResidentRequest { nik } = request.into_inner();
         let nik = require_nik(&nik)?;
         let resident = self.store.resident(&nik).await.map_err(store_error)?;
-        let resident = resident.ok_or_else(|| ApiError::not_found("resident"))?;
+        let resident = resident.ok_or_else(|| resident_not_found(&nik))?;
         Ok(Response::new(pb::GetResidentResponse {
             resident: Some(resident_msg(&resident)),
         }))
@@ -420,7 +444,7 @@ impl PopulationService for PopulationApi {
         violations.into_result()?;
         let kk = kk.ok_or_else(|| ApiError::invalid_field("kk", "invalid"))?;
         let family = self.store.family(&kk).await.map_err(store_error)?;
-        let family = family.ok_or_else(|| ApiError::not_found("family (KK)"))?;
+        let family = family.ok_or_else(|| family_not_found(&kk))?;
         Ok(Response::new(pb::GetFamilyResponse {
             family: Some(family_msg(&family)),
         }))
@@ -514,13 +538,39 @@ impl PopulationService for PopulationApi {
         let mut v = Violations::default();
         let nik = nik_field("nik", &nik, &mut v);
         let kk = kk_field("kk", &kk, &mut v);
+        let full_name = name_field("full_name", &full_name, &mut v);
         let sex = sex_field("sex", sex, true, &mut v);
+        let birth_place = name_field("birth_place", &birth_place, &mut v);
         let birth_date = date_field("birth_date", birth_date.as_ref(), true, &mut v);
         let marital_status = marital_field(marital_status, &mut v);
         let relationship = relationship_field("relationship", relationship, &mut v);
         let recording_status = recording_field(recording_status, Some(RecordingStatus::NotRecorded), &mut v);
         let address = address_field("address", address.as_ref(), &mut v);
-        let new = match (
+        // The rules between fields run on every part that parsed, so a sex
+        // contradicting the NIK is reported with a bad address, not after it.
+        let mut rules = Vec::new();
+        Registration {
+            nik: nik.as_ref(),
+            kk: kk.as_ref(),
+            sex,
+            birth_date,
+            marital_status,
+            relationship,
+            recording_status,
+        }
+        .check(today(), &mut rules);
+        absorb(&mut v, rules);
+        v.into_result()?;
+        let (
+            Some(nik),
+            Some(kk),
+            Some(sex),
+            Some(birth_date),
+            Some(marital_status),
+            Some(relationship),
+            Some(recording_status),
+            Some(address),
+        ) = (
             nik,
             kk,
             sex,
@@ -529,44 +579,22 @@ impl PopulationService for PopulationApi {
             relationship,
             recording_status,
             address,
-        ) {
-            (
-                Some(nik),
-                Some(kk),
-                Some(sex),
-                Some(birth_date),
-                Some(marital_status),
-                Some(relationship),
-                Some(recording_status),
-                Some(address),
-            ) => {
-                let new = NewResident {
-                    nik,
-                    kk,
-                    full_name: full_name.trim().to_owned(),
-                    sex,
-                    birth_place: birth_place.trim().to_owned(),
-                    birth_date,
-                    address,
-                    marital_status,
-                    relationship,
-                    recording_status,
-                };
-                if let Err(rules) = new.check(today()) {
-                    absorb(&mut v, rules);
-                }
-                Some(new)
-            }
-            _ => {
-                let mut found = Vec::new();
-                check_text("full_name", &full_name, MAX_NAME_CHARS, &mut found);
-                check_text("birth_place", &birth_place, MAX_NAME_CHARS, &mut found);
-                absorb(&mut v, found);
-                None
-            }
+        )
+        else {
+            return Err(ApiError::new(ErrorCode::InvalidArgument, "invalid resident").into());
         };
-        v.into_result()?;
-        let new = new.ok_or_else(|| ApiError::new(ErrorCode::InvalidArgument, "invalid resident"))?;
+        let new = NewResident {
+            nik,
+            kk,
+            full_name,
+            sex,
+            birth_place,
+            birth_date,
+            address,
+            marital_status,
+            relationship,
+            recording_status,
+        };
         let resident = self.store.register(&new, Utc::now()).await.map_err(store_error)?;
         tracing::info!(nik = %resident.nik.masked(), kk = %resident.kk.masked(), "resident registered");
         Ok(Response::new(pb::RegisterResidentResponse {
@@ -597,7 +625,7 @@ impl PopulationService for PopulationApi {
             .store
             .update(&nik, expected_version, &changes, Utc::now())
             .await
-            .map_err(store_error)?;
+            .map_err(change_error(&nik, None))?;
         tracing::info!(nik = %nik.masked(), fields = ?paths, version = updated.version, "resident updated");
         Ok(Response::new(pb::UpdateResidentResponse {
             resident: Some(resident_msg(&updated)),
@@ -628,7 +656,7 @@ impl PopulationService for PopulationApi {
             .store
             .record_death(&nik, expected_version, date, Utc::now())
             .await
-            .map_err(store_error)?;
+            .map_err(change_error(&nik, None))?;
         tracing::info!(nik = %nik.masked(), "death recorded");
         Ok(Response::new(pb::RecordDeathResponse {
             resident: Some(resident_msg(&updated)),
@@ -682,11 +710,18 @@ impl PopulationService for PopulationApi {
         let (Some(nik), Some(change)) = (nik, change) else {
             return Err(ApiError::new(ErrorCode::InvalidArgument, "invalid request").into());
         };
+        let new_kk = match &change {
+            Move::WithinArea {
+                family: Some((kk, _)),
+                ..
+            } => Some(*kk),
+            _ => None,
+        };
         let updated = self
             .store
             .record_move(&nik, expected_version, &change, Utc::now())
             .await
-            .map_err(store_error)?;
+            .map_err(change_error(&nik, new_kk.as_ref()))?;
         tracing::info!(nik = %nik.masked(), out_of_area = matches!(change, Move::OutOfArea), "move recorded");
         Ok(Response::new(pb::RecordMoveResponse {
             resident: Some(resident_msg(&updated)),
@@ -707,20 +742,35 @@ impl PopulationService for PopulationApi {
         } = request.into_inner();
         let mut v = Violations::default();
         let nik = nik_field("nik", &nik, &mut v);
+        // What was sent, not what parsed: a field sent wrong is reported as
+        // wrong, not as missing.
+        let sent_any = full_name.is_some()
+            || birth_date.is_some()
+            || birth_place.is_some()
+            || sex != common::Sex::Unspecified as i32
+            || village_code.is_some();
         let claim = IdentityClaim {
-            full_name,
+            full_name: full_name.map(|name| text::required("full_name", &name, MAX_NAME_CHARS, &mut v)),
             birth_date: date_field("birth_date", birth_date.as_ref(), false, &mut v),
-            birth_place,
+            birth_place: birth_place
+                .map(|place| text::required("birth_place", &place, MAX_NAME_CHARS, &mut v)),
             sex: sex_field("sex", sex, false, &mut v),
-            village_code,
+            // A code that cannot be a kelurahan is a wrong question, not a "no match".
+            village_code: village_code.map(|code| {
+                let code = code.trim().to_owned();
+                let mut found = Vec::new();
+                check_village_code("village_code", &code, &mut found);
+                absorb(&mut v, found);
+                code
+            }),
         };
-        if claim.is_empty() {
+        if !sent_any {
             v.add("full_name", "send at least one field to verify besides the NIK");
         }
         v.into_result()?;
         let nik = nik.ok_or_else(|| ApiError::invalid_field("nik", "invalid"))?;
         let record = self.store.resident(&nik).await.map_err(store_error)?;
-        let record = record.ok_or_else(|| ApiError::not_found("resident"))?;
+        let record = record.ok_or_else(|| resident_not_found(&nik))?;
         let verdict = claim.verify(&record);
         tracing::info!(nik = %nik.masked(), "identity verified");
         Ok(Response::new(pb::VerifyIdentityResponse {

@@ -9,8 +9,8 @@ use adminduk_kit::storage::{Db, Migrations, is_unique_violation, millis};
 use crate::domain::kk::Kk;
 use crate::domain::nik::{Nik, Sex};
 use crate::domain::resident::{
-    Address, Family, LifeStatus, MaritalStatus, NewResident, RecordingStatus, Relationship, Resident,
-    Violation, normalize_name,
+    Address, AgeRule, Family, LifeStatus, MaritalStatus, NewResident, RecordingStatus, Relationship,
+    Resident, Violation, normalize_name,
 };
 
 static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -332,6 +332,7 @@ impl Store {
         let mut tx = self.db.begin_write().await?;
         let mut record = load_for_change(&mut tx, nik, expected_version).await?;
         let before = record.relationship;
+        let broken_before = record.age_rules(wib_day(now));
         if let Some(v) = &changes.full_name {
             record.full_name = v.trim().to_owned();
         }
@@ -356,6 +357,9 @@ impl Store {
         if let Some(v) = changes.relationship {
             record.relationship = v;
         }
+        no_new_age_rule_broken(&record, &broken_before, now, |rule| {
+            format!("resident.{}", rule.field())
+        })?;
         if record.is_active() && before != record.relationship {
             if record.relationship == Relationship::Head && living_heads(&mut tx, &record.kk).await? > 0 {
                 return Err(StoreError::SecondHead);
@@ -418,6 +422,13 @@ impl Store {
                     if exists.is_none() {
                         return Err(StoreError::FamilyNotFound);
                     }
+                    let broken_before = record.age_rules(wib_day(now));
+                    let mut moved = record.clone();
+                    moved.relationship = *relationship;
+                    no_new_age_rule_broken(&moved, &broken_before, now, |rule| match rule {
+                        AgeRule::Head => "new_relationship".to_owned(),
+                        other => other.field().to_owned(),
+                    })?;
                     if record.relationship == Relationship::Head
                         && active_members(&mut tx, &record.kk).await? > 1
                     {
@@ -475,6 +486,34 @@ impl Store {
             .fetch_one(self.db.pool())
             .await?
             .try_get("n")?)
+    }
+}
+
+/// The office's date of an instant: the day in WIB.
+fn wib_day(now: DateTime<Utc>) -> NaiveDate {
+    now.with_timezone(&adminduk_kit::time::wib()).date_naive()
+}
+
+/// Refuses a change that breaks an age rule the record kept before it (a
+/// child made head of family, a birth date corrected to make a wife 12); a
+/// rule the stored record already broke is left to an officer to correct and
+/// does not block unrelated changes.
+fn no_new_age_rule_broken(
+    changed: &Resident,
+    broken_before: &[AgeRule],
+    now: DateTime<Utc>,
+    field: impl Fn(AgeRule) -> String,
+) -> Result<(), StoreError> {
+    let newly: Vec<Violation> = changed
+        .age_rules(wib_day(now))
+        .into_iter()
+        .filter(|rule| !broken_before.contains(rule))
+        .map(|rule| Violation::new(field(rule), rule.description()))
+        .collect();
+    if newly.is_empty() {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(newly))
     }
 }
 

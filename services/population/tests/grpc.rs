@@ -406,7 +406,7 @@ async fn bad_registrations_name_their_field_and_write_nothing() {
 
         let cases = [
             (future_kk, "kk", "future"),
-            (empty_name, "full_name", "empty"),
+            (empty_name, "full_name", "required"),
             (unknown_shdk, "relationship", "SHDK"),
             (wrong_sex, "sex", "NIK"),
             (wrong_birth, "birth_date", "NIK"),
@@ -939,6 +939,7 @@ async fn residents_are_counted_by_area_without_personal_data() {
             pb::FamilyRelationship::Child,
         );
         child.marital_status = pb::MaritalStatus::Single.into();
+        child.recording_status = pb::RecordingStatus::NotRecorded.into();
         h.client.register_resident(child).await.expect("child");
         let mut unrecorded = person(
             &nik("327508", d(1950, 1, 1), Sex::Female, 9),
@@ -970,6 +971,363 @@ async fn residents_are_counted_by_area_without_personal_data() {
             .await
             .expect_err("bad area");
         assert_violation(&err, Code::InvalidArgument, "area_code", "known");
+        h.server.shutdown().await.expect("clean shutdown");
+    }
+}
+
+/// The BadRequest fields of a status, in order.
+fn violated_fields(status: &Status) -> Vec<String> {
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default()
+}
+
+/// Someone born `years` years ago today (WIB), on a day that exists every year.
+fn born_years_ago(years: i32) -> NaiveDate {
+    use chrono::Datelike as _;
+    let today = adminduk_kit::time::today_wib();
+    let day = if (today.month(), today.day()) == (2, 29) {
+        28
+    } else {
+        today.day()
+    };
+    d(today.year() - years, today.month(), day)
+}
+
+/// Issue 10, item 15: an 8-year-old was registered as married, head of a
+/// family and print-ready (and then got a print job and an IKD activation).
+#[tokio::test]
+async fn the_young_are_not_registered_married_heads_or_print_ready() {
+    for mut h in each_backend("young").await {
+        let label = h.label;
+        let birth = born_years_ago(8);
+        let family = kk("327509", adminduk_kit::time::today_wib(), 1);
+        let child = nik("327509", birth, Sex::Male, 1);
+        let request = person(
+            &child,
+            &family,
+            "Rizky Ananda",
+            Sex::Male,
+            birth,
+            pb::FamilyRelationship::Head,
+        );
+        let err = h
+            .client
+            .register_resident(request.clone())
+            .await
+            .expect_err("an 8-year-old married head");
+        assert_eq!(err.code(), Code::InvalidArgument, "{label}: {err:?}");
+        assert_eq!(
+            violated_fields(&err),
+            ["marital_status", "relationship", "recording_status"],
+            "{label}: every age rule at once"
+        );
+        assert_violation(&err, Code::InvalidArgument, "marital_status", "UU 16/2019");
+        assert_violation(&err, Code::InvalidArgument, "relationship", "17 or older");
+        assert_violation(&err, Code::InvalidArgument, "recording_status", "PRINT_READY");
+        assert_eq!(h.store.count_residents().await.expect("count"), 0, "{label}");
+
+        // A 16-year-old married with a court's dispensation is lawful: recorded,
+        // head of the new family, print-ready (DOMAIN.md: 17 or married).
+        register_family(&mut h, "327509", 2).await;
+        let young_wife = nik("327509", born_years_ago(16), Sex::Female, 3);
+        let young_head = person(
+            &young_wife,
+            &kk("327509", adminduk_kit::time::today_wib(), 3),
+            "Nabila Putri",
+            Sex::Female,
+            born_years_ago(16),
+            pb::FamilyRelationship::Head,
+        );
+        h.client
+            .register_resident(young_head)
+            .await
+            .unwrap_or_else(|e| panic!("{label}: a married 16-year-old: {e:?}"));
+
+        // The same child as a single son, not recorded yet, is fine; making him
+        // print-ready later is refused, and so is making him married.
+        let family = kk("327509", d(2012, 7, 7), 2);
+        let mut son = person(
+            &child,
+            &family,
+            "Rizky Ananda",
+            Sex::Male,
+            birth,
+            pb::FamilyRelationship::Child,
+        );
+        son.marital_status = pb::MaritalStatus::Single.into();
+        son.recording_status = pb::RecordingStatus::NotRecorded.into();
+        let mut record = h
+            .client
+            .register_resident(son)
+            .await
+            .expect("a son")
+            .into_inner()
+            .resident
+            .expect("resident");
+        record.recording_status = pb::RecordingStatus::PrintReady.into();
+        record.marital_status = pb::MaritalStatus::Married.into();
+        let err = h
+            .client
+            .update_resident(pb::UpdateResidentRequest {
+                resident: Some(record.clone()),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["recording_status".into(), "marital_status".into()],
+                }),
+                expected_version: 1,
+            })
+            .await
+            .expect_err("a print-ready married 8-year-old");
+        assert_eq!(
+            violated_fields(&err),
+            ["resident.marital_status", "resident.recording_status"],
+            "{label}: {err:?}"
+        );
+        // Moving him into another KK as its head is refused too.
+        let err = h
+            .client
+            .record_move(pb::RecordMoveRequest {
+                nik: child.clone(),
+                kind: pb::MoveKind::WithinArea.into(),
+                new_address: record.address.clone(),
+                new_kk: kk("327509", adminduk_kit::time::today_wib(), 3),
+                new_relationship: pb::FamilyRelationship::Head.into(),
+                expected_version: 1,
+            })
+            .await
+            .expect_err("an 8-year-old head");
+        assert_violation(&err, Code::InvalidArgument, "new_relationship", "17 or older");
+        let stored = h
+            .client
+            .get_resident(pb::GetResidentRequest { nik: child.clone() })
+            .await
+            .expect("get")
+            .into_inner()
+            .resident
+            .expect("resident");
+        assert_eq!(
+            (stored.version, stored.recording_status, stored.relationship),
+            (
+                1,
+                pb::RecordingStatus::NotRecorded as i32,
+                pb::FamilyRelationship::Child as i32
+            ),
+            "{label}: nothing changed"
+        );
+        h.server.shutdown().await.expect("clean shutdown");
+    }
+}
+
+/// Issue 10, item 15: a sex and birth date contradicting the NIK were
+/// reported only once the other wrong fields were fixed.
+#[tokio::test]
+async fn every_wrong_field_of_a_registration_is_reported_at_once() {
+    for mut h in each_backend("allatonce").await {
+        let label = h.label;
+        let born = d(1970, 4, 4);
+        let mut request = person(
+            &nik("327503", born, Sex::Male, 1),
+            &kk("327503", d(2016, 5, 5), 1),
+            "Joko Susilo",
+            Sex::Female,
+            d(1970, 4, 5),
+            pb::FamilyRelationship::Head,
+        );
+        request.marital_status = 9;
+        request.full_name = "Joko\u{0}Susilo".to_owned();
+        if let Some(a) = request.address.as_mut() {
+            a.village_code = "12345".to_owned();
+        }
+        let err = h
+            .client
+            .register_resident(request)
+            .await
+            .expect_err("five wrong fields");
+        let mut fields = violated_fields(&err);
+        fields.sort();
+        assert_eq!(
+            fields,
+            [
+                "address.village_code",
+                "birth_date",
+                "full_name",
+                "marital_status",
+                "sex"
+            ],
+            "{label}: {err:?}"
+        );
+        assert_violation(&err, Code::InvalidArgument, "sex", "NIK");
+        assert_violation(&err, Code::InvalidArgument, "birth_date", "NIK");
+        assert_violation(&err, Code::InvalidArgument, "full_name", "control characters");
+        assert!(err.message().starts_with("5 invalid fields"), "{}", err.message());
+
+        let mut long = person(
+            &nik("327503", born, Sex::Male, 1),
+            &kk("327503", d(2016, 5, 5), 1),
+            "  Joko Susilo  ",
+            Sex::Male,
+            born,
+            pb::FamilyRelationship::Head,
+        );
+        long.birth_place = "B".repeat(101);
+        let err = h.client.register_resident(long.clone()).await.expect_err("long");
+        assert_violation(
+            &err,
+            Code::InvalidArgument,
+            "birth_place",
+            "at most 100 characters",
+        );
+        long.birth_place = " Bekasi ".to_owned();
+        let stored = h
+            .client
+            .register_resident(long)
+            .await
+            .expect("registered")
+            .into_inner()
+            .resident
+            .expect("resident");
+        assert_eq!(
+            (stored.full_name.as_str(), stored.birth_place.as_str()),
+            ("Joko Susilo", "Bekasi"),
+            "{label}: trimmed"
+        );
+        h.server.shutdown().await.expect("clean shutdown");
+    }
+}
+
+/// Issue 10, item 15: a village code that cannot be one answered NO_MATCH,
+/// and an invalid birth date drew a bogus "send at least one field".
+#[tokio::test]
+async fn identity_checks_refuse_fields_that_cannot_be_compared() {
+    for mut h in each_backend("verifybad").await {
+        let label = h.label;
+        let (_, head, _) = register_family(&mut h, "327507", 2).await;
+        let ask = |village_code: Option<&str>, birth_date: Option<common::Date>| pb::VerifyIdentityRequest {
+            nik: head.clone(),
+            village_code: village_code.map(str::to_owned),
+            birth_date,
+            ..Default::default()
+        };
+        for code in ["12345", "3275999999", "32750110a1"] {
+            let err = h
+                .client
+                .verify_identity(ask(Some(code), None))
+                .await
+                .expect_err(code);
+            assert_eq!(err.code(), Code::InvalidArgument, "{label} {code}");
+            assert_eq!(violated_fields(&err), ["village_code"], "{label} {code}");
+        }
+        let february_30 = common::Date {
+            year: 1979,
+            month: 2,
+            day: 30,
+        };
+        let err = h
+            .client
+            .verify_identity(ask(None, Some(february_30)))
+            .await
+            .expect_err("no such date");
+        assert_eq!(violated_fields(&err), ["birth_date"], "{label}: {err:?}");
+        let err = h
+            .client
+            .verify_identity(pb::VerifyIdentityRequest {
+                nik: head.clone(),
+                full_name: Some("x".repeat(101)),
+                ..Default::default()
+            })
+            .await
+            .expect_err("too long");
+        assert_violation(&err, Code::InvalidArgument, "full_name", "at most 100 characters");
+
+        let answer = h
+            .client
+            .verify_identity(ask(Some(" 3275011001 "), None))
+            .await
+            .expect("a real village")
+            .into_inner();
+        assert_eq!(answer.village_code, pb::FieldMatch::Match as i32, "{label}");
+        let answer = h
+            .client
+            .verify_identity(ask(Some("3275021001"), None))
+            .await
+            .expect("another real village")
+            .into_inner();
+        assert_eq!(answer.village_code, pb::FieldMatch::NoMatch as i32, "{label}");
+        h.server.shutdown().await.expect("clean shutdown");
+    }
+}
+
+/// Issue 10, item 16: a NOT_FOUND says what it refers to, by masked number.
+#[tokio::test]
+async fn not_found_names_the_resident_or_family_masked() {
+    for mut h in each_backend("notfound").await {
+        let label = h.label;
+        let unknown = nik("327501", d(1999, 1, 1), Sex::Male, 9);
+        let masked = adminduk_kit::mask_nik(&unknown);
+        let resource = |status: &Status| {
+            status
+                .get_error_details()
+                .resource_info()
+                .map(|r| (r.resource_type.clone(), r.resource_name.clone()))
+        };
+        let err = h
+            .client
+            .get_resident(pb::GetResidentRequest { nik: unknown.clone() })
+            .await
+            .expect_err("unknown");
+        assert_eq!(
+            (err.code(), reason(&err)),
+            (Code::NotFound, "RESIDENT_NOT_FOUND".to_owned()),
+            "{label}"
+        );
+        assert_eq!(resource(&err), Some(("resident".to_owned(), masked.clone())));
+        let err = h
+            .client
+            .record_death(pb::RecordDeathRequest {
+                nik: unknown.clone(),
+                death_date: Some(date(d(2024, 1, 1))),
+                expected_version: 1,
+            })
+            .await
+            .expect_err("unknown");
+        assert_eq!(resource(&err), Some(("resident".to_owned(), masked)), "{label}");
+
+        let family = kk("327501", d(2019, 9, 9), 7);
+        let err = h
+            .client
+            .get_family(pb::GetFamilyRequest { kk: family.clone() })
+            .await
+            .expect_err("unknown");
+        assert_eq!(reason(&err), "FAMILY_NOT_FOUND", "{label}");
+        assert_eq!(
+            resource(&err),
+            Some(("family".to_owned(), adminduk_kit::mask_nik(&family)))
+        );
+        let (_, head, _) = register_family(&mut h, "327501", 3).await;
+        let err = h
+            .client
+            .record_move(pb::RecordMoveRequest {
+                nik: head,
+                kind: pb::MoveKind::WithinArea.into(),
+                new_address: Some(pb::Address {
+                    street: "Jl. Kenanga 2".into(),
+                    village_code: "3275021001".into(),
+                    ..Default::default()
+                }),
+                new_kk: family.clone(),
+                new_relationship: pb::FamilyRelationship::Other.into(),
+                expected_version: 1,
+            })
+            .await
+            .expect_err("no such family");
+        assert_eq!(
+            resource(&err),
+            Some(("family".to_owned(), adminduk_kit::mask_nik(&family))),
+            "{label}: {err:?}"
+        );
+        assert!(!format!("{err:?}").contains(&family), "never the whole number");
         h.server.shutdown().await.expect("clean shutdown");
     }
 }
