@@ -61,9 +61,11 @@ pub(crate) struct PeakArgs {
     /// Requests in flight at once.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
-    /// Run number: applicants and idempotency keys differ between runs.
-    #[arg(long, default_value_t = 1)]
-    run: u64,
+    /// Run number: applicants and idempotency keys differ between runs. A fresh
+    /// random one when not given; give the number a run printed to repeat it
+    /// exactly (its retries are then answered as the first time).
+    #[arg(long)]
+    run: Option<u64>,
 }
 
 /// Arguments of `adminduk up`.

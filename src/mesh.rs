@@ -209,6 +209,34 @@ fn server_at(listen: SocketAddr) -> ServerConfig {
     }
 }
 
+/// The data directory's key for the NIK references in logs, made on first run,
+/// so one resident keeps one reference across restarts of `up`.
+fn reference_key(data_dir: &Path) -> anyhow::Result<secrecy::SecretString> {
+    let path = data_dir.join("nik-ref.key");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let key = text.trim().to_owned();
+        anyhow::ensure!(
+            key.len() >= config::MIN_NIK_REF_KEY_CHARS,
+            "{} is too short to be a key; delete it to make a new one",
+            path.display()
+        );
+        return Ok(key.into());
+    }
+    let mut bytes = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| anyhow::anyhow!("no system randomness for the log reference key"))?;
+    let key = adminduk_kit::hex::encode(&bytes);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    std::io::Write::write_all(&mut file, format!("{key}\n").as_bytes())?;
+    Ok(key.into())
+}
+
 pub(crate) fn up(args: UpArgs) -> anyhow::Result<()> {
     // Everything that can be checked is checked before the runtime starts.
     std::fs::create_dir_all(&args.data_dir)
@@ -219,6 +247,7 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<()> {
             LogFormatArg::Pretty => LogFormat::Pretty,
             LogFormatArg::Json => LogFormat::Json,
         },
+        nik_ref_key: Some(reference_key(&data_dir)?),
         ..TelemetryConfig::default()
     };
     let servers = [
@@ -329,14 +358,76 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<()> {
     })
 }
 
+/// Where `serve` listens when `server.listen` is not configured: loopback (a
+/// backend is plaintext unless TLS is configured; in a container set
+/// `ADMINDUK_SERVER__LISTEN=0.0.0.0:PORT`) on the service's own port.
+pub(crate) fn default_listen(service: ServiceName) -> SocketAddr {
+    let port = match service {
+        ServiceName::Population => 50061,
+        ServiceName::Inventory => 50062,
+        ServiceName::Printing => 50063,
+        ServiceName::Ikd => 50064,
+    };
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// The database `serve` uses when `database.url` is not configured: a SQLite
+/// file named after the service in the working directory.
+pub(crate) fn default_database(service: ServiceName) -> String {
+    format!("sqlite:{}.db", service_file_name(service))
+}
+
+fn service_file_name(service: ServiceName) -> &'static str {
+    match service {
+        ServiceName::Population => "population",
+        ServiceName::Inventory => "inventory",
+        ServiceName::Printing => "printing",
+        ServiceName::Ikd => "ikd",
+    }
+}
+
+/// The database a URL names, for a log line: a SQLite file's absolute path, or
+/// a server URL without its password.
+fn describe_database(url: &str) -> String {
+    if let Some(path) = url.strip_prefix("sqlite:") {
+        let path = path.trim_start_matches("//");
+        let file = path.split('?').next().unwrap_or(path);
+        let absolute =
+            std::env::current_dir().map_or_else(|_| Path::new(file).to_path_buf(), |d| d.join(file));
+        return format!("sqlite file {}", absolute.display());
+    }
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+            format!("{scheme}://{host}")
+        }
+        None => "a database".to_owned(),
+    }
+}
+
 pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config: ServiceConfig = match config::load(args.config.as_deref()) {
+    let default_db = default_database(args.service);
+    let listen = default_listen(args.service).to_string();
+    let defaults = [
+        ("server.listen", listen.as_str()),
+        ("database.url", default_db.as_str()),
+    ];
+    let config: ServiceConfig = match config::load_with_defaults(args.config.as_deref(), &defaults) {
         Ok(config) => config,
         Err(err) => err.exit(),
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let _telemetry = adminduk_kit::telemetry::init(service_label(args.service), &config.telemetry)?;
+        let url = config.database.url.expose_secret();
+        if url == default_db {
+            tracing::warn!(
+                database = %describe_database(url),
+                "no database configured (DATABASE_URL or [database] url): using a SQLite file in the working directory"
+            );
+        } else {
+            tracing::info!(database = %describe_database(url), "database");
+        }
         let stop = shutdown_signal();
         match args.service {
             ServiceName::Population => {
@@ -421,5 +512,47 @@ fn service_label(service: ServiceName) -> &'static str {
         ServiceName::Inventory => "adminduk-inventory",
         ServiceName::Ikd => "adminduk-ikd",
         ServiceName::Printing => "adminduk-printing",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_service_has_its_documented_port_and_its_own_database_file() {
+        let ports: Vec<u16> = [
+            ServiceName::Population,
+            ServiceName::Inventory,
+            ServiceName::Printing,
+            ServiceName::Ikd,
+        ]
+        .into_iter()
+        .map(|s| default_listen(s).port())
+        .collect();
+        assert_eq!(ports, [50061, 50062, 50063, 50064]);
+        assert_eq!(default_database(ServiceName::Ikd), "sqlite:ikd.db");
+    }
+
+    #[test]
+    fn a_database_is_described_without_its_password() {
+        assert_eq!(
+            describe_database("postgres://adminduk:hunter2@db:5432/adminduk"),
+            "postgres://db:5432/adminduk"
+        );
+        let here = std::env::current_dir().expect("cwd");
+        assert_eq!(
+            describe_database("sqlite:population.db?mode=rwc"),
+            format!("sqlite file {}", here.join("population.db").display())
+        );
+    }
+
+    #[test]
+    fn the_reference_key_is_made_once_and_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = reference_key(dir.path()).expect("made");
+        let again = reference_key(dir.path()).expect("read");
+        assert_eq!(first.expose_secret(), again.expose_secret());
+        assert_eq!(first.expose_secret().len(), 64);
     }
 }

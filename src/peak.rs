@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use adminduk_kit::nik::{Nik, Sex};
 use adminduk_proto::convert;
 use adminduk_proto::inventory::v1 as pb;
 use anyhow::Context as _;
@@ -37,6 +38,7 @@ pub(crate) fn run(args: PeakArgs) -> anyhow::Result<()> {
 /// The result of a storm.
 #[derive(Debug)]
 pub(crate) struct Report {
+    run: u64,
     day: NaiveDate,
     points: usize,
     requests: u64,
@@ -65,8 +67,8 @@ impl std::fmt::Display for Report {
         let secs = self.elapsed.as_secs_f64().max(1e-9);
         writeln!(
             f,
-            "peak morning for {} at {} service points",
-            self.day, self.points
+            "peak morning for {} at {} service points (run {})",
+            self.day, self.points, self.run
         )?;
         writeln!(
             f,
@@ -155,6 +157,7 @@ pub(crate) async fn storm(args: &PeakArgs) -> anyhow::Result<Report> {
     let held_before = held(&mut client, &args.region).await?;
     let room_before = room(&mut client, &points, day).await?;
 
+    let run = args.run.unwrap_or_else(fresh_run);
     let tally = Arc::new(Mutex::new(Tally::default()));
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let started = Instant::now();
@@ -162,7 +165,7 @@ pub(crate) async fn storm(args: &PeakArgs) -> anyhow::Result<Report> {
     for _ in 0..args.concurrency {
         let mut client = InventoryServiceClient::new(channel.clone());
         let (tally, next, points) = (tally.clone(), next.clone(), points.clone());
-        let (applicants, run) = (args.applicants, args.run);
+        let (applicants, region) = (args.applicants, args.region.clone());
         tasks.push(tokio::spawn(async move {
             let mut local = Tally::default();
             loop {
@@ -171,12 +174,10 @@ pub(crate) async fn storm(args: &PeakArgs) -> anyhow::Result<Report> {
                     break;
                 }
                 let point = &points[(n as usize) % points.len()];
-                // Synthetic applicants: 16 digits, unique per run and applicant.
-                let nik = format!("3275{:04}{:08}", run % 10_000, n);
                 let request = pb::ReserveRequest {
                     service_point_code: point.clone(),
                     date: Some(convert::date(day)),
-                    applicant_nik: nik,
+                    applicant_nik: applicant_nik(&region, run, n)?.as_str().to_owned(),
                     idempotency_key: format!("peak-{run}-{n}"),
                     purpose: 0,
                 };
@@ -199,10 +200,11 @@ pub(crate) async fn storm(args: &PeakArgs) -> anyhow::Result<Report> {
             for (k, v) in local.outcomes {
                 *shared.outcomes.entry(k).or_default() += v;
             }
+            anyhow::Ok(())
         }));
     }
     for task in tasks {
-        task.await?;
+        task.await??;
     }
     let elapsed = started.elapsed();
     let mut tally = Arc::try_unwrap(tally)
@@ -215,6 +217,7 @@ pub(crate) async fn storm(args: &PeakArgs) -> anyhow::Result<Report> {
     };
     let granted = tally.outcomes.get("OK").copied().unwrap_or(0);
     Ok(Report {
+        run,
         day,
         points: points.len(),
         requests: tally.latencies.len() as u64,
@@ -228,4 +231,65 @@ pub(crate) async fn storm(args: &PeakArgs) -> anyhow::Result<Report> {
         p99: percentile(0.99),
         outcomes: tally.outcomes,
     })
+}
+
+/// A run number no earlier run is likely to have used, so a second storm's
+/// requests are new requests rather than retries of the first one's.
+fn fresh_run() -> u64 {
+    let mut bytes = [0u8; 8];
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).is_ok() {
+        // Small enough to type back as `--run`.
+        u64::from_le_bytes(bytes) % 1_000_000_000
+    } else {
+        chrono::Utc::now().timestamp_micros().unsigned_abs() % 1_000_000_000
+    }
+}
+
+/// Birth dates of synthetic applicants: adults born from 1 January 1950 on.
+const BIRTH_DAYS: u64 = 20_000;
+/// Serials a NIK can carry (0001-9999).
+const SERIALS: u64 = 9_999;
+/// Distinct applicants one district can hold: serial × birth date × sex.
+const SPACE: u64 = SERIALS * BIRTH_DAYS * 2;
+
+/// The NIK of applicant `n` in `run`: a valid one (a real birth date, a
+/// serial from 0001), distinct for every applicant of a run, and spread by
+/// the run number so that different runs send different people.
+pub(crate) fn applicant_nik(region: &str, run: u64, n: u64) -> anyhow::Result<Nik> {
+    // A large odd multiplier scatters runs over the space; `n` then walks it.
+    let index = (run.wrapping_mul(0x9E37_79B9_7F4A_7C15) % SPACE + n % SPACE) % SPACE;
+    let serial = u16::try_from(1 + index % SERIALS)?;
+    let rest = index / SERIALS;
+    let sex = if rest.is_multiple_of(2) {
+        Sex::Male
+    } else {
+        Sex::Female
+    };
+    let born = NaiveDate::from_ymd_opt(1950, 1, 1).context("a date")? + chrono::Days::new(rest / 2);
+    Nik::from_parts(&format!("{region}01"), born, sex, serial)
+        .map_err(|err| anyhow::anyhow!("region {region} gives no valid nik: {err}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn applicants_carry_valid_niks_distinct_within_a_run_and_between_runs() {
+        let today = adminduk_kit::time::today_wib();
+        let mut seen = std::collections::HashSet::new();
+        for run in [1, 2, 987_654_321] {
+            for n in 0..30_000 {
+                let nik = applicant_nik("3275", run, n).expect("a nik");
+                let parsed = Nik::parse(nik.as_str(), today).expect("population would accept it");
+                assert_eq!(parsed, nik);
+                assert!(seen.insert(nik), "run {run} applicant {n} repeats a nik");
+            }
+        }
+    }
+
+    #[test]
+    fn a_run_number_is_fresh_each_time() {
+        assert_ne!(fresh_run(), fresh_run());
+    }
 }

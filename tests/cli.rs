@@ -108,36 +108,45 @@ async fn up_starts_on_an_empty_directory_answers_and_stops_cleanly() {
         .into_inner();
     assert!(!found.residents.is_empty(), "synthetic residents were loaded");
 
-    // A storm through gRPC against `up`: one kecamatan grants exactly its 30.
-    let storm = tokio::task::spawn_blocking(move || {
-        adminduk()
-            .args([
-                "peak-morning",
-                "--point",
-                "3275-KEC-07",
-                "--applicants",
-                "2000",
-                "--concurrency",
-                "32",
-            ])
-            .args(["--inventory", &format!("http://{inventory}")])
-            .output()
-            .expect("peak-morning runs")
-    })
-    .await
-    .expect("join");
-    let report = String::from_utf8_lossy(&storm.stdout);
-    assert!(
-        storm.status.success(),
-        "{report}{}",
-        String::from_utf8_lossy(&storm.stderr)
-    );
-    let granted = report
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("granted"))
-        .and_then(|n| n.trim().parse::<u64>().ok());
-    assert_eq!(granted, Some(30), "{report}");
-    assert!(report.contains("books agree  yes"), "{report}");
+    // A storm through gRPC against `up`: one kecamatan grants exactly its 30, to
+    // applicants with valid NIKs. A second storm is new applicants (fresh keys),
+    // not retries of the first: it gets nothing, and the books still agree.
+    for expected in [30, 0] {
+        let inventory = inventory.clone();
+        let storm = tokio::task::spawn_blocking(move || {
+            adminduk()
+                .args([
+                    "peak-morning",
+                    "--point",
+                    "3275-KEC-07",
+                    "--applicants",
+                    "2000",
+                    "--concurrency",
+                    "32",
+                ])
+                .args(["--inventory", &format!("http://{inventory}")])
+                .output()
+                .expect("peak-morning runs")
+        })
+        .await
+        .expect("join");
+        let report = String::from_utf8_lossy(&storm.stdout);
+        assert!(
+            storm.status.success(),
+            "{report}{}",
+            String::from_utf8_lossy(&storm.stderr)
+        );
+        let granted = report
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("granted"))
+            .and_then(|n| n.trim().parse::<u64>().ok());
+        assert_eq!(granted, Some(expected), "{report}");
+        assert!(report.contains("books agree  yes"), "{report}");
+        assert!(
+            !report.contains("InvalidArgument"),
+            "every NIK is valid: {report}"
+        );
+    }
 
     let status = interrupt(&mut child);
     assert!(status.success(), "clean exit on SIGINT: {status:?}");
@@ -285,4 +294,55 @@ fn the_stand_in_phone_signs_what_it_is_given() {
     assert!(adminduk_kit::token::verify_device_signature(
         &public, &message, &signature
     ));
+}
+
+/// Reads `child`'s stdout until a line contains `until`, then stops the child;
+/// returns everything read. Panics after `secs` seconds without that line.
+fn read_until(mut child: Child, until: &'static str, secs: u64) -> String {
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = String::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains(until) {
+                let _ = tx.send(seen.clone());
+            }
+        }
+        let _ = tx.send(seen);
+    });
+    let seen = rx.recv_timeout(Duration::from_secs(secs));
+    let status = interrupt(&mut child);
+    let seen = seen.unwrap_or_else(|_| panic!("no line with {until:?} within {secs} s"));
+    assert!(seen.contains(until), "{seen}");
+    assert!(status.success(), "clean exit: {status:?}\n{seen}");
+    seen
+}
+
+#[test]
+fn serve_names_its_address_and_its_database_and_writes_no_colour_into_a_pipe() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let child = adminduk()
+        .args(["serve", "population"])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "info")
+        .env("ADMINDUK_SERVER__LISTEN", "127.0.0.1:0")
+        .env_remove("NO_COLOR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve starts");
+    let log = read_until(child, "listening", 60);
+    assert!(!log.contains('\u{1b}'), "no ANSI codes in a pipe: {log:?}");
+    let db = dir.path().canonicalize().expect("dir").join("population.db");
+    let warning = log
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("no database configured"))
+        .unwrap_or_else(|| panic!("a warning names the default database: {log}"));
+    assert!(warning.contains(&db.display().to_string()), "{warning}");
+    assert!(db.is_file(), "the named file is the one used");
+    let listening = log.lines().find(|l| l.contains("listening")).expect("a line");
+    assert!(listening.contains("addr=127.0.0.1:"), "{listening}");
+    assert!(!listening.contains("addr=127.0.0.1:0 "), "{listening}");
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::Figment;
-use figment::providers::{Env, Format as _, Toml};
+use figment::providers::{Env, Format as _, Serialized, Toml};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -53,7 +53,20 @@ pub trait Validate {
 /// Loads a configuration: defaults (from `serde(default)`), then the TOML
 /// file if given, then the environment; then validates it.
 pub fn load<T: DeserializeOwned + Validate>(file: Option<&Path>) -> Result<T, ConfigError> {
+    load_with_defaults(file, &[])
+}
+
+/// Like [`load`], with some defaults of the caller's laid over the types' own
+/// (dotted key, value), e.g. a service's own port: `("server.listen", "127.0.0.1:50061")`.
+/// The file and the environment still override them.
+pub fn load_with_defaults<T: DeserializeOwned + Validate>(
+    file: Option<&Path>,
+    defaults: &[(&str, &str)],
+) -> Result<T, ConfigError> {
     let mut figment = Figment::new();
+    for (key, value) in defaults {
+        figment = figment.merge(Serialized::default(key, value));
+    }
     if let Some(path) = file {
         if !path.is_file() {
             return Err(ConfigError::new(
@@ -247,7 +260,14 @@ pub struct TelemetryConfig {
     pub log_filter: String,
     /// Where traces go over OTLP/gRPC; `OTEL_EXPORTER_OTLP_ENDPOINT` when unset; none when neither is.
     pub otlp_endpoint: Option<String>,
+    /// The deployment's key for the short reference logged beside a masked NIK
+    /// (`3275********0001#1f2e3d4c`), at least 16 characters; the same on every
+    /// replica, so one resident has one reference. A random key per process when unset.
+    pub nik_ref_key: Option<SecretString>,
 }
+
+/// The shortest reference key accepted: a shorter one could be guessed.
+pub const MIN_NIK_REF_KEY_CHARS: usize = 16;
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
@@ -255,15 +275,110 @@ impl Default for TelemetryConfig {
             log_format: LogFormat::Pretty,
             log_filter: "info".to_owned(),
             otlp_endpoint: None,
+            nik_ref_key: None,
         }
     }
 }
 
 impl Validate for TelemetryConfig {
     fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(key) = &self.nik_ref_key
+            && key.expose_secret().chars().count() < MIN_NIK_REF_KEY_CHARS
+        {
+            return Err(ConfigError::new(
+                "telemetry.nik_ref_key",
+                format!("must be at least {MIN_NIK_REF_KEY_CHARS} characters"),
+            ));
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log_filter)
             .map(drop)
             .map_err(|err| ConfigError::new("telemetry.log_filter", err.to_string()))
+    }
+}
+
+/// Mail to residents (the IKD activation code): sent from the outbox over SMTP,
+/// or written to a local mailbox directory, or left waiting when neither is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MailConfig {
+    /// The SMTP relay's host (plain SMTP, as to a relay beside the service); none sends nothing.
+    pub smtp_host: Option<String>,
+    /// The SMTP relay's port.
+    pub smtp_port: u16,
+    /// The sender, e.g. `Disdukcapil Kota Bekasi <ikd@disdukcapil.example>`.
+    pub from: String,
+    /// Instead of SMTP: a directory each sent mail is written to as a file (what `adminduk up` does).
+    pub mailbox_dir: Option<PathBuf>,
+    /// How often the outbox is looked at, in milliseconds.
+    pub poll_interval_ms: u64,
+    /// The wait after a first failed attempt, in milliseconds; it doubles with each failure.
+    pub retry_initial_ms: u64,
+    /// The longest wait between attempts, in milliseconds.
+    pub retry_max_ms: u64,
+    /// How long one SMTP exchange may take, in milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        Self {
+            smtp_host: None,
+            smtp_port: 25,
+            from: "Disdukcapil <ikd@adminduk.localhost>".to_owned(),
+            mailbox_dir: None,
+            poll_interval_ms: 1_000,
+            retry_initial_ms: 5_000,
+            retry_max_ms: 600_000,
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+impl MailConfig {
+    /// The poll interval as a duration.
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms)
+    }
+
+    /// The wait before attempt `failures + 1`: doubling from `retry_initial_ms`, capped at `retry_max_ms`.
+    pub fn retry_after(&self, failures: u32) -> Duration {
+        let factor = 1u64.checked_shl(failures.saturating_sub(1)).unwrap_or(u64::MAX);
+        Duration::from_millis(
+            self.retry_initial_ms
+                .saturating_mul(factor)
+                .min(self.retry_max_ms),
+        )
+    }
+}
+
+impl Validate for MailConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.smtp_host.as_deref().is_some_and(|h| h.trim().is_empty()) {
+            return Err(ConfigError::new("mail.smtp_host", "must not be empty"));
+        }
+        if self.smtp_port == 0 {
+            return Err(ConfigError::new("mail.smtp_port", "must be greater than 0"));
+        }
+        // The full address check is the mail sender's, at start; this catches the obvious.
+        if !self.from.contains('@') {
+            return Err(ConfigError::new("mail.from", "must be an e-mail address"));
+        }
+        for (key, ms) in [
+            ("mail.poll_interval_ms", self.poll_interval_ms),
+            ("mail.retry_initial_ms", self.retry_initial_ms),
+            ("mail.timeout_ms", self.timeout_ms),
+        ] {
+            if ms == 0 {
+                return Err(ConfigError::new(key, "must be greater than 0"));
+            }
+        }
+        if self.retry_max_ms < self.retry_initial_ms {
+            return Err(ConfigError::new(
+                "mail.retry_max_ms",
+                "must be at least mail.retry_initial_ms",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -345,6 +460,8 @@ pub struct ServiceConfig {
     pub cache: CacheConfig,
     /// Services this one calls.
     pub upstreams: UpstreamsConfig,
+    /// Mail to residents (IKD).
+    pub mail: MailConfig,
 }
 
 impl Validate for ServiceConfig {
@@ -353,7 +470,8 @@ impl Validate for ServiceConfig {
         self.database.validate()?;
         self.telemetry.validate()?;
         self.cache.validate()?;
-        self.upstreams.validate()
+        self.upstreams.validate()?;
+        self.mail.validate()
     }
 }
 
@@ -422,6 +540,73 @@ mod tests {
             assert_eq!(err.key, "server.concurrency_limit");
             Ok(())
         });
+    }
+
+    #[test]
+    fn a_caller_s_defaults_sit_under_the_file_and_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            let defaults = [
+                ("server.listen", "127.0.0.1:50061"),
+                ("database.url", "sqlite:population.db"),
+            ];
+            let config: ServiceConfig = load_with_defaults(None, &defaults).map_err(|e| e.to_string())?;
+            assert_eq!(config.server.listen.port(), 50061);
+            assert_eq!(config.database.url.expose_secret(), "sqlite:population.db");
+            assert_eq!(
+                config.server.max_message_bytes,
+                ServerConfig::default().max_message_bytes
+            );
+            let path = jail.directory().join("adminduk.toml");
+            std::fs::write(&path, "[server]\nlisten = \"127.0.0.1:7002\"\n").map_err(|e| e.to_string())?;
+            let config: ServiceConfig =
+                load_with_defaults(Some(&path), &defaults).map_err(|e| e.to_string())?;
+            assert_eq!(config.server.listen.port(), 7002, "the file overrides");
+            jail.set_env("ADMINDUK_SERVER__LISTEN", "127.0.0.1:7003");
+            jail.set_env("DATABASE_URL", "postgres://db/adminduk");
+            let config: ServiceConfig =
+                load_with_defaults(Some(&path), &defaults).map_err(|e| e.to_string())?;
+            assert_eq!(config.server.listen.port(), 7003, "the environment overrides");
+            assert_eq!(config.database.url.expose_secret(), "postgres://db/adminduk");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn mail_settings_are_layered_and_checked() {
+        figment::Jail::expect_with(|jail| {
+            let path = jail.directory().join("adminduk.toml");
+            std::fs::write(
+                &path,
+                "[mail]\nsmtp_host = \"relay\"\nsmtp_port = 2525\nfrom = \"ikd@bekasi.example\"\n",
+            )
+            .map_err(|e| e.to_string())?;
+            let config: ServiceConfig = load(Some(&path)).map_err(|e| e.to_string())?;
+            assert_eq!(config.mail.smtp_host.as_deref(), Some("relay"));
+            assert_eq!(config.mail.smtp_port, 2525);
+            jail.set_env("ADMINDUK_MAIL__SMTP_PORT", "2626");
+            let config: ServiceConfig = load(Some(&path)).map_err(|e| e.to_string())?;
+            assert_eq!(config.mail.smtp_port, 2626);
+            jail.set_env("ADMINDUK_MAIL__FROM", "nobody");
+            let err = load::<ServiceConfig>(Some(&path)).expect_err("a sender without @");
+            assert_eq!(err.key, "mail.from");
+            jail.clear_env();
+            jail.set_env("ADMINDUK_TELEMETRY__NIK_REF_KEY", "short");
+            let err = load::<ServiceConfig>(None).expect_err("a short key");
+            assert_eq!(err.key, "telemetry.nik_ref_key");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn mail_retries_back_off_to_a_cap() {
+        let mail = MailConfig {
+            retry_initial_ms: 1_000,
+            retry_max_ms: 5_000,
+            ..MailConfig::default()
+        };
+        let waits: Vec<u64> = (1..=5).map(|n| mail.retry_after(n).as_millis() as u64).collect();
+        assert_eq!(waits, [1_000, 2_000, 4_000, 5_000, 5_000]);
+        assert_eq!(mail.retry_after(200).as_millis(), 5_000);
     }
 
     #[test]

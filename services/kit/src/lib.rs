@@ -22,5 +22,5 @@ pub mod upstream;
 
 pub use codes::is_digits;
 pub use error::{ApiError, ErrorCode, Violations};
-pub use mask::mask_nik;
+pub use mask::{log_nik, mask_nik};
 pub use nik::Nik;

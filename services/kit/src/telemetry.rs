@@ -3,10 +3,13 @@
 //! is set (the other standard `OTEL_*` variables apply), and W3C trace
 //! context carried in gRPC metadata across every hop.
 
+use std::io::IsTerminal as _;
+
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use secrecy::ExposeSecret as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
@@ -31,17 +34,33 @@ impl Drop for TelemetryGuard {
     }
 }
 
-/// Installs the global subscriber and propagator. Call once, inside the
-/// Tokio runtime (the OTLP exporter's channel lives on it).
+/// Whether log lines may carry ANSI colours: only on a terminal, and not when
+/// `NO_COLOR` is set (<https://no-color.org>). A file or a pipe gets plain text.
+pub fn colour_logs(output_is_terminal: bool) -> bool {
+    output_is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// Installs the global subscriber and propagator, and the key of the NIK
+/// references logs carry (see [`crate::mask::log_nik`]). Call once, inside
+/// the Tokio runtime (the OTLP exporter's channel lives on it).
 pub fn init(service_name: &'static str, config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    if let Some(key) = &config.nik_ref_key {
+        crate::mask::set_reference_key(key.expose_secret().as_bytes());
+    }
 
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log_filter))
         .map_err(|err| TelemetryError(err.to_string()))?;
+    // The fmt layer writes to stdout; colour codes would litter a file or a pipe.
+    let ansi = colour_logs(std::io::stdout().is_terminal());
     let fmt = match config.log_format {
-        LogFormat::Pretty => tracing_subscriber::fmt::layer().with_target(false).boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_target(false)
+            .with_ansi(ansi)
+            .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
+            .with_ansi(false)
             .json()
             .flatten_event(true)
             .boxed(),

@@ -44,6 +44,7 @@ async fn a_request_span_joins_the_callers_trace_in_the_collector() {
         log_format: LogFormat::Json,
         log_filter: "info".to_owned(),
         otlp_endpoint: Some(format!("http://{}", collector.local_addr())),
+        ..TelemetryConfig::default()
     };
     let guard = adminduk_kit::telemetry::init("adminduk-test", &telemetry).expect("telemetry");
 
