@@ -110,9 +110,12 @@ impl GrpcServer {
                 .set_service_status(*name, ServingStatus::Serving)
                 .await;
         }
-        // Health is described too, so `buf curl .../grpc.health.v1.Health/Check` works by reflection.
+        // Health is described too, so `buf curl .../grpc.health.v1.Health/Check` works by
+        // reflection; and google.rpc's detail types, so a client prints an error's BadRequest
+        // or ErrorInfo rather than a base64 blob.
         let mut reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_file_descriptor_set(google_rpc_descriptors()?);
         for encoded in &self.descriptors {
             reflection = reflection.register_encoded_file_descriptor_set(encoded);
         }
@@ -172,6 +175,36 @@ impl GrpcServer {
             drain: self.config.drain_timeout(),
         })
     }
+}
+
+/// The google.rpc error model (`google/rpc/error_details.proto`: BadRequest,
+/// ErrorInfo, RetryInfo, ResourceInfo, PreconditionFailure, ...; and
+/// `google/rpc/status.proto`) with the well-known types they import, as
+/// tonic-types ships them. tonic-types names the two files without their
+/// directory (`error_details.proto`); they are served under their canonical
+/// names, which clients that know the files already expect.
+pub fn google_rpc_descriptors() -> Result<prost_types::FileDescriptorSet, ServeError> {
+    use prost::Message as _;
+    let mut set = prost_types::FileDescriptorSet::decode(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        .map_err(|err| ServeError::Reflection(format!("google.rpc descriptors: {err}")))?;
+    let canonical = |name: &str| -> String {
+        if name.contains('/') {
+            name.to_owned()
+        } else {
+            format!("google/rpc/{name}")
+        }
+    };
+    for file in &mut set.file {
+        if file.package.as_deref() == Some("google.rpc") {
+            file.name = file.name.as_deref().map(canonical);
+        }
+        for dependency in &mut file.dependency {
+            if !dependency.contains('/') {
+                *dependency = canonical(dependency);
+            }
+        }
+    }
+    Ok(set)
 }
 
 /// tonic's answer to an oversized message: OUT_OF_RANGE with this text (percent-encoded on the wire).
@@ -348,9 +381,84 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 
 #[cfg(test)]
 mod tests {
+    use prost::Message as _;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::{ServerReflectionRequest, ServerReflectionResponse};
     use tower_http::classify::{ClassifiedResponse, ClassifyResponse as _, MakeClassifier as _};
 
     use super::*;
+
+    /// One reflection request to `server`, answered.
+    async fn reflect(server: &RunningServer, request: MessageRequest) -> MessageResponse {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.local_addr()))
+            .expect("a uri")
+            .connect()
+            .await
+            .expect("connects");
+        let mut client = ServerReflectionClient::new(channel);
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(request),
+        };
+        let mut answers = client
+            .server_reflection_info(tokio_stream::once(request))
+            .await
+            .expect("reflection answers")
+            .into_inner();
+        let answer: ServerReflectionResponse =
+            answers.message().await.expect("a message").expect("one answer");
+        answer.message_response.expect("a response")
+    }
+
+    fn files(response: MessageResponse) -> Vec<prost_types::FileDescriptorProto> {
+        match response {
+            MessageResponse::FileDescriptorResponse(files) => files
+                .file_descriptor_proto
+                .iter()
+                .map(|raw| {
+                    prost_types::FileDescriptorProto::decode(raw.as_slice()).expect("a file descriptor")
+                })
+                .collect(),
+            other => panic!("not a file descriptor: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn reflection_describes_the_google_rpc_error_details() {
+        let server = GrpcServer::new(ServerConfig::default())
+            .start()
+            .await
+            .expect("starts");
+        for symbol in [
+            "google.rpc.BadRequest",
+            "google.rpc.ErrorInfo",
+            "google.rpc.RetryInfo",
+            "google.rpc.ResourceInfo",
+            "google.rpc.PreconditionFailure",
+        ] {
+            let found =
+                files(reflect(&server, MessageRequest::FileContainingSymbol(symbol.to_owned())).await);
+            let file = found.first().expect("one file");
+            assert_eq!(file.name(), "google/rpc/error_details.proto", "{symbol}");
+            assert_eq!(file.package(), "google.rpc");
+            // What it imports can be fetched too, so a client can build the type.
+            for dependency in &file.dependency {
+                let dep = files(reflect(&server, MessageRequest::FileByFilename(dependency.clone())).await);
+                assert_eq!(dep.first().map(|f| f.name()), Some(dependency.as_str()));
+            }
+        }
+        let status = files(
+            reflect(
+                &server,
+                MessageRequest::FileContainingSymbol("google.rpc.Status".to_owned()),
+            )
+            .await,
+        );
+        assert_eq!(status.first().map(|f| f.name()), Some("google/rpc/status.proto"));
+        server.shutdown().await.expect("stops");
+    }
 
     /// How the request log classifies a trailers-only answer with `code`.
     fn is_failure(code: tonic::Code) -> bool {
