@@ -276,7 +276,9 @@ fn store_error(err: StoreError) -> ApiError {
         .with_violation("reservation_id", "its blank was already counted as spoiled")
         .with_reason(
             "BLANK_ALREADY_SPOILED",
-            [("first_reference".to_owned(), reference)].into_iter().filter(|(_, r)| !r.is_empty()),
+            [("first_reference".to_owned(), reference)]
+                .into_iter()
+                .filter(|(_, r)| !r.is_empty()),
         ),
         StoreError::InsufficientStock { available } => ApiError::new(
             ErrorCode::FailedPrecondition,

@@ -699,14 +699,13 @@ impl Store {
         record_document(&mut tx, reference, MovementKind::Spoilage, now).await?;
         // One write-off per consumed blank, whatever the reference; the unique
         // index below settles two reports racing past this read.
-        let first: Option<String> = sqlx::query(
-            "SELECT reference FROM ledger WHERE kind = 'SPOILAGE' AND reservation_id = $1",
-        )
-        .bind(reservation_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .map(|row| row.try_get("reference"))
-        .transpose()?;
+        let first: Option<String> =
+            sqlx::query("SELECT reference FROM ledger WHERE kind = 'SPOILAGE' AND reservation_id = $1")
+                .bind(reservation_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|row| row.try_get("reference"))
+                .transpose()?;
         if let Some(reference) = first {
             return Err(StoreError::AlreadySpoiled { reference });
         }

@@ -139,8 +139,9 @@ fn reserve(point: &str, nik: &str, key: &str, day: NaiveDate) -> pb::ReserveRequ
     }
 }
 
+/// A valid NIK, one per `n` (below 990,000): a woman born on 1 January, year and serial from `n`.
 fn nik(n: usize) -> String {
-    format!("3275014101{n:06}")
+    format!("3275014101{:02}{:04}", n / 9_999 % 100, n % 9_999 + 1)
 }
 
 fn reason(status: &Status) -> String {
@@ -396,7 +397,7 @@ async fn reservations_are_two_phase_idempotent_and_guarded() {
         let first = first.reservation.expect("reservation");
         assert_eq!(first.state, pb::ReservationState::Held as i32);
         assert_eq!(
-            first.applicant_nik_masked, "3275********0001",
+            first.applicant_nik_masked, "3275********0002",
             "{label}: the NIK is masked"
         );
         let again = h
@@ -417,6 +418,16 @@ async fn reservations_are_two_phase_idempotent_and_guarded() {
             .expect_err("one hold per NIK");
         assert_eq!(second.code(), Code::AlreadyExists, "{label}");
         assert_eq!(metadata(&second, "reservation_id"), first.id);
+        // Whatever purpose is named: blanks are held for one purpose, so one hold per NIK.
+        let other_purpose = h
+            .client
+            .reserve(pb::ReserveRequest {
+                purpose: pb::BlankPurpose::KtpEl.into(),
+                ..reserve(&kecamatan_point(3), &nik(1), "k-2b", day)
+            })
+            .await
+            .expect_err("one hold per NIK, whatever the purpose");
+        assert_eq!(reason(&other_purpose), "APPLICANT_HAS_HOLD", "{label}");
 
         let before = ledger_len(&mut h.client, KOTA_BEKASI).await;
         let past = adminduk_kit::time::today_wib() - Days::new(1);
@@ -424,7 +435,18 @@ async fn reservations_are_two_phase_idempotent_and_guarded() {
             (reserve("3275-KEC-99", &nik(2), "k-3", day), "service_point_code"),
             (reserve(&kec1, &nik(2), "k-4", past), "date"),
             (reserve(&kec1, "12345", "k-5", day), "applicant_nik"),
+            // Sixteen digits are not a NIK: day 32, or all zeros, as population would say.
+            (reserve(&kec1, "3275013201900001", "k-5a", day), "applicant_nik"),
+            (reserve(&kec1, "0000000000000000", "k-5b", day), "applicant_nik"),
             (reserve(&kec1, &nik(2), "", day), "idempotency_key"),
+            (reserve(&kec1, &nik(2), "k-\n5", day), "idempotency_key"),
+            (
+                pb::ReserveRequest {
+                    purpose: 7,
+                    ..reserve(&kec1, &nik(2), "k-5c", day)
+                },
+                "purpose",
+            ),
         ] {
             let err = h.client.reserve(req).await.expect_err(field);
             assert_field(&err, Code::InvalidArgument, field);
@@ -492,14 +514,30 @@ async fn reservations_are_two_phase_idempotent_and_guarded() {
             .expect("reserve")
             .into_inner();
         let r2 = r2.reservation.expect("reservation");
-        h.client
-            .release(pb::ReleaseRequest {
-                reservation_id: r2.id.clone(),
-                service_point_code: kec1.clone(),
-                reason: "applicant cancelled".into(),
-            })
-            .await
-            .expect("release");
+        let ledger_before_release = ledger_len(&mut h.client, KOTA_BEKASI).await;
+        // A retried release is answered as the first was, and moves nothing again.
+        for _ in 0..2 {
+            let released = h
+                .client
+                .release(pb::ReleaseRequest {
+                    reservation_id: r2.id.clone(),
+                    service_point_code: kec1.clone(),
+                    reason: "applicant cancelled".into(),
+                })
+                .await
+                .expect("release, and its retry")
+                .into_inner();
+            assert_eq!(
+                released.reservation.map(|r| r.state),
+                Some(pb::ReservationState::Released as i32),
+                "{label}"
+            );
+        }
+        assert_eq!(
+            ledger_len(&mut h.client, KOTA_BEKASI).await,
+            ledger_before_release + 1,
+            "{label}: one RELEASE row"
+        );
         let err = h
             .client
             .commit(pb::CommitRequest {
@@ -547,6 +585,21 @@ async fn reservations_are_two_phase_idempotent_and_guarded() {
             .await
             .expect_err("replayed");
         assert_eq!(again.code(), Code::AlreadyExists);
+        // The same blank under a new reference is not counted again.
+        for reference in ["card-1b", "card-1c"] {
+            let twice = h
+                .client
+                .record_spoilage(spoil(&first.id, reference, 1))
+                .await
+                .expect_err("one blank, one write-off");
+            assert_eq!(
+                (twice.code(), reason(&twice)),
+                (Code::AlreadyExists, "BLANK_ALREADY_SPOILED".to_owned()),
+                "{label}"
+            );
+            assert_eq!(metadata(&twice, "first_reference"), "card-1");
+        }
+        assert_eq!(stock(&mut h.client).await.spoiled, 1, "{label}: spoiled once");
         let released = h
             .client
             .record_spoilage(spoil(&r2.id, "card-2", 1))
@@ -670,6 +723,68 @@ async fn a_storm_over_grpc_grants_exactly_the_quota() {
             30,
             "{label}: 3,840 attempts, exactly the quota"
         );
+        h.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn policies_name_real_regions_and_their_own_points() {
+    for db in testing::databases("invpolicy") {
+        let mut h = stocked(db).await;
+        let label = h.label;
+        let set = |policy: pb::QuotaPolicy| pb::SetQuotaPolicyRequest { policy: Some(policy) };
+        // A region that is not in the official list, and a point code that names no region.
+        let mut unknown = policy_msg();
+        unknown.region_code = "9999".into();
+        for point in &mut unknown.service_points {
+            point.district_code = point.district_code.replacen("3275", "9999", 1);
+            point.code = point.code.replacen("3275", "9999", 1);
+        }
+        let err = h.client.set_quota_policy(set(unknown)).await.expect_err("9999");
+        assert_field(&err, Code::InvalidArgument, "policy.region_code");
+
+        let mut xyz = policy_msg();
+        xyz.service_points[0].code = "XYZ".into();
+        let err = h.client.set_quota_policy(set(xyz)).await.expect_err("XYZ");
+        assert_field(&err, Code::InvalidArgument, "policy.service_points[0].code");
+
+        // A policy of Kabupaten Bekasi (3216) that claims a point of Kota Bekasi.
+        let mut other = policy_msg();
+        other.region_code = "3216".into();
+        for point in &mut other.service_points {
+            point.district_code = point.district_code.replacen("3275", "3216", 1);
+        }
+        let err = h
+            .client
+            .set_quota_policy(set(other))
+            .await
+            .expect_err("another region's point");
+        assert_eq!(
+            err.code(),
+            Code::InvalidArgument,
+            "{label}: not a unique violation: {err:?}"
+        );
+        assert_field(&err, Code::InvalidArgument, "policy.service_points[0].code");
+
+        // A kecamatan code of the region that is not in the official list.
+        let mut district = policy_msg();
+        district.service_points[0].district_code = "327599".into();
+        let err = h
+            .client
+            .set_quota_policy(set(district))
+            .await
+            .expect_err("327599");
+        assert_field(
+            &err,
+            Code::InvalidArgument,
+            "policy.service_points[0].district_code",
+        );
+
+        // Kota Bekasi's own policy is still fine.
+        h.client
+            .set_quota_policy(set(policy_msg()))
+            .await
+            .expect("the real policy");
         h.stop().await;
     }
 }

@@ -90,15 +90,65 @@ pub fn priority(reason: PrintReason, age: i32, has_suket: bool, has_active_ikd: 
 }
 
 /// Where a card goes after a delivery outcome, or why it cannot have one.
-pub fn after_delivery(state: CardState, outcome: Outcome) -> Result<CardState, &'static str> {
+pub fn after_delivery(state: CardState, outcome: Outcome) -> Result<CardState, DeliveryRefusal> {
     match (state, outcome) {
-        (CardState::Printed, _) => Err("the card was never dispatched"),
-        (CardState::Delivered, _) => Err("the card was already delivered"),
+        (CardState::Printed, _) => Err(DeliveryRefusal::NotDispatched),
+        (CardState::Delivered, _) => Err(DeliveryRefusal::AlreadyDelivered),
         (CardState::InTransit | CardState::AtServicePoint, Outcome::Delivered) => Ok(CardState::Delivered),
         // Returned cards wait at the service point for their owner (or the registry's review).
         (CardState::InTransit, _) => Ok(CardState::AtServicePoint),
-        (CardState::AtServicePoint, _) => {
-            Err("the card is at the service point; only a handover can be recorded")
+        (CardState::AtServicePoint, _) => Err(DeliveryRefusal::AtServicePoint),
+    }
+}
+
+/// Why a delivery outcome cannot be recorded for a card where it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryRefusal {
+    /// Printed and still here: it was never sent out.
+    NotDispatched,
+    /// Already in its owner's hands.
+    AlreadyDelivered,
+    /// At the service point: only the handover to its owner can follow.
+    AtServicePoint,
+}
+
+impl DeliveryRefusal {
+    /// The ErrorInfo reason.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::NotDispatched => "NOT_DISPATCHED",
+            Self::AlreadyDelivered => "ALREADY_DELIVERED",
+            Self::AtServicePoint => "AT_SERVICE_POINT",
+        }
+    }
+
+    /// What a client is told.
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::NotDispatched => "the card was never dispatched",
+            Self::AlreadyDelivered => "the card was already delivered",
+            Self::AtServicePoint => "the card is at the service point; only a handover can be recorded",
+        }
+    }
+}
+
+/// Whether `outcome` was already recorded for a card now in `state` (with
+/// `return_reason` from the post): a retried report, answered the same.
+pub fn delivery_recorded(state: CardState, return_reason: Option<&str>, outcome: Outcome) -> bool {
+    match outcome {
+        Outcome::Delivered => state == CardState::Delivered,
+        returned => state == CardState::AtServicePoint && return_reason == returned.return_reason(),
+    }
+}
+
+impl Outcome {
+    /// The stored return reason of a returned card; `None` for a handover.
+    pub fn return_reason(self) -> Option<&'static str> {
+        match self {
+            Self::Delivered => None,
+            Self::ReturnedDeceased => Some("DECEASED"),
+            Self::ReturnedMoved => Some("MOVED"),
+            Self::ReturnedUnclearAddress => Some("UNCLEAR_ADDRESS"),
         }
     }
 }

@@ -9,7 +9,8 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::StatusExt as _;
 
-use adminduk_kit::{ApiError, ErrorCode, Violations, mask_nik};
+use adminduk_kit::region::Regions;
+use adminduk_kit::{ApiError, ErrorCode, Violations, mask_nik, text, upstream};
 use adminduk_proto::convert;
 use adminduk_proto::inventory::v1 as inventory;
 use adminduk_proto::population::v1 as population;
@@ -19,9 +20,19 @@ use pb::printing_service_server::PrintingService;
 use population::population_service_client::PopulationServiceClient;
 
 use crate::domain::{
-    CardState, Outcome, PrintReason, after_delivery, forecast_clear, priority, suket_valid_until,
+    CardState, Outcome, PrintReason, after_delivery, delivery_recorded, forecast_clear, priority,
+    suket_valid_until,
 };
 use crate::store::{Job, JobState, NewJob, Store, StoreError, WriteOff};
+
+/// How long a stored job may wait for its blank before a new submission
+/// takes it for the remains of one that died.
+const ABANDONED_SUBMISSION: chrono::Duration = chrono::Duration::seconds(60);
+
+/// The most characters of a printer's id.
+const MAX_PRINTER_ID: usize = 64;
+/// The most characters of a person's name or id in a report.
+const MAX_PERSON: usize = 128;
 
 /// Lease length when the printer asks for none.
 const DEFAULT_LEASE: Duration = Duration::from_secs(300);
@@ -53,34 +64,81 @@ impl PrintingApi {
     }
 }
 
-fn upstream<T>(message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    adminduk_kit::telemetry::inject_context(request.metadata_mut());
-    request.set_timeout(Duration::from_secs(5));
-    request
+/// The inventory's or population's answer to a failed call, as ours.
+fn refused_by(service: &str) -> impl Fn(Status) -> ApiError + '_ {
+    move |status| upstream::refusal(service, &status)
 }
 
-fn unavailable(what: &str) -> ApiError {
-    ApiError::unavailable(
-        format!("the {what} service cannot be reached"),
-        Duration::from_secs(1),
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::ActiveJobExists => ApiError::new(
+                ErrorCode::AlreadyExists,
+                "the resident already has an active print job",
+            )
+            .with_reason("PRINT_JOB_EXISTS", []),
+            StoreError::WrongState => ApiError::new(
+                ErrorCode::FailedPrecondition,
+                "the job is not in the state this needs",
+            )
+            .with_reason("JOB_STATE", []),
+            StoreError::SerialTaken => serial_taken(),
+            StoreError::PrintInProgress { serial } => ApiError::new(
+                ErrorCode::Aborted,
+                "another report of this job is being recorded; read the job again",
+            )
+            .with_reason("PRINT_IN_PROGRESS", [("card_serial".to_owned(), serial)])
+            .with_retry_after(Duration::from_millis(200)),
+            StoreError::NotDispatchable { job_id, state } => ApiError::new(
+                ErrorCode::FailedPrecondition,
+                "every job must be a printed card not yet sent out; nothing was dispatched",
+            )
+            .with_reason(
+                "NOT_DISPATCHABLE",
+                [
+                    ("job_id".to_owned(), job_id.clone()),
+                    ("state".to_owned(), state.clone()),
+                ],
+            )
+            .with_precondition("CARD_STATE", job_id, format!("is {state}, not PRINTED")),
+            StoreError::Corrupt(_) => ApiError::internal(&err),
+            StoreError::Db(db) => ApiError::from(db),
+        }
+    }
+}
+
+impl From<StoreError> for Status {
+    fn from(err: StoreError) -> Self {
+        ApiError::from(err).into()
+    }
+}
+
+/// NOT_FOUND for a print job, naming it.
+fn job_not_found(id: &str) -> ApiError {
+    ApiError::not_found("print job")
+        .with_resource("print job", id)
+        .with_reason("JOB_NOT_FOUND", [("job_id".to_owned(), id.to_owned())])
+}
+
+/// NOT_FOUND for a resident, named by the masked NIK only.
+fn resident_not_found(nik: &str) -> ApiError {
+    ApiError::not_found("resident").with_resource("resident", mask_nik(nik))
+}
+
+/// A service point the inventory does not know.
+fn unknown_point() -> ApiError {
+    ApiError::invalid_field(
+        "service_point_code",
+        "is not a service point of a region with a quota policy",
     )
 }
 
-fn store_error(err: StoreError) -> ApiError {
-    match err {
-        StoreError::ActiveJobExists => ApiError::new(
-            ErrorCode::AlreadyExists,
-            "the resident already has an active print job",
-        )
-        .with_reason("PRINT_JOB_EXISTS", []),
-        StoreError::WrongState => ApiError::new(
-            ErrorCode::FailedPrecondition,
-            "the job is not in the state this needs",
-        )
-        .with_reason("JOB_STATE", []),
-        StoreError::Corrupt(_) => ApiError::internal(&err),
-        StoreError::Db(db) => ApiError::from(db),
+/// A regency code of a request: 4 digits and in the official region list.
+fn regency_field(field: &str, code: &str, out: &mut Violations) {
+    if !adminduk_kit::is_digits(code, 4) {
+        out.add(field, "must be a 4-digit regency code");
+    } else if Regions::global().regency(code).is_none() {
+        out.add(field, "is not a regency or city in the official region list");
     }
 }
 
@@ -180,12 +238,9 @@ impl PrintingApi {
     pub async fn convert_sukets(&self) -> Result<u64, ApiError> {
         let today = adminduk_kit::time::today_wib();
         let mut converted = 0;
-        for (nik, point) in self.store.open_sukets(today, 100).await.map_err(store_error)? {
-            if let Some(job) = self.store.active_job(&nik).await.map_err(store_error)? {
-                self.store
-                    .convert_suket(&nik, &job.id)
-                    .await
-                    .map_err(store_error)?;
+        for (nik, point) in self.store.open_sukets(today, 100).await? {
+            if let Some(job) = self.store.active_job(&nik).await? {
+                self.store.convert_suket(&nik, &job.id).await?;
                 converted += 1;
                 continue;
             }
@@ -228,7 +283,7 @@ impl PrintingApi {
     }
 
     /// Refuses a second application, naming the first job, and counts it.
-    async fn duplicate(&self, first: &Job, region: &str) -> Status {
+    async fn duplicate(&self, first: &Job, region: &str) -> ApiError {
         if let Err(err) = self.store.record_duplicate(&first.id, region, Utc::now()).await {
             tracing::warn!(error = %err, "a prevented duplicate was not counted");
         }
@@ -237,81 +292,169 @@ impl PrintingApi {
             "the resident already has an active print job",
         )
         .with_reason("PRINT_JOB_EXISTS", [("job_id".to_owned(), first.id.clone())])
-        .into()
     }
 
-    /// Writes off a blank ruined in the printer: the inventory's stock loses
-    /// it (a spoilage of one, outside the job's hold), and the job, still
-    /// leased, keeps its hold to print on another blank. A retried report
-    /// finds its blank written off and is answered the same.
-    /// `ruined_on` is the job on which a blank with this serial was written
-    /// off before, if any.
+    /// The NIK's active job, after discarding one that never got its blank
+    /// because its submission died (stored, then neither held nor removed).
+    async fn live_active_job(&self, nik: &str, now: chrono::DateTime<Utc>) -> Result<Option<Job>, ApiError> {
+        let Some(job) = self.store.active_job(nik).await? else {
+            return Ok(None);
+        };
+        if job.reservation_id.is_none() && now - job.created_at > ABANDONED_SUBMISSION {
+            tracing::warn!(job = %job.id, "a submission that never got its blank is discarded");
+            self.store.discard_unheld(&job.id).await?;
+            return Ok(self.store.active_job(nik).await?);
+        }
+        Ok(Some(job))
+    }
+
+    /// The resident as population knows them, if they may be given a card now.
+    async fn print_ready_resident(&self, nik: &str) -> Result<population::Resident, ApiError> {
+        let mut people = self.population.clone();
+        let resident = people
+            .get_resident(upstream::request(population::GetResidentRequest {
+                nik: nik.to_owned(),
+            }))
+            .await
+            .map_err(refused_by("population"))?
+            .into_inner()
+            .resident
+            .ok_or_else(|| resident_not_found(nik))?;
+        if resident.life_status != population::LifeStatus::Alive as i32 {
+            return Err(ApiError::new(
+                ErrorCode::FailedPrecondition,
+                "the resident is not alive and registered here",
+            )
+            .with_reason("RESIDENT_NOT_ACTIVE", []));
+        }
+        if resident.recording_status != population::RecordingStatus::PrintReady as i32 {
+            return Err(ApiError::new(
+                ErrorCode::FailedPrecondition,
+                "the record is not print-ready (PRR)",
+            )
+            .with_reason("NOT_PRINT_READY", [])
+            .with_precondition("PRR", "nik", "the KTP-el record must be print-ready"));
+        }
+        Ok(resident)
+    }
+
+    /// Holds the blank of a stored job; on any refusal the job is removed
+    /// again, so a refused application leaves nothing behind.
+    async fn hold_blank(
+        &self,
+        job_id: &str,
+        point: &str,
+        day: NaiveDate,
+        nik: &str,
+    ) -> Result<String, ApiError> {
+        let held = self.reserve(point, day, nik, &format!("print-{job_id}")).await;
+        let reservation = match held {
+            Ok(reservation) => reservation,
+            Err(err) => {
+                self.store.discard_unheld(job_id).await?;
+                return Err(self.explain_hold_refusal(err).await);
+            }
+        };
+        if let Err(err) = self.store.attach_reservation(job_id, &reservation).await {
+            self.release(&reservation, point, "job not stored").await;
+            self.store.discard_unheld(job_id).await?;
+            return Err(err.into());
+        }
+        Ok(reservation)
+    }
+
+    /// The inventory's refusal of a job's blank, in printing's words where it
+    /// needs them: a hold the applicant already has is named, and is a job's
+    /// only if a job holds it.
+    async fn explain_hold_refusal(&self, err: ApiError) -> ApiError {
+        let held = err
+            .details()
+            .error_info()
+            .filter(|info| info.reason == "APPLICANT_HAS_HOLD")
+            .and_then(|info| info.metadata.get("reservation_id").cloned());
+        let Some(held) = held else {
+            return err;
+        };
+        match self.store.job_with_reservation(&held).await {
+            Ok(Some(first)) => {
+                let region = first.region_code.clone();
+                self.duplicate(&first, &region).await
+            }
+            Ok(None) => ApiError::new(
+                ErrorCode::FailedPrecondition,
+                "the applicant already holds a blank booked at a counter; print on that booking or release it first",
+            )
+            .with_reason("APPLICANT_HAS_HOLD", [("reservation_id".to_owned(), held.clone())])
+            .with_precondition("HOLD", held, "the applicant's one hold is not a print job's"),
+            Err(store) => store.into(),
+        }
+    }
+
+    /// Writes off a blank ruined in the printer: the serial is claimed first,
+    /// then the inventory's stock loses the blank (a spoilage of one, outside
+    /// the job's hold), and the job, still leased, keeps its hold to print on
+    /// another blank. A retried report finds its blank written off and is
+    /// answered the same. `ruined_on` is the job on which a blank with this
+    /// serial was written off before, if any.
     async fn spoil_in_printer(
         &self,
         job: &Job,
         ruined: &RuinedBlank<'_>,
         ruined_on: Option<&str>,
-    ) -> Result<Job, Status> {
-        let mut v = Violations::new();
-        if ruined.printer.trim().is_empty() {
-            v.add("printer_id", "is required for a blank ruined in the printer");
-        }
-        if ruined.serial.trim().is_empty() || ruined.serial.len() > 64 {
-            v.add("card_serial", "is required: the ruined blank's serial");
-        }
-        v.into_result()?;
+    ) -> Result<Job, ApiError> {
         let retried = match ruined_on {
             Some(on) if on == job.id => true,
-            Some(_) => return Err(serial_taken().into()),
+            Some(_) => return Err(serial_taken()),
             None => false,
         };
         if !retried {
             let live = job.printer_id.as_deref() == Some(ruined.printer)
                 && job.lease_expires_at.is_some_and(|t| t > Utc::now());
             if !live {
-                return Err(no_live_lease().into());
+                return Err(no_live_lease());
             }
-            if self
-                .store
-                .serial_taken(ruined.serial)
-                .await
-                .map_err(store_error)?
-            {
-                return Err(serial_taken().into());
-            }
+            self.store
+                .claim_ruined(&job.id, ruined.serial, Utc::now())
+                .await?;
         }
         // The books of blanks first: if the job's row then cannot change (its
         // lease lapsed in between), the stock is still right.
-        self.record_spoilage(
-            job,
-            &ruined.write_off,
-            format!("ruined-blank-{}", ruined.serial),
-            String::new(),
-        )
-        .await?;
+        let recorded = self
+            .record_spoilage(
+                job,
+                &ruined.write_off,
+                format!("ruined-blank-{}", ruined.serial),
+                String::new(),
+            )
+            .await;
+        if let Err(err) = recorded {
+            if !retried && err.code() != ErrorCode::Unavailable {
+                self.store.release_ruined_claim(&job.id, ruined.serial).await?;
+            }
+            return Err(err);
+        }
         if !retried {
             self.store
                 .spoil_blank(job, ruined.printer, ruined.serial, &ruined.write_off, Utc::now())
-                .await
-                .map_err(store_error)?;
+                .await?;
             tracing::info!(job = %job.id, "blank ruined in the printer; written off");
         }
-        Ok(self.job_or_not_found(&job.id).await?)
+        self.job_or_not_found(&job.id).await
     }
 
     /// Tells the inventory that one of `job`'s region's blanks is spoiled:
     /// `reservation` names its committed blank, or is empty for one from the
-    /// stock. A retry finds its `reference` recorded, which is fine.
+    /// stock. A retry finds its `reference` (or its blank) recorded, which is fine.
     async fn record_spoilage(
         &self,
         job: &Job,
         write_off: &WriteOff<'_>,
         reference: String,
         reservation: String,
-    ) -> Result<(), Status> {
+    ) -> Result<(), ApiError> {
         let mut client = self.inventory.clone();
         let recorded = client
-            .record_spoilage(upstream(inventory::RecordSpoilageRequest {
+            .record_spoilage(upstream::request(inventory::RecordSpoilageRequest {
                 region_code: job.region_code.clone(),
                 quantity: 1,
                 reason: write_off.reason.to_owned(),
@@ -326,24 +469,19 @@ impl PrintingApi {
         match recorded {
             Ok(_) => Ok(()),
             Err(status) if status.code() == Code::AlreadyExists => Ok(()),
-            Err(status) if status.code() == Code::FailedPrecondition => Err(status),
-            Err(_) => Err(unavailable("inventory").into()),
+            Err(status) => Err(upstream::refusal("inventory", &status)),
         }
     }
 
     async fn job_or_not_found(&self, id: &str) -> Result<Job, ApiError> {
-        self.store
-            .job(id)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(|| ApiError::not_found("print job"))
+        self.store.job(id).await?.ok_or_else(|| job_not_found(id))
     }
 
     /// Holds a blank for a job at a point and day; refusals from the inventory pass through.
-    async fn reserve(&self, point: &str, day: NaiveDate, nik: &str, key: &str) -> Result<String, Status> {
+    async fn reserve(&self, point: &str, day: NaiveDate, nik: &str, key: &str) -> Result<String, ApiError> {
         let mut client = self.inventory.clone();
         let reservation = client
-            .reserve(upstream(inventory::ReserveRequest {
+            .reserve(upstream::request(inventory::ReserveRequest {
                 service_point_code: point.to_owned(),
                 date: Some(convert::date(day)),
                 applicant_nik: nik.to_owned(),
@@ -351,42 +489,47 @@ impl PrintingApi {
                 purpose: inventory::BlankPurpose::KtpEl.into(),
             }))
             .await
-            .map_err(|status| match status.code() {
-                // A full date or a bad point is the inventory's answer to give, details and all.
-                Code::ResourceExhausted | Code::InvalidArgument | Code::AlreadyExists | Code::Aborted => {
-                    status
-                }
-                _ => unavailable("inventory").into(),
-            })?
+            .map_err(refused_by("inventory"))?
             .into_inner()
             .reservation
-            .ok_or_else(|| Status::internal("internal error"))?;
+            .ok_or_else(|| ApiError::new(ErrorCode::Internal, "internal error"))?;
         Ok(reservation.id)
     }
 
     /// Consumes a job's blank; a refusal (the hold is not held) passes through.
-    async fn commit(&self, reservation: &str, point: &str) -> Result<(), Status> {
+    async fn commit(&self, reservation: &str, point: &str) -> Result<(), ApiError> {
         let mut client = self.inventory.clone();
         client
-            .commit(upstream(inventory::CommitRequest {
+            .commit(upstream::request(inventory::CommitRequest {
                 reservation_id: reservation.to_owned(),
                 service_point_code: point.to_owned(),
             }))
             .await
             .map(drop)
-            .map_err(|status| {
-                if status.code() == Code::FailedPrecondition {
-                    status
-                } else {
-                    unavailable("inventory").into()
-                }
-            })
+            .map_err(refused_by("inventory"))
+    }
+
+    /// Consumes the blank of a job whose print is claimed. A job that waited
+    /// past its appointment day finds its hold lapsed: the card is printed
+    /// now, so it takes a blank now, and that one is consumed.
+    async fn consume_blank(&self, job: &Job, now: chrono::DateTime<Utc>) -> Result<(), ApiError> {
+        let reservation = job.reservation_id.clone().unwrap_or_default();
+        match self.commit(&reservation, &job.service_point).await {
+            Err(err) if err.code() == ErrorCode::FailedPrecondition => {
+                let day = job.day.max(adminduk_kit::time::today_wib());
+                let key = format!("print-{}-{}", job.id, job.blanks_taken + 1);
+                let fresh = self.reserve(&job.service_point, day, &job.nik, &key).await?;
+                self.store.replace_reservation(&job.id, &fresh, now).await?;
+                self.commit(&fresh, &job.service_point).await
+            }
+            other => other,
+        }
     }
 
     async fn release(&self, reservation: &str, point: &str, reason: &str) {
         let mut client = self.inventory.clone();
         let result = client
-            .release(upstream(inventory::ReleaseRequest {
+            .release(upstream::request(inventory::ReleaseRequest {
                 reservation_id: reservation.to_owned(),
                 service_point_code: point.to_owned(),
                 reason: reason.to_owned(),
@@ -396,6 +539,31 @@ impl PrintingApi {
             // The hold then expires at the close of its day; nothing is lost.
             tracing::warn!(code = ?status.code(), "a blank could not be released; it will expire");
         }
+    }
+
+    /// The stock and policy of the region of a service point the inventory knows.
+    async fn point_stock(&self, point: &str) -> Result<(String, inventory::StockLevel), ApiError> {
+        let region = region_of(point).ok_or_else(unknown_point)?.to_owned();
+        let mut client = self.inventory.clone();
+        let answer = client
+            .get_stock(upstream::request(inventory::GetStockRequest {
+                region_code: region.clone(),
+            }))
+            .await
+            .map_err(|status| match status.code() {
+                // The region has no policy: the point is not one the inventory serves.
+                Code::InvalidArgument | Code::NotFound => unknown_point(),
+                _ => upstream::refusal("inventory", &status),
+            })?
+            .into_inner();
+        let known = answer
+            .policy
+            .as_ref()
+            .is_some_and(|p| p.service_points.iter().any(|sp| sp.code == point));
+        if !known {
+            return Err(unknown_point());
+        }
+        Ok((region, answer.stock.unwrap_or_default()))
     }
 }
 
@@ -413,9 +581,7 @@ impl PrintingService for PrintingApi {
             has_active_ikd,
         } = request.into_inner();
         let mut v = Violations::new();
-        if nik.len() != 16 || !nik.bytes().all(|b| b.is_ascii_digit()) {
-            v.add("nik", "must be 16 digits");
-        }
+        adminduk_kit::nik::nik_field("nik", &nik, &mut v);
         let reason = reason_of(reason, &mut v);
         let region = region_of(&service_point_code).map(str::to_owned);
         if region.is_none() {
@@ -433,88 +599,33 @@ impl PrintingService for PrintingApi {
             return Err(ApiError::new(ErrorCode::InvalidArgument, "invalid request").into());
         };
         let now = Utc::now();
+        // Everything that can refuse without changing anything is asked first:
+        // a refused application leaves no hold and no ledger row behind.
         // One active job per NIK: no card is printed twice.
-        if let Some(first) = self.store.active_job(&nik).await.map_err(store_error)? {
-            return Err(self.duplicate(&first, &region).await);
+        if let Some(first) = self.live_active_job(&nik, now).await? {
+            return Err(self.duplicate(&first, &region).await.into());
         }
-        // The inventory first: on the peak morning nearly every answer is "full", and it is cheap.
-        let job_id = uuid::Uuid::now_v7().to_string();
-        let reservation = match self
-            .reserve(&service_point_code, day, &nik, &format!("print-{job_id}"))
-            .await
+        if reason == PrintReason::FirstCard
+            && let Some(printed) = self.store.printed_job_of(&nik).await?
         {
-            Ok(reservation) => reservation,
-            // A racing application for the same NIK won the blank (or is winning it):
-            // name its job once it is stored. The winner stores it right after its own
-            // checks; under load that can take a while, and only the race itself waits.
-            Err(status) if matches!(status.code(), Code::AlreadyExists | Code::Aborted) => {
-                let held = status
-                    .get_error_details()
-                    .error_info()
-                    .and_then(|i| i.metadata.get("reservation_id").cloned());
-                for _ in 0..500 {
-                    let first = match &held {
-                        Some(held) => self.store.job_with_reservation(held).await,
-                        None => self.store.active_job(&nik).await,
-                    }
-                    .map_err(store_error)?;
-                    if let Some(first) = first {
-                        return Err(self.duplicate(&first, &region).await);
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                return Err(status);
-            }
-            Err(status) => return Err(status),
-        };
-        let release = |why: &'static str| self.release(&reservation, &service_point_code, why);
-
-        let mut people = self.population.clone();
-        let resident = match people
-            .get_resident(upstream(population::GetResidentRequest { nik: nik.clone() }))
-            .await
-        {
-            Ok(r) => r.into_inner().resident,
-            Err(status) if status.code() == Code::NotFound => {
-                release("resident not found").await;
-                return Err(ApiError::not_found("resident").into());
-            }
-            Err(_) => {
-                release("population unavailable").await;
-                return Err(unavailable("population").into());
-            }
-        };
-        let Some(resident) = resident else {
-            release("resident not found").await;
-            return Err(ApiError::not_found("resident").into());
-        };
-        if resident.life_status != population::LifeStatus::Alive as i32 {
-            release("resident not alive").await;
             return Err(ApiError::new(
                 ErrorCode::FailedPrecondition,
-                "the resident is not alive and registered here",
+                "the resident's first card was printed already; apply for a replacement (LOST, DAMAGED, DATA_CHANGE or DISASTER)",
             )
-            .with_reason("RESIDENT_NOT_ACTIVE", [])
+            .with_reason("FIRST_CARD_ISSUED", [("job_id".to_owned(), printed.id.clone())])
+            .with_precondition("FIRST_CARD", "reason", "a resident is given one first card")
             .into());
         }
-        if resident.recording_status != population::RecordingStatus::PrintReady as i32 {
-            release("not print-ready").await;
-            return Err(ApiError::new(
-                ErrorCode::FailedPrecondition,
-                "the record is not print-ready (PRR)",
-            )
-            .with_reason("NOT_PRINT_READY", [])
-            .with_precondition("PRR", "nik", "the KTP-el record must be print-ready")
-            .into());
-        }
+        let resident = self.print_ready_resident(&nik).await?;
         let today = adminduk_kit::time::today_wib();
         let birth = resident
             .birth_date
             .as_ref()
             .and_then(convert::to_naive)
             .unwrap_or(today);
-        let has_suket = self.store.has_suket(&nik, today).await.map_err(store_error)?;
+        let has_suket = self.store.has_suket(&nik, today).await?;
         let village = resident.address.map(|a| a.village_code).unwrap_or_default();
+        let job_id = uuid::Uuid::now_v7().to_string();
         let new = NewJob {
             id: &job_id,
             nik: &nik,
@@ -529,22 +640,24 @@ impl PrintingService for PrintingApi {
             ),
             service_point: &service_point_code,
             day,
-            reservation_id: &reservation,
         };
-        if let Err(err) = self.store.insert_job(&new, now).await {
-            release("job not stored").await;
-            if let StoreError::ActiveJobExists = err
-                && let Some(first) = self.store.active_job(&nik).await.map_err(store_error)?
-            {
-                return Err(self.duplicate(&first, &region).await);
+        // The job is stored before its blank is held, so a racing application
+        // for the same NIK is told at once which job won.
+        match self.store.insert_job(&new, now).await {
+            Ok(()) => {}
+            Err(StoreError::ActiveJobExists) => {
+                let first = self.store.active_job(&nik).await?;
+                return Err(match first {
+                    Some(first) => self.duplicate(&first, &region).await,
+                    None => StoreError::ActiveJobExists.into(),
+                }
+                .into());
             }
-            return Err(store_error(err).into());
+            Err(err) => return Err(err.into()),
         }
+        self.hold_blank(&job_id, &service_point_code, day, &nik).await?;
         if has_suket {
-            self.store
-                .convert_suket(&nik, &job_id)
-                .await
-                .map_err(store_error)?;
+            self.store.convert_suket(&nik, &job_id).await?;
         }
         tracing::info!(nik = %mask_nik(&nik), job = %job_id, priority = new.priority, "print job queued");
         let job = self.job_or_not_found(&job_id).await?;
@@ -563,9 +676,7 @@ impl PrintingService for PrintingApi {
             lease_seconds,
         } = request.into_inner();
         let mut v = Violations::new();
-        if printer_id.trim().is_empty() || printer_id.len() > 64 {
-            v.add("printer_id", "is required");
-        }
+        let printer_id = text::required("printer_id", &printer_id, MAX_PRINTER_ID, &mut v);
         if !(1..=100).contains(&max_jobs) {
             v.add("max_jobs", "must be between 1 and 100");
         }
@@ -580,7 +691,7 @@ impl PrintingService for PrintingApi {
         v.into_result()?;
         let now = Utc::now();
         // Jobs of printers that died go back to the queue first.
-        let requeued = self.store.requeue_lapsed(now).await.map_err(store_error)?;
+        let requeued = self.store.requeue_lapsed(now).await?;
         if requeued > 0 {
             tracing::warn!(requeued, "leases lapsed; jobs back in the queue");
         }
@@ -588,8 +699,7 @@ impl PrintingService for PrintingApi {
         let jobs = self
             .store
             .lease(&printer_id, i64::from(max_jobs), deadline, now)
-            .await
-            .map_err(store_error)?;
+            .await?;
         Ok(Response::new(pb::LeaseJobsResponse {
             jobs: jobs.iter().map(job_msg).collect(),
         }))
@@ -605,56 +715,58 @@ impl PrintingService for PrintingApi {
             card_serial,
         } = request.into_inner();
         let mut v = Violations::new();
-        if card_serial.trim().is_empty() || card_serial.len() > 64 {
-            v.add("card_serial", "is required");
-        }
-        if printer_id.trim().is_empty() {
-            v.add("printer_id", "is required");
-        }
+        let card_serial = text::serial("card_serial", &card_serial, &mut v);
+        let printer_id = text::required("printer_id", &printer_id, MAX_PRINTER_ID, &mut v);
         v.into_result()?;
         let job = self.job_or_not_found(&job_id).await?;
-        // A retried report of the same print, from the printer that printed it, is
-        // answered the same; the card is printed once. Any other printer has no lease.
-        if job.state == JobState::Printed
-            && job.card_serial.as_deref() == Some(card_serial.as_str())
-            && job.printer_id.as_deref() == Some(printer_id.as_str())
-        {
-            return Ok(Response::new(pb::ReportPrintedResponse {
-                job: Some(job_msg(&job)),
-            }));
+        if job.state == JobState::Printed {
+            // A retried report of the same print, from the printer that printed it, is
+            // answered the same; the card is printed once. Any other printer has no lease.
+            if job.card_serial.as_deref() == Some(card_serial.as_str()) {
+                if job.printer_id.as_deref() == Some(printer_id.as_str()) {
+                    return Ok(Response::new(pb::ReportPrintedResponse {
+                        job: Some(job_msg(&job)),
+                    }));
+                }
+                return Err(no_live_lease().into());
+            }
+            return Err(ApiError::new(
+                ErrorCode::FailedPrecondition,
+                "the job's card was printed already, with another serial",
+            )
+            .with_reason(
+                "ALREADY_PRINTED",
+                [
+                    ("job_id".to_owned(), job.id.clone()),
+                    (
+                        "card_serial".to_owned(),
+                        job.card_serial.clone().unwrap_or_default(),
+                    ),
+                ],
+            )
+            .into());
         }
         let now = Utc::now();
-        let live = job.state == JobState::Leased
-            && job.printer_id.as_deref() == Some(printer_id.as_str())
-            && job.lease_expires_at.is_some_and(|t| t > now);
-        if !live {
-            return Err(no_live_lease().into());
-        }
-        // A serial used before is a misread or a second card: refused before the blank is consumed.
-        if self.store.serial_taken(&card_serial).await.map_err(store_error)? {
-            return Err(serial_taken().into());
-        }
-        let reservation = job.reservation_id.clone().unwrap_or_default();
-        match self.commit(&reservation, &job.service_point).await {
-            Ok(()) => {}
-            // The job waited past its appointment day and its hold lapsed: the card is
-            // being printed now, so it takes a blank now, and that one is consumed.
-            Err(status) if status.code() == Code::FailedPrecondition => {
-                let day = job.day.max(adminduk_kit::time::today_wib());
-                let key = format!("print-{}-{}", job.id, job.blanks_taken + 1);
-                let fresh = self.reserve(&job.service_point, day, &job.nik, &key).await?;
-                self.store
-                    .replace_reservation(&job.id, &fresh, now)
-                    .await
-                    .map_err(store_error)?;
-                self.commit(&fresh, &job.service_point).await?;
+        // The serial and the job are claimed before the blank is consumed: of two
+        // reports racing with one serial, or for one job with two, one goes on.
+        self.store
+            .claim_print(&job.id, &printer_id, &card_serial, now)
+            .await
+            .map_err(|err| match err {
+                StoreError::WrongState => no_live_lease(),
+                other => other.into(),
+            })?;
+        if let Err(err) = self.consume_blank(&job, now).await {
+            // Refused: nothing was consumed, so the claim goes. Unreachable: the
+            // blank may be consumed, so only this report, retried, can go on.
+            if err.code() != ErrorCode::Unavailable {
+                self.store.release_print_claim(&job.id, &card_serial).await?;
             }
-            Err(status) => return Err(status),
+            return Err(err.into());
         }
         self.store
             .mark_printed(&job.id, &printer_id, &card_serial, now)
-            .await
-            .map_err(store_error)?;
+            .await?;
         let job = self.job_or_not_found(&job_id).await?;
         Ok(Response::new(pb::ReportPrintedResponse {
             job: Some(job_msg(&job)),
@@ -674,18 +786,18 @@ impl PrintingService for PrintingApi {
             card_serial,
         } = request.into_inner();
         let mut v = Violations::new();
-        for (field, value) in [
-            ("reason", &reason),
-            ("reported_by", &reported_by),
-            ("approved_by", &approved_by),
-        ] {
-            if value.trim().is_empty() {
-                v.add(field, "is required");
-            }
-        }
-        if !approved_by.trim().is_empty() && approved_by.trim() == reported_by.trim() {
+        let reason = text::required("reason", &reason, 500, &mut v);
+        let reported_by = text::required("reported_by", &reported_by, MAX_PERSON, &mut v);
+        let approved_by = text::required("approved_by", &approved_by, MAX_PERSON, &mut v);
+        if !approved_by.is_empty() && text::same_person(&approved_by, &reported_by) {
             v.add("approved_by", "must be a second person, not the reporter");
         }
+        let printer_id = text::optional("printer_id", &printer_id, MAX_PRINTER_ID, &mut v);
+        let card_serial = if card_serial.is_empty() {
+            card_serial
+        } else {
+            text::serial("card_serial", &card_serial, &mut v)
+        };
         v.into_result()?;
         let write_off = || WriteOff {
             reason: &reason,
@@ -700,13 +812,18 @@ impl PrintingService for PrintingApi {
         let ruined_on = if card_serial.is_empty() {
             None
         } else {
-            self.store
-                .ruined_blank_job(&card_serial)
-                .await
-                .map_err(store_error)?
+            self.store.ruined_blank_job(&card_serial).await?
         };
         let retried = ruined_on.as_deref() == Some(job.id.as_str());
         if in_printer && (job.state == JobState::Leased || retried) {
+            let mut v = Violations::new();
+            if printer_id.is_empty() {
+                v.add("printer_id", "is required for a blank ruined in the printer");
+            }
+            if card_serial.is_empty() {
+                v.add("card_serial", "is required: the ruined blank's serial");
+            }
+            v.into_result()?;
             let spoiled = RuinedBlank {
                 printer: &printer_id,
                 serial: &card_serial,
@@ -724,7 +841,16 @@ impl PrintingService for PrintingApi {
                 ErrorCode::FailedPrecondition,
                 "only a printed card not yet sent out, or a blank ruined in the printer, can be written off",
             )
-            .with_reason("JOB_STATE", [])
+            .with_reason(
+                "JOB_STATE",
+                [
+                    ("job_id".to_owned(), job.id.clone()),
+                    (
+                        "card_state".to_owned(),
+                        job.card_state.map_or("NOT_PRINTED", CardState::as_str).to_owned(),
+                    ),
+                ],
+            )
             .into());
         }
         if !card_serial.is_empty() && job.card_serial.as_deref() != Some(card_serial.as_str()) {
@@ -732,21 +858,28 @@ impl PrintingService for PrintingApi {
                 ApiError::invalid_field("card_serial", "is not the serial of this job's card").into(),
             );
         }
-        // The damaged card's blank was consumed when it was printed: the inventory now
-        // counts it as spoiled.
-        let serial = job.card_serial.clone().unwrap_or_default();
-        self.record_spoilage(
-            &job,
-            &write_off(),
-            format!("spoiled-card-{serial}"),
-            job.reservation_id.clone().unwrap_or_default(),
-        )
-        .await?;
-        // The reprint takes a new blank.
+        // The reprint's blank is held first: if the date has none, the damaged
+        // card is not written off either, and nothing has moved.
         let today = adminduk_kit::time::today_wib();
         let day = job.day.max(today);
         let key = format!("print-{}-{}", job.id, job.blanks_taken + 1);
         let reservation = self.reserve(&job.service_point, day, &job.nik, &key).await?;
+        // The damaged card's blank was consumed when it was printed: the inventory now
+        // counts it as spoiled.
+        let serial = job.card_serial.clone().unwrap_or_default();
+        if let Err(err) = self
+            .record_spoilage(
+                &job,
+                &write_off(),
+                format!("spoiled-card-{serial}"),
+                job.reservation_id.clone().unwrap_or_default(),
+            )
+            .await
+        {
+            self.release(&reservation, &job.service_point, "spoilage not recorded")
+                .await;
+            return Err(err.into());
+        }
         if let Err(err) = self
             .store
             .spoil_card(&job, &write_off(), &reservation, Utc::now())
@@ -754,17 +887,12 @@ impl PrintingService for PrintingApi {
         {
             // A second report of the same card got the same blank (same key) as the
             // first, which the re-queued job now holds: it must not be given back.
-            let now_holds = self
-                .store
-                .job(&job.id)
-                .await
-                .map_err(store_error)?
-                .and_then(|j| j.reservation_id);
+            let now_holds = self.store.job(&job.id).await?.and_then(|j| j.reservation_id);
             if now_holds.as_deref() != Some(reservation.as_str()) {
                 self.release(&reservation, &job.service_point, "spoilage not recorded")
                     .await;
             }
-            return Err(store_error(err).into());
+            return Err(err.into());
         }
         tracing::info!(job = %job.id, "card spoiled; reprint queued");
         let job = self.job_or_not_found(&job_id).await?;
@@ -782,35 +910,16 @@ impl PrintingService for PrintingApi {
             service_point_code,
         } = request.into_inner();
         let mut v = Violations::new();
-        if nik.len() != 16 || !nik.bytes().all(|b| b.is_ascii_digit()) {
-            v.add("nik", "must be 16 digits");
-        }
-        let region = region_of(&service_point_code).map(str::to_owned);
-        if region.is_none() {
+        adminduk_kit::nik::nik_field("nik", &nik, &mut v);
+        if region_of(&service_point_code).is_none() {
             v.add(
                 "service_point_code",
                 "must be a service point code such as 3275-KEC-01",
             );
         }
         v.into_result()?;
-        let region = region.unwrap_or_default();
         // The 2022 rule: no suket while blanks are in stock.
-        let mut client = self.inventory.clone();
-        let stock = client
-            .get_stock(upstream(inventory::GetStockRequest {
-                region_code: region.clone(),
-            }))
-            .await
-            .map_err(|status| {
-                if status.code() == Code::InvalidArgument {
-                    status
-                } else {
-                    unavailable("inventory").into()
-                }
-            })?
-            .into_inner()
-            .stock
-            .unwrap_or_default();
+        let (region, stock) = self.point_stock(&service_point_code).await?;
         if stock.available > 0 {
             return Err(ApiError::new(
                 ErrorCode::FailedPrecondition,
@@ -818,29 +927,28 @@ impl PrintingService for PrintingApi {
             )
             .with_reason(
                 "STOCK_AVAILABLE",
-                [("available".to_owned(), stock.available.to_string())],
+                [
+                    ("available".to_owned(), stock.available.to_string()),
+                    ("region_code".to_owned(), region.clone()),
+                ],
             )
             .with_precondition(
                 "STOCK",
-                "region",
-                "a suket is only issued while the region has no blank",
+                service_point_code.clone(),
+                "a suket is only issued while the point's region has no blank",
             )
             .into());
         }
         let mut people = self.population.clone();
         let resident = people
-            .get_resident(upstream(population::GetResidentRequest { nik: nik.clone() }))
+            .get_resident(upstream::request(population::GetResidentRequest {
+                nik: nik.clone(),
+            }))
             .await
-            .map_err(|status| {
-                if status.code() == Code::NotFound {
-                    ApiError::not_found("resident").into()
-                } else {
-                    Status::from(unavailable("population"))
-                }
-            })?
+            .map_err(refused_by("population"))?
             .into_inner()
             .resident
-            .unwrap_or_default();
+            .ok_or_else(|| resident_not_found(&nik))?;
         let recorded = [
             population::RecordingStatus::Recorded as i32,
             population::RecordingStatus::PrintReady as i32,
@@ -866,7 +974,7 @@ impl PrintingService for PrintingApi {
                     ApiError::new(ErrorCode::AlreadyExists, "the resident already holds a suket")
                         .with_reason("SUKET_EXISTS", [])
                 }
-                other => store_error(other),
+                other => other.into(),
             })?;
         Ok(Response::new(pb::IssueSuketResponse {
             suket_id: id,
@@ -887,32 +995,29 @@ impl PrintingService for PrintingApi {
         if job_ids.is_empty() || job_ids.len() > 1_000 {
             v.add("job_ids", "must name 1 to 1000 jobs");
         }
+        for (i, id) in job_ids.iter().enumerate() {
+            if job_ids[..i].contains(id) {
+                v.add(format!("job_ids[{i}]"), "names a job listed before");
+            }
+        }
         let post = match pb::DispatchMethod::try_from(method) {
             Ok(pb::DispatchMethod::Pickup) => false,
-            Ok(pb::DispatchMethod::Post) => {
-                if batch_reference.trim().is_empty() {
-                    v.add("batch_reference", "is required for the post");
-                }
-                true
-            }
+            Ok(pb::DispatchMethod::Post) => true,
             _ => {
                 v.add("method", "must be PICKUP or POST");
                 false
             }
         };
+        let batch_reference = if post {
+            text::required("batch_reference", &batch_reference, 128, &mut v)
+        } else {
+            text::optional("batch_reference", &batch_reference, 128, &mut v)
+        };
         v.into_result()?;
         let (sent, rerouted) = self
             .store
             .dispatch(&job_ids, post, &batch_reference, Utc::now())
-            .await
-            .map_err(|err| match err {
-                StoreError::WrongState => ApiError::new(
-                    ErrorCode::FailedPrecondition,
-                    "every job must be a printed card not yet sent out; nothing was dispatched",
-                )
-                .with_reason("NOT_DISPATCHABLE", []),
-                other => store_error(other),
-            })?;
+            .await?;
         if rerouted > 0 {
             tracing::info!(
                 rerouted,
@@ -941,25 +1046,35 @@ impl PrintingService for PrintingApi {
         let Some(from) = job.card_state else {
             return Err(
                 ApiError::new(ErrorCode::FailedPrecondition, "the card was never printed")
-                    .with_reason("NOT_DISPATCHED", [])
+                    .with_reason("NOT_DISPATCHED", [("job_id".to_owned(), job.id.clone())])
                     .into(),
             );
         };
-        let to = after_delivery(from, outcome).map_err(|why| {
-            ApiError::new(ErrorCode::FailedPrecondition, why).with_reason(
-                "NOT_DISPATCHED",
-                [("card_state".to_owned(), from.as_str().to_owned())],
+        // The same report again (a courier's retry) is answered as the first was.
+        if delivery_recorded(from, job.return_reason.as_deref(), outcome) {
+            return Ok(Response::new(pb::RecordDeliveryResponse {
+                card_state: card_msg(from).into(),
+            }));
+        }
+        let to = after_delivery(from, outcome).map_err(|refusal| {
+            ApiError::new(ErrorCode::FailedPrecondition, refusal.message()).with_reason(
+                refusal.reason(),
+                [
+                    ("job_id".to_owned(), job.id.clone()),
+                    ("card_state".to_owned(), from.as_str().to_owned()),
+                ],
             )
         })?;
         self.store
             .record_delivery(&job, from, to, outcome, Utc::now())
-            .await
-            .map_err(store_error)?;
+            .await?;
         if outcome == Outcome::ReturnedDeceased {
             // The registry is asked to look: a review row is written, and the resident's record read now.
             let mut people = self.population.clone();
             if let Ok(r) = people
-                .get_resident(upstream(population::GetResidentRequest { nik: job.nik.clone() }))
+                .get_resident(upstream::request(population::GetResidentRequest {
+                    nik: job.nik.clone(),
+                }))
                 .await
             {
                 let alive = r
@@ -980,18 +1095,17 @@ impl PrintingService for PrintingApi {
     ) -> Result<Response<pb::RecallResponse>, Status> {
         let pb::RecallRequest { village_code, reason } = request.into_inner();
         let mut v = Violations::new();
-        if village_code.len() != 10 || !village_code.bytes().all(|b| b.is_ascii_digit()) {
+        if !adminduk_kit::is_digits(&village_code, 10) {
             v.add("village_code", "must be a 10-digit kelurahan/desa code");
+        } else if Regions::global().village(&village_code).is_none() {
+            v.add(
+                "village_code",
+                "is not a kelurahan/desa in the official region list",
+            );
         }
-        if reason.trim().is_empty() {
-            v.add("reason", "is required");
-        }
+        let reason = text::required("reason", &reason, 500, &mut v);
         v.into_result()?;
-        let recalled = self
-            .store
-            .recall(&village_code, reason.trim(), Utc::now())
-            .await
-            .map_err(store_error)?;
+        let recalled = self.store.recall(&village_code, &reason, Utc::now()).await?;
         tracing::info!(village = %village_code, recalled, reason = %reason, "cards recalled to the office");
         Ok(Response::new(pb::RecallResponse {
             recalled: i32::try_from(recalled).unwrap_or(i32::MAX),
@@ -1008,9 +1122,7 @@ impl PrintingService for PrintingApi {
             to_date,
         } = request.into_inner();
         let mut v = Violations::new();
-        if region_code.len() != 4 || !region_code.bytes().all(|b| b.is_ascii_digit()) {
-            v.add("region_code", "must be a 4-digit regency code");
-        }
+        regency_field("region_code", &region_code, &mut v);
         let mut day_of = |field: &str, date: Option<&adminduk_proto::common::v1::Date>| match date {
             None => None,
             Some(d) => {
@@ -1043,11 +1155,7 @@ impl PrintingService for PrintingApi {
             .and_then(|d| d.succ_opt())
             .and_then(start_of)
             .map_or_else(Utc::now, |t| t - chrono::Duration::milliseconds(1));
-        let f = self
-            .store
-            .funnel(&region_code, from, to)
-            .await
-            .map_err(store_error)?;
+        let f = self.store.funnel(&region_code, from, to).await?;
         Ok(Response::new(pb::GetFunnelResponse {
             printed: f.printed,
             spoiled: f.spoiled,
@@ -1072,25 +1180,16 @@ impl PrintingService for PrintingApi {
         request: Request<pb::GetBacklogRequest>,
     ) -> Result<Response<pb::GetBacklogResponse>, Status> {
         let pb::GetBacklogRequest { region_code } = request.into_inner();
-        if region_code.len() != 4 || !region_code.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(ApiError::invalid_field("region_code", "must be a 4-digit regency code").into());
-        }
+        let mut v = Violations::new();
+        regency_field("region_code", &region_code, &mut v);
+        v.into_result()?;
         let today = adminduk_kit::time::today_wib();
-        let waiting = self
-            .store
-            .waiting_by_priority(&region_code)
-            .await
-            .map_err(store_error)?;
-        let sukets = self
-            .store
-            .suket_holders(&region_code, today)
-            .await
-            .map_err(store_error)?;
+        let waiting = self.store.waiting_by_priority(&region_code).await?;
+        let sukets = self.store.suket_holders(&region_code, today).await?;
         let weekly = self
             .store
             .printed_since(&region_code, Utc::now() - chrono::Duration::days(7))
-            .await
-            .map_err(store_error)?;
+            .await?;
         let total: i64 = waiting.iter().map(|(_, n)| n).sum::<i64>() + sukets;
         let saved = waiting.iter().filter(|(p, _)| *p == 5).map(|(_, n)| n).sum();
         Ok(Response::new(pb::GetBacklogResponse {

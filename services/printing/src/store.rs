@@ -26,6 +26,23 @@ pub enum StoreError {
     /// The row was not in the state the change needs.
     #[error("the job is not in the state this needs")]
     WrongState,
+    /// The card serial is in use on another job, or was ruined or spoiled.
+    #[error("the card serial is taken")]
+    SerialTaken,
+    /// Another report of the job is being recorded, with this serial.
+    #[error("another report of the job is being recorded")]
+    PrintInProgress {
+        /// The serial that report records.
+        serial: String,
+    },
+    /// A job of a dispatch is not a printed card waiting to be sent.
+    #[error("a job cannot be dispatched")]
+    NotDispatchable {
+        /// The job.
+        job_id: String,
+        /// Its card state, or its job state when no card was printed.
+        state: String,
+    },
     /// A stored row could not be read.
     #[error("corrupt row: {0}")]
     Corrupt(&'static str),
@@ -96,12 +113,17 @@ pub struct Job {
     pub card_serial: Option<String>,
     /// The card's state once printed.
     pub card_state: Option<CardState>,
+    /// Why the post brought the card back, if it did.
+    pub return_reason: Option<String>,
+    /// The serial a printer's report is recording now, if one is.
+    pub printing_serial: Option<String>,
     /// When submitted.
     pub created_at: DateTime<Utc>,
 }
 
 const JOB_COLUMNS: &str = "id, nik, region_code, village_code, reason, priority, service_point, day, state, \
-     reservation_id, blanks_taken, printer_id, lease_expires_at, card_serial, card_state, created_at";
+     reservation_id, blanks_taken, printer_id, lease_expires_at, card_serial, card_state, return_reason, \
+     printing_serial, created_at";
 
 fn job_from_row(row: &AnyRow) -> Result<Job, StoreError> {
     let reason: String = row.try_get("reason")?;
@@ -128,6 +150,8 @@ fn job_from_row(row: &AnyRow) -> Result<Job, StoreError> {
             .as_deref()
             .map(|s| CardState::parse(s).ok_or(StoreError::Corrupt("card state")))
             .transpose()?,
+        return_reason: row.try_get("return_reason")?,
+        printing_serial: row.try_get("printing_serial")?,
         created_at: from_millis(row.try_get("created_at")?)?,
     })
 }
@@ -151,8 +175,6 @@ pub struct NewJob<'a> {
     pub service_point: &'a str,
     /// Day.
     pub day: NaiveDate,
-    /// The reservation holding its blank.
-    pub reservation_id: &'a str,
 }
 
 /// The funnel of one region and period.
@@ -235,6 +257,64 @@ async fn insert_spoiled(
     Ok(())
 }
 
+/// What a card serial is used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SerialUse {
+    /// A card printed (or being printed) on the blank.
+    Print,
+    /// A blank ruined in the printer.
+    Ruined,
+}
+
+impl SerialUse {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Print => "PRINT",
+            Self::Ruined => "RUINED",
+        }
+    }
+}
+
+/// Claims a serial for a job: the first use wins, and only the same job and
+/// use can claim it again (a retry). A serial written off on a card or blank
+/// is never claimed for a print again.
+async fn claim_serial(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    serial: &str,
+    job: &str,
+    use_kind: SerialUse,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO card_serials (card_serial, job_id, use_kind, created_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (card_serial) DO NOTHING",
+    )
+    .bind(serial)
+    .bind(job)
+    .bind(use_kind.as_str())
+    .bind(millis(now))
+    .execute(&mut **tx)
+    .await?;
+    let owner = sqlx::query("SELECT job_id, use_kind FROM card_serials WHERE card_serial = $1")
+        .bind(serial)
+        .fetch_one(&mut **tx)
+        .await?;
+    let (owner_job, owner_use): (String, String) = (owner.try_get("job_id")?, owner.try_get("use_kind")?);
+    if owner_job != job || owner_use != use_kind.as_str() {
+        return Err(StoreError::SerialTaken);
+    }
+    if use_kind == SerialUse::Print {
+        let spoiled = sqlx::query("SELECT 1 AS one FROM spoiled_cards WHERE card_serial = $1")
+            .bind(serial)
+            .fetch_optional(&mut **tx)
+            .await?;
+        if spoiled.is_some() {
+            return Err(StoreError::SerialTaken);
+        }
+    }
+    Ok(())
+}
+
 /// The printing store.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -286,11 +366,14 @@ impl Store {
         Ok(())
     }
 
-    /// Queues a job; of two racing submissions for one NIK, one is stored.
+    /// Stores a job before its blank is held, so that it claims the NIK's one
+    /// active job at once: of two racing submissions one is stored, and the
+    /// other is told which job won. No printer leases it until
+    /// [`Store::attach_reservation`] gives it a blank.
     pub async fn insert_job(&self, new: &NewJob<'_>, now: DateTime<Utc>) -> Result<(), StoreError> {
         let result = sqlx::query(
             "INSERT INTO jobs (id, nik, region_code, village_code, reason, priority, service_point, day, state, active, \
-             reservation_id, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'QUEUED', 1, $9, $10, $10)",
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'QUEUED', 1, $9, $9)",
         )
         .bind(new.id)
         .bind(new.nik)
@@ -300,7 +383,6 @@ impl Store {
         .bind(new.priority)
         .bind(new.service_point)
         .bind(new.day.to_string())
-        .bind(new.reservation_id)
         .bind(millis(now))
         .execute(self.db.pool())
         .await;
@@ -310,11 +392,132 @@ impl Store {
         }
     }
 
+    /// Gives a stored job the inventory's hold on its blank: from now on it can be printed.
+    pub async fn attach_reservation(&self, id: &str, reservation: &str) -> Result<(), StoreError> {
+        let updated = sqlx::query(
+            "UPDATE jobs SET reservation_id = $2 WHERE id = $1 AND reservation_id IS NULL AND state = 'QUEUED'",
+        )
+        .bind(id)
+        .bind(reservation)
+        .execute(self.db.pool())
+        .await?;
+        if updated.rows_affected() != 1 {
+            return Err(StoreError::WrongState);
+        }
+        Ok(())
+    }
+
+    /// Removes a job that never got its blank (the inventory refused, or the
+    /// submission died before it was answered), freeing the NIK's active job.
+    pub async fn discard_unheld(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM jobs WHERE id = $1 AND reservation_id IS NULL AND state = 'QUEUED'")
+            .bind(id)
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// A job of this NIK that printed a card (delivered or not), if any.
+    pub async fn printed_job_of(&self, nik: &str) -> Result<Option<Job>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE nik = $1 AND state = 'PRINTED' ORDER BY created_at LIMIT 1"
+        ));
+        let row = sqlx::query(sql).bind(nik).fetch_optional(self.db.pool()).await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    /// Claims `serial` for a print of a job leased to `printer`, before its
+    /// blank is consumed: the job records one report at a time, and a serial
+    /// is used once across every job. A retry of the same report finds its
+    /// own claim and goes on.
+    pub async fn claim_print(
+        &self,
+        id: &str,
+        printer: &str,
+        serial: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.db.begin_write().await?;
+        let updated = sqlx::query(
+            "UPDATE jobs SET printing_serial = $3, updated_at = $4 \
+             WHERE id = $1 AND state = 'LEASED' AND printer_id = $2 AND lease_expires_at > $4 \
+             AND reservation_id IS NOT NULL AND (printing_serial IS NULL OR printing_serial = $3)",
+        )
+        .bind(id)
+        .bind(printer)
+        .bind(serial)
+        .bind(millis(now))
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() != 1 {
+            let current: Option<Option<String>> = sqlx::query(
+                "SELECT printing_serial FROM jobs WHERE id = $1 AND state = 'LEASED' AND printer_id = $2",
+            )
+            .bind(id)
+            .bind(printer)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|row| row.try_get("printing_serial"))
+            .transpose()?;
+            return Err(match current {
+                Some(Some(serial)) => StoreError::PrintInProgress { serial },
+                _ => StoreError::WrongState,
+            });
+        }
+        claim_serial(&mut tx, serial, id, SerialUse::Print, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Gives up a print claim after the inventory refused to consume the
+    /// blank: the job can be reported again, with any serial, and the serial
+    /// is free again unless a card or ruined blank used it.
+    pub async fn release_print_claim(&self, id: &str, serial: &str) -> Result<(), StoreError> {
+        let mut tx = self.db.begin_write().await?;
+        sqlx::query("UPDATE jobs SET printing_serial = NULL WHERE id = $1 AND printing_serial = $2")
+            .bind(id)
+            .bind(serial)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "DELETE FROM card_serials WHERE card_serial = $1 AND job_id = $2 AND use_kind = 'PRINT' \
+             AND NOT EXISTS (SELECT 1 FROM print_log WHERE card_serial = $1)",
+        )
+        .bind(serial)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Claims `serial` for a blank ruined in the printer on a job; a retry of
+    /// the same report finds its own claim.
+    pub async fn claim_ruined(&self, id: &str, serial: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut tx = self.db.begin_write().await?;
+        claim_serial(&mut tx, serial, id, SerialUse::Ruined, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Frees a ruined-blank claim that the inventory refused to write off.
+    pub async fn release_ruined_claim(&self, id: &str, serial: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM card_serials WHERE card_serial = $1 AND job_id = $2 AND use_kind = 'RUINED' \
+             AND NOT EXISTS (SELECT 1 FROM spoiled_cards WHERE card_serial = $1)",
+        )
+        .bind(serial)
+        .bind(id)
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+
     /// Puts jobs whose lease lapsed back in the queue; returns how many.
     pub async fn requeue_lapsed(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
         let result = sqlx::query(
-            "UPDATE jobs SET state = 'QUEUED', printer_id = NULL, lease_expires_at = NULL, updated_at = $1 \
-             WHERE state = 'LEASED' AND lease_expires_at <= $1",
+            "UPDATE jobs SET state = 'QUEUED', printer_id = NULL, lease_expires_at = NULL, printing_serial = NULL, \
+             updated_at = $1 WHERE state = 'LEASED' AND lease_expires_at <= $1",
         )
         .bind(millis(now))
         .execute(self.db.pool())
@@ -335,11 +538,12 @@ impl Store {
         // the others'; SQLite's write transactions are serial already.
         let select = match self.db.backend() {
             Backend::Postgres => {
-                "SELECT id FROM jobs WHERE state = 'QUEUED' ORDER BY priority, created_at, id LIMIT $1 \
-                 FOR UPDATE SKIP LOCKED"
+                "SELECT id FROM jobs WHERE state = 'QUEUED' AND reservation_id IS NOT NULL \
+                 ORDER BY priority, created_at, id LIMIT $1 FOR UPDATE SKIP LOCKED"
             }
             Backend::Sqlite => {
-                "SELECT id FROM jobs WHERE state = 'QUEUED' ORDER BY priority, created_at, id LIMIT $1"
+                "SELECT id FROM jobs WHERE state = 'QUEUED' AND reservation_id IS NOT NULL \
+                 ORDER BY priority, created_at, id LIMIT $1"
             }
         };
         let candidates = sqlx::query(select).bind(n).fetch_all(&mut *tx).await?;
@@ -349,7 +553,7 @@ impl Store {
             // Conditional, so two printers racing for a job get it once.
             let updated = sqlx::query(
                 "UPDATE jobs SET state = 'LEASED', printer_id = $2, lease_expires_at = $3, updated_at = $4 \
-                 WHERE id = $1 AND state = 'QUEUED'",
+                 WHERE id = $1 AND state = 'QUEUED' AND reservation_id IS NOT NULL",
             )
             .bind(&id)
             .bind(printer)
@@ -373,7 +577,7 @@ impl Store {
     /// cards included) or a blank ruined in the printer.
     pub async fn serial_taken(&self, serial: &str) -> Result<bool, StoreError> {
         let row = sqlx::query(
-            "SELECT card_serial FROM print_log WHERE card_serial = $1 \
+            "SELECT card_serial FROM card_serials WHERE card_serial = $1 \
              UNION ALL SELECT card_serial FROM spoiled_cards WHERE card_serial = $1",
         )
         .bind(serial)
@@ -457,8 +661,10 @@ impl Store {
         Ok(())
     }
 
-    /// Records a print for the printer holding a live lease (the job keeps
-    /// that printer's id, so only it can retry the report).
+    /// Records a print claimed by [`Store::claim_print`] (the job keeps the
+    /// printer's id, so only it can retry the report). The claim was made
+    /// under a live lease; the blank is consumed by then, so a lease that
+    /// lapses in between does not undo the print.
     pub async fn mark_printed(
         &self,
         id: &str,
@@ -469,8 +675,8 @@ impl Store {
         let mut tx = self.db.begin_write().await?;
         let updated = sqlx::query(
             "UPDATE jobs SET state = 'PRINTED', card_serial = $3, card_state = 'PRINTED', printed_at = $4, \
-             lease_expires_at = NULL, updated_at = $4 \
-             WHERE id = $1 AND state = 'LEASED' AND printer_id = $2 AND lease_expires_at > $4",
+             lease_expires_at = NULL, printing_serial = NULL, updated_at = $4 \
+             WHERE id = $1 AND state = 'LEASED' AND printer_id = $2 AND printing_serial = $3",
         )
         .bind(id)
         .bind(printer)
@@ -568,7 +774,21 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             if updated.rows_affected() != 1 {
-                return Err(StoreError::WrongState);
+                let state: Option<(String, Option<String>)> =
+                    sqlx::query("SELECT state, card_state FROM jobs WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .map(|row| Ok::<_, sqlx::Error>((row.try_get("state")?, row.try_get("card_state")?)))
+                        .transpose()?;
+                return Err(StoreError::NotDispatchable {
+                    job_id: id.clone(),
+                    state: match state {
+                        None => "NOT_FOUND".to_owned(),
+                        Some((_, Some(card))) => card,
+                        Some((job, None)) => job,
+                    },
+                });
             }
         }
         tx.commit().await?;
@@ -585,12 +805,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let mut tx = self.db.begin_write().await?;
-        let returned = match outcome {
-            Outcome::Delivered => None,
-            Outcome::ReturnedDeceased => Some("DECEASED"),
-            Outcome::ReturnedMoved => Some("MOVED"),
-            Outcome::ReturnedUnclearAddress => Some("UNCLEAR_ADDRESS"),
-        };
+        let returned = outcome.return_reason();
         let updated = sqlx::query(
             "UPDATE jobs SET card_state = $3, return_reason = COALESCE($4, return_reason), \
              active = CASE WHEN $3 = 'DELIVERED' THEN 0 ELSE active END, updated_at = $5 \
@@ -736,7 +951,7 @@ impl Store {
     pub async fn waiting_by_priority(&self, region: &str) -> Result<Vec<(i64, i64)>, StoreError> {
         let rows = sqlx::query(
             "SELECT priority, COUNT(*) AS n FROM jobs WHERE region_code = $1 AND state IN ('QUEUED', 'LEASED') \
-             GROUP BY priority ORDER BY priority",
+             AND reservation_id IS NOT NULL GROUP BY priority ORDER BY priority",
         )
         .bind(region)
         .fetch_all(self.db.pool())

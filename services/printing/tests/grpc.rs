@@ -375,7 +375,7 @@ async fn bad_applications_are_refused_and_write_nothing() {
             .to_owned();
 
         for (who, code, reason) in [
-            (&unknown, Code::NotFound, ""),
+            (&unknown, Code::NotFound, "RESIDENT_NOT_FOUND"),
             (&dead, Code::FailedPrecondition, "RESIDENT_NOT_ACTIVE"),
             (&unrecorded, Code::FailedPrecondition, "NOT_PRINT_READY"),
         ] {
@@ -848,6 +848,391 @@ async fn when_blanks_run_out_priorities_and_sukets_decide() {
             order,
             [1, 2, 4, 5],
             "{label}: the 17-year-old first, the IKD holder last"
+        );
+        m.stop().await;
+    }
+}
+
+fn details(status: &tonic::Status) -> tonic_types::ErrorDetails {
+    tonic_types::StatusExt::get_error_details(status)
+}
+
+fn reason_metadata(status: &tonic::Status, key: &str) -> Option<String> {
+    details(status)
+        .error_info()
+        .and_then(|i| i.metadata.get(key).cloned())
+}
+
+fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    details(status)
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|f| f.field.clone()).collect())
+        .unwrap_or_default()
+}
+
+/// Ledger rows of Kota Bekasi of one kind.
+async fn ledger_rows(m: &Mesh, kind: adminduk_inventory::store::MovementKind) -> usize {
+    m.inventory
+        .store()
+        .ledger(KOTA_BEKASI, None, 10_000)
+        .await
+        .expect("ledger")
+        .iter()
+        .filter(|e| e.kind == kind)
+        .count()
+}
+
+/// A valid NIK of nobody registered, for holds made at a counter.
+fn walk_in(serial: u16) -> String {
+    Nik::from_parts("327502", d(1991, 2, 3), Sex::Male, serial)
+        .expect("nik")
+        .as_str()
+        .to_owned()
+}
+
+/// Holds a blank at a counter, outside printing.
+async fn counter_hold(m: &mut Mesh, nik: &str, key: &str) -> Result<inventory::Reservation, tonic::Status> {
+    m.stock
+        .reserve(inventory::ReserveRequest {
+            service_point_code: kecamatan_point(1),
+            date: Some(convert::date(tomorrow())),
+            applicant_nik: nik.into(),
+            idempotency_key: key.into(),
+            purpose: 0,
+        })
+        .await
+        .map(|r| r.into_inner().reservation.expect("reservation"))
+}
+
+#[tokio::test]
+async fn reports_racing_for_one_serial_or_one_job_print_once_and_consume_one_blank() {
+    for mut m in each_backend("prrace", 15_000).await {
+        let label = m.label;
+        let mut pairs = Vec::new();
+        for n in 0..4u16 {
+            let (a, b) = (prr(&mut m, 100 + 2 * n).await, prr(&mut m, 101 + 2 * n).await);
+            pairs.push((first_card_job(&mut m, &a).await, first_card_job(&mut m, &b).await));
+        }
+        assert_eq!(lease(&mut m, "p", 10).await.len(), 8);
+        for (n, (a, b)) in pairs.iter().enumerate() {
+            // Two jobs, one serial: one card is printed, the other is told the serial is taken.
+            let serial = format!("KTP-RACE-{n}");
+            let (mut c1, mut c2) = (m.printing.clone(), m.printing.clone());
+            let report = |job: &str| pb::ReportPrintedRequest {
+                job_id: job.into(),
+                printer_id: "p".into(),
+                card_serial: serial.clone(),
+            };
+            let (r1, r2) = tokio::join!(c1.report_printed(report(a)), c2.report_printed(report(b)));
+            let (ok, refused): (Vec<_>, Vec<_>) = [r1, r2].into_iter().partition(Result::is_ok);
+            assert_eq!(ok.len(), 1, "{label}: one of two prints with serial {serial}");
+            let refused = refused
+                .into_iter()
+                .next()
+                .and_then(Result::err)
+                .expect("a refusal");
+            assert_eq!(
+                (refused.code(), status_reason(&refused)),
+                (Code::AlreadyExists, "SERIAL_TAKEN".to_owned()),
+                "{label}: {refused:?}"
+            );
+        }
+        let (s, f) = (stock(&mut m).await, funnel(&mut m).await);
+        assert_eq!(
+            (f.printed, s.committed),
+            (4, 4),
+            "{label}: one blank per card printed"
+        );
+
+        // One job, two serials at once: one card, one blank; the other report is
+        // told why (a report in progress, or the card printed), never "unavailable".
+        let (job, _) = &pairs[0];
+        let loser = &pairs[0].1;
+        for (n, job) in [loser, &pairs[1].1].into_iter().enumerate() {
+            let (mut c1, mut c2) = (m.printing.clone(), m.printing.clone());
+            let report = |serial: String| pb::ReportPrintedRequest {
+                job_id: job.clone(),
+                printer_id: "p".into(),
+                card_serial: serial,
+            };
+            let (r1, r2) = tokio::join!(
+                c1.report_printed(report(format!("KTP-TWO-{n}-A"))),
+                c2.report_printed(report(format!("KTP-TWO-{n}-B")))
+            );
+            let (ok, refused): (Vec<_>, Vec<_>) = [r1, r2].into_iter().partition(Result::is_ok);
+            assert_eq!(ok.len(), 1, "{label}: one print of job {job}");
+            let refused = refused
+                .into_iter()
+                .next()
+                .and_then(Result::err)
+                .expect("a refusal");
+            assert!(
+                matches!(
+                    (refused.code(), status_reason(&refused).as_str()),
+                    (Code::Aborted, "PRINT_IN_PROGRESS") | (Code::FailedPrecondition, "ALREADY_PRINTED")
+                ),
+                "{label}: {refused:?}"
+            );
+        }
+        let (s, f) = (stock(&mut m).await, funnel(&mut m).await);
+        assert_eq!((f.printed, s.committed, f.unaccounted), (6, 6, 0), "{label}");
+        // The printed job reported again with another serial is told it was printed.
+        let again = print(&mut m, job, "p", "KTP-OTHER").await.expect_err("printed");
+        assert_eq!(status_reason(&again), "ALREADY_PRINTED", "{label}");
+        m.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn refused_applications_and_write_offs_change_nothing() {
+    use adminduk_inventory::store::MovementKind;
+    for mut m in each_backend("prnothing", 15_000).await {
+        let label = m.label;
+        // An unknown NIK and a resident not print-ready: no hold, no ledger row.
+        let unknown = walk_in(901);
+        let unrecorded = resident(
+            &mut m,
+            902,
+            d(1990, 1, 1),
+            "3275011001",
+            population::RecordingStatus::Recorded,
+        )
+        .await;
+        for nik in [&unknown, &unrecorded] {
+            m.printing
+                .submit_print_job(submit(nik, pb::PrintReason::FirstCard, false))
+                .await
+                .expect_err("refused");
+        }
+        assert_eq!(
+            (
+                ledger_rows(&m, MovementKind::Hold).await,
+                ledger_rows(&m, MovementKind::Release).await
+            ),
+            (0, 0),
+            "{label}: a refused application writes nothing to the ledger"
+        );
+        assert_eq!(job_count(&m).await, 0, "{label}");
+
+        // An applicant holding a blank from a counter: answered at once, naming the hold.
+        let walk = prr(&mut m, 903).await;
+        let held = counter_hold(&mut m, &walk, "counter-1")
+            .await
+            .expect("counter hold");
+        let started = std::time::Instant::now();
+        let err = m
+            .printing
+            .submit_print_job(submit(&walk, pb::PrintReason::FirstCard, false))
+            .await
+            .expect_err("holds a blank");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "{label}: no wait"
+        );
+        assert_eq!(
+            (err.code(), status_reason(&err)),
+            (Code::FailedPrecondition, "APPLICANT_HAS_HOLD".to_owned()),
+            "{label}: {err:?}"
+        );
+        assert_eq!(reason_metadata(&err, "reservation_id"), Some(held.id.clone()));
+        assert_eq!(job_count(&m).await, 0, "{label}");
+
+        // A printed card whose reprint finds no blank on its day: refused, and not written off.
+        let nik = prr(&mut m, 904).await;
+        let job = first_card_job(&mut m, &nik).await;
+        lease(&mut m, "p", 1).await;
+        print(&mut m, &job, "p", "KTP-904").await.expect("printed");
+        for n in 0..40u16 {
+            if counter_hold(&mut m, &walk_in(910 + n), &format!("fill-{n}"))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        let before = (stock(&mut m).await, funnel(&mut m).await);
+        let spoil = m
+            .printing
+            .report_spoiled(pb::ReportSpoiledRequest {
+                job_id: job.clone(),
+                reason: "scratched".into(),
+                reported_by: "budi".into(),
+                approved_by: "ani".into(),
+                ..Default::default()
+            })
+            .await
+            .expect_err("no blank for the reprint");
+        assert_eq!(spoil.code(), Code::ResourceExhausted, "{label}: {spoil:?}");
+        let after = (stock(&mut m).await, funnel(&mut m).await);
+        assert_eq!(
+            (after.0.spoiled, after.0.held, after.1.spoiled),
+            (before.0.spoiled, before.0.held, before.1.spoiled),
+            "{label}: a refused write-off changes nothing"
+        );
+        assert_eq!(ledger_rows(&m, MovementKind::Spoilage).await, 0, "{label}");
+        m.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_resident_gets_one_first_card_and_retried_deliveries_are_answered_the_same() {
+    for mut m in each_backend("prfirst", 15_000).await {
+        let label = m.label;
+        let nik = prr(&mut m, 920).await;
+        let job = first_card_job(&mut m, &nik).await;
+        lease(&mut m, "p", 1).await;
+        print(&mut m, &job, "p", "KTP-920").await.expect("printed");
+        m.printing
+            .dispatch(pb::DispatchRequest {
+                job_ids: vec![job.clone()],
+                method: pb::DispatchMethod::Pickup.into(),
+                batch_reference: String::new(),
+            })
+            .await
+            .expect("dispatched");
+        let deliver = || pb::RecordDeliveryRequest {
+            job_id: job.clone(),
+            outcome: pb::DeliveryOutcome::Delivered.into(),
+        };
+        for _ in 0..2 {
+            let answer = m
+                .printing
+                .record_delivery(deliver())
+                .await
+                .expect("delivered, and again");
+            assert_eq!(
+                answer.into_inner().card_state,
+                pb::CardState::Delivered as i32,
+                "{label}"
+            );
+        }
+        assert_eq!(funnel(&mut m).await.delivered, 1, "{label}: counted once");
+        // A returned card reported twice is answered the same too; another outcome is refused by name.
+        let returned = m
+            .printing
+            .record_delivery(pb::RecordDeliveryRequest {
+                job_id: job.clone(),
+                outcome: pb::DeliveryOutcome::ReturnedMoved.into(),
+            })
+            .await
+            .expect_err("delivered already");
+        assert_eq!(status_reason(&returned), "ALREADY_DELIVERED", "{label}");
+
+        let second = m
+            .printing
+            .submit_print_job(submit(&nik, pb::PrintReason::FirstCard, false))
+            .await
+            .expect_err("a second first card");
+        assert_eq!(
+            (second.code(), status_reason(&second)),
+            (Code::FailedPrecondition, "FIRST_CARD_ISSUED".to_owned()),
+            "{label}"
+        );
+        assert_eq!(reason_metadata(&second, "job_id"), Some(job.clone()));
+        m.printing
+            .submit_print_job(submit(&nik, pb::PrintReason::Lost, false))
+            .await
+            .expect("a replacement is fine");
+        m.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn codes_strings_and_missing_things_are_checked_and_named() {
+    for mut m in each_backend("prinput", 15_000).await {
+        let label = m.label;
+        let nik = prr(&mut m, 930).await;
+        // NIKs are checked as population checks them, not only for 16 digits.
+        for bad in ["3275013202900001", "0000000000000000"] {
+            let err = m
+                .printing
+                .submit_print_job(submit(bad, pb::PrintReason::FirstCard, false))
+                .await
+                .expect_err("invalid nik");
+            assert_eq!(err.code(), Code::InvalidArgument, "{label}: {bad}");
+            assert_eq!(violated_fields(&err).first().map(String::as_str), Some("nik"));
+        }
+        // A point that does not exist, in a region with no stock: named, not "suket only when no blank".
+        let suket = m
+            .printing
+            .issue_suket(pb::IssueSuketRequest {
+                nik: nik.clone(),
+                service_point_code: "3276-KEC-01".into(),
+            })
+            .await
+            .expect_err("unknown point");
+        assert_eq!(suket.code(), Code::InvalidArgument, "{label}");
+        assert_eq!(violated_fields(&suket), ["service_point_code"]);
+        let recall = m
+            .printing
+            .recall(pb::RecallRequest {
+                village_code: "3275019999".into(),
+                reason: "alamat berubah".into(),
+            })
+            .await
+            .expect_err("unknown village");
+        assert_eq!(violated_fields(&recall), ["village_code"], "{label}");
+        let backlog = m
+            .printing
+            .get_backlog(pb::GetBacklogRequest {
+                region_code: "9999".into(),
+            })
+            .await
+            .expect_err("unknown region");
+        assert_eq!(violated_fields(&backlog), ["region_code"], "{label}");
+
+        // Serials: no control characters, and a long one is told its limit.
+        let job = first_card_job(&mut m, &nik).await;
+        lease(&mut m, "p", 1).await;
+        for (serial, says) in [
+            ("KTP-1\0\n", "must be ascii letters, digits, hyphens or slashes"),
+            (&"9".repeat(10_000)[..], "must be at most 64 characters"),
+        ] {
+            let err = print(&mut m, &job, "p", serial).await.expect_err("bad serial");
+            let said = details(&err)
+                .bad_request()
+                .and_then(|b| b.field_violations.first().map(|f| f.description.clone()));
+            assert_eq!(said.as_deref(), Some(says), "{label}");
+        }
+        print(&mut m, &job, "p", "KTP-930").await.expect("printed");
+        // The second person must be a second person, however the name is written.
+        let own = m
+            .printing
+            .report_spoiled(pb::ReportSpoiledRequest {
+                job_id: job.clone(),
+                reason: "scratched".into(),
+                reported_by: " ANI ".into(),
+                approved_by: "ani".into(),
+                ..Default::default()
+            })
+            .await
+            .expect_err("one person");
+        assert_eq!(violated_fields(&own), ["approved_by"], "{label}");
+
+        // Missing things say what they are; a dispatch names the job that cannot go.
+        let missing = print(&mut m, "no-such-job", "p", "KTP-X")
+            .await
+            .expect_err("no job");
+        assert_eq!(missing.code(), Code::NotFound, "{label}");
+        let resource = details(&missing).resource_info().map(|r| r.resource_name.clone());
+        assert_eq!(resource.as_deref(), Some("no-such-job"));
+        let other = prr(&mut m, 931).await;
+        let queued = first_card_job(&mut m, &other).await;
+        let dispatch = m
+            .printing
+            .dispatch(pb::DispatchRequest {
+                job_ids: vec![job.clone(), queued.clone()],
+                method: pb::DispatchMethod::Pickup.into(),
+                batch_reference: String::new(),
+            })
+            .await
+            .expect_err("a queued job cannot be dispatched");
+        assert_eq!(status_reason(&dispatch), "NOT_DISPATCHABLE", "{label}");
+        assert_eq!(reason_metadata(&dispatch, "job_id"), Some(queued));
+        assert_eq!(
+            funnel(&mut m).await.waiting_dispatch,
+            1,
+            "{label}: nothing dispatched"
         );
         m.stop().await;
     }

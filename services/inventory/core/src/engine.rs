@@ -1262,7 +1262,12 @@ mod tests {
             .iter()
             .filter(|(code, _)| ["3275-MPP", "3275-GPP", "3275-DISDUK"].contains(&code.as_str()))
             .collect();
-        assert_eq!(shared.len(), 1, "one pool of 150, offered once: {:?}", s.other_points);
+        assert_eq!(
+            shared.len(),
+            1,
+            "one pool of 150, offered once: {:?}",
+            s.other_points
+        );
         // Every kecamatan but the full one has a pool of its own.
         assert_eq!(s.other_points.len(), 11 + 1);
     }

@@ -141,7 +141,10 @@ impl Policy {
             if point.name.trim().is_empty() {
                 bad(format!("service_points[{i}].name"), "must not be empty");
             } else if point.name.chars().count() > 128 {
-                bad(format!("service_points[{i}].name"), "must be at most 128 characters");
+                bad(
+                    format!("service_points[{i}].name"),
+                    "must be at most 128 characters",
+                );
             } else if point.name.chars().any(char::is_control) {
                 bad(
                     format!("service_points[{i}].name"),
