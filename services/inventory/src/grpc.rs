@@ -16,7 +16,7 @@ use adminduk_inventory_core::engine::{
 use adminduk_inventory_core::policy::{PointKind, PointSpec, Policy, PoolSpec};
 use adminduk_inventory_core::state::{State, Transition};
 use adminduk_kit::region::Regions;
-use adminduk_kit::{ApiError, ErrorCode, Violations, mask_nik};
+use adminduk_kit::{ApiError, ErrorCode, Violations, mask_nik, text};
 use adminduk_proto::common::v1 as common;
 use adminduk_proto::convert;
 use adminduk_proto::inventory::v1 as pb;
@@ -95,14 +95,6 @@ fn region_field(field: &str, code: &str, allow_national: bool, out: &mut Violati
 fn quantity_field(quantity: i64, out: &mut Violations) {
     if !(1..=10_000_000).contains(&quantity) {
         out.add("quantity", "must be between 1 and 10000000");
-    }
-}
-
-fn text_field(field: &str, value: &str, max: usize, out: &mut Violations) {
-    if value.trim().is_empty() {
-        out.add(field, "is required");
-    } else if value.chars().count() > max {
-        out.add(field, format!("must be at most {max} characters"));
     }
 }
 
@@ -388,8 +380,8 @@ impl InventoryService for InventoryApi {
         let mut v = Violations::new();
         region_field("region_code", &region_code, true, &mut v);
         quantity_field(quantity, &mut v);
-        text_field("reference", &reference, 128, &mut v);
-        text_field("received_by", &received_by, 128, &mut v);
+        let reference = text::required("reference", &reference, 128, &mut v);
+        let received_by = text::required("received_by", &received_by, 128, &mut v);
         v.into_result()?;
         if region_code != NATIONAL && self.inventory.engine().policy(&region_code).is_none() {
             return Err(
@@ -432,9 +424,9 @@ impl InventoryService for InventoryApi {
             v.add("to_region_code", "must differ from from_region_code");
         }
         quantity_field(quantity, &mut v);
-        text_field("reference", &reference, 128, &mut v);
-        text_field("requested_by", &requested_by, 128, &mut v);
-        text_field("reason", &reason, 500, &mut v);
+        let reference = text::required("reference", &reference, 128, &mut v);
+        let requested_by = text::required("requested_by", &requested_by, 128, &mut v);
+        let reason = text::required("reason", &reason, 500, &mut v);
         v.into_result()?;
         for (field, code) in [
             ("from_region_code", &from_region_code),
@@ -702,7 +694,7 @@ impl InventoryService for InventoryApi {
         } = request.into_inner();
         let mut v = Violations::new();
         let id = reservation_id_field(&reservation_id, &service_point_code, &mut v);
-        text_field("reason", &reason, 500, &mut v);
+        let reason = text::required("reason", &reason, 500, &mut v);
         v.into_result()?;
         let id = id.ok_or_else(|| ApiError::invalid_field("reservation_id", "is required"))?;
         let r = self
@@ -736,9 +728,9 @@ impl InventoryService for InventoryApi {
         let mut v = Violations::new();
         region_field("region_code", &region_code, false, &mut v);
         quantity_field(quantity, &mut v);
-        text_field("reason", &reason, 500, &mut v);
-        text_field("reference", &reference, 128, &mut v);
-        text_field("reported_by", &reported_by, 128, &mut v);
+        let reason = text::required("reason", &reason, 500, &mut v);
+        let reference = text::required("reference", &reference, 128, &mut v);
+        let reported_by = text::required("reported_by", &reported_by, 128, &mut v);
         let committed = if reservation_id.is_empty() {
             None
         } else {
