@@ -10,8 +10,10 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
 use adminduk_kit::cache::SharedCache;
+use adminduk_kit::nik::{Nik, nik_field};
+use adminduk_kit::region::Regions;
 use adminduk_kit::token::{Claims, ISSUER, SigningKey, VerifyingKey, verify_device_signature};
-use adminduk_kit::{ApiError, ErrorCode, Violations, mask_nik};
+use adminduk_kit::{ApiError, ErrorCode, Violations, mask_nik, text, upstream};
 use adminduk_proto::convert;
 use adminduk_proto::ikd::v1 as pb;
 use adminduk_proto::population::v1 as population;
@@ -121,11 +123,11 @@ impl IkdApi {
         result.map_err(Status::from)
     }
 
-    async fn resident_facts(&self, nik: &str) -> Result<(Option<ResidentFacts>, String), ApiError> {
+    async fn resident_facts(&self, nik: &Nik) -> Result<(Option<ResidentFacts>, String), ApiError> {
         let mut client = self.population.clone();
-        let mut request = tonic::Request::new(population::GetResidentRequest { nik: nik.to_owned() });
-        adminduk_kit::telemetry::inject_context(request.metadata_mut());
-        request.set_timeout(Duration::from_secs(3));
+        let request = upstream::request(population::GetResidentRequest {
+            nik: nik.as_str().to_owned(),
+        });
         match client.get_resident(request).await {
             Ok(response) => {
                 let r = response
@@ -149,14 +151,9 @@ impl IkdApi {
                     r.address.map(|a| a.district_code).unwrap_or_default(),
                 ))
             }
+            // No such resident is an answer: the resident is told NOT_ELIGIBLE, NOT_FOUND.
             Err(status) if status.code() == Code::NotFound => Ok((None, String::new())),
-            Err(status) => {
-                tracing::warn!(code = ?status.code(), "population service unavailable");
-                Err(ApiError::unavailable(
-                    "the population registry cannot be reached",
-                    Duration::from_secs(1),
-                ))
-            }
+            Err(status) => Err(upstream::refusal("population", &status)),
         }
     }
 }
@@ -177,7 +174,8 @@ fn store_error(err: StoreError) -> ApiError {
         StoreError::ActivationOpen => refusal(
             ErrorCode::AlreadyExists,
             "ACTIVATION_PENDING",
-            "an activation for this NIK is already under way",
+            "an activation for this NIK is already under way: have its QR code scanned at an office, \
+             or start again once its code has expired",
         ),
         StoreError::AlreadyActive => refusal(
             ErrorCode::FailedPrecondition,
@@ -194,20 +192,77 @@ fn store_error(err: StoreError) -> ApiError {
     }
 }
 
-fn nik_field(nik: &str, out: &mut Violations) {
-    if !adminduk_kit::is_digits(nik, 16) {
-        out.add("nik", "must be 16 digits");
-    }
+/// The most characters of an id, a nonce, an officer's id or a service point's code.
+const MAX_ID_CHARS: usize = 64;
+/// The most characters of an e-mail address (RFC 5321's path limit).
+const MAX_EMAIL_CHARS: usize = 254;
+/// The most characters of a phone number as typed, spaces and dashes included.
+const MAX_PHONE_CHARS: usize = 32;
+/// The most characters of a revocation's reason.
+const MAX_REASON_CHARS: usize = 500;
+
+/// The NIK of a request, checked as population checks it.
+fn require_nik(input: &str) -> Result<Nik, ApiError> {
+    let mut v = Violations::new();
+    let nik = nik_field("nik", input, &mut v);
+    v.into_result()?;
+    nik.ok_or_else(|| ApiError::invalid_field("nik", "invalid"))
 }
 
-fn id_field(field: &str, value: &str, out: &mut Violations) {
-    if value.is_empty() || value.len() > 64 {
-        out.add(field, "is required");
-    }
+/// An id-like field: trimmed, required, short, printable.
+fn id_field(field: &str, value: &str, out: &mut Violations) -> String {
+    text::required(field, value, MAX_ID_CHARS, out)
 }
 
-fn not_found() -> ApiError {
-    refusal(ErrorCode::NotFound, "ACTIVATION_NOT_FOUND", "no such activation")
+/// A contact field: the kit's rules for text first, then its own shape.
+fn contact_field(
+    field: &str,
+    value: &str,
+    max: usize,
+    shape: fn(&str) -> Result<String, &'static str>,
+    out: &mut Violations,
+) -> Option<String> {
+    let before = out.len();
+    let value = text::required(field, value, max, out);
+    if out.len() != before {
+        return None;
+    }
+    shape(&value).map_err(|e| out.add(field, e)).ok()
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::not_found("activation")
+        .with_reason("ACTIVATION_NOT_FOUND", [])
+        .with_resource("activation", id)
+}
+
+/// What to do once a code has expired: the activation holds the NIK until
+/// its code expires, and after that either way on is open.
+const NEW_CODE_HOW: &str = "have an officer scan this activation's QR code again for a new code, \
+                            or start again on the phone";
+
+fn activation_expired() -> ApiError {
+    refusal(
+        ErrorCode::FailedPrecondition,
+        "ACTIVATION_EXPIRED",
+        "the activation lapsed or a newer one replaced it; start again on the phone",
+    )
+}
+
+fn too_many_attempts() -> ApiError {
+    refusal(
+        ErrorCode::FailedPrecondition,
+        "TOO_MANY_ATTEMPTS",
+        "too many wrong codes; start again on the phone and have it verified at an office",
+    )
+}
+
+fn already_completed() -> ApiError {
+    refusal(
+        ErrorCode::FailedPrecondition,
+        "ACTIVATION_COMPLETED",
+        "this activation was already completed",
+    )
 }
 
 fn signature_invalid() -> ApiError {
@@ -232,18 +287,19 @@ impl IkdService for IkdApi {
         } = request.into_inner();
         let result = async {
             let mut v = Violations::new();
-            nik_field(&nik, &mut v);
-            let email = check_email(&email).map_err(|e| v.add("email", e)).ok();
-            let phone = check_phone(&phone).map_err(|e| v.add("phone", e)).ok();
+            let parsed = nik_field("nik", &nik, &mut v);
+            let email = contact_field("email", &email, MAX_EMAIL_CHARS, check_email, &mut v);
+            let phone = contact_field("phone", &phone, MAX_PHONE_CHARS, check_phone, &mut v);
             if device_public_key.len() != 32 {
                 v.add("device_public_key", "must be a 32-byte Ed25519 public key");
             }
             v.into_result()?;
-            let (Some(email), Some(phone)) = (email, phone) else {
+            let (Some(parsed), Some(email), Some(phone)) = (parsed, email, phone) else {
                 return Err(ApiError::new(ErrorCode::InvalidArgument, "invalid request"));
             };
+            let nik = parsed.as_str();
             let now = Utc::now();
-            if let Some(identity) = self.store.identity(&nik).await.map_err(store_error)?
+            if let Some(identity) = self.store.identity(nik).await.map_err(store_error)?
                 && identity.active
             {
                 return Err(if identity.device_public_key == device_public_key {
@@ -256,7 +312,7 @@ impl IkdService for IkdApi {
                     store_error(StoreError::AlreadyActive)
                 });
             }
-            let (facts, district) = self.resident_facts(&nik).await?;
+            let (facts, district) = self.resident_facts(&parsed).await?;
             if let Err(why) = check_eligibility(facts, adminduk_kit::time::today_wib()) {
                 return Err(
                     ApiError::new(ErrorCode::FailedPrecondition, ineligible_message(why))
@@ -275,7 +331,7 @@ impl IkdService for IkdApi {
                 .start_activation(
                     &NewActivation {
                         id: &id,
-                        nik: &nik,
+                        nik,
                         email: &email,
                         phone: &phone,
                         device_public_key: &device_public_key,
@@ -288,7 +344,7 @@ impl IkdService for IkdApi {
                 )
                 .await
                 .map_err(store_error)?;
-            tracing::info!(nik = %mask_nik(&nik), activation = %id, "activation started");
+            tracing::info!(nik = %parsed.masked(), activation = %id, "activation started");
             Ok(pb::StartActivationResponse {
                 qr_payload: format!("IKD1:{id}:{nonce}"),
                 activation_id: id,
@@ -313,28 +369,51 @@ impl IkdService for IkdApi {
             service_point_code,
         } = request.into_inner();
         let mut nik = String::new();
+        let mut v = Violations::new();
+        let activation_id = id_field("activation_id", &activation_id, &mut v);
+        let nonce = id_field("nonce", &nonce, &mut v);
+        let officer_id = id_field("officer_id", &officer_id, &mut v);
+        let service_point_code = id_field("service_point_code", &service_point_code, &mut v);
+        // The audit keeps who verified, but never text that failed the checks.
+        let who = if v.is_empty() {
+            (service_point_code.clone(), officer_id.clone())
+        } else {
+            (String::new(), String::new())
+        };
         let result = async {
-            let mut v = Violations::new();
-            id_field("activation_id", &activation_id, &mut v);
-            id_field("nonce", &nonce, &mut v);
-            id_field("officer_id", &officer_id, &mut v);
-            id_field("service_point_code", &service_point_code, &mut v);
             v.into_result()?;
-            let activation = self.store.activation(&activation_id).await.map_err(store_error)?.ok_or_else(not_found)?;
+            let activation = self
+                .store
+                .activation(&activation_id)
+                .await
+                .map_err(store_error)?
+                .ok_or_else(|| not_found(&activation_id))?;
             nik.clone_from(&activation.nik);
             if !same_hash(&activation.nonce, &nonce) {
                 return Err(refusal(ErrorCode::PermissionDenied, "NONCE_MISMATCH", "the QR code does not belong to this activation"));
             }
             let now = Utc::now();
             if activation.expires_at <= now {
-                return Err(refusal(ErrorCode::FailedPrecondition, "ACTIVATION_EXPIRED", "the activation lapsed; start again"));
+                return Err(activation_expired());
             }
-            if activation.state != ActivationState::Started {
-                return Err(refusal(
-                    ErrorCode::FailedPrecondition,
-                    "ACTIVATION_NOT_STARTED",
-                    "the activation was already verified or has ended",
-                ));
+            match activation.state {
+                ActivationState::Started => {}
+                // A code that expired is sent again, fresh: the resident is not stuck
+                // until the activation lapses. A live one is not replaced, so a
+                // second scan cannot reset the count of wrong codes.
+                ActivationState::Verified => {
+                    if let Some(live_until) = activation.code_expires_at.filter(|t| *t > now) {
+                        let until = live_until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                        return Err(ApiError::new(
+                            ErrorCode::FailedPrecondition,
+                            "a code was sent for this activation and still works; a new one can be sent once it expires",
+                        )
+                        .with_reason("CODE_ALREADY_SENT", [("code_expire_time".to_owned(), until)]));
+                    }
+                }
+                ActivationState::Completed => return Err(already_completed()),
+                ActivationState::Locked => return Err(too_many_attempts()),
+                ActivationState::Expired => return Err(activation_expired()),
             }
             let code = new_code().ok_or_else(|| ApiError::new(ErrorCode::Internal, "internal error"))?;
             let salt = random_bytes::<16>().ok_or_else(|| ApiError::new(ErrorCode::Internal, "internal error"))?;
@@ -362,14 +441,9 @@ impl IkdService for IkdApi {
             })
         }
         .await;
-        self.audited(
-            &nik,
-            "VERIFY_AT_OFFICE",
-            (&service_point_code, &officer_id),
-            result,
-        )
-        .await
-        .map(Response::new)
+        self.audited(&nik, "VERIFY_AT_OFFICE", (&who.0, &who.1), result)
+            .await
+            .map(Response::new)
     }
 
     async fn complete_activation(
@@ -384,7 +458,7 @@ impl IkdService for IkdApi {
         let mut nik = String::new();
         let result = async {
             let mut v = Violations::new();
-            id_field("activation_id", &activation_id, &mut v);
+            let activation_id = id_field("activation_id", &activation_id, &mut v);
             if !adminduk_kit::is_digits(code.trim(), 6) {
                 v.add("code", "must be the 6-digit code");
             }
@@ -397,7 +471,7 @@ impl IkdService for IkdApi {
                 .activation(&activation_id)
                 .await
                 .map_err(store_error)?
-                .ok_or_else(not_found)?;
+                .ok_or_else(|| not_found(&activation_id))?;
             nik.clone_from(&activation.nik);
             let now = Utc::now();
             match activation.state {
@@ -409,33 +483,23 @@ impl IkdService for IkdApi {
                         "the activation must first be verified at an office",
                     ));
                 }
-                ActivationState::Completed => {
-                    return Err(refusal(
-                        ErrorCode::FailedPrecondition,
-                        "ACTIVATION_COMPLETED",
-                        "this activation was already completed",
-                    ));
-                }
-                ActivationState::Locked => {
-                    return Err(refusal(
-                        ErrorCode::FailedPrecondition,
-                        "TOO_MANY_ATTEMPTS",
-                        "too many wrong codes; start again at an office",
-                    ));
-                }
-                ActivationState::Expired => {
-                    return Err(refusal(
-                        ErrorCode::FailedPrecondition,
-                        "CODE_EXPIRED",
-                        "the activation lapsed; start again",
-                    ));
-                }
+                ActivationState::Completed => return Err(already_completed()),
+                ActivationState::Locked => return Err(too_many_attempts()),
+                ActivationState::Expired => return Err(activation_expired()),
             }
-            if activation.code_expires_at.is_none_or(|t| t <= now) || activation.expires_at <= now {
-                return Err(refusal(
+            if activation.expires_at <= now {
+                return Err(activation_expired());
+            }
+            if activation.code_expires_at.is_none_or(|t| t <= now) {
+                return Err(ApiError::new(
                     ErrorCode::FailedPrecondition,
+                    format!("the code has expired; {NEW_CODE_HOW}"),
+                )
+                .with_reason("CODE_EXPIRED", [("how".to_owned(), NEW_CODE_HOW.to_owned())])
+                .with_precondition(
                     "CODE_EXPIRED",
-                    "the code has expired; ask the office for a new verification",
+                    "code",
+                    "the code sent for this activation has expired",
                 ));
             }
             if !verify_device_signature(&activation.device_public_key, &activation.challenge, &signature) {
@@ -448,16 +512,12 @@ impl IkdService for IkdApi {
             if !matches {
                 let attempts = self
                     .store
-                    .wrong_code(&activation.id, MAX_ATTEMPTS, now)
+                    .wrong_code(&activation, MAX_ATTEMPTS, now)
                     .await
                     .map_err(store_error)?;
                 let left = (MAX_ATTEMPTS - attempts).max(0);
                 return Err(if left == 0 {
-                    refusal(
-                        ErrorCode::FailedPrecondition,
-                        "TOO_MANY_ATTEMPTS",
-                        "too many wrong codes; start again at an office",
-                    )
+                    too_many_attempts()
                 } else {
                     ApiError::new(
                         ErrorCode::InvalidArgument,
@@ -493,10 +553,9 @@ impl IkdService for IkdApi {
         request: Request<pb::GetStatusRequest>,
     ) -> Result<Response<pb::GetStatusResponse>, Status> {
         let pb::GetStatusRequest { nik } = request.into_inner();
-        let mut v = Violations::new();
-        nik_field(&nik, &mut v);
-        v.into_result()?;
-        let identity = self.store.identity(&nik).await.map_err(store_error)?;
+        let nik = require_nik(&nik)?;
+        let nik = nik.as_str();
+        let identity = self.store.identity(nik).await.map_err(store_error)?;
         let response = match identity {
             Some(i) if i.active => pb::GetStatusResponse {
                 status: pb::IdentityStatus::Active.into(),
@@ -506,7 +565,7 @@ impl IkdService for IkdApi {
             other => {
                 let pending = self
                     .store
-                    .has_open_activation(&nik, Utc::now())
+                    .has_open_activation(nik, Utc::now())
                     .await
                     .map_err(store_error)?;
                 let status = if pending {
@@ -531,12 +590,11 @@ impl IkdService for IkdApi {
         request: Request<pb::CreateTokenChallengeRequest>,
     ) -> Result<Response<pb::CreateTokenChallengeResponse>, Status> {
         let pb::CreateTokenChallengeRequest { nik } = request.into_inner();
-        let mut v = Violations::new();
-        nik_field(&nik, &mut v);
-        v.into_result()?;
+        let nik = require_nik(&nik)?;
+        let nik = nik.as_str();
         let active = self
             .store
-            .identity(&nik)
+            .identity(nik)
             .await
             .map_err(store_error)?
             .is_some_and(|i| i.active);
@@ -552,7 +610,7 @@ impl IkdService for IkdApi {
             .ok_or_else(|| ApiError::new(ErrorCode::Internal, "internal error"))?;
         let expires_at = Utc::now() + CHALLENGE_TTL;
         self.store
-            .add_challenge(&challenge, &nik, expires_at)
+            .add_challenge(&challenge, nik, expires_at)
             .await
             .map_err(store_error)?;
         Ok(Response::new(pb::CreateTokenChallengeResponse {
@@ -572,7 +630,7 @@ impl IkdService for IkdApi {
         } = request.into_inner();
         let result = async {
             let mut v = Violations::new();
-            nik_field(&nik, &mut v);
+            nik_field("nik", &nik, &mut v);
             if !challenge.starts_with(TOKEN_CONTEXT) {
                 v.add("challenge", "must be a challenge from CreateTokenChallenge");
             }
@@ -665,14 +723,17 @@ impl IkdService for IkdApi {
             officer_id,
             service_point_code,
         } = request.into_inner();
+        let mut v = Violations::new();
+        nik_field("nik", &nik, &mut v);
+        text::required("reason", &reason, MAX_REASON_CHARS, &mut v);
+        let officer_id = id_field("officer_id", &officer_id, &mut v);
+        let service_point_code = id_field("service_point_code", &service_point_code, &mut v);
+        let who = if v.is_empty() {
+            (service_point_code, officer_id)
+        } else {
+            (String::new(), String::new())
+        };
         let result = async {
-            let mut v = Violations::new();
-            nik_field(&nik, &mut v);
-            if reason.trim().is_empty() {
-                v.add("reason", "is required");
-            }
-            id_field("officer_id", &officer_id, &mut v);
-            id_field("service_point_code", &service_point_code, &mut v);
             v.into_result()?;
             let device = self.store.revoke(&nik, Utc::now()).await.map_err(store_error)?;
             let Some(device) = device else {
@@ -689,7 +750,7 @@ impl IkdService for IkdApi {
             })
         }
         .await;
-        self.audited(&nik, "REVOKE", (&service_point_code, &officer_id), result)
+        self.audited(&nik, "REVOKE", (&who.0, &who.1), result)
             .await
             .map(Response::new)
     }
@@ -699,31 +760,28 @@ impl IkdService for IkdApi {
         request: Request<pb::GetAdoptionRequest>,
     ) -> Result<Response<pb::GetAdoptionResponse>, Status> {
         let pb::GetAdoptionRequest { area_code } = request.into_inner();
-        if !(adminduk_kit::is_digits(&area_code, 4) || adminduk_kit::is_digits(&area_code, 6)) {
+        let regions = Regions::global();
+        let known = match area_code.len() {
+            4 => regions.regency(&area_code).is_some(),
+            6 => regions.district(&area_code).is_some(),
+            _ => false,
+        };
+        if !known {
             return Err(ApiError::invalid_field(
                 "area_code",
-                "must be a regency (4 digits) or kecamatan (6 digits) code",
+                "must be a known regency (4 digits) or kecamatan (6 digits) code",
             )
             .into());
         }
         let mut client = self.population.clone();
-        let mut counts = tonic::Request::new(population::CountResidentsRequest {
+        let counts = upstream::request(population::CountResidentsRequest {
             area_code: area_code.clone(),
         });
-        adminduk_kit::telemetry::inject_context(counts.metadata_mut());
-        let counts = match client.count_residents(counts).await {
-            Ok(r) => r.into_inner(),
-            Err(status) if status.code() == Code::InvalidArgument => {
-                return Err(ApiError::invalid_field("area_code", "unknown area").into());
-            }
-            Err(_) => {
-                return Err(ApiError::unavailable(
-                    "the population registry cannot be reached",
-                    Duration::from_secs(1),
-                )
-                .into());
-            }
-        };
+        let counts = client
+            .count_residents(counts)
+            .await
+            .map_err(|status| upstream::refusal("population", &status))?
+            .into_inner();
         let active = self.store.count_active(&area_code).await.map_err(store_error)?;
         let share = if counts.eligible > 0 {
             active as f64 / counts.eligible as f64

@@ -225,8 +225,9 @@ impl Store {
         Ok(row.is_some())
     }
 
-    /// Stores a new activation. Open activations of the NIK that have lapsed
-    /// are closed first; of two racing starts exactly one is stored.
+    /// Stores a new activation. Open activations of the NIK that have lapsed,
+    /// or whose code has expired, are closed first (a resident whose code
+    /// expired may start over); of two racing starts exactly one is stored.
     pub async fn start_activation(
         &self,
         new: &NewActivation<'_>,
@@ -235,7 +236,8 @@ impl Store {
         let mut tx = self.db.begin_write().await?;
         sqlx::query(
             "UPDATE activations SET state = 'EXPIRED', updated_at = $2 \
-             WHERE nik = $1 AND state IN ('STARTED', 'VERIFIED') AND expires_at <= $2",
+             WHERE nik = $1 AND state IN ('STARTED', 'VERIFIED') \
+               AND (expires_at <= $2 OR (state = 'VERIFIED' AND code_expires_at <= $2))",
         )
         .bind(new.nik)
         .bind(millis(now))
@@ -285,7 +287,9 @@ impl Store {
     }
 
     /// Marks a started activation verified at an office, with the code's hash,
-    /// and queues the code's message, in one transaction.
+    /// and queues the code's message, in one transaction. A verified one whose
+    /// code has expired is verified again: a fresh code, its attempts from zero;
+    /// of two racing scans exactly one sends a code.
     #[allow(clippy::too_many_arguments)]
     pub async fn verify_at_office(
         &self,
@@ -301,8 +305,9 @@ impl Store {
         let mut tx = self.db.begin_write().await?;
         let updated = sqlx::query(
             "UPDATE activations SET state = 'VERIFIED', code_hash = $2, code_salt = $3, code_expires_at = $4, \
-             officer_id = $5, service_point_code = $6, verified_at = $7, updated_at = $7 \
-             WHERE id = $1 AND state = 'STARTED' AND expires_at > $7",
+             attempts = 0, officer_id = $5, service_point_code = $6, verified_at = $7, updated_at = $7 \
+             WHERE id = $1 AND expires_at > $7 \
+               AND (state = 'STARTED' OR (state = 'VERIFIED' AND code_expires_at <= $7))",
         )
         .bind(id)
         .bind(code_hash)
@@ -328,29 +333,32 @@ impl Store {
         Ok(())
     }
 
-    /// Counts a wrong code; locks the activation at `max_attempts`. Returns the attempts so far.
+    /// Counts a wrong guess at the activation's code as read; locks the
+    /// activation at `max_attempts`. Returns the attempts so far.
     pub async fn wrong_code(
         &self,
-        id: &str,
+        activation: &Activation,
         max_attempts: i64,
         now: DateTime<Utc>,
     ) -> Result<i64, StoreError> {
         let mut tx = self.db.begin_write().await?;
+        // Only against the code that was read: a guess at a code sent again meanwhile counts for nothing.
         let updated = sqlx::query(
             "UPDATE activations SET attempts = attempts + 1, \
              state = CASE WHEN attempts + 1 >= $2 THEN 'LOCKED' ELSE state END, updated_at = $3 \
-             WHERE id = $1 AND state = 'VERIFIED'",
+             WHERE id = $1 AND state = 'VERIFIED' AND code_hash = $4",
         )
-        .bind(id)
+        .bind(&activation.id)
         .bind(max_attempts)
         .bind(millis(now))
+        .bind(activation.code_hash.as_deref())
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() != 1 {
             return Err(StoreError::Conflict);
         }
         let attempts: i64 = sqlx::query("SELECT attempts FROM activations WHERE id = $1")
-            .bind(id)
+            .bind(&activation.id)
             .fetch_one(&mut *tx)
             .await?
             .try_get("attempts")?;
@@ -366,11 +374,14 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let mut tx = self.db.begin_write().await?;
+        // The code that was checked must still be the live one: not expired, not sent again meanwhile.
         let updated = sqlx::query(
-            "UPDATE activations SET state = 'COMPLETED', updated_at = $2 WHERE id = $1 AND state = 'VERIFIED'",
+            "UPDATE activations SET state = 'COMPLETED', updated_at = $2 \
+             WHERE id = $1 AND state = 'VERIFIED' AND code_hash = $3 AND code_expires_at > $2",
         )
         .bind(&activation.id)
         .bind(millis(now))
+        .bind(activation.code_hash.as_deref())
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() != 1 {

@@ -215,8 +215,8 @@ fn meta(status: &Status, key: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Starts and verifies at an office; returns (activation id, challenge, code from the outbox).
-async fn started_and_verified(m: &mut Mesh, nik: &str, key: &Ed25519KeyPair) -> (String, Vec<u8>, String) {
+/// An activation started on the phone: (activation id, QR nonce, challenge).
+async fn begin(m: &mut Mesh, nik: &str, key: &Ed25519KeyPair) -> (String, String, Vec<u8>) {
     let started = m
         .ikd
         .start_activation(start(nik, key))
@@ -230,15 +230,58 @@ async fn started_and_verified(m: &mut Mesh, nik: &str, key: &Ed25519KeyPair) -> 
         (parts[1].to_owned(), parts[2].to_owned())
     };
     assert_eq!(id, started.activation_id);
+    (id, nonce, started.challenge)
+}
+
+/// An officer scans the activation's QR code.
+async fn scan(m: &mut Mesh, id: &str, nonce: &str) -> Result<pb::VerifyAtOfficeResponse, Status> {
     m.ikd
         .verify_at_office(pb::VerifyAtOfficeRequest {
-            activation_id: id.clone(),
-            nonce,
+            activation_id: id.into(),
+            nonce: nonce.into(),
             officer_id: "petugas-7".into(),
             service_point_code: "3275-KEC-01".into(),
         })
         .await
-        .expect("verified");
+        .map(tonic::Response::into_inner)
+}
+
+/// The phone answers with a code.
+async fn complete(
+    m: &mut Mesh,
+    id: &str,
+    code: &str,
+    key: &Ed25519KeyPair,
+    challenge: &[u8],
+) -> Result<pb::CompleteActivationResponse, Status> {
+    m.ikd
+        .complete_activation(pb::CompleteActivationRequest {
+            activation_id: id.into(),
+            code: code.into(),
+            signature: key.sign(challenge).as_ref().to_vec(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Makes an activation's code expire now.
+async fn expire_code(m: &Mesh, id: &str) {
+    sqlx::query("UPDATE activations SET code_expires_at = 0 WHERE id = $1")
+        .bind(id)
+        .execute(m.store.db().pool())
+        .await
+        .expect("expire the code");
+}
+
+/// Starts and verifies at an office; returns (activation id, challenge, code from the outbox).
+async fn started_and_verified(m: &mut Mesh, nik: &str, key: &Ed25519KeyPair) -> (String, Vec<u8>, String) {
+    let (id, nonce, challenge) = begin(m, nik, key).await;
+    scan(m, &id, &nonce).await.expect("verified");
+    (id, challenge, last_code(m).await)
+}
+
+/// The code in the newest message of the outbox.
+async fn last_code(m: &Mesh) -> String {
     let outbox = m.store.outbox(100).await.expect("outbox");
     let body = &outbox.last().expect("a message was queued").body;
     let code: String = body
@@ -250,7 +293,7 @@ async fn started_and_verified(m: &mut Mesh, nik: &str, key: &Ed25519KeyPair) -> 
         .take(6)
         .collect();
     assert_eq!(code.len(), 6, "{body}");
-    (id, started.challenge, code)
+    code
 }
 
 async fn activate(m: &mut Mesh, nik: &str, key: &Ed25519KeyPair) -> String {
@@ -548,11 +591,7 @@ async fn wrong_codes_forged_signatures_and_lapsed_codes_are_refused() {
 
         // A lapsed code: start again, verify, and let the code expire.
         let (id2, challenge2, code2) = started_and_verified(&mut m, &nik, &phone).await;
-        sqlx::query("UPDATE activations SET code_expires_at = 0 WHERE id = $1")
-            .bind(&id2)
-            .execute(m.store.db().pool())
-            .await
-            .expect("expire the code");
+        expire_code(&m, &id2).await;
         let expired = m
             .ikd
             .complete_activation(pb::CompleteActivationRequest {
@@ -564,10 +603,11 @@ async fn wrong_codes_forged_signatures_and_lapsed_codes_are_refused() {
             .expect_err("expired");
         assert_eq!(reason(&expired), "CODE_EXPIRED", "{label}");
 
+        let unknown_id = uuid::Uuid::now_v7().to_string();
         let missing = m
             .ikd
             .complete_activation(pb::CompleteActivationRequest {
-                activation_id: uuid::Uuid::now_v7().to_string(),
+                activation_id: unknown_id.clone(),
                 code: "123456".into(),
                 signature: signed,
             })
@@ -576,6 +616,16 @@ async fn wrong_codes_forged_signatures_and_lapsed_codes_are_refused() {
         assert_eq!(
             (missing.code(), reason(&missing)),
             (Code::NotFound, "ACTIVATION_NOT_FOUND".to_owned())
+        );
+        // Issue 10, item 16: the refusal names the activation it refers to.
+        let resource = missing
+            .get_error_details()
+            .resource_info()
+            .map(|r| (r.resource_type.clone(), r.resource_name.clone()));
+        assert_eq!(
+            resource,
+            Some(("activation".to_owned(), unknown_id.clone())),
+            "{label}"
         );
         m.stop().await;
     }
@@ -716,4 +766,386 @@ async fn adoption_counts_active_identities_against_the_eligible() {
         assert_eq!(bad.code(), Code::InvalidArgument);
         m.stop().await;
     }
+}
+
+/// Issue 10, item 9: once the code expired the resident was stuck until the
+/// activation lapsed (three days): VerifyAtOffice answered
+/// ACTIVATION_NOT_STARTED and StartActivation ACTIVATION_PENDING. The rule
+/// now: an activation holds the NIK while its code works; once the code has
+/// expired, a new scan of the same QR code sends a fresh one, or the phone
+/// starts over.
+#[tokio::test]
+async fn an_expired_code_is_sent_afresh_at_the_office_or_the_phone_starts_over() {
+    for mut m in each_backend("ikdagain").await {
+        let label = m.label;
+        let nik = adult(&mut m, 30).await;
+        let phone = device();
+        let (id, nonce, challenge) = begin(&mut m, &nik, &phone).await;
+        scan(&mut m, &id, &nonce).await.expect("verified");
+        let first = last_code(&m).await;
+        let wrong = if first == "000000" { "111111" } else { "000000" };
+        for left in ["4", "3"] {
+            let err = complete(&mut m, &id, wrong, &phone, &challenge)
+                .await
+                .expect_err("wrong");
+            assert_eq!(meta(&err, "attempts_left"), left, "{label}");
+        }
+
+        // While the code works it is not replaced, and the NIK stays held.
+        let live = scan(&mut m, &id, &nonce).await.expect_err("a live code");
+        assert_eq!(
+            (live.code(), reason(&live)),
+            (Code::FailedPrecondition, "CODE_ALREADY_SENT".to_owned()),
+            "{label}"
+        );
+        assert!(!meta(&live, "code_expire_time").is_empty());
+        let held = m
+            .ikd
+            .start_activation(start(&nik, &device()))
+            .await
+            .expect_err("held");
+        assert_eq!(reason(&held), "ACTIVATION_PENDING", "{label}");
+
+        expire_code(&m, &id).await;
+        let expired = complete(&mut m, &id, &first, &phone, &challenge)
+            .await
+            .expect_err("expired");
+        assert_eq!(
+            (expired.code(), reason(&expired)),
+            (Code::FailedPrecondition, "CODE_EXPIRED".to_owned()),
+            "{label}"
+        );
+        assert!(
+            expired.message().contains("scan this activation's QR code again"),
+            "{}",
+            expired.message()
+        );
+        assert_eq!(
+            status(&mut m, &nik).await,
+            pb::IdentityStatus::Pending as i32,
+            "{label}"
+        );
+
+        // The office scans the same QR code again: a fresh code, and fresh attempts.
+        scan(&mut m, &id, &nonce).await.expect("a new code");
+        let second = last_code(&m).await;
+        let stale = if second == first { wrong } else { first.as_str() };
+        let err = complete(&mut m, &id, stale, &phone, &challenge)
+            .await
+            .expect_err("the old code");
+        assert_eq!(
+            (reason(&err), meta(&err, "attempts_left")),
+            ("CODE_INVALID".to_owned(), "4".to_owned()),
+            "{label}"
+        );
+        let done = complete(&mut m, &id, &second, &phone, &challenge)
+            .await
+            .expect("the new code works");
+        assert_eq!(done.status, pb::IdentityStatus::Active as i32, "{label}");
+
+        // Or the phone starts over: the activation whose code expired closes.
+        let other = adult(&mut m, 31).await;
+        let (old_id, old_nonce, _) = begin(&mut m, &other, &phone).await;
+        scan(&mut m, &old_id, &old_nonce).await.expect("verified");
+        expire_code(&m, &old_id).await;
+        let new_phone = device();
+        let (new_id, new_nonce, new_challenge) = begin(&mut m, &other, &new_phone).await;
+        assert_ne!(new_id, old_id);
+        let replaced = scan(&mut m, &old_id, &old_nonce).await.expect_err("replaced");
+        assert_eq!(reason(&replaced), "ACTIVATION_EXPIRED", "{label}");
+        scan(&mut m, &new_id, &new_nonce).await.expect("verified");
+        let code = last_code(&m).await;
+        complete(&mut m, &new_id, &code, &new_phone, &new_challenge)
+            .await
+            .expect("the new activation completes");
+        assert_eq!(
+            status(&mut m, &other).await,
+            pb::IdentityStatus::Active as i32,
+            "{label}"
+        );
+        m.stop().await;
+    }
+}
+
+/// Issue 10, items 11 and 14: IKD checked only a NIK's digit count (a NIK
+/// with day 32 reached population and came back UNAVAILABLE), and free text
+/// only for emptiness (a 10 KB officer id was "is required").
+#[tokio::test]
+async fn niks_and_text_are_checked_as_everywhere_else() {
+    for mut m in each_backend("ikdinput").await {
+        let label = m.label;
+        let day_32 = "3275013201900001";
+        let err = m
+            .ikd
+            .start_activation(start(day_32, &device()))
+            .await
+            .expect_err("day 32");
+        assert_eq!(err.code(), Code::InvalidArgument, "{label}: {err:?}");
+        assert_eq!(fields(&err), ["nik"], "{label}");
+        assert!(!err.message().contains(day_32), "never the whole NIK");
+        let err = m
+            .ikd
+            .get_status(pb::GetStatusRequest { nik: day_32.into() })
+            .await
+            .expect_err("day 32");
+        assert_eq!(fields(&err), ["nik"], "{label}");
+        let err = m
+            .ikd
+            .create_token_challenge(pb::CreateTokenChallengeRequest {
+                nik: "3275010501900000".into(),
+            })
+            .await
+            .expect_err("serial 0000");
+        assert_eq!(fields(&err), ["nik"], "{label}");
+        let nik = adult(&mut m, 32).await;
+        let err = m
+            .ikd
+            .revoke(pb::RevokeRequest {
+                nik: "3275010501900000".into(),
+                reason: "  ".into(),
+                officer_id: "x".repeat(10_000),
+                service_point_code: "3275\0KEC".into(),
+            })
+            .await
+            .expect_err("four wrong fields");
+        assert_eq!(
+            fields(&err),
+            ["nik", "reason", "officer_id", "service_point_code"],
+            "{label}"
+        );
+        let descriptions: Vec<String> = err
+            .get_error_details()
+            .bad_request()
+            .map(|b| b.field_violations.iter().map(|v| v.description.clone()).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            descriptions[1..],
+            [
+                "is required",
+                "must be at most 64 characters",
+                "must not contain control characters"
+            ],
+            "{label}"
+        );
+
+        let mut request = start(&nik, &device());
+        request.email = format!("{}@example.co.id", "w".repeat(300));
+        request.phone = "0812\n3456 7890".into();
+        let err = m.ikd.start_activation(request).await.expect_err("long, broken");
+        assert_eq!(fields(&err), ["email", "phone"], "{label}");
+        assert!(
+            err.message().contains("at most 254 characters"),
+            "{}",
+            err.message()
+        );
+
+        // An officer's id is trimmed, and the scan goes through.
+        let phone = device();
+        let (id, nonce, _) = begin(&mut m, &nik, &phone).await;
+        let long = m
+            .ikd
+            .verify_at_office(pb::VerifyAtOfficeRequest {
+                activation_id: id.clone(),
+                nonce: nonce.clone(),
+                officer_id: "9".repeat(10_000),
+                service_point_code: "3275-KEC-01".into(),
+            })
+            .await
+            .expect_err("a 10 KB officer id");
+        assert_eq!(fields(&long), ["officer_id"], "{label}");
+        assert!(long.message().contains("at most 64 characters"), "{label}");
+        m.ikd
+            .verify_at_office(pb::VerifyAtOfficeRequest {
+                activation_id: format!(" {id} "),
+                nonce,
+                officer_id: " petugas-7 ".into(),
+                service_point_code: "3275-KEC-01".into(),
+            })
+            .await
+            .expect("trimmed");
+        let err = m
+            .ikd
+            .verify_at_office(pb::VerifyAtOfficeRequest {
+                activation_id: "no-such-activation".into(),
+                nonce: "n".into(),
+                officer_id: "petugas-7".into(),
+                service_point_code: "3275-KEC-01".into(),
+            })
+            .await
+            .expect_err("unknown");
+        assert_eq!(
+            err.get_error_details()
+                .resource_info()
+                .map(|r| (r.resource_type.clone(), r.resource_name.clone())),
+            Some(("activation".to_owned(), "no-such-activation".to_owned())),
+            "{label}"
+        );
+        m.stop().await;
+    }
+}
+
+/// The BadRequest fields of a status, in order.
+fn fields(status: &Status) -> Vec<String> {
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default()
+}
+
+/// A population service that answers every call with one refusal.
+#[derive(Clone)]
+struct Refusing(Arc<std::sync::Mutex<fn() -> Status>>);
+
+impl Refusing {
+    fn answer(&self) -> Status {
+        let make = *self.0.lock().expect("lock");
+        make()
+    }
+}
+
+macro_rules! refuse_all {
+    ($($method:ident($request:ident) -> $response:ident;)*) => {
+        #[tonic::async_trait]
+        impl population::population_service_server::PopulationService for Refusing {
+            $(
+                async fn $method(
+                    &self,
+                    _: tonic::Request<population::$request>,
+                ) -> Result<tonic::Response<population::$response>, Status> {
+                    Err(self.answer())
+                }
+            )*
+        }
+    };
+}
+
+refuse_all! {
+    parse_nik(ParseNikRequest) -> ParseNikResponse;
+    get_resident(GetResidentRequest) -> GetResidentResponse;
+    get_family(GetFamilyRequest) -> GetFamilyResponse;
+    search_residents(SearchResidentsRequest) -> SearchResidentsResponse;
+    register_resident(RegisterResidentRequest) -> RegisterResidentResponse;
+    update_resident(UpdateResidentRequest) -> UpdateResidentResponse;
+    record_death(RecordDeathRequest) -> RecordDeathResponse;
+    record_move(RecordMoveRequest) -> RecordMoveResponse;
+    verify_identity(VerifyIdentityRequest) -> VerifyIdentityResponse;
+    count_residents(CountResidentsRequest) -> CountResidentsResponse;
+}
+
+/// Issue 10, item 12: IKD turned every answer of population it did not
+/// expect into UNAVAILABLE; what a client can act on now passes through with
+/// its details, and only population's own failures are UNAVAILABLE.
+#[tokio::test]
+async fn population_refusals_pass_through_and_its_failures_are_unavailable() {
+    let answer: Arc<std::sync::Mutex<fn() -> Status>> =
+        Arc::new(std::sync::Mutex::new(|| Status::internal("unset")));
+    let people = GrpcServer::new(ServerConfig::default())
+        .add_service(
+            population::population_service_server::PopulationServiceServer::new(Refusing(answer.clone())),
+        )
+        .start()
+        .await
+        .expect("population starts");
+    let db = testing::sqlite();
+    let store = Store::new(
+        Db::connect(&db.config, &db.schema, MIGRATIONS)
+            .await
+            .expect("ikd database"),
+    );
+    let keys = Arc::new(KeyRing::load(&store).await.expect("keys"));
+    let channel = Channel::from_shared(format!("http://{}", people.local_addr()))
+        .expect("uri")
+        .connect_lazy();
+    let server = GrpcServer::new(ServerConfig::default())
+        .add_service(pb::ikd_service_server::IkdServiceServer::new(IkdApi::new(
+            store,
+            channel,
+            Arc::new(MemoryCache::new()),
+            keys,
+        )))
+        .start()
+        .await
+        .expect("ikd starts");
+    let mut ikd = IkdServiceClient::connect(format!("http://{}", server.local_addr()))
+        .await
+        .expect("ikd client");
+    let nik = Nik::from_parts("327501", d(1990, 5, 5), Sex::Male, 40)
+        .expect("nik")
+        .as_str()
+        .to_owned();
+
+    type Case = (fn() -> Status, Code, &'static str);
+    let cases: [Case; 4] = [
+        (
+            || {
+                Status::with_error_details(
+                    Code::InvalidArgument,
+                    "nik: birth_day is not a valid day",
+                    tonic_types::ErrorDetails::with_bad_request_violation(
+                        "nik",
+                        "birth_day is not a valid day",
+                    ),
+                )
+            },
+            Code::InvalidArgument,
+            "nik: birth_day is not a valid day",
+        ),
+        (
+            || {
+                Status::with_error_details(
+                    Code::FailedPrecondition,
+                    "the resident is being merged",
+                    tonic_types::ErrorDetails::with_error_info(
+                        "RECORD_LOCKED",
+                        "adminduk.go.id",
+                        std::collections::HashMap::new(),
+                    ),
+                )
+            },
+            Code::FailedPrecondition,
+            "the resident is being merged",
+        ),
+        (
+            || Status::internal("SELECT nik FROM residents"),
+            Code::Unavailable,
+            "the population service cannot be reached",
+        ),
+        (
+            || Status::unauthenticated("bad client certificate"),
+            Code::Unavailable,
+            "the population service cannot be reached",
+        ),
+    ];
+    for (make, code, message) in cases {
+        *answer.lock().expect("lock") = make;
+        let err = ikd
+            .start_activation(start(&nik, &device()))
+            .await
+            .expect_err("refused");
+        assert_eq!((err.code(), err.message()), (code, message), "{err:?}");
+        let details = err.get_error_details();
+        match code {
+            Code::InvalidArgument => assert_eq!(fields(&err), ["nik"]),
+            Code::FailedPrecondition => assert_eq!(reason(&err), "RECORD_LOCKED"),
+            _ => assert!(details.retry_info().is_some(), "a hint of when to retry"),
+        }
+        let err = ikd
+            .get_adoption(pb::GetAdoptionRequest {
+                area_code: "3275".into(),
+            })
+            .await
+            .expect_err("refused");
+        assert_eq!((err.code(), err.message()), (code, message), "{err:?}");
+    }
+    // An unknown area never reaches population.
+    let err = ikd
+        .get_adoption(pb::GetAdoptionRequest {
+            area_code: "9999".into(),
+        })
+        .await
+        .expect_err("unknown regency");
+    assert_eq!(fields(&err), ["area_code"]);
+    server.shutdown().await.expect("clean shutdown");
+    people.shutdown().await.expect("clean shutdown");
 }
