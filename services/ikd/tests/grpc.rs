@@ -1149,3 +1149,81 @@ async fn population_refusals_pass_through_and_its_failures_are_unavailable() {
     server.shutdown().await.expect("clean shutdown");
     people.shutdown().await.expect("clean shutdown");
 }
+
+/// Issue 10, item 9, under races: of officers scanning an activation whose
+/// code expired, exactly one sends a new code; of phones starting over,
+/// exactly one activation proceeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_racing_rescans_and_restarts_after_an_expired_code_exactly_one_proceeds() {
+    for mut m in each_backend("ikdagainrace").await {
+        let label = m.label;
+        let nik = adult(&mut m, 33).await;
+        let (id, nonce, _) = begin(&mut m, &nik, &device()).await;
+        scan(&mut m, &id, &nonce).await.expect("verified");
+        expire_code(&m, &id).await;
+        let mails = m.store.outbox(1_000).await.expect("outbox").len();
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let mut client = m.ikd.clone();
+            let request = pb::VerifyAtOfficeRequest {
+                activation_id: id.clone(),
+                nonce: nonce.clone(),
+                officer_id: "petugas-7".into(),
+                service_point_code: "3275-KEC-01".into(),
+            };
+            tasks.push(tokio::spawn(
+                async move { client.verify_at_office(request).await },
+            ));
+        }
+        let mut sent = 0;
+        for task in tasks {
+            match task.await.expect("task") {
+                Ok(_) => sent += 1,
+                Err(err) => assert!(
+                    matches!(
+                        (err.code(), reason(&err).as_str()),
+                        (Code::FailedPrecondition, "CODE_ALREADY_SENT") | (Code::Aborted, "")
+                    ),
+                    "{label}: {err:?}"
+                ),
+            }
+        }
+        assert_eq!(sent, 1, "{label}");
+        assert_eq!(
+            m.store.outbox(1_000).await.expect("outbox").len(),
+            mails + 1,
+            "{label}: one new code mailed"
+        );
+
+        expire_code(&m, &id).await;
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let mut client = m.ikd.clone();
+            let request = start(&nik, &device());
+            tasks.push(tokio::spawn(
+                async move { client.start_activation(request).await },
+            ));
+        }
+        let mut started = 0;
+        for task in tasks {
+            match task.await.expect("task") {
+                Ok(_) => started += 1,
+                Err(err) => assert_eq!(
+                    (err.code(), reason(&err)),
+                    (Code::AlreadyExists, "ACTIVATION_PENDING".to_owned()),
+                    "{label}"
+                ),
+            }
+        }
+        assert_eq!(started, 1, "{label}");
+        let open: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM activations WHERE nik = $1 AND state IN ('STARTED', 'VERIFIED')",
+        )
+        .bind(&nik)
+        .fetch_one(m.store.db().pool())
+        .await
+        .expect("count");
+        assert_eq!(open, 1, "{label}");
+        m.stop().await;
+    }
+}
