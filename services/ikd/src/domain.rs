@@ -106,6 +106,15 @@ pub struct ResidentFacts {
     pub recorded: bool,
 }
 
+/// The KTP-el age: 17, or younger once married (UU 24/2013; DOMAIN.md, "KTP-el eligibility").
+pub const KTP_AGE: i32 = 17;
+
+/// The youngest age at which population records a marriage (its rule: the
+/// marriage age is 19 under UU 16/2019, younger only by court dispensation,
+/// never below 16). A record that says otherwise predates that rule and makes
+/// nobody eligible.
+pub const MIN_MARRIAGE_AGE: i32 = 16;
+
 /// Whether the resident may activate IKD today: alive, 17 or older or ever
 /// married, with a recorded KTP-el.
 pub fn check_eligibility(facts: Option<ResidentFacts>, today: NaiveDate) -> Result<(), Ineligible> {
@@ -116,7 +125,8 @@ pub fn check_eligibility(facts: Option<ResidentFacts>, today: NaiveDate) -> Resu
     if !facts.alive {
         return Err(Ineligible::Deceased);
     }
-    if age(facts.birth_date, today) < 17 && !facts.ever_married {
+    let age = age(facts.birth_date, today);
+    if age < KTP_AGE && !(facts.ever_married && age >= MIN_MARRIAGE_AGE) {
         return Err(Ineligible::Under17);
     }
     if !facts.recorded {
@@ -246,6 +256,16 @@ mod tests {
             ..young
         };
         assert_eq!(check_eligibility(Some(married_young), today), Ok(()));
+        // A stored "married" at 8 (from before population refused it) makes nobody eligible.
+        let married_child = ResidentFacts {
+            birth_date: d(2018, 1, 1),
+            ever_married: true,
+            ..facts()
+        };
+        assert_eq!(
+            check_eligibility(Some(married_child), today),
+            Err(Ineligible::Under17)
+        );
         assert_eq!(
             check_eligibility(
                 Some(ResidentFacts {
