@@ -36,7 +36,7 @@ enum Command {
     PeakMorning(PeakArgs),
     /// A phone for trying IKD by hand: makes a device key and signs challenges.
     Phone(phone::PhoneArgs),
-    /// Shows the mails waiting in the IKD outbox (activation codes).
+    /// Shows the newest mails of the IKD outbox (activation codes), sent or waiting.
     Outbox(phone::OutboxArgs),
 }
 

@@ -4,12 +4,13 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use adminduk_ikd::{IkdApi, KeyRing};
+use adminduk_ikd::mail::MailTask;
+use adminduk_ikd::{IkdApi, KeyRing, MailSender};
 use adminduk_inventory::service::Background;
 use adminduk_inventory::{GroupCommit, Inventory, InventoryApi};
 use adminduk_kit::cache::{MemoryCache, SharedCache};
 use adminduk_kit::config::{
-    self, DatabaseConfig, LogFormat, ServerConfig, ServiceConfig, TelemetryConfig, Validate as _,
+    self, DatabaseConfig, LogFormat, MailConfig, ServerConfig, ServiceConfig, TelemetryConfig, Validate as _,
 };
 use adminduk_kit::server::{GrpcServer, RunningServer, shutdown_signal};
 use adminduk_kit::storage::Db;
@@ -65,14 +66,23 @@ pub(crate) async fn start_inventory(
     Ok((running, inventory, background))
 }
 
-/// Starts the IKD service; it reaches the population service over gRPC, as across pods.
+/// Starts the IKD service and its mail sender (when mail goes anywhere); it
+/// reaches the population service over gRPC, as across pods.
 pub(crate) async fn start_ikd(
     db: Db,
     server: ServerConfig,
     population: &str,
     cache: Arc<dyn SharedCache>,
-) -> anyhow::Result<RunningServer> {
+    mail: &MailConfig,
+) -> anyhow::Result<(RunningServer, Option<MailTask>)> {
     let store = adminduk_ikd::Store::new(db);
+    let sender = MailSender::new(store.clone(), mail)?;
+    match &sender {
+        Some(sender) => tracing::info!(to = %sender.destination(), "mail to residents"),
+        None => tracing::warn!(
+            "mail.smtp_host is not set: activation codes wait in the outbox (adminduk outbox shows them)"
+        ),
+    }
     let keys = Arc::new(
         KeyRing::load(&store)
             .await
@@ -85,11 +95,17 @@ pub(crate) async fn start_ikd(
     let limit = builder.max_message_bytes();
     let service =
         IkdServiceServer::new(IkdApi::new(store, channel, cache, keys)).max_decoding_message_size(limit);
-    Ok(builder
+    let running = builder
         .add_service(service)
         .with_descriptors(adminduk_proto::FILE_DESCRIPTOR_SET)
         .start()
-        .await?)
+        .await?;
+    Ok((running, sender.map(MailSender::spawn)))
+}
+
+/// How long a mail sender may take to finish its pass when stopping.
+fn mail_drain(mail: &MailConfig) -> std::time::Duration {
+    std::time::Duration::from_millis(mail.timeout_ms + 1_000)
 }
 
 /// Starts the printing service; it reaches population and inventory over gRPC.
@@ -262,6 +278,13 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<()> {
         }
     }
     let [population_server, inventory_server, printing_server, ikd_server] = servers;
+    // Mail to residents goes to a local mailbox a person reads: one file per message.
+    let mailbox = data_dir.join("mailbox");
+    let mail = MailConfig {
+        mailbox_dir: Some(mailbox.clone()),
+        poll_interval_ms: 250,
+        ..MailConfig::default()
+    };
 
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
@@ -301,7 +324,8 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<()> {
         seed_inventory(&inventory).await?;
         let inventory_addr = inventory_running.local_addr();
         let cache: Arc<dyn SharedCache> = Arc::new(MemoryCache::new());
-        let ikd = start_ikd(ikd_db.clone(), ikd_server, &format!("http://{population_addr}"), cache).await?;
+        let (ikd, mail_task) =
+            start_ikd(ikd_db.clone(), ikd_server, &format!("http://{population_addr}"), cache, &mail).await?;
         let ikd_addr = ikd.local_addr();
         let printing = start_printing(
             printing_db.clone(),
@@ -319,6 +343,7 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<()> {
         println!("  printing    grpc://{printing_addr}  (adminduk.printing.v1.PrintingService, plaintext on loopback)");
         println!("  ikd         grpc://{ikd_addr}  (adminduk.ikd.v1.IkdService, plaintext on loopback)");
         println!("  certificates {}", certs.dir.display());
+        println!("  mailbox      {}  (mail to residents, one .eml file each; `adminduk outbox` shows the newest)", mailbox.display());
         println!();
         println!("try:");
         println!(
@@ -344,6 +369,9 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<()> {
 
         stop.await;
         inventory.close();
+        if let Some(task) = mail_task {
+            task.shutdown(mail_drain(&mail)).await;
+        }
         let (a, b, c, d) =
             tokio::join!(population.shutdown(), inventory_running.shutdown(), ikd.shutdown(), printing.shutdown());
         a?;
@@ -416,6 +444,9 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Ok(config) => config,
         Err(err) => err.exit(),
     };
+    if let Err(err) = adminduk_ikd::mail::check(&config.mail) {
+        config::ConfigError::new(err.key, err.message).exit();
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let _telemetry = adminduk_kit::telemetry::init(service_label(args.service), &config.telemetry)?;
@@ -490,14 +521,18 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 let cache = adminduk_kit::cache::from_url(redis.as_deref(), "ikd")
                     .await
                     .context("connecting to the cache")?;
-                let server = start_ikd(
+                let (server, mail_task) = start_ikd(
                     db.clone(),
                     config.server.clone(),
                     &config.upstreams.population,
                     cache,
+                    &config.mail,
                 )
                 .await?;
                 stop.await;
+                if let Some(task) = mail_task {
+                    task.shutdown(mail_drain(&config.mail)).await;
+                }
                 server.shutdown().await?;
                 db.close().await;
             }

@@ -40,12 +40,18 @@ enum PhoneCommand {
 /// Arguments of `adminduk outbox`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct OutboxArgs {
-    /// The data directory of `adminduk up`.
+    /// The data directory of `adminduk up` (its `ikd.db` is read).
     #[arg(long, default_value = "./adminduk-data")]
     data_dir: PathBuf,
-    /// Or the IKD database itself.
+    /// Or the IKD database itself (`sqlite:FILE` or `postgres://...`).
     #[arg(long)]
     database_url: Option<String>,
+    /// How many of the newest mails to show.
+    #[arg(long, default_value_t = 10)]
+    limit: u32,
+    /// Only mails to this address.
+    #[arg(long)]
+    to: Option<String>,
 }
 
 pub(crate) fn phone(args: PhoneArgs) -> anyhow::Result<()> {
@@ -92,9 +98,23 @@ fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
 }
 
 pub(crate) fn outbox(args: OutboxArgs) -> anyhow::Result<()> {
-    let url = args
-        .database_url
-        .unwrap_or_else(|| format!("sqlite:{}", args.data_dir.join("ikd.db").display()));
+    let url = match args.database_url {
+        Some(url) => url,
+        None => {
+            let file = args.data_dir.join("ikd.db");
+            // Opening a missing SQLite file would create an empty one (or fail
+            // three times over when the directory is missing): say what was looked for.
+            if !file.is_file() {
+                let shown = std::path::absolute(&file).unwrap_or(file);
+                anyhow::bail!(
+                    "no IKD database at {}: pass --data-dir with the directory `adminduk up` was started with \
+                     (./adminduk-data in the directory it was started in), or --database-url",
+                    shown.display()
+                );
+            }
+            format!("sqlite:{}?mode=rw", file.display())
+        }
+    };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let config = DatabaseConfig {
@@ -104,19 +124,33 @@ pub(crate) fn outbox(args: OutboxArgs) -> anyhow::Result<()> {
         let db = Db::connect(&config, adminduk_ikd::SCHEMA, adminduk_ikd::MIGRATIONS)
             .await
             .context("opening the IKD database")?;
-        let messages = adminduk_ikd::Store::new(db.clone()).outbox(100).await?;
-        if messages.is_empty() {
-            println!("the outbox is empty");
+        let store = adminduk_ikd::Store::new(db.clone());
+        let mut mails = store
+            .recent_mail(args.to.as_deref(), i64::from(args.limit))
+            .await?;
+        if mails.is_empty() {
+            println!("no mail yet");
         }
-        for m in messages {
+        // The newest last, nearest the prompt.
+        mails.reverse();
+        for m in mails {
+            let state = match (m.sent_at, &m.last_error) {
+                (Some(at), _) => format!("sent {}", at.to_rfc3339()),
+                (None, Some(error)) => format!(
+                    "waiting: {} failed attempt(s), next at {}; last: {error}",
+                    m.attempts,
+                    m.next_attempt_at.to_rfc3339()
+                ),
+                (None, None) => "waiting to be sent".to_owned(),
+            };
             println!(
-                "--- #{} to {} at {}",
-                m.id,
-                m.recipient,
-                m.created_at.to_rfc3339()
+                "--- #{} to {} at {} ({state})",
+                m.message.id,
+                m.message.recipient,
+                m.message.created_at.to_rfc3339()
             );
-            println!("subject: {}", m.subject);
-            println!("{}", m.body);
+            println!("subject: {}", m.message.subject);
+            println!("{}", m.message.body);
         }
         db.close().await;
         anyhow::Ok(())

@@ -346,3 +346,157 @@ fn serve_names_its_address_and_its_database_and_writes_no_colour_into_a_pipe() {
     assert!(listening.contains("addr=127.0.0.1:"), "{listening}");
     assert!(!listening.contains("addr=127.0.0.1:0 "), "{listening}");
 }
+
+#[test]
+fn outbox_outside_the_data_directory_says_which_file_it_looked_for() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = adminduk()
+        .arg("outbox")
+        .current_dir(dir.path())
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let expected = dir
+        .path()
+        .canonicalize()
+        .expect("dir")
+        .join("adminduk-data")
+        .join("ikd.db");
+    assert!(
+        stderr.contains(&format!("no IKD database at {}", expected.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--data-dir"), "{stderr}");
+    assert!(!stderr.contains("unable to open"), "{stderr}");
+    assert!(!dir.path().join("adminduk-data").exists(), "nothing is created");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn up_delivers_the_activation_code_to_its_mailbox_and_outbox_shows_it_sent() {
+    use adminduk_proto::ikd::v1 as ikd;
+    use ring::signature::KeyPair as _;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut child = adminduk()
+        .args(["up", "--residents", "300"])
+        .args(["--population-addr", "127.0.0.1:0"])
+        .args(["--inventory-addr", "127.0.0.1:0"])
+        .args(["--printing-addr", "127.0.0.1:0"])
+        .args(["--ikd-addr", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(&data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("adminduk up starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        let (mut ikd, mut mailbox, mut nik) = (None, None, None);
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let line = line.trim();
+            if let Some(rest) = line.strip_prefix("ikd         grpc://") {
+                ikd = rest.split_whitespace().next().map(str::to_owned);
+            } else if let Some(rest) = line.strip_prefix("mailbox") {
+                mailbox = rest.split_whitespace().next().map(str::to_owned);
+            } else if let Some((_, n)) = line.rsplit_once("NIK ") {
+                nik = Some(n.trim().to_owned());
+            } else if line.starts_with("Ctrl-C")
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send((ikd.clone(), mailbox.clone(), nik.clone()));
+            }
+        }
+    });
+    let (ikd_addr, mailbox, nik) = tokio::time::timeout(Duration::from_secs(60), rx)
+        .await
+        .expect("up is ready within a minute")
+        .expect("up printed its banner");
+    let ikd_addr = ikd_addr.expect("up prints the IKD address");
+    let mailbox = std::path::PathBuf::from(mailbox.expect("up prints where the mailbox is"));
+    let nik = nik.expect("up prints a resident who can activate IKD");
+    assert!(
+        mailbox.starts_with(data.canonicalize().expect("data dir")),
+        "{}",
+        mailbox.display()
+    );
+
+    let mut client = ikd::ikd_service_client::IkdServiceClient::connect(format!("http://{ikd_addr}"))
+        .await
+        .expect("connects");
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).expect("a key");
+    let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("a key");
+    let started = client
+        .start_activation(ikd::StartActivationRequest {
+            nik: nik.clone(),
+            email: "warga@example.com".into(),
+            phone: "081234567890".into(),
+            device_public_key: pair.public_key().as_ref().to_vec(),
+        })
+        .await
+        .expect("activation starts")
+        .into_inner();
+    let nonce = started
+        .qr_payload
+        .rsplit(':')
+        .next()
+        .expect("IKD1:<id>:<nonce>")
+        .to_owned();
+    client
+        .verify_at_office(ikd::VerifyAtOfficeRequest {
+            activation_id: started.activation_id.clone(),
+            nonce,
+            officer_id: "petugas-1".into(),
+            service_point_code: "3275-KEC-01".into(),
+        })
+        .await
+        .expect("verified at the office");
+
+    // The sender writes the mail into the mailbox shortly after.
+    let mut mail = None;
+    for _ in 0..100 {
+        let files: Vec<_> = std::fs::read_dir(&mailbox)
+            .expect("the mailbox exists")
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+            .collect();
+        if let Some(file) = files.first() {
+            mail = Some(std::fs::read_to_string(file).expect("readable"));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mail = mail.expect("a mail in the mailbox within 10 s");
+    assert!(mail.contains("To: warga@example.com"), "{mail}");
+    let code: String = mail
+        .split("Kode aktivasi IKD Anda: ")
+        .nth(1)
+        .expect("the code")
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    assert_eq!(code.len(), 6, "{mail}");
+    assert!(!mail.contains(&nik), "the mail never carries the NIK");
+
+    let outbox = adminduk()
+        .args(["outbox", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("outbox runs");
+    let shown = String::from_utf8_lossy(&outbox.stdout);
+    assert!(
+        outbox.status.success(),
+        "{shown}{}",
+        String::from_utf8_lossy(&outbox.stderr)
+    );
+    assert!(shown.contains(&code), "{shown}");
+    assert!(shown.contains("(sent "), "marked sent: {shown}");
+
+    let status = interrupt(&mut child);
+    assert!(status.success(), "clean exit on SIGINT: {status:?}");
+}

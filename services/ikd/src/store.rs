@@ -594,3 +594,147 @@ impl Store {
         Ok(inserted.rows_affected() == 1)
     }
 }
+
+/// An outbox message with the mail sender's bookkeeping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mail {
+    /// The message.
+    pub message: OutboxMessage,
+    /// When it was handed to the mail relay (or written to the mailbox); `None` while it waits.
+    pub sent_at: Option<DateTime<Utc>>,
+    /// Failed attempts so far.
+    pub attempts: i64,
+    /// Not tried again before this instant.
+    pub next_attempt_at: DateTime<Utc>,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+}
+
+const MAIL_COLUMNS: &str =
+    "id, recipient, subject, body, created_at, sent_at, attempts, next_attempt_at, last_error";
+
+fn mail_from_row(r: &AnyRow) -> Result<Mail, StoreError> {
+    let sent_at: Option<i64> = r.try_get("sent_at")?;
+    Ok(Mail {
+        message: OutboxMessage {
+            id: r.try_get("id")?,
+            recipient: r.try_get("recipient")?,
+            subject: r.try_get("subject")?,
+            body: r.try_get("body")?,
+            created_at: from_millis(r.try_get("created_at")?)?,
+        },
+        sent_at: sent_at.map(from_millis).transpose()?,
+        attempts: r.try_get("attempts")?,
+        next_attempt_at: from_millis(r.try_get("next_attempt_at")?)?,
+        last_error: r.try_get("last_error")?,
+    })
+}
+
+/// The mail sender's side of the outbox.
+impl Store {
+    /// Puts a message in the outbox; returns its id.
+    pub async fn queue_mail(
+        &self,
+        recipient: &str,
+        subject: &str,
+        body: &str,
+        now: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO outbox (recipient, subject, body, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(recipient)
+        .bind(subject)
+        .bind(body)
+        .bind(millis(now))
+        .fetch_one(self.db.pool())
+        .await?;
+        Ok(row.try_get("id")?)
+    }
+
+    /// Unsent messages whose next attempt is due at `now`, oldest first.
+    pub async fn due_mail(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<Mail>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {MAIL_COLUMNS} FROM outbox WHERE sent_at IS NULL AND next_attempt_at <= $1 ORDER BY id LIMIT $2"
+        ));
+        let rows = sqlx::query(sql)
+            .bind(millis(now))
+            .bind(limit)
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.iter().map(mail_from_row).collect()
+    }
+
+    /// Takes a due message in hand until `until`, so that of several senders
+    /// (replicas) one sends it; false when another has it or it was sent.
+    pub async fn claim_mail(
+        &self,
+        id: i64,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let claimed = sqlx::query(
+            "UPDATE outbox SET next_attempt_at = $3 WHERE id = $1 AND sent_at IS NULL AND next_attempt_at <= $2",
+        )
+        .bind(id)
+        .bind(millis(now))
+        .bind(millis(until))
+        .execute(self.db.pool())
+        .await?;
+        Ok(claimed.rows_affected() == 1)
+    }
+
+    /// Records that a message was sent; false when it was marked already.
+    pub async fn mark_mail_sent(&self, id: i64, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let marked = sqlx::query(
+            "UPDATE outbox SET sent_at = $2, last_error = NULL WHERE id = $1 AND sent_at IS NULL",
+        )
+        .bind(id)
+        .bind(millis(now))
+        .execute(self.db.pool())
+        .await?;
+        Ok(marked.rows_affected() == 1)
+    }
+
+    /// Records a failed attempt and when to try again; returns the failed attempts so far.
+    pub async fn mark_mail_failed(
+        &self,
+        id: i64,
+        retry_at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3 \
+             WHERE id = $1 AND sent_at IS NULL RETURNING attempts",
+        )
+        .bind(id)
+        .bind(millis(retry_at))
+        .bind(error)
+        .fetch_optional(self.db.pool())
+        .await?;
+        Ok(row.map(|r| r.try_get("attempts")).transpose()?.unwrap_or(0))
+    }
+
+    /// The `limit` newest messages, sent or not, to `recipient` if given; newest first.
+    pub async fn recent_mail(&self, recipient: Option<&str>, limit: i64) -> Result<Vec<Mail>, StoreError> {
+        let rows = match recipient {
+            Some(recipient) => {
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "SELECT {MAIL_COLUMNS} FROM outbox WHERE recipient = $1 ORDER BY id DESC LIMIT $2"
+                ));
+                sqlx::query(sql)
+                    .bind(recipient)
+                    .bind(limit)
+                    .fetch_all(self.db.pool())
+                    .await?
+            }
+            None => {
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "SELECT {MAIL_COLUMNS} FROM outbox ORDER BY id DESC LIMIT $1"
+                ));
+                sqlx::query(sql).bind(limit).fetch_all(self.db.pool()).await?
+            }
+        };
+        rows.iter().map(mail_from_row).collect()
+    }
+}
