@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 /// The issuer named in every token.
 pub const ISSUER: &str = "adminduk-ikd";
 
-/// What a session token says.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What a session token says. Its `Debug` masks the subject (a NIK).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     /// Issuer, always [`ISSUER`].
     pub iss: String,
@@ -25,6 +25,27 @@ pub struct Claims {
     pub iat: i64,
     /// Expires at, seconds since the epoch.
     pub exp: i64,
+}
+
+impl std::fmt::Debug for Claims {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self {
+            iss,
+            sub,
+            dev,
+            jti,
+            iat,
+            exp,
+        } = self;
+        f.debug_struct("Claims")
+            .field("iss", iss)
+            .field("sub", &crate::mask_nik(sub))
+            .field("dev", dev)
+            .field("jti", jti)
+            .field("iat", iat)
+            .field("exp", exp)
+            .finish()
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -250,5 +271,12 @@ mod tests {
             sig.as_ref()
         ));
         assert!(!verify_device_signature(&[0; 31], b"challenge", sig.as_ref()));
+    }
+
+    #[test]
+    fn claims_never_show_a_whole_nik_in_debug() {
+        let shown = format!("{:?}", claims(1));
+        assert!(!shown.contains("3275014101900001"), "{shown}");
+        assert!(shown.contains("3275********0001"), "{shown}");
     }
 }

@@ -45,8 +45,19 @@ impl State {
         }
     }
 
-    fn from_code(code: u8) -> Self {
-        Self::ALL.get(usize::from(code)).copied().unwrap_or(Self::Held)
+    /// The state of a stored code; `None` for a byte no state writes.
+    fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.get(usize::from(code)).copied()
+    }
+
+    /// The state of a cell's byte. Only [`State::code`] writes the cell, so
+    /// an unknown byte is a bug or corrupt memory: it is never read as HELD
+    /// (that would let its unit be given back or consumed again), but as
+    /// COMMITTED, which refuses every transition and returns nothing.
+    fn read(code: u8) -> Self {
+        let state = Self::from_code(code);
+        debug_assert!(state.is_some(), "unknown reservation state byte {code}");
+        state.unwrap_or(Self::Committed)
     }
 
     /// Whether the state is one of the three ends.
@@ -103,7 +114,7 @@ impl StateCell {
 
     /// The state now.
     pub fn get(&self) -> State {
-        State::from_code(self.0.load(Ordering::Acquire))
+        State::read(self.0.load(Ordering::Acquire))
     }
 
     /// Claims the transition: HELD becomes its pending state, for exactly one
@@ -117,22 +128,29 @@ impl StateCell {
                 Ordering::Acquire,
             )
             .map(drop)
-            .map_err(State::from_code)
+            .map_err(State::read)
     }
 
     /// Marks a claimed transition written.
     pub fn complete(&self, transition: Transition) {
-        self.0.store(transition.done().code(), Ordering::Release);
+        // Only the caller that won `begin` completes, so the cell is still pending.
+        let was = self.0.swap(transition.done().code(), Ordering::AcqRel);
+        debug_assert_eq!(
+            State::from_code(was),
+            Some(transition.pending()),
+            "completed a transition that was not begun"
+        );
     }
 
     /// Gives a claimed transition up (its write failed): the hold stands again.
     pub fn abort(&self, transition: Transition) {
-        let _ = self.0.compare_exchange(
+        let undone = self.0.compare_exchange(
             transition.pending().code(),
             State::Held.code(),
             Ordering::AcqRel,
             Ordering::Acquire,
         );
+        debug_assert!(undone.is_ok(), "aborted a transition that was not begun");
     }
 }
 
@@ -147,6 +165,19 @@ mod tests {
         assert_eq!(cell.begin(Transition::Commit), Err(State::Releasing));
         cell.complete(Transition::Release);
         assert_eq!(cell.begin(Transition::Expire), Err(State::Released));
+    }
+
+    #[test]
+    fn an_unknown_state_byte_is_never_read_as_held() {
+        assert_eq!(State::from_code(7), None);
+        assert_eq!(State::from_code(255), None);
+        for state in State::ALL {
+            assert_eq!(State::from_code(state.code()), Some(state));
+        }
+        // In release builds the unknown byte refuses every transition.
+        if !cfg!(debug_assertions) {
+            assert_eq!(State::read(9), State::Committed);
+        }
     }
 
     #[test]
