@@ -500,3 +500,76 @@ async fn up_delivers_the_activation_code_to_its_mailbox_and_outbox_shows_it_sent
     let status = interrupt(&mut child);
     assert!(status.success(), "clean exit on SIGINT: {status:?}");
 }
+
+/// The README, as a user reads it.
+fn readme() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README.md")
+}
+
+#[test]
+fn the_readme_s_date_is_tomorrow_in_wib() {
+    let readme = readme();
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("DATE=$("))
+        .expect("the README sets DATE");
+    let out = Command::new("bash")
+        .args(["-c", &format!("{line}\nprintf '%s' \"$DATE\"")])
+        .output()
+        .expect("bash runs");
+    let date = String::from_utf8_lossy(&out.stdout).into_owned();
+    // Checked against the clock on both sides of the command, so a run across midnight WIB still agrees.
+    let tomorrow = || {
+        use chrono::Datelike as _;
+        let day = adminduk_kit::time::today_wib() + chrono::Days::new(1);
+        format!(
+            r#"{{"year":{},"month":{},"day":{}}}"#,
+            day.year(),
+            day.month(),
+            day.day()
+        )
+    };
+    let before = tomorrow();
+    assert!(
+        date == before || date == tomorrow(),
+        "README's DATE gives {date:?}, tomorrow in WIB is {before}"
+    );
+}
+
+#[test]
+fn the_readme_s_tls_example_names_the_files_certs_writes() {
+    let readme = readme();
+    let block: String = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("[server.tls]"))
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| format!("{}\n", l.split('#').next().unwrap_or_default().trim_end()))
+        .collect();
+    assert!(
+        block.contains("cert ="),
+        "the README has a [server.tls] example: {block}"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = adminduk()
+        .args(["certs", "--out", "certs"])
+        .current_dir(dir.path())
+        .output()
+        .expect("certs runs");
+    assert!(
+        certs.status.success(),
+        "{}",
+        String::from_utf8_lossy(&certs.stderr)
+    );
+    std::fs::write(dir.path().join("adminduk.toml"), &block).expect("config written");
+    // The example as written starts a TLS server from what `adminduk certs` wrote.
+    let child = adminduk()
+        .args(["serve", "population", "--config", "adminduk.toml"])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "info")
+        .env("ADMINDUK_SERVER__LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve starts");
+    read_until(child, "listening", 60);
+}
