@@ -482,6 +482,10 @@ async fn up_delivers_the_activation_code_to_its_mailbox_and_outbox_shows_it_sent
         .collect();
     assert_eq!(code.len(), 6, "{mail}");
     assert!(!mail.contains(&nik), "the mail never carries the NIK");
+    assert!(
+        mail.contains("termasuk petugas"),
+        "the mailbox file reads as written, without soft line breaks: {mail}"
+    );
 
     let outbox = adminduk()
         .args(["outbox", "--data-dir"])

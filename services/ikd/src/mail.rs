@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use adminduk_kit::config::MailConfig;
 use chrono::{DateTime, Utc};
-use lettre::message::Mailbox;
-use lettre::message::header::ContentType;
+use lettre::message::header::{ContentTransferEncoding, ContentType};
+use lettre::message::{Body, Mailbox};
 use lettre::{AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -225,11 +225,26 @@ impl MailSender {
             // One id per outbox row: a message sent again after a crash is recognisably the same.
             .message_id(Some(format!("<ikd-outbox-{}@{domain}>", mail.message.id)))
             .header(ContentType::TEXT_PLAIN)
-            .body(mail.message.body.clone())
+            .body(self.body(&mail.message.body))
             .map_err(|err| Failure {
                 kind: "message not built",
                 detail: err.to_string(),
             })
+    }
+}
+
+impl MailSender {
+    /// The body as sent: lettre's choice of encoding for a relay (which may not
+    /// take 8-bit text); unencoded for the mailbox, so a person reads the file as
+    /// written, long lines and all.
+    fn body(&self, text: &str) -> Body {
+        match &self.transport {
+            Transport::Mailbox(_) => {
+                Body::new_with_encoding(text.to_owned(), ContentTransferEncoding::EightBit)
+                    .unwrap_or_else(|bytes| Body::new(bytes))
+            }
+            Transport::Smtp { .. } => Body::new(text.to_owned()),
+        }
     }
 }
 
