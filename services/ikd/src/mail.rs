@@ -241,7 +241,7 @@ impl MailSender {
         match &self.transport {
             Transport::Mailbox(_) => {
                 Body::new_with_encoding(text.to_owned(), ContentTransferEncoding::EightBit)
-                    .unwrap_or_else(|bytes| Body::new(bytes))
+                    .unwrap_or_else(Body::new)
             }
             Transport::Smtp { .. } => Body::new(text.to_owned()),
         }
