@@ -305,3 +305,57 @@ fn a_sender_with_a_bad_from_address_is_refused() {
     let err = adminduk_ikd::mail::check(&config).expect_err("refused");
     assert_eq!(err.key, "mail.from");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_ikd_sends_its_outbox_through_the_relay_its_mail_settings_name() {
+    if !aiosmtpd_available() {
+        return;
+    }
+    let port = free_port();
+    let server = SmtpServer::start(port);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite:{}", dir.path().join("ikd.db").display());
+    let config = adminduk_kit::config::DatabaseConfig {
+        url: url.clone().into(),
+        max_connections: 2,
+    };
+    let db = Db::connect(&config, adminduk_ikd::SCHEMA, adminduk_ikd::MIGRATIONS)
+        .await
+        .expect("the IKD database");
+    let store = Store::new(db.clone());
+    store
+        .queue_mail(
+            "warga@example.com",
+            "Kode aktivasi IKD",
+            "Kode aktivasi IKD Anda: 918273",
+            chrono::Utc::now(),
+        )
+        .await
+        .expect("queued");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_adminduk"))
+        .args(["serve", "ikd"])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "warn")
+        .env("DATABASE_URL", &url)
+        .env("ADMINDUK_SERVER__LISTEN", "127.0.0.1:0")
+        .env("ADMINDUK_MAIL__SMTP_HOST", "127.0.0.1")
+        .env("ADMINDUK_MAIL__SMTP_PORT", port.to_string())
+        .env("ADMINDUK_MAIL__FROM", "ikd@bekasi.example")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve ikd starts");
+    let received = server.received.recv_timeout(Duration::from_secs(30));
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let status = child.wait().expect("exits");
+    let message = received.expect("the relay receives the outbox's mail within 30 s");
+    assert!(message.contains("918273"), "{message}");
+    assert!(message.contains("From: ikd@bekasi.example"), "{message}");
+    assert!(status.success(), "{status:?}");
+    let mail = store.recent_mail(None, 1).await.expect("reads").remove(0);
+    assert!(mail.sent_at.is_some(), "marked sent: {mail:?}");
+    db.close().await;
+}
