@@ -13,7 +13,7 @@ use adminduk_kit::cache::SharedCache;
 use adminduk_kit::nik::{Nik, nik_field};
 use adminduk_kit::region::Regions;
 use adminduk_kit::token::{Claims, ISSUER, SigningKey, VerifyingKey, verify_device_signature};
-use adminduk_kit::{ApiError, ErrorCode, Violations, mask_nik, text, upstream};
+use adminduk_kit::{ApiError, ErrorCode, ErrorReason, Violations, mask_nik, text, upstream};
 use adminduk_proto::convert;
 use adminduk_proto::ikd::v1 as pb;
 use adminduk_proto::population::v1 as population;
@@ -165,7 +165,7 @@ fn reason_of(err: &ApiError) -> String {
         .unwrap_or_else(|| format!("{:?}", err.code()))
 }
 
-fn refusal(code: ErrorCode, reason: &str, message: &str) -> ApiError {
+fn refusal(code: ErrorCode, reason: ErrorReason, message: &str) -> ApiError {
     ApiError::new(code, message).with_reason(reason, [])
 }
 
@@ -173,13 +173,13 @@ fn store_error(err: StoreError) -> ApiError {
     match err {
         StoreError::ActivationOpen => refusal(
             ErrorCode::AlreadyExists,
-            "ACTIVATION_PENDING",
+            ErrorReason::ActivationPending,
             "an activation for this NIK is already under way: have its QR code scanned at an office, \
              or start again once its code has expired",
         ),
         StoreError::AlreadyActive => refusal(
             ErrorCode::FailedPrecondition,
-            "DEVICE_ALREADY_BOUND",
+            ErrorReason::DeviceAlreadyBound,
             "this identity is already active on another device; revoke it at an office first",
         ),
         StoreError::Conflict => ApiError::new(
@@ -232,7 +232,7 @@ fn contact_field(
 
 fn not_found(id: &str) -> ApiError {
     ApiError::not_found("activation")
-        .with_reason("ACTIVATION_NOT_FOUND", [])
+        .with_reason(ErrorReason::ActivationNotFound, [])
         .with_resource("activation", id)
 }
 
@@ -244,7 +244,7 @@ const NEW_CODE_HOW: &str = "have an officer scan this activation's QR code again
 fn activation_expired() -> ApiError {
     refusal(
         ErrorCode::FailedPrecondition,
-        "ACTIVATION_EXPIRED",
+        ErrorReason::ActivationExpired,
         "the activation lapsed or a newer one replaced it; start again on the phone",
     )
 }
@@ -252,7 +252,7 @@ fn activation_expired() -> ApiError {
 fn too_many_attempts() -> ApiError {
     refusal(
         ErrorCode::FailedPrecondition,
-        "TOO_MANY_ATTEMPTS",
+        ErrorReason::TooManyAttempts,
         "too many wrong codes; start again on the phone and have it verified at an office",
     )
 }
@@ -260,7 +260,7 @@ fn too_many_attempts() -> ApiError {
 fn already_completed() -> ApiError {
     refusal(
         ErrorCode::FailedPrecondition,
-        "ACTIVATION_COMPLETED",
+        ErrorReason::ActivationCompleted,
         "this activation was already completed",
     )
 }
@@ -268,7 +268,7 @@ fn already_completed() -> ApiError {
 fn signature_invalid() -> ApiError {
     refusal(
         ErrorCode::Unauthenticated,
-        "SIGNATURE_INVALID",
+        ErrorReason::SignatureInvalid,
         "the device signature does not verify",
     )
 }
@@ -305,7 +305,7 @@ impl IkdService for IkdApi {
                 return Err(if identity.device_public_key == device_public_key {
                     refusal(
                         ErrorCode::AlreadyExists,
-                        "ALREADY_ACTIVE",
+                        ErrorReason::AlreadyActive,
                         "this identity is already active on this device",
                     )
                 } else {
@@ -316,7 +316,10 @@ impl IkdService for IkdApi {
             if let Err(why) = check_eligibility(facts, adminduk_kit::time::today_wib()) {
                 return Err(
                     ApiError::new(ErrorCode::FailedPrecondition, ineligible_message(why))
-                        .with_reason("NOT_ELIGIBLE", [("why".to_owned(), why.as_str().to_owned())])
+                        .with_reason(
+                            ErrorReason::NotEligible,
+                            [("why".to_owned(), why.as_str().to_owned())],
+                        )
                         .with_precondition("ELIGIBILITY", "nik", why.as_str()),
                 );
             }
@@ -390,7 +393,7 @@ impl IkdService for IkdApi {
                 .ok_or_else(|| not_found(&activation_id))?;
             nik.clone_from(&activation.nik);
             if !same_hash(&activation.nonce, &nonce) {
-                return Err(refusal(ErrorCode::PermissionDenied, "NONCE_MISMATCH", "the QR code does not belong to this activation"));
+                return Err(refusal(ErrorCode::PermissionDenied, ErrorReason::NonceMismatch, "the QR code does not belong to this activation"));
             }
             let now = Utc::now();
             if activation.expires_at <= now {
@@ -408,7 +411,7 @@ impl IkdService for IkdApi {
                             ErrorCode::FailedPrecondition,
                             "a code was sent for this activation and still works; a new one can be sent once it expires",
                         )
-                        .with_reason("CODE_ALREADY_SENT", [("code_expire_time".to_owned(), until)]));
+                        .with_reason(ErrorReason::CodeAlreadySent, [("code_expire_time".to_owned(), until)]));
                     }
                 }
                 ActivationState::Completed => return Err(already_completed()),
@@ -479,7 +482,7 @@ impl IkdService for IkdApi {
                 ActivationState::Started => {
                     return Err(refusal(
                         ErrorCode::FailedPrecondition,
-                        "NOT_VERIFIED",
+                        ErrorReason::NotVerified,
                         "the activation must first be verified at an office",
                     ));
                 }
@@ -495,7 +498,10 @@ impl IkdService for IkdApi {
                     ErrorCode::FailedPrecondition,
                     format!("the code has expired; {NEW_CODE_HOW}"),
                 )
-                .with_reason("CODE_EXPIRED", [("how".to_owned(), NEW_CODE_HOW.to_owned())])
+                .with_reason(
+                    ErrorReason::CodeExpired,
+                    [("how".to_owned(), NEW_CODE_HOW.to_owned())],
+                )
                 .with_precondition(
                     "CODE_EXPIRED",
                     "code",
@@ -524,7 +530,10 @@ impl IkdService for IkdApi {
                         format!("wrong code; {left} attempts left"),
                     )
                     .with_violation("code", "does not match")
-                    .with_reason("CODE_INVALID", [("attempts_left".to_owned(), left.to_string())])
+                    .with_reason(
+                        ErrorReason::CodeInvalid,
+                        [("attempts_left".to_owned(), left.to_string())],
+                    )
                 });
             }
             let device = device_id(&activation.device_public_key);
@@ -601,7 +610,7 @@ impl IkdService for IkdApi {
         if !active {
             return Err(refusal(
                 ErrorCode::FailedPrecondition,
-                "IKD_NOT_ACTIVE",
+                ErrorReason::IkdNotActive,
                 "the identity is not active",
             )
             .into());
@@ -647,7 +656,7 @@ impl IkdService for IkdApi {
             let Some(identity) = identity else {
                 return Err(refusal(
                     ErrorCode::FailedPrecondition,
-                    "IKD_NOT_ACTIVE",
+                    ErrorReason::IkdNotActive,
                     "the identity is not active",
                 ));
             };
@@ -663,7 +672,7 @@ impl IkdService for IkdApi {
             {
                 return Err(refusal(
                     ErrorCode::FailedPrecondition,
-                    "CHALLENGE_INVALID",
+                    ErrorReason::ChallengeInvalid,
                     "the challenge is unknown, used or expired",
                 ));
             }
@@ -737,7 +746,7 @@ impl IkdService for IkdApi {
             v.into_result()?;
             let device = self.store.revoke(&nik, Utc::now()).await.map_err(store_error)?;
             let Some(device) = device else {
-                return Err(refusal(ErrorCode::FailedPrecondition, "IKD_NOT_ACTIVE", "the identity is not active"));
+                return Err(refusal(ErrorCode::FailedPrecondition, ErrorReason::IkdNotActive, "the identity is not active"));
             };
             // Tokens already out live at most TOKEN_TTL: the mark outlives them.
             let ttl = (TOKEN_TTL + chrono::Duration::minutes(1)).to_std().unwrap_or(Duration::from_secs(960));

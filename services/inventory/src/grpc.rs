@@ -16,7 +16,7 @@ use adminduk_inventory_core::engine::{
 use adminduk_inventory_core::policy::{PointKind, PointSpec, Policy, PoolSpec};
 use adminduk_inventory_core::state::{State, Transition};
 use adminduk_kit::region::Regions;
-use adminduk_kit::{ApiError, ErrorCode, Violations, mask_nik, text};
+use adminduk_kit::{ApiError, ErrorCode, ErrorReason, Violations, mask_nik, text};
 use adminduk_proto::common::v1 as common;
 use adminduk_proto::convert;
 use adminduk_proto::inventory::v1 as pb;
@@ -259,7 +259,7 @@ fn store_error(err: StoreError) -> ApiError {
         StoreError::DuplicateReference => {
             ApiError::new(ErrorCode::AlreadyExists, "this reference was already recorded")
                 .with_violation("reference", "already recorded")
-                .with_reason("DUPLICATE_REFERENCE", [])
+                .with_reason(ErrorReason::DuplicateReference, [])
         }
         StoreError::AlreadySpoiled { reference } => ApiError::new(
             ErrorCode::AlreadyExists,
@@ -267,7 +267,7 @@ fn store_error(err: StoreError) -> ApiError {
         )
         .with_violation("reservation_id", "its blank was already counted as spoiled")
         .with_reason(
-            "BLANK_ALREADY_SPOILED",
+            ErrorReason::BlankAlreadySpoiled,
             [("first_reference".to_owned(), reference)]
                 .into_iter()
                 .filter(|(_, r)| !r.is_empty()),
@@ -277,7 +277,7 @@ fn store_error(err: StoreError) -> ApiError {
             format!("only {available} blanks are available"),
         )
         .with_reason(
-            "INSUFFICIENT_STOCK",
+            ErrorReason::InsufficientStock,
             [("available".to_owned(), available.to_string())],
         )
         .with_precondition("STOCK", "quantity", format!("at most {available}")),
@@ -293,15 +293,21 @@ fn store_error(err: StoreError) -> ApiError {
     }
 }
 
-fn level_reason(level: Level) -> (&'static str, &'static str) {
+fn level_reason(level: Level) -> (ErrorReason, &'static str) {
     match level {
-        Level::Pool => ("DATE_FULL", "the service point has no blanks left for this date"),
+        Level::Pool => (
+            ErrorReason::DateFull,
+            "the service point has no blanks left for this date",
+        ),
         Level::Budget => (
-            "REGION_BUDGET_SPENT",
+            ErrorReason::RegionBudgetSpent,
             "the region's paced budget for this date is spent",
         ),
-        Level::Month => ("MONTHLY_CAP_REACHED", "the region's monthly cap is reached"),
-        Level::Stock => ("OUT_OF_STOCK", "the region has no blanks in stock"),
+        Level::Month => (
+            ErrorReason::MonthlyCapReached,
+            "the region's monthly cap is reached",
+        ),
+        Level::Stock => (ErrorReason::OutOfStock, "the region has no blanks in stock"),
     }
 }
 
@@ -338,7 +344,7 @@ fn transition_error(failure: TransitionFailure) -> ApiError {
             "the reservation belongs to another service point",
         )
         .with_reason(
-            "OTHER_SERVICE_POINT",
+            ErrorReason::OtherServicePoint,
             [("owner".to_owned(), r.point_code().to_owned())],
         ),
         TransitionFailure::Refused(TransitionError::NotHeld(_, state)) if state.is_pending() => {
@@ -354,7 +360,10 @@ fn transition_error(failure: TransitionFailure) -> ApiError {
                 ErrorCode::FailedPrecondition,
                 format!("the reservation is no longer held ({name})"),
             )
-            .with_reason("RESERVATION_NOT_HELD", [("state".to_owned(), name.to_owned())])
+            .with_reason(
+                ErrorReason::ReservationNotHeld,
+                [("state".to_owned(), name.to_owned())],
+            )
             .with_precondition("RESERVATION_STATE", "reservation_id", format!("is {name}"))
         }
         TransitionFailure::NotYetDurable => {
@@ -635,7 +644,7 @@ impl InventoryService for InventoryApi {
                 "the applicant already holds a blank",
             )
             .with_reason(
-                "APPLICANT_HAS_HOLD",
+                ErrorReason::ApplicantHasHold,
                 [("reservation_id".to_owned(), existing.id.to_string())],
             )
             .into()),
@@ -760,7 +769,7 @@ impl InventoryService for InventoryApi {
                         ErrorCode::FailedPrecondition,
                         "only a committed blank of this region can be counted as spoiled",
                     )
-                    .with_reason("RESERVATION_NOT_COMMITTED", [])
+                    .with_reason(ErrorReason::ReservationNotCommitted, [])
                     .into());
                 }
                 self.inventory

@@ -10,6 +10,14 @@ use tonic_types::{ErrorDetails, StatusExt as _};
 /// The ErrorInfo domain every adminduk service reports its reasons under.
 pub const ERROR_DOMAIN: &str = "adminduk.go.id";
 
+pub use adminduk_proto::common::v1::ErrorReason;
+
+/// A reason as sent in ErrorInfo: its contract name without the enum's prefix (`DATE_FULL`).
+pub fn reason_name(reason: ErrorReason) -> &'static str {
+    let name = reason.as_str_name();
+    name.strip_prefix("ERROR_REASON_").unwrap_or(name)
+}
+
 /// What went wrong, as far as a client needs to know; each maps to one gRPC code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
@@ -121,14 +129,16 @@ impl ApiError {
         self
     }
 
-    /// Sets ErrorInfo: a stable machine-readable reason (e.g. `IKD_ACTIVATION_REQUIRED`) and metadata.
+    /// Sets ErrorInfo: a reason of the contract (`adminduk.common.v1.ErrorReason`,
+    /// sent as `DATE_FULL`) and its metadata.
     pub fn with_reason(
         mut self,
-        reason: impl Into<String>,
+        reason: ErrorReason,
         metadata: impl IntoIterator<Item = (String, String)>,
     ) -> Self {
         let metadata: HashMap<String, String> = metadata.into_iter().collect();
-        self.details.set_error_info(reason, ERROR_DOMAIN, metadata);
+        self.details
+            .set_error_info(reason_name(reason), ERROR_DOMAIN, metadata);
         self
     }
 
@@ -256,7 +266,7 @@ mod tests {
     fn reasons_go_into_error_info_under_the_adminduk_domain() {
         let status: Status = ApiError::new(ErrorCode::FailedPrecondition, "activate IKD first")
             .with_reason(
-                "IKD_ACTIVATION_REQUIRED",
+                ErrorReason::IkdNotActive,
                 [("how".to_owned(), "visit an office".to_owned())],
             )
             .with_precondition("IKD", "resident", "not activated")
@@ -264,7 +274,7 @@ mod tests {
         assert_eq!(status.code(), Code::FailedPrecondition);
         let details = status.get_error_details();
         let info = details.error_info().expect("error info");
-        assert_eq!(info.reason, "IKD_ACTIVATION_REQUIRED");
+        assert_eq!(info.reason, "IKD_NOT_ACTIVE");
         assert_eq!(info.domain, ERROR_DOMAIN);
         assert_eq!(
             info.metadata.get("how").map(String::as_str),

@@ -21,6 +21,6 @@ pub mod token;
 pub mod upstream;
 
 pub use codes::is_digits;
-pub use error::{ApiError, ErrorCode, Violations};
+pub use error::{ApiError, ErrorCode, ErrorReason, Violations};
 pub use mask::{log_nik, mask_nik};
 pub use nik::Nik;

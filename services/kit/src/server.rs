@@ -230,7 +230,7 @@ fn rewrite_oversized_status(headers: &mut http::HeaderMap, limit: usize) {
         format!("request message is larger than the limit of {limit} bytes"),
     )
     .with_reason(
-        "MESSAGE_TOO_LARGE",
+        crate::ErrorReason::MessageTooLarge,
         [("limit_bytes".to_owned(), limit.to_string())],
     )
     .into();

@@ -4,7 +4,7 @@
 use chrono::{NaiveDate, Utc};
 use tonic::{Request, Response, Status};
 
-use adminduk_kit::{ApiError, ErrorCode, Violations, text};
+use adminduk_kit::{ApiError, ErrorCode, ErrorReason, Violations, text};
 use adminduk_proto::common::v1 as common;
 use adminduk_proto::convert;
 use adminduk_proto::population::v1 as pb;
@@ -167,14 +167,14 @@ fn address_field(field: &str, address: Option<&pb::Address>, out: &mut Violation
 /// NOT_FOUND naming the resident asked for, by masked NIK.
 fn resident_not_found(nik: &Nik) -> ApiError {
     ApiError::not_found("resident")
-        .with_reason("RESIDENT_NOT_FOUND", [])
+        .with_reason(ErrorReason::ResidentNotFound, [])
         .with_resource("resident", nik.masked())
 }
 
 /// NOT_FOUND naming the family asked for, by masked KK number.
 fn family_not_found(kk: &Kk) -> ApiError {
     ApiError::not_found("family (KK)")
-        .with_reason("FAMILY_NOT_FOUND", [])
+        .with_reason(ErrorReason::FamilyNotFound, [])
         .with_resource("family", kk.masked())
 }
 
@@ -190,26 +190,30 @@ fn change_error(nik: &Nik, kk: Option<&Kk>) -> impl FnOnce(StoreError) -> ApiErr
 
 fn store_error(err: StoreError) -> ApiError {
     match err {
-        StoreError::ResidentNotFound => ApiError::not_found("resident").with_reason("RESIDENT_NOT_FOUND", []),
-        StoreError::FamilyNotFound => ApiError::not_found("family (KK)").with_reason("FAMILY_NOT_FOUND", []),
+        StoreError::ResidentNotFound => {
+            ApiError::not_found("resident").with_reason(ErrorReason::ResidentNotFound, [])
+        }
+        StoreError::FamilyNotFound => {
+            ApiError::not_found("family (KK)").with_reason(ErrorReason::FamilyNotFound, [])
+        }
         StoreError::NikTaken => ApiError::new(
             ErrorCode::AlreadyExists,
             "a resident with this NIK is already registered; a person is active on one KK only",
         )
         .with_violation("nik", "already registered")
-        .with_reason("NIK_ALREADY_REGISTERED", []),
+        .with_reason(ErrorReason::NikAlreadyRegistered, []),
         StoreError::SecondHead => precondition(
-            "FAMILY_HAS_HEAD",
+            ErrorReason::FamilyHasHead,
             "relationship",
             "the family already has a living head",
         ),
         StoreError::FirstMemberNotHead => precondition(
-            "FAMILY_NEEDS_HEAD",
+            ErrorReason::FamilyNeedsHead,
             "kk",
             "the KK is not on record yet; its first member must be the head",
         ),
         StoreError::WouldLoseHead => precondition(
-            "FAMILY_NEEDS_HEAD",
+            ErrorReason::FamilyNeedsHead,
             "relationship",
             "the family would be left without a head; record the new head first",
         ),
@@ -218,12 +222,14 @@ fn store_error(err: StoreError) -> ApiError {
             format!("the record changed: version {expected} was read, version {actual} is stored"),
         )
         .with_reason(
-            "STALE_VERSION",
+            ErrorReason::StaleVersion,
             [("current_version".to_owned(), actual.to_string())],
         ),
-        StoreError::NotActive(status) => {
-            precondition("RESIDENT_NOT_ACTIVE", "nik", &format!("the resident is {status}"))
-        }
+        StoreError::NotActive(status) => precondition(
+            ErrorReason::ResidentNotActive,
+            "nik",
+            &format!("the resident is {status}"),
+        ),
         StoreError::Invalid(found) => {
             let mut out = Violations::new();
             absorb(&mut out, found);
@@ -236,10 +242,10 @@ fn store_error(err: StoreError) -> ApiError {
     }
 }
 
-fn precondition(reason: &str, subject: &str, description: &str) -> ApiError {
+fn precondition(reason: ErrorReason, subject: &str, description: &str) -> ApiError {
     ApiError::new(ErrorCode::FailedPrecondition, description)
         .with_reason(reason, [])
-        .with_precondition(reason, subject, description)
+        .with_precondition(adminduk_kit::error::reason_name(reason), subject, description)
 }
 
 fn sex_msg(sex: Sex) -> common::Sex {

@@ -10,7 +10,7 @@ use tonic::{Code, Request, Response, Status};
 use tonic_types::StatusExt as _;
 
 use adminduk_kit::region::Regions;
-use adminduk_kit::{ApiError, ErrorCode, Violations, mask_nik, text, upstream};
+use adminduk_kit::{ApiError, ErrorCode, ErrorReason, Violations, mask_nik, text, upstream};
 use adminduk_proto::convert;
 use adminduk_proto::inventory::v1 as inventory;
 use adminduk_proto::population::v1 as population;
@@ -20,8 +20,8 @@ use pb::printing_service_server::PrintingService;
 use population::population_service_client::PopulationServiceClient;
 
 use crate::domain::{
-    CardState, Outcome, PrintReason, after_delivery, delivery_recorded, forecast_clear, priority,
-    suket_valid_until,
+    CardState, DeliveryRefusal, Outcome, PrintReason, after_delivery, delivery_recorded, forecast_clear,
+    priority, suket_valid_until,
 };
 use crate::store::{Job, JobState, NewJob, Store, StoreError, WriteOff};
 
@@ -76,25 +76,25 @@ impl From<StoreError> for ApiError {
                 ErrorCode::AlreadyExists,
                 "the resident already has an active print job",
             )
-            .with_reason("PRINT_JOB_EXISTS", []),
+            .with_reason(ErrorReason::PrintJobExists, []),
             StoreError::WrongState => ApiError::new(
                 ErrorCode::FailedPrecondition,
                 "the job is not in the state this needs",
             )
-            .with_reason("JOB_STATE", []),
+            .with_reason(ErrorReason::JobState, []),
             StoreError::SerialTaken => serial_taken(),
             StoreError::PrintInProgress { serial } => ApiError::new(
                 ErrorCode::Aborted,
                 "another report of this job is being recorded; read the job again",
             )
-            .with_reason("PRINT_IN_PROGRESS", [("card_serial".to_owned(), serial)])
+            .with_reason(ErrorReason::PrintInProgress, [("card_serial".to_owned(), serial)])
             .with_retry_after(Duration::from_millis(200)),
             StoreError::NotDispatchable { job_id, state } => ApiError::new(
                 ErrorCode::FailedPrecondition,
                 "every job must be a printed card not yet sent out; nothing was dispatched",
             )
             .with_reason(
-                "NOT_DISPATCHABLE",
+                ErrorReason::NotDispatchable,
                 [
                     ("job_id".to_owned(), job_id.clone()),
                     ("state".to_owned(), state.clone()),
@@ -117,7 +117,7 @@ impl From<StoreError> for Status {
 fn job_not_found(id: &str) -> ApiError {
     ApiError::not_found("print job")
         .with_resource("print job", id)
-        .with_reason("JOB_NOT_FOUND", [("job_id".to_owned(), id.to_owned())])
+        .with_reason(ErrorReason::JobNotFound, [("job_id".to_owned(), id.to_owned())])
 }
 
 /// NOT_FOUND for a resident, named by the masked NIK only.
@@ -148,7 +148,7 @@ fn no_live_lease() -> ApiError {
         ErrorCode::FailedPrecondition,
         "this printer holds no live lease on the job",
     )
-    .with_reason("LEASE_EXPIRED", [])
+    .with_reason(ErrorReason::LeaseExpired, [])
     .with_precondition(
         "LEASE",
         "job_id",
@@ -160,7 +160,7 @@ fn no_live_lease() -> ApiError {
 fn serial_taken() -> ApiError {
     ApiError::new(ErrorCode::AlreadyExists, "this card serial was already used")
         .with_violation("card_serial", "already used on another card or blank")
-        .with_reason("SERIAL_TAKEN", [])
+        .with_reason(ErrorReason::SerialTaken, [])
 }
 
 /// The region of a service point: its code starts with the regency code (`3275-KEC-01`).
@@ -291,7 +291,10 @@ impl PrintingApi {
             ErrorCode::AlreadyExists,
             "the resident already has an active print job",
         )
-        .with_reason("PRINT_JOB_EXISTS", [("job_id".to_owned(), first.id.clone())])
+        .with_reason(
+            ErrorReason::PrintJobExists,
+            [("job_id".to_owned(), first.id.clone())],
+        )
     }
 
     /// The NIK's active job, after discarding one that never got its blank
@@ -325,14 +328,14 @@ impl PrintingApi {
                 ErrorCode::FailedPrecondition,
                 "the resident is not alive and registered here",
             )
-            .with_reason("RESIDENT_NOT_ACTIVE", []));
+            .with_reason(ErrorReason::ResidentNotActive, []));
         }
         if resident.recording_status != population::RecordingStatus::PrintReady as i32 {
             return Err(ApiError::new(
                 ErrorCode::FailedPrecondition,
                 "the record is not print-ready (PRR)",
             )
-            .with_reason("NOT_PRINT_READY", [])
+            .with_reason(ErrorReason::NotPrintReady, [])
             .with_precondition("PRR", "nik", "the KTP-el record must be print-ready"));
         }
         Ok(resident)
@@ -370,7 +373,7 @@ impl PrintingApi {
         let held = err
             .details()
             .error_info()
-            .filter(|info| info.reason == "APPLICANT_HAS_HOLD")
+            .filter(|info| info.reason == adminduk_kit::error::reason_name(ErrorReason::ApplicantHasHold))
             .and_then(|info| info.metadata.get("reservation_id").cloned());
         let Some(held) = held else {
             return err;
@@ -384,7 +387,7 @@ impl PrintingApi {
                 ErrorCode::FailedPrecondition,
                 "the applicant already holds a blank booked at a counter; print on that booking or release it first",
             )
-            .with_reason("APPLICANT_HAS_HOLD", [("reservation_id".to_owned(), held.clone())])
+            .with_reason(ErrorReason::ApplicantHasHold, [("reservation_id".to_owned(), held.clone())])
             .with_precondition("HOLD", held, "the applicant's one hold is not a print job's"),
             Err(store) => store.into(),
         }
@@ -612,7 +615,7 @@ impl PrintingService for PrintingApi {
                 ErrorCode::FailedPrecondition,
                 "the resident's first card was printed already; apply for a replacement (LOST, DAMAGED, DATA_CHANGE or DISASTER)",
             )
-            .with_reason("FIRST_CARD_ISSUED", [("job_id".to_owned(), printed.id.clone())])
+            .with_reason(ErrorReason::FirstCardIssued, [("job_id".to_owned(), printed.id.clone())])
             .with_precondition("FIRST_CARD", "reason", "a resident is given one first card")
             .into());
         }
@@ -735,7 +738,7 @@ impl PrintingService for PrintingApi {
                 "the job's card was printed already, with another serial",
             )
             .with_reason(
-                "ALREADY_PRINTED",
+                ErrorReason::AlreadyPrinted,
                 [
                     ("job_id".to_owned(), job.id.clone()),
                     (
@@ -842,7 +845,7 @@ impl PrintingService for PrintingApi {
                 "only a printed card not yet sent out, or a blank ruined in the printer, can be written off",
             )
             .with_reason(
-                "JOB_STATE",
+                ErrorReason::JobState,
                 [
                     ("job_id".to_owned(), job.id.clone()),
                     (
@@ -926,7 +929,7 @@ impl PrintingService for PrintingApi {
                 "blanks are in stock: a card is printed, not a suket",
             )
             .with_reason(
-                "STOCK_AVAILABLE",
+                ErrorReason::StockAvailable,
                 [
                     ("available".to_owned(), stock.available.to_string()),
                     ("region_code".to_owned(), region.clone()),
@@ -960,7 +963,7 @@ impl PrintingService for PrintingApi {
                 ErrorCode::FailedPrecondition,
                 "a suket is only for living residents whose biometrics are recorded",
             )
-            .with_reason("NOT_RECORDED", [])
+            .with_reason(ErrorReason::NotRecorded, [])
             .into());
         }
         let today = adminduk_kit::time::today_wib();
@@ -972,7 +975,7 @@ impl PrintingService for PrintingApi {
             .map_err(|err| match err {
                 StoreError::ActiveJobExists => {
                     ApiError::new(ErrorCode::AlreadyExists, "the resident already holds a suket")
-                        .with_reason("SUKET_EXISTS", [])
+                        .with_reason(ErrorReason::SuketExists, [])
                 }
                 other => other.into(),
             })?;
@@ -1046,7 +1049,10 @@ impl PrintingService for PrintingApi {
         let Some(from) = job.card_state else {
             return Err(
                 ApiError::new(ErrorCode::FailedPrecondition, "the card was never printed")
-                    .with_reason("NOT_DISPATCHED", [("job_id".to_owned(), job.id.clone())])
+                    .with_reason(
+                        ErrorReason::NotDispatched,
+                        [("job_id".to_owned(), job.id.clone())],
+                    )
                     .into(),
             );
         };
@@ -1058,7 +1064,11 @@ impl PrintingService for PrintingApi {
         }
         let to = after_delivery(from, outcome).map_err(|refusal| {
             ApiError::new(ErrorCode::FailedPrecondition, refusal.message()).with_reason(
-                refusal.reason(),
+                match refusal {
+                    DeliveryRefusal::NotDispatched => ErrorReason::NotDispatched,
+                    DeliveryRefusal::AlreadyDelivered => ErrorReason::AlreadyDelivered,
+                    DeliveryRefusal::AtServicePoint => ErrorReason::AtServicePoint,
+                },
                 [
                     ("job_id".to_owned(), job.id.clone()),
                     ("card_state".to_owned(), from.as_str().to_owned()),

@@ -914,6 +914,8 @@ async fn reports_racing_for_one_serial_or_one_job_print_once_and_consume_one_bla
             pairs.push((first_card_job(&mut m, &a).await, first_card_job(&mut m, &b).await));
         }
         assert_eq!(lease(&mut m, "p", 10).await.len(), 8);
+        // The jobs that lost their race, still leased and unprinted.
+        let mut losers = Vec::new();
         for (n, (a, b)) in pairs.iter().enumerate() {
             // Two jobs, one serial: one card is printed, the other is told the serial is taken.
             let serial = format!("KTP-RACE-{n}");
@@ -924,6 +926,7 @@ async fn reports_racing_for_one_serial_or_one_job_print_once_and_consume_one_bla
                 card_serial: serial.clone(),
             };
             let (r1, r2) = tokio::join!(c1.report_printed(report(a)), c2.report_printed(report(b)));
+            losers.push(if r1.is_ok() { b.clone() } else { a.clone() });
             let (ok, refused): (Vec<_>, Vec<_>) = [r1, r2].into_iter().partition(Result::is_ok);
             assert_eq!(ok.len(), 1, "{label}: one of two prints with serial {serial}");
             let refused = refused
@@ -946,9 +949,7 @@ async fn reports_racing_for_one_serial_or_one_job_print_once_and_consume_one_bla
 
         // One job, two serials at once: one card, one blank; the other report is
         // told why (a report in progress, or the card printed), never "unavailable".
-        let (job, _) = &pairs[0];
-        let loser = &pairs[0].1;
-        for (n, job) in [loser, &pairs[1].1].into_iter().enumerate() {
+        for (n, job) in losers[..2].iter().enumerate() {
             let (mut c1, mut c2) = (m.printing.clone(), m.printing.clone());
             let report = |serial: String| pb::ReportPrintedRequest {
                 job_id: job.clone(),
@@ -959,8 +960,9 @@ async fn reports_racing_for_one_serial_or_one_job_print_once_and_consume_one_bla
                 c1.report_printed(report(format!("KTP-TWO-{n}-A"))),
                 c2.report_printed(report(format!("KTP-TWO-{n}-B")))
             );
+            let answers = format!("{r1:?} / {r2:?}");
             let (ok, refused): (Vec<_>, Vec<_>) = [r1, r2].into_iter().partition(Result::is_ok);
-            assert_eq!(ok.len(), 1, "{label}: one print of job {job}");
+            assert_eq!(ok.len(), 1, "{label}: one print of job {job}: {answers}");
             let refused = refused
                 .into_iter()
                 .next()
@@ -977,7 +979,9 @@ async fn reports_racing_for_one_serial_or_one_job_print_once_and_consume_one_bla
         let (s, f) = (stock(&mut m).await, funnel(&mut m).await);
         assert_eq!((f.printed, s.committed, f.unaccounted), (6, 6, 0), "{label}");
         // The printed job reported again with another serial is told it was printed.
-        let again = print(&mut m, job, "p", "KTP-OTHER").await.expect_err("printed");
+        let again = print(&mut m, &losers[0], "p", "KTP-OTHER")
+            .await
+            .expect_err("printed");
         assert_eq!(status_reason(&again), "ALREADY_PRINTED", "{label}");
         m.stop().await;
     }
