@@ -80,7 +80,7 @@ pub(crate) async fn start_ikd(
     match &sender {
         Some(sender) => tracing::info!(to = %sender.destination(), "mail to residents"),
         None => tracing::warn!(
-            "mail.smtp_host is not set: activation codes wait in the outbox (adminduk outbox shows them)"
+            "mail.smtp_host is not set: activation codes wait in the outbox (`adminduk outbox --database-url URL` shows them)"
         ),
     }
     let keys = Arc::new(
