@@ -347,7 +347,7 @@ impl IkdService for IkdApi {
                 )
                 .await
                 .map_err(store_error)?;
-            tracing::info!(nik = %parsed.masked(), activation = %id, "activation started");
+            tracing::info!(nik = %adminduk_kit::mask::log_nik(parsed.as_str()), activation = %id, "activation started");
             Ok(pb::StartActivationResponse {
                 qr_payload: format!("IKD1:{id}:{nonce}"),
                 activation_id: id,
@@ -545,7 +545,7 @@ impl IkdService for IkdApi {
             if let Err(err) = self.cache.delete(&revoked_device_key(&device)).await {
                 tracing::warn!(error = %err, "revocation mark not cleared; the gateway will ask the service");
             }
-            tracing::info!(nik = %mask_nik(&activation.nik), device = %device, "identity active");
+            tracing::info!(nik = %adminduk_kit::mask::log_nik(&activation.nik), device = %device, "identity active");
             Ok(pb::CompleteActivationResponse {
                 status: pb::IdentityStatus::Active.into(),
                 device_id: device,
@@ -683,7 +683,8 @@ impl IkdService for IkdApi {
             let expires_at = now + TOKEN_TTL;
             let claims = Claims {
                 iss: ISSUER.to_owned(),
-                sub: nik.clone(),
+                // Opaque: a token is readable by whoever holds it, so it never carries the NIK.
+                sub: identity.subject.clone(),
                 dev: identity.device_id.clone(),
                 jti: uuid::Uuid::now_v7().to_string(),
                 iat: now.timestamp(),
@@ -753,7 +754,7 @@ impl IkdService for IkdApi {
             if let Err(err) = self.cache.set(&revoked_device_key(&device), b"1", ttl).await {
                 tracing::error!(error = %err, "revocation not shared; gateways fall back to asking the service");
             }
-            tracing::info!(nik = %mask_nik(&nik), device = %device, "identity revoked");
+            tracing::info!(nik = %adminduk_kit::mask::log_nik(&nik), device = %device, "identity revoked");
             Ok(pb::RevokeResponse {
                 status: pb::IdentityStatus::Revoked.into(),
             })

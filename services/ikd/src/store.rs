@@ -56,6 +56,18 @@ pub struct Identity {
     pub district_code: String,
     /// When activated.
     pub activated_at: DateTime<Utc>,
+    /// The opaque subject session tokens name the resident by (never the NIK).
+    pub subject: String,
+}
+
+/// A new opaque subject: 128 random bits as hex, unrelated to the NIK.
+fn new_subject() -> Result<String, StoreError> {
+    use ring::rand::SecureRandom as _;
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| StoreError::Corrupt("no randomness for a subject"))?;
+    Ok(hex(&bytes))
 }
 
 /// An activation.
@@ -193,7 +205,8 @@ impl Store {
     /// The identity of a NIK, active or revoked.
     pub async fn identity(&self, nik: &str) -> Result<Option<Identity>, StoreError> {
         let row = sqlx::query(
-            "SELECT nik, status, device_id, device_public_key, district_code, activated_at FROM identities WHERE nik = $1",
+            "SELECT nik, status, device_id, device_public_key, district_code, activated_at, subject \
+             FROM identities WHERE nik = $1",
         )
         .bind(nik)
         .fetch_optional(self.db.pool())
@@ -208,6 +221,9 @@ impl Store {
                 device_public_key: unhex(&key).ok_or(StoreError::Corrupt("device key"))?,
                 district_code: r.try_get("district_code")?,
                 activated_at: from_millis(r.try_get("activated_at")?)?,
+                subject: r
+                    .try_get::<Option<String>, _>("subject")?
+                    .ok_or(StoreError::Corrupt("subject"))?,
             })
         })
         .transpose()
@@ -389,8 +405,8 @@ impl Store {
         }
         // A revoked identity is bound anew; an active one on another device is not touched.
         let bound = sqlx::query(
-            "INSERT INTO identities (nik, status, device_id, device_public_key, district_code, activated_at, updated_at) \
-             VALUES ($1, 'ACTIVE', $2, $3, $4, $5, $5) \
+            "INSERT INTO identities (nik, status, device_id, device_public_key, district_code, activated_at, updated_at, \
+             subject) VALUES ($1, 'ACTIVE', $2, $3, $4, $5, $5, $6) \
              ON CONFLICT (nik) DO UPDATE SET status = 'ACTIVE', device_id = $2, device_public_key = $3, \
                district_code = $4, activated_at = $5, revoked_at = NULL, updated_at = $5 \
              WHERE identities.status = 'REVOKED'",
@@ -400,6 +416,7 @@ impl Store {
         .bind(hex(&activation.device_public_key))
         .bind(&activation.district_code)
         .bind(millis(now))
+        .bind(new_subject()?)
         .execute(&mut *tx)
         .await?;
         if bound.rows_affected() != 1 {
@@ -581,14 +598,15 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let inserted = sqlx::query(
-            "INSERT INTO identities (nik, status, device_id, device_public_key, district_code, activated_at, updated_at) \
-             VALUES ($1, 'ACTIVE', $2, $3, $4, $5, $5) ON CONFLICT (nik) DO NOTHING",
+            "INSERT INTO identities (nik, status, device_id, device_public_key, district_code, activated_at, updated_at, \
+             subject) VALUES ($1, 'ACTIVE', $2, $3, $4, $5, $5, $6) ON CONFLICT (nik) DO NOTHING",
         )
         .bind(nik)
         .bind(device_id)
         .bind(hex(device_public_key))
         .bind(district_code)
         .bind(millis(now))
+        .bind(new_subject()?)
         .execute(self.db.pool())
         .await?;
         Ok(inserted.rows_affected() == 1)

@@ -10,12 +10,12 @@ use serde::{Deserialize, Serialize};
 /// The issuer named in every token.
 pub const ISSUER: &str = "adminduk-ikd";
 
-/// What a session token says. Its `Debug` masks the subject (a NIK).
+/// What a session token says. Its `Debug` masks the subject as it would a NIK.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     /// Issuer, always [`ISSUER`].
     pub iss: String,
-    /// The resident's NIK.
+    /// The resident's opaque subject, never the NIK (a token is readable by whoever holds it).
     pub sub: String,
     /// The bound device's id.
     pub dev: String,

@@ -4,6 +4,7 @@
 use chrono::{NaiveDate, Utc};
 use tonic::{Request, Response, Status};
 
+use adminduk_kit::mask::log_nik;
 use adminduk_kit::{ApiError, ErrorCode, ErrorReason, Violations, text};
 use adminduk_proto::common::v1 as common;
 use adminduk_proto::convert;
@@ -602,7 +603,7 @@ impl PopulationService for PopulationApi {
             recording_status,
         };
         let resident = self.store.register(&new, Utc::now()).await.map_err(store_error)?;
-        tracing::info!(nik = %resident.nik.masked(), kk = %resident.kk.masked(), "resident registered");
+        tracing::info!(nik = %log_nik(resident.nik.as_str()), kk = %resident.kk.masked(), "resident registered");
         Ok(Response::new(pb::RegisterResidentResponse {
             resident: Some(resident_msg(&resident)),
         }))
@@ -632,7 +633,7 @@ impl PopulationService for PopulationApi {
             .update(&nik, expected_version, &changes, Utc::now())
             .await
             .map_err(change_error(&nik, None))?;
-        tracing::info!(nik = %nik.masked(), fields = ?paths, version = updated.version, "resident updated");
+        tracing::info!(nik = %log_nik(nik.as_str()), fields = ?paths, version = updated.version, "resident updated");
         Ok(Response::new(pb::UpdateResidentResponse {
             resident: Some(resident_msg(&updated)),
         }))
@@ -663,7 +664,7 @@ impl PopulationService for PopulationApi {
             .record_death(&nik, expected_version, date, Utc::now())
             .await
             .map_err(change_error(&nik, None))?;
-        tracing::info!(nik = %nik.masked(), "death recorded");
+        tracing::info!(nik = %log_nik(nik.as_str()), "death recorded");
         Ok(Response::new(pb::RecordDeathResponse {
             resident: Some(resident_msg(&updated)),
         }))
@@ -728,7 +729,7 @@ impl PopulationService for PopulationApi {
             .record_move(&nik, expected_version, &change, Utc::now())
             .await
             .map_err(change_error(&nik, new_kk.as_ref()))?;
-        tracing::info!(nik = %nik.masked(), out_of_area = matches!(change, Move::OutOfArea), "move recorded");
+        tracing::info!(nik = %log_nik(nik.as_str()), out_of_area = matches!(change, Move::OutOfArea), "move recorded");
         Ok(Response::new(pb::RecordMoveResponse {
             resident: Some(resident_msg(&updated)),
         }))
@@ -778,7 +779,7 @@ impl PopulationService for PopulationApi {
         let record = self.store.resident(&nik).await.map_err(store_error)?;
         let record = record.ok_or_else(|| resident_not_found(&nik))?;
         let verdict = claim.verify(&record);
-        tracing::info!(nik = %nik.masked(), "identity verified");
+        tracing::info!(nik = %log_nik(nik.as_str()), "identity verified");
         Ok(Response::new(pb::VerifyIdentityResponse {
             full_name: match_msg(verdict.full_name),
             birth_date: match_msg(verdict.birth_date),

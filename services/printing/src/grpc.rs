@@ -662,7 +662,7 @@ impl PrintingService for PrintingApi {
         if has_suket {
             self.store.convert_suket(&nik, &job_id).await?;
         }
-        tracing::info!(nik = %mask_nik(&nik), job = %job_id, priority = new.priority, "print job queued");
+        tracing::info!(nik = %adminduk_kit::mask::log_nik(&nik), job = %job_id, priority = new.priority, "print job queued");
         let job = self.job_or_not_found(&job_id).await?;
         Ok(Response::new(pb::SubmitPrintJobResponse {
             job: Some(job_msg(&job)),
