@@ -11,8 +11,8 @@ fn root() -> PathBuf {
 
 /// The values of ErrorReason as written in the contract, without the prefix.
 fn contract_reasons() -> Vec<String> {
-    let proto = std::fs::read_to_string(root().join("proto/adminduk/common/v1/common.proto"))
-        .expect("common.proto");
+    let proto =
+        std::fs::read_to_string(root().join("proto/adminduk/common/v1/common.proto")).expect("common.proto");
     proto
         .lines()
         .filter_map(|line| line.trim().strip_prefix("ERROR_REASON_"))
@@ -53,7 +53,10 @@ fn production_sources() -> Vec<String> {
     }
     let mut out = Vec::new();
     walk(&root().join("src"), &mut out);
-    for service in std::fs::read_dir(root().join("services")).expect("services").flatten() {
+    for service in std::fs::read_dir(root().join("services"))
+        .expect("services")
+        .flatten()
+    {
         walk(&service.path().join("src"), &mut out);
     }
     out
@@ -62,7 +65,10 @@ fn production_sources() -> Vec<String> {
 #[test]
 fn every_error_reason_of_the_contract_is_sent_somewhere() {
     let reasons = contract_reasons();
-    assert!(reasons.len() > 40, "the contract lists the mesh's reasons: {reasons:?}");
+    assert!(
+        reasons.len() > 40,
+        "the contract lists the mesh's reasons: {reasons:?}"
+    );
     let sources = production_sources();
     let unsent: Vec<&String> = reasons
         .iter()
