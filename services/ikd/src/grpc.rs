@@ -201,12 +201,9 @@ const MAX_PHONE_CHARS: usize = 32;
 /// The most characters of a revocation's reason.
 const MAX_REASON_CHARS: usize = 500;
 
-/// The NIK of a request, checked as population checks it.
+/// The NIK that is the whole request, checked as every service checks it.
 fn require_nik(input: &str) -> Result<Nik, ApiError> {
-    let mut v = Violations::new();
-    let nik = nik_field("nik", input, &mut v);
-    v.into_result()?;
-    nik.ok_or_else(|| ApiError::invalid_field("nik", "invalid"))
+    adminduk_kit::nik::require_nik("nik", input)
 }
 
 /// An id-like field: trimmed, required, short, printable.

@@ -174,6 +174,14 @@ pub fn nik_field(field: &str, input: &str, out: &mut crate::Violations) -> Optio
     number_field(field, Nik::parse(input, crate::time::today_wib()), out)
 }
 
+/// The NIK that is a request's `field`, or INVALID_ARGUMENT with its violations.
+pub fn require_nik(field: &str, input: &str) -> Result<Nik, crate::ApiError> {
+    let mut violations = crate::Violations::new();
+    let nik = nik_field(field, input, &mut violations);
+    violations.into_result()?;
+    nik.ok_or_else(|| crate::ApiError::invalid_field(field, "is not a nik"))
+}
+
 /// The value, or its violations added to `out` under `field`.
 pub(crate) fn number_field<T, P: Copy + Into<&'static str>>(
     field: &str,

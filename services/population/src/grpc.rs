@@ -53,12 +53,9 @@ fn absorb(out: &mut Violations, found: Vec<Violation>) -> bool {
     clean
 }
 
-/// Parses a NIK that is the whole request, or fails with its violations.
+/// The NIK that is the whole request, checked as every service checks it.
 fn require_nik(input: &str) -> Result<Nik, ApiError> {
-    let mut violations = Violations::default();
-    let nik = nik_field("nik", input, &mut violations);
-    violations.into_result()?;
-    nik.ok_or_else(|| ApiError::invalid_field("nik", "invalid"))
+    adminduk_kit::nik::require_nik("nik", input)
 }
 
 /// A name or place: trimmed, at most [`MAX_NAME_CHARS`], no control characters

@@ -334,18 +334,22 @@ impl Store {
 
     /// A job by id.
     pub async fn job(&self, id: &str) -> Result<Option<Job>, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"));
-        let row = sqlx::query(sql).bind(id).fetch_optional(self.db.pool()).await?;
+        self.job_where("id = $1", id).await
+    }
+
+    /// The first job matching a condition on one bound value.
+    async fn job_where(&self, condition: &'static str, value: &str) -> Result<Option<Job>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE {condition}"));
+        let row = sqlx::query(sql)
+            .bind(value)
+            .fetch_optional(self.db.pool())
+            .await?;
         row.as_ref().map(job_from_row).transpose()
     }
 
     /// The active job of a NIK (queued, leased, or printed and not yet delivered).
     pub async fn active_job(&self, nik: &str) -> Result<Option<Job>, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE nik = $1 AND active = 1"
-        ));
-        let row = sqlx::query(sql).bind(nik).fetch_optional(self.db.pool()).await?;
-        row.as_ref().map(job_from_row).transpose()
+        self.job_where("nik = $1 AND active = 1", nik).await
     }
 
     /// Counts a refused second application.
@@ -419,11 +423,8 @@ impl Store {
 
     /// A job of this NIK that printed a card (delivered or not), if any.
     pub async fn printed_job_of(&self, nik: &str) -> Result<Option<Job>, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE nik = $1 AND state = 'PRINTED' ORDER BY created_at LIMIT 1"
-        ));
-        let row = sqlx::query(sql).bind(nik).fetch_optional(self.db.pool()).await?;
-        row.as_ref().map(job_from_row).transpose()
+        self.job_where("nik = $1 AND state = 'PRINTED' ORDER BY created_at LIMIT 1", nik)
+            .await
     }
 
     /// Claims `serial` for a print of a job leased to `printer`, before its
@@ -629,14 +630,7 @@ impl Store {
 
     /// The job that holds an inventory reservation, if any.
     pub async fn job_with_reservation(&self, reservation: &str) -> Result<Option<Job>, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE reservation_id = $1"
-        ));
-        let row = sqlx::query(sql)
-            .bind(reservation)
-            .fetch_optional(self.db.pool())
-            .await?;
-        row.as_ref().map(job_from_row).transpose()
+        self.job_where("reservation_id = $1", reservation).await
     }
 
     /// Puts a new blank under a job whose hold lapsed (its appointment day passed while it waited).
