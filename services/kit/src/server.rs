@@ -149,6 +149,9 @@ impl GrpcServer {
             .layer(MapResponseLayer::new(move |response| {
                 oversized_to_resource_exhausted(response, limit)
             }))
+            // Keeps the caller's deadline for the calls this request makes to other
+            // services, so none of them outlives the caller waiting for the answer.
+            .layer(crate::upstream::DeadlineLayer)
             // Refuses at once when the limit below is reached, rather than queueing
             // without bound while the clients' deadlines run out.
             .layer(LoadShedLayer::new())
