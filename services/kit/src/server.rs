@@ -144,10 +144,11 @@ impl GrpcServer {
             // Outermost, so every request has a span, even one refused below; the span
             // continues the caller's W3C trace and records the method, never the body.
             .layer(TraceLayer::new(grpc_classifier()).make_span_with(crate::telemetry::request_span::<Body>))
-            // gRPC says an oversized message is RESOURCE_EXHAUSTED; tonic's decoder says
-            // OUT_OF_RANGE, so its answer is rewritten here, in one place for every service.
+            // gRPC says an oversized message is RESOURCE_EXHAUSTED and a malformed one
+            // INVALID_ARGUMENT; tonic's decoder says OUT_OF_RANGE and INTERNAL, so its
+            // answers are rewritten here, in one place for every service.
             .layer(MapResponseLayer::new(move |response| {
-                oversized_to_resource_exhausted(response, limit)
+                decoder_answers_as_grpc_says(response, limit)
             }))
             // Keeps the caller's deadline for the calls this request makes to other
             // services, so none of them outlives the caller waiting for the answer.
@@ -221,22 +222,46 @@ fn is_oversized_status(headers: &http::HeaderMap) -> bool {
             })
 }
 
-/// Rewrites tonic's OUT_OF_RANGE for an oversized message into gRPC's
-/// RESOURCE_EXHAUSTED with ErrorInfo, wherever the status travels: in the
-/// headers of a trailers-only response, or in the trailers.
-fn rewrite_oversized_status(headers: &mut http::HeaderMap, limit: usize) {
-    if !is_oversized_status(headers) {
+/// tonic's answer to bytes that are not the method's message: INTERNAL, though
+/// the fault is the client's.
+fn is_undecodable_status(headers: &http::HeaderMap) -> bool {
+    headers.get("grpc-status").is_some_and(|v| v == "13")
+        && headers
+            .get("grpc-message")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|m| {
+                m.starts_with("failed%20to%20decode%20Protobuf%20message")
+                    || m.starts_with("failed to decode Protobuf message")
+            })
+}
+
+/// Rewrites the decoder's answers into what gRPC says they are, wherever the
+/// status travels (the headers of a trailers-only response, or the trailers):
+/// tonic's OUT_OF_RANGE for an oversized message into RESOURCE_EXHAUSTED, and
+/// its INTERNAL for bytes that are not the method's message into
+/// INVALID_ARGUMENT, each with ErrorInfo. The decoder's text (which may quote
+/// field names and offsets) is not passed on.
+fn rewrite_decoder_status(headers: &mut http::HeaderMap, limit: usize) {
+    let status: tonic::Status = if is_oversized_status(headers) {
+        ApiError::new(
+            ErrorCode::ResourceExhausted,
+            format!("request message is larger than the limit of {limit} bytes"),
+        )
+        .with_reason(
+            crate::ErrorReason::MessageTooLarge,
+            [("limit_bytes".to_owned(), limit.to_string())],
+        )
+        .into()
+    } else if is_undecodable_status(headers) {
+        ApiError::new(
+            ErrorCode::InvalidArgument,
+            "the request is not a valid protobuf message of this method",
+        )
+        .with_reason(crate::ErrorReason::MalformedMessage, [])
+        .into()
+    } else {
         return;
-    }
-    let status: tonic::Status = ApiError::new(
-        ErrorCode::ResourceExhausted,
-        format!("request message is larger than the limit of {limit} bytes"),
-    )
-    .with_reason(
-        crate::ErrorReason::MessageTooLarge,
-        [("limit_bytes".to_owned(), limit.to_string())],
-    )
-    .into();
+    };
     let replacement: Response<Body> = status.into_http();
     for name in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
         headers.remove(name);
@@ -274,18 +299,18 @@ fn grpc_classifier() -> SharedClassifier<GrpcErrorsAsFailures> {
     )
 }
 
-fn oversized_to_resource_exhausted(mut response: Response<Body>, limit: usize) -> Response<Body> {
-    rewrite_oversized_status(response.headers_mut(), limit);
-    response.map(|inner| Body::new(OversizedTrailers { inner, limit }))
+fn decoder_answers_as_grpc_says(mut response: Response<Body>, limit: usize) -> Response<Body> {
+    rewrite_decoder_status(response.headers_mut(), limit);
+    response.map(|inner| Body::new(DecoderTrailers { inner, limit }))
 }
 
-/// A response body that applies [`rewrite_oversized_status`] to its trailers.
-struct OversizedTrailers {
+/// A response body that applies [`rewrite_decoder_status`] to its trailers.
+struct DecoderTrailers {
     inner: Body,
     limit: usize,
 }
 
-impl http_body::Body for OversizedTrailers {
+impl http_body::Body for DecoderTrailers {
     type Data = bytes::Bytes;
     type Error = tonic::Status;
 
@@ -298,7 +323,7 @@ impl http_body::Body for OversizedTrailers {
             frame.map(|frame| {
                 frame.map(|frame| match frame.into_trailers() {
                     Ok(mut trailers) => {
-                        rewrite_oversized_status(&mut trailers, limit);
+                        rewrite_decoder_status(&mut trailers, limit);
                         http_body::Frame::trailers(trailers)
                     }
                     Err(frame) => frame,
@@ -460,6 +485,46 @@ mod tests {
             .await,
         );
         assert_eq!(status.first().map(|f| f.name()), Some("google/rpc/status.proto"));
+        server.shutdown().await.expect("stops");
+    }
+
+    /// A message that is not a HealthCheckRequest: field 1 is a number, not a string.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct NotAHealthCheck {
+        #[prost(uint64, tag = "1")]
+        service: u64,
+    }
+
+    #[tokio::test]
+    async fn bytes_that_are_not_the_methods_message_are_invalid_argument() {
+        let server = GrpcServer::new(ServerConfig::default())
+            .start()
+            .await
+            .expect("starts");
+        let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.local_addr()))
+            .expect("a uri")
+            .connect()
+            .await
+            .expect("connects");
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.expect("ready");
+        let codec =
+            tonic_prost::ProstCodec::<NotAHealthCheck, tonic_health::pb::HealthCheckResponse>::default();
+        let err = grpc
+            .unary(
+                tonic::Request::new(NotAHealthCheck { service: 7 }),
+                http::uri::PathAndQuery::from_static("/grpc.health.v1.Health/Check"),
+                codec,
+            )
+            .await
+            .expect_err("not a health check");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        assert!(!err.message().contains("wire type"), "{err:?}");
+        let details = tonic_types::StatusExt::get_error_details(&err);
+        assert_eq!(
+            details.error_info().map(|i| i.reason.as_str()),
+            Some("MALFORMED_MESSAGE")
+        );
         server.shutdown().await.expect("stops");
     }
 
