@@ -13,9 +13,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use adminduk_kit::config::{ServerConfig, TlsConfig};
+use adminduk_kit::principal::{Principal, parse_principal};
 use adminduk_kit::server::{GrpcServer, RunningServer};
 use adminduk_kit::tls::client_tls;
-use certs::{CertOptions, DevCerts, Principal};
+use certs::{CertOptions, DevCerts};
 use tonic::transport::Endpoint;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -171,7 +172,7 @@ fn client_certificates_carry_their_principal_as_a_uri_san() {
     assert_eq!(uris.len(), 1, "one principal per certificate");
     let uri = String::from_utf8(uris[0].clone()).expect("ascii");
     assert_eq!(
-        certs::parse_principal(&uri),
+        parse_principal(&uri),
         Some(Principal::Office {
             service_point: "3275-KEC-01".to_owned(),
             device: "counter-01".to_owned(),
@@ -186,7 +187,7 @@ fn client_certificates_carry_their_principal_as_a_uri_san() {
     let uris = general_names(&agency, URI);
     let uri = String::from_utf8(uris[0].clone()).expect("ascii");
     assert_eq!(
-        certs::parse_principal(&uri),
+        parse_principal(&uri),
         Some(Principal::Agency {
             code: "demo-bank".to_owned()
         })

@@ -9,6 +9,7 @@ pub mod hex;
 pub mod kk;
 pub mod mask;
 pub mod nik;
+pub mod principal;
 pub mod region;
 pub mod server;
 pub mod storage;
