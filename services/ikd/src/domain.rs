@@ -37,31 +37,13 @@ pub enum ActivationState {
     Expired,
 }
 
-impl ActivationState {
-    /// The stored code.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Started => "STARTED",
-            Self::Verified => "VERIFIED",
-            Self::Completed => "COMPLETED",
-            Self::Locked => "LOCKED",
-            Self::Expired => "EXPIRED",
-        }
-    }
-
-    /// The state for a stored code.
-    pub fn parse(text: &str) -> Option<Self> {
-        [
-            Self::Started,
-            Self::Verified,
-            Self::Completed,
-            Self::Locked,
-            Self::Expired,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == text)
-    }
-}
+adminduk_kit::text_codes!(ActivationState {
+    Started => "STARTED",
+    Verified => "VERIFIED",
+    Completed => "COMPLETED",
+    Locked => "LOCKED",
+    Expired => "EXPIRED",
+});
 
 /// Why a resident may not activate IKD.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -49,34 +49,17 @@ pub enum MovementKind {
     Spoilage,
 }
 
+adminduk_kit::text_codes!(MovementKind {
+    Shipment => "SHIPMENT",
+    Transfer => "TRANSFER",
+    Hold => "HOLD",
+    Commit => "COMMIT",
+    Release => "RELEASE",
+    Expiry => "EXPIRY",
+    Spoilage => "SPOILAGE",
+});
+
 impl MovementKind {
-    /// The stored code.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Shipment => "SHIPMENT",
-            Self::Transfer => "TRANSFER",
-            Self::Hold => "HOLD",
-            Self::Commit => "COMMIT",
-            Self::Release => "RELEASE",
-            Self::Expiry => "EXPIRY",
-            Self::Spoilage => "SPOILAGE",
-        }
-    }
-
-    fn parse(text: &str) -> Option<Self> {
-        [
-            Self::Shipment,
-            Self::Transfer,
-            Self::Hold,
-            Self::Commit,
-            Self::Release,
-            Self::Expiry,
-            Self::Spoilage,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == text)
-    }
-
     fn of(transition: Transition) -> Self {
         match transition {
             Transition::Commit => Self::Commit,

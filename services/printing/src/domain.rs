@@ -44,30 +44,14 @@ pub enum Outcome {
     ReturnedUnclearAddress,
 }
 
-macro_rules! codes {
-    ($ty:ty { $($variant:ident => $text:literal),+ $(,)? }) => {
-        impl $ty {
-            /// The stored code.
-            pub fn as_str(self) -> &'static str {
-                match self { $(Self::$variant => $text),+ }
-            }
-
-            /// The value of a stored code.
-            pub fn parse(text: &str) -> Option<Self> {
-                match text { $($text => Some(Self::$variant),)+ _ => None }
-            }
-        }
-    };
-}
-
-codes!(PrintReason {
+adminduk_kit::text_codes!(PrintReason {
     FirstCard => "FIRST_CARD",
     Lost => "LOST",
     Damaged => "DAMAGED",
     DataChange => "DATA_CHANGE",
     Disaster => "DISASTER",
 });
-codes!(CardState {
+adminduk_kit::text_codes!(CardState {
     Printed => "PRINTED",
     InTransit => "IN_TRANSIT",
     AtServicePoint => "AT_SERVICE_POINT",

@@ -68,17 +68,12 @@ pub enum JobState {
     Cancelled,
 }
 
-impl JobState {
-    fn parse(text: &str) -> Option<Self> {
-        match text {
-            "QUEUED" => Some(Self::Queued),
-            "LEASED" => Some(Self::Leased),
-            "PRINTED" => Some(Self::Printed),
-            "CANCELLED" => Some(Self::Cancelled),
-            _ => None,
-        }
-    }
-}
+adminduk_kit::text_codes!(JobState {
+    Queued => "QUEUED",
+    Leased => "LEASED",
+    Printed => "PRINTED",
+    Cancelled => "CANCELLED",
+});
 
 /// A print job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -266,14 +261,10 @@ enum SerialUse {
     Ruined,
 }
 
-impl SerialUse {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Print => "PRINT",
-            Self::Ruined => "RUINED",
-        }
-    }
-}
+adminduk_kit::text_codes!(pub(crate) SerialUse {
+    Print => "PRINT",
+    Ruined => "RUINED",
+});
 
 /// Claims a serial for a job: the first use wins, and only the same job and
 /// use can claim it again (a retry). A serial written off on a card or blank

@@ -111,25 +111,9 @@ pub enum Flag {
     FamilyNeedsHead,
 }
 
-macro_rules! text_codes {
-    ($ty:ty { $($variant:ident => $text:literal),+ $(,)? }) => {
-        impl $ty {
-            /// The code stored in the database.
-            pub fn as_str(self) -> &'static str {
-                match self { $(Self::$variant => $text),+ }
-            }
-
-            /// The value for a stored code.
-            pub fn parse(text: &str) -> Option<Self> {
-                match text { $($text => Some(Self::$variant),)+ _ => None }
-            }
-        }
-    };
-}
-
-text_codes!(MaritalStatus { Single => "SINGLE", Married => "MARRIED", Divorced => "DIVORCED", Widowed => "WIDOWED" });
-text_codes!(LifeStatus { Alive => "ALIVE", Deceased => "DECEASED", MovedOut => "MOVED_OUT" });
-text_codes!(RecordingStatus {
+adminduk_kit::text_codes!(MaritalStatus { Single => "SINGLE", Married => "MARRIED", Divorced => "DIVORCED", Widowed => "WIDOWED" });
+adminduk_kit::text_codes!(LifeStatus { Alive => "ALIVE", Deceased => "DECEASED", MovedOut => "MOVED_OUT" });
+adminduk_kit::text_codes!(RecordingStatus {
     NotRecorded => "NOT_RECORDED",
     Recorded => "RECORDED",
     PrintReady => "PRINT_READY",
