@@ -185,10 +185,7 @@ pub(crate) async fn storm(args: &PeakArgs) -> anyhow::Result<Report> {
                 let outcome = match client.reserve(request).await {
                     Ok(_) => "OK".to_owned(),
                     Err(status) => {
-                        let reason = tonic_types::StatusExt::get_error_details(&status)
-                            .error_info()
-                            .map(|i| i.reason.clone())
-                            .unwrap_or_default();
+                        let reason = adminduk_kit::error::reason_of(&status);
                         format!("{:?} {reason}", status.code())
                     }
                 };

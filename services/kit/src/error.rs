@@ -18,6 +18,23 @@ pub fn reason_name(reason: ErrorReason) -> &'static str {
     name.strip_prefix("ERROR_REASON_").unwrap_or(name)
 }
 
+/// The ErrorInfo reason a status carries (`DATE_FULL`); empty when it carries none.
+pub fn reason_of(status: &Status) -> String {
+    status
+        .get_error_details()
+        .error_info()
+        .map(|info| info.reason.clone())
+        .unwrap_or_default()
+}
+
+/// One metadata value of a status's ErrorInfo (`next_dates_with_room`, `job_id`, ...).
+pub fn metadata_of(status: &Status, key: &str) -> Option<String> {
+    status
+        .get_error_details()
+        .error_info()
+        .and_then(|info| info.metadata.get(key).cloned())
+}
+
 /// What went wrong, as far as a client needs to know; each maps to one gRPC code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
@@ -174,6 +191,11 @@ impl ApiError {
     pub fn details(&self) -> &ErrorDetails {
         &self.details
     }
+
+    /// The ErrorInfo reason, when the error has one.
+    pub fn reason(&self) -> Option<&str> {
+        self.details.error_info().map(|info| info.reason.as_str())
+    }
 }
 
 /// Field violations gathered across a request, so a client sees every problem at once.
@@ -189,6 +211,11 @@ impl Violations {
     /// Records one violation.
     pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
         self.0.push((field.into(), description.into()));
+    }
+
+    /// Adds every violation of `other`.
+    pub fn extend(&mut self, other: Violations) {
+        self.0.extend(other.0);
     }
 
     /// How many were recorded.
@@ -280,6 +307,9 @@ mod tests {
             info.metadata.get("how").map(String::as_str),
             Some("visit an office")
         );
+        assert_eq!(reason_of(&status), "IKD_NOT_ACTIVE");
+        assert_eq!(metadata_of(&status, "how").as_deref(), Some("visit an office"));
+        assert_eq!(metadata_of(&status, "why"), None);
         assert_eq!(
             details.precondition_failure().map(|p| p.violations.len()),
             Some(1)
@@ -292,6 +322,7 @@ mod tests {
         let status: Status = ApiError::from(err).into();
         assert_eq!(status.code(), Code::Internal);
         assert_eq!(status.message(), "internal error");
+        assert_eq!(reason_of(&status), "", "no reason, no ErrorInfo");
         assert!(!format!("{status:?}").contains("SELECT"));
     }
 
