@@ -12,7 +12,9 @@ use tonic::{Code, Request, Response, Status};
 use adminduk_kit::cache::SharedCache;
 use adminduk_kit::nik::{Nik, nik_field};
 use adminduk_kit::region::Regions;
-use adminduk_kit::token::{Claims, ISSUER, SigningKey, VerifyingKey, verify_device_signature};
+use adminduk_kit::token::{
+    Claims, ISSUER, SigningKey, VerifyingKey, check_device_public_key, verify_device_signature,
+};
 use adminduk_kit::{ApiError, ErrorCode, ErrorReason, Violations, mask_nik, text, upstream};
 use adminduk_proto::convert;
 use adminduk_proto::ikd::v1 as pb;
@@ -287,8 +289,11 @@ impl IkdService for IkdApi {
             let parsed = nik_field("nik", &nik, &mut v);
             let email = contact_field("email", &email, MAX_EMAIL_CHARS, check_email, &mut v);
             let phone = contact_field("phone", &phone, MAX_PHONE_CHARS, check_phone, &mut v);
-            if device_public_key.len() != 32 {
-                v.add("device_public_key", "must be a 32-byte Ed25519 public key");
+            // A key of small order (the identity among them) would let a
+            // constant signature pass for every challenge: refused here, and
+            // by the verifier for whatever is stored.
+            if let Err(weak) = check_device_public_key(&device_public_key) {
+                v.add("device_public_key", weak.to_string());
             }
             v.into_result()?;
             let (Some(parsed), Some(email), Some(phone)) = (parsed, email, phone) else {

@@ -1237,3 +1237,98 @@ async fn of_racing_rescans_and_restarts_after_an_expired_code_exactly_one_procee
         m.stop().await;
     }
 }
+
+/// R = the identity, S = 0: the constant "signature" that verifies every
+/// message for a device key of small order.
+fn constant_forgery() -> Vec<u8> {
+    let mut signature = vec![0u8; 64];
+    signature[0] = 1;
+    signature
+}
+
+/// A tester's attack: StartActivation with the identity point as the device
+/// key (`01 00..00`), then CompleteActivation and IssueSessionToken with the
+/// constant signature R = identity, S = 0 went through with no private key;
+/// `00..00` and `00..80` were taken as keys too. Now such keys are refused at
+/// the start, and a weak key already stored verifies nothing.
+#[tokio::test]
+async fn device_keys_of_small_order_are_refused_and_verify_nothing_when_stored() {
+    for mut m in each_backend("ikdweak").await {
+        let label = m.label;
+        let nik = adult(&mut m, 50).await;
+        let mut identity = vec![0u8; 32];
+        identity[0] = 1;
+        let mut sign_bit = vec![0u8; 32];
+        sign_bit[31] = 0x80;
+        let mut not_canonical = vec![0xffu8; 32];
+        not_canonical[31] = 0x7f;
+        for key in [identity.clone(), vec![0u8; 32], sign_bit, not_canonical] {
+            let mut request = start(&nik, &device());
+            request.device_public_key = key.clone();
+            let err = m.ikd.start_activation(request).await.expect_err("a weak key");
+            assert_eq!(err.code(), Code::InvalidArgument, "{label} {key:02x?}: {err:?}");
+            assert_eq!(fields(&err), ["device_public_key"], "{label} {key:02x?}");
+        }
+        assert_eq!(
+            status(&mut m, &nik).await,
+            pb::IdentityStatus::NotActivated as i32,
+            "{label}: nothing was started"
+        );
+
+        // A weak key stored before the check: the office verifies the
+        // activation, and the forgery still does not complete it.
+        let phone = device();
+        let (id, nonce, _) = begin(&mut m, &nik, &phone).await;
+        sqlx::query("UPDATE activations SET device_public_key = $2 WHERE id = $1")
+            .bind(&id)
+            .bind(adminduk_kit::hex::encode(&identity))
+            .execute(m.store.db().pool())
+            .await
+            .expect("a weak key stored");
+        scan(&mut m, &id, &nonce).await.expect("verified at the office");
+        let code = last_code(&m).await;
+        let err = m
+            .ikd
+            .complete_activation(pb::CompleteActivationRequest {
+                activation_id: id,
+                code,
+                signature: constant_forgery(),
+            })
+            .await
+            .expect_err("forged");
+        assert_eq!(
+            (err.code(), reason(&err)),
+            (Code::Unauthenticated, "SIGNATURE_INVALID".to_owned()),
+            "{label}"
+        );
+
+        // An identity bound to a weak key gets no session token either.
+        let other = adult(&mut m, 51).await;
+        m.store
+            .seed_identity(&other, &identity, "dev-weak", "327501", chrono::Utc::now())
+            .await
+            .expect("seeded");
+        let challenge = m
+            .ikd
+            .create_token_challenge(pb::CreateTokenChallengeRequest { nik: other.clone() })
+            .await
+            .expect("challenge")
+            .into_inner()
+            .challenge;
+        let err = m
+            .ikd
+            .issue_session_token(pb::IssueSessionTokenRequest {
+                nik: other,
+                challenge,
+                signature: constant_forgery(),
+            })
+            .await
+            .expect_err("forged");
+        assert_eq!(
+            (err.code(), reason(&err)),
+            (Code::Unauthenticated, "SIGNATURE_INVALID".to_owned()),
+            "{label}"
+        );
+        m.stop().await;
+    }
+}

@@ -181,9 +181,110 @@ pub fn verify(token: &str, keys: &[VerifyingKey], now: i64, leeway: i64) -> Resu
     Ok(claims)
 }
 
-/// Verifies an Ed25519 signature by a device key.
+/// The encodings of the points of small order (1, 2, 4 and 8) of
+/// edwards25519, compared with the top bit of the last byte (the sign of x)
+/// cleared; the same 7 as libsodium's `has_small_order` blocklist
+/// (`crypto_core/ed25519/ref10/ed25519_ref10.c`). Checked from first
+/// principles with RFC 8032's decoding (section 5.1.3) in pure Python: each
+/// decodes to a point whose order divides 8, and they are every encoding of
+/// the 8 points of the 8-torsion whose y is below 2^255.
+const SMALL_ORDER: [[u8; 32]; 7] = [
+    // Order 1, y = 1: the identity.
+    [
+        0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ],
+    // Order 1, y = p + 1 (not canonical).
+    [
+        0xee, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f,
+    ],
+    // Order 2, y = p - 1.
+    [
+        0xec, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f,
+    ],
+    // Order 4, y = 0.
+    [0; 32],
+    // Order 4, y = p (not canonical).
+    [
+        0xed, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f,
+    ],
+    // Order 8.
+    [
+        0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef, 0x98, 0xf0, 0xd5,
+        0xdf, 0xac, 0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88, 0x6d, 0x53, 0xfc, 0x05,
+    ],
+    // Order 8.
+    [
+        0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10, 0x67, 0x0f, 0x2a,
+        0x20, 0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac, 0x03, 0x7a,
+    ],
+];
+
+/// The order of the edwards25519 base point, L = 2^252 +
+/// 27742317777372353535851937790883648493, little-endian.
+const GROUP_ORDER: [u8; 32] = [
+    0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+];
+
+/// Why a device's public key cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WeakDeviceKey {
+    /// Not 32 bytes.
+    #[error("must be a 32-byte Ed25519 public key")]
+    Length,
+    /// A point of small order (the identity among them): a signature
+    /// "verifies" for it with no private key at all.
+    #[error("must not be a point of small order (such a key signs without a private key)")]
+    SmallOrder,
+    /// y is not below p: the encoding is not canonical.
+    #[error("must be a canonical encoding of an Ed25519 point")]
+    NotCanonical,
+}
+
+/// Whether a device public key may be bound: 32 bytes, canonical (y < p),
+/// not of small order. ring's Ed25519 checks none of the last two, and for a
+/// key of small order a constant signature (R = identity, S = 0) verifies
+/// every message.
+pub fn check_device_public_key(public_key: &[u8]) -> Result<(), WeakDeviceKey> {
+    let key: &[u8; 32] = public_key.try_into().map_err(|_| WeakDeviceKey::Length)?;
+    let mut y = *key;
+    y[31] &= 0x7f;
+    if SMALL_ORDER.contains(&y) {
+        return Err(WeakDeviceKey::SmallOrder);
+    }
+    // y >= p = 2^255 - 19: bytes 1..31 all 0xff, the top byte 0x7f (sign
+    // cleared), and the lowest at least 0xed. Those of small order are above.
+    if y[31] == 0x7f && y[1..31].iter().all(|&b| b == 0xff) && y[0] >= 0xed {
+        return Err(WeakDeviceKey::NotCanonical);
+    }
+    Ok(())
+}
+
+/// Whether a signature's S is below the group order L (RFC 8032, 5.1.7):
+/// S + L verifies wherever S does, so a signature made otherwise is forged.
+fn canonical_s(signature: &[u8]) -> bool {
+    let Some(s) = signature.get(32..64) else {
+        return false;
+    };
+    // Little-endian: compare from the most significant byte down.
+    for (a, b) in s.iter().rev().zip(GROUP_ORDER.iter().rev()) {
+        if a != b {
+            return a < b;
+        }
+    }
+    false
+}
+
+/// Verifies an Ed25519 signature by a device key. A key that
+/// [`check_device_public_key`] refuses verifies nothing, whatever is stored,
+/// and so does a signature of 64 bytes whose S is not below L.
 pub fn verify_device_signature(public_key: &[u8], message: &[u8], signature: &[u8]) -> bool {
-    public_key.len() == 32
+    check_device_public_key(public_key).is_ok()
+        && signature.len() == 64
+        && canonical_s(signature)
         && UnparsedPublicKey::new(&ED25519, public_key)
             .verify(message, signature)
             .is_ok()
@@ -271,6 +372,127 @@ mod tests {
             sig.as_ref()
         ));
         assert!(!verify_device_signature(&[0; 31], b"challenge", sig.as_ref()));
+    }
+
+    /// R = the identity, S = 0: what verifies for a key of small order
+    /// without any private key.
+    fn constant_forgery() -> [u8; 64] {
+        let mut sig = [0u8; 64];
+        sig[0] = 1;
+        sig
+    }
+
+    #[test]
+    fn ring_alone_accepts_a_constant_forgery_for_every_small_order_key() {
+        // The list is what it says: for each canonical entry some message
+        // has [k]A = identity, and ring then takes R = identity, S = 0.
+        for key in SMALL_ORDER {
+            let canonical = !(key[31] == 0x7f && key[1..31].iter().all(|&b| b == 0xff) && key[0] >= 0xed);
+            if !canonical {
+                continue;
+            }
+            let fooled = (0u32..256).any(|i| {
+                UnparsedPublicKey::new(&ED25519, &key)
+                    .verify(&i.to_le_bytes(), &constant_forgery())
+                    .is_ok()
+            });
+            assert!(fooled, "{key:02x?}");
+        }
+        let identity = SMALL_ORDER[0];
+        assert!(
+            UnparsedPublicKey::new(&ED25519, &identity)
+                .verify(b"any challenge", &constant_forgery())
+                .is_ok(),
+            "ring does not refuse the identity by itself"
+        );
+    }
+
+    #[test]
+    fn keys_of_small_order_verify_nothing_whatever_the_sign_bit() {
+        for key in SMALL_ORDER {
+            let mut signed = key;
+            signed[31] |= 0x80;
+            for key in [key, signed] {
+                assert!(check_device_public_key(&key).is_err(), "{key:02x?}");
+                for message in [&b"any challenge"[..], b"", &0u32.to_le_bytes()] {
+                    assert!(
+                        !verify_device_signature(&key, message, &constant_forgery()),
+                        "{key:02x?}"
+                    );
+                }
+            }
+        }
+        // The attack as the tester made it: the identity, then R = identity, S = 0.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        assert_eq!(check_device_public_key(&identity), Err(WeakDeviceKey::SmallOrder));
+        assert!(!verify_device_signature(
+            &identity,
+            b"challenge",
+            &constant_forgery()
+        ));
+        assert_eq!(check_device_public_key(&[0; 32]), Err(WeakDeviceKey::SmallOrder));
+        let mut top = [0u8; 32];
+        top[31] = 0x80;
+        assert_eq!(check_device_public_key(&top), Err(WeakDeviceKey::SmallOrder));
+    }
+
+    #[test]
+    fn keys_whose_y_is_not_below_p_are_refused() {
+        // y = p + 2 ..= 2^255 - 1 (p and p + 1 are of small order), either sign.
+        for low in 0xefu8..=0xff {
+            let mut key = [0xffu8; 32];
+            key[0] = low;
+            key[31] = 0x7f;
+            assert_eq!(
+                check_device_public_key(&key),
+                Err(WeakDeviceKey::NotCanonical),
+                "{low:#x}"
+            );
+            key[31] = 0xff;
+            assert_eq!(
+                check_device_public_key(&key),
+                Err(WeakDeviceKey::NotCanonical),
+                "{low:#x}"
+            );
+        }
+        // p - 2, canonical, passes this check (ring decides whether it is a point).
+        let mut key = [0xffu8; 32];
+        key[0] = 0xeb;
+        key[31] = 0x7f;
+        assert_eq!(check_device_public_key(&key), Ok(()));
+        assert_eq!(check_device_public_key(&[7; 31]), Err(WeakDeviceKey::Length));
+        assert_eq!(check_device_public_key(&[7; 33]), Err(WeakDeviceKey::Length));
+    }
+
+    #[test]
+    fn a_signature_whose_s_is_not_below_l_is_refused() {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).expect("key");
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("pair");
+        let key = pair.public_key().as_ref();
+        let sig = pair.sign(b"challenge");
+        let mut sig: [u8; 64] = sig.as_ref().try_into().expect("64 bytes");
+        assert!(verify_device_signature(key, b"challenge", &sig));
+        // S + L: the same scalar, another encoding.
+        let mut carry = 0u16;
+        for (s, l) in sig[32..].iter_mut().zip(GROUP_ORDER) {
+            let sum = u16::from(*s) + u16::from(l) + carry;
+            *s = (sum & 0xff) as u8;
+            carry = sum >> 8;
+        }
+        assert_eq!(carry, 0, "S + L < 2^256");
+        assert!(!canonical_s(&sig));
+        assert!(!verify_device_signature(key, b"challenge", &sig));
+        // L itself and all ones are not below L; L - 1 and 0 are.
+        let mut at = [0u8; 64];
+        at[32..].copy_from_slice(&GROUP_ORDER);
+        assert!(!canonical_s(&at));
+        at[32] -= 1;
+        assert!(canonical_s(&at));
+        assert!(!canonical_s(&[0xff; 64]));
+        assert!(canonical_s(&[0; 64]));
+        assert!(!canonical_s(&[0; 63]));
     }
 
     #[test]
