@@ -14,6 +14,7 @@ pub mod region;
 pub mod server;
 pub mod storage;
 pub mod telemetry;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod text;
 pub mod time;

@@ -1,15 +1,37 @@
-//! Helpers for tests: a fresh database on each backend the machine offers.
+//! Helpers for tests (the `testing` feature, for dev-dependencies only): a
+//! fresh database on each backend the machine offers, a server configuration
+//! on a free port, and a readiness signal, in the manner of zero2prod's
+//! `spawn_app`. A service's tests start it with its crate's `start` on a
+//! [`TestDatabase`] and [`server_config`], then reach it through [`ready`]:
+//!
+//! ```ignore
+//! for db in testing::databases("search") {
+//!     let running = adminduk_population::start(testing::server_config(), db.connect(MIGRATIONS).await).await?;
+//!     let channel = testing::ready(running.local_addr(), SERVICE_NAME).await;
+//!     // ...
+//! }
+//! ```
 //!
 //! SQLite always runs (a file in a temporary directory). PostgreSQL runs when
 //! `ADMINDUK_TEST_POSTGRES_URL` is set, each test in a schema of its own.
 //! With `ADMINDUK_REQUIRE_SERVICES=1` (as in CI) a missing service fails the
 //! test instead of skipping it.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use secrecy::SecretString;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
-use crate::config::DatabaseConfig;
+use crate::config::{DatabaseConfig, ServerConfig};
+use crate::storage::{Db, Migrations};
+
+/// Long enough for a loaded CI machine, short enough that a hang fails the test.
+const READY_WITHIN: Duration = Duration::from_secs(10);
 
 /// One database for one test.
 #[derive(Debug)]
@@ -21,6 +43,50 @@ pub struct TestDatabase {
     /// The schema to use on Postgres; unique per test.
     pub schema: String,
     _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDatabase {
+    /// Connects to this database and applies `migrations` (panics, naming the backend, when it cannot).
+    pub async fn connect(&self, migrations: Migrations) -> Db {
+        Db::connect(&self.config, &self.schema, migrations)
+            .await
+            .unwrap_or_else(|err| panic!("{}: connect: {err}", self.label))
+    }
+}
+
+/// A server for a test: plaintext on loopback, port 0 (a free port, so tests
+/// run in parallel), every other setting as in production.
+pub fn server_config() -> ServerConfig {
+    ServerConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..ServerConfig::default()
+    }
+}
+
+/// The readiness signal: connects to a started server and returns the channel
+/// once its health service answers that `service` is SERVING (one round trip;
+/// no sleeps, no polling). Panics when it does not answer within 10 s.
+pub async fn ready(addr: SocketAddr, service: &str) -> Channel {
+    let check = async {
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .expect("a server address is a uri")
+            .connect()
+            .await
+            .unwrap_or_else(|err| panic!("cannot connect to {service} at {addr}: {err}"));
+        let status = HealthClient::new(channel.clone())
+            .check(HealthCheckRequest {
+                service: service.to_owned(),
+            })
+            .await
+            .unwrap_or_else(|status| panic!("{service} at {addr}: health check failed: {status:?}"))
+            .into_inner()
+            .status();
+        assert_eq!(status, ServingStatus::Serving, "{service} at {addr}");
+        channel
+    };
+    tokio::time::timeout(READY_WITHIN, check)
+        .await
+        .unwrap_or_else(|_| panic!("{service} at {addr} not ready within {READY_WITHIN:?}"))
 }
 
 /// Whether missing services must fail tests rather than skip them.
@@ -90,5 +156,16 @@ pub fn postgres(prefix: &str) -> Option<TestDatabase> {
 pub fn databases(prefix: &str) -> Vec<TestDatabase> {
     let mut all = vec![sqlite()];
     all.extend(postgres(prefix));
+    all
+}
+
+/// `N` fresh databases on each backend available, for a test that starts `N`
+/// services (each its own database, as across pods): SQLite, and Postgres when configured.
+pub fn database_sets<const N: usize>(prefix: &str) -> Vec<[TestDatabase; N]> {
+    let mut all = vec![std::array::from_fn(|_| sqlite())];
+    let postgres: [Option<TestDatabase>; N] = std::array::from_fn(|i| postgres(&format!("{prefix}{i}")));
+    if postgres.iter().all(Option::is_some) {
+        all.push(postgres.map(|db| db.expect("checked above")));
+    }
     all
 }
