@@ -10,6 +10,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
 use adminduk_kit::cache::SharedCache;
+use adminduk_kit::codes::service_point_field;
 use adminduk_kit::nik::{Nik, nik_field};
 use adminduk_kit::region::Regions;
 use adminduk_kit::token::{
@@ -194,7 +195,7 @@ fn store_error(err: StoreError) -> ApiError {
     }
 }
 
-/// The most characters of an id, a nonce, an officer's id or a service point's code.
+/// The most characters of an id, a nonce or an officer's id.
 const MAX_ID_CHARS: usize = 64;
 /// The most characters of an e-mail address (RFC 5321's path limit).
 const MAX_EMAIL_CHARS: usize = 254;
@@ -378,7 +379,7 @@ impl IkdService for IkdApi {
         let activation_id = id_field("activation_id", &activation_id, &mut v);
         let nonce = id_field("nonce", &nonce, &mut v);
         let officer_id = id_field("officer_id", &officer_id, &mut v);
-        let service_point_code = id_field("service_point_code", &service_point_code, &mut v);
+        let service_point_code = service_point_field("service_point_code", &service_point_code, &mut v);
         // The audit keeps who verified, but never text that failed the checks.
         let who = if v.is_empty() {
             (service_point_code.clone(), officer_id.clone())
@@ -739,7 +740,7 @@ impl IkdService for IkdApi {
         nik_field("nik", &nik, &mut v);
         text::required("reason", &reason, MAX_REASON_CHARS, &mut v);
         let officer_id = id_field("officer_id", &officer_id, &mut v);
-        let service_point_code = id_field("service_point_code", &service_point_code, &mut v);
+        let service_point_code = service_point_field("service_point_code", &service_point_code, &mut v);
         let who = if v.is_empty() {
             (service_point_code, officer_id)
         } else {

@@ -1332,3 +1332,86 @@ async fn device_keys_of_small_order_are_refused_and_verify_nothing_when_stored()
         m.stop().await;
     }
 }
+
+/// A tester's finding: VerifyAtOffice with `service_point_code: "XYZ"`
+/// answered OK and sent a code, and Revoke took any code. A service point's
+/// code is now checked for the shape every point has: a regency of the
+/// official region list, a hyphen, letters, digits and hyphens, at most 32
+/// characters (which points are configured is the inventory's to know).
+#[tokio::test]
+async fn service_point_codes_must_have_the_shape_of_one() {
+    for mut m in each_backend("ikdpoint").await {
+        let label = m.label;
+        let nik = adult(&mut m, 52).await;
+        let phone = device();
+        let (id, nonce, _) = begin(&mut m, &nik, &phone).await;
+        let mails = m.store.outbox(1_000).await.expect("outbox").len();
+        let long = format!("3275-{}", "K".repeat(28));
+        for bad in ["XYZ", "9999-KEC-01", "3275-", "3275_KEC_01", long.as_str()] {
+            let err = m
+                .ikd
+                .verify_at_office(pb::VerifyAtOfficeRequest {
+                    activation_id: id.clone(),
+                    nonce: nonce.clone(),
+                    officer_id: "petugas-7".into(),
+                    service_point_code: bad.into(),
+                })
+                .await
+                .expect_err("not a service point");
+            assert_eq!(err.code(), Code::InvalidArgument, "{label} {bad}: {err:?}");
+            assert_eq!(fields(&err), ["service_point_code"], "{label} {bad}");
+        }
+        assert_eq!(
+            m.store.outbox(1_000).await.expect("outbox").len(),
+            mails,
+            "{label}: no code was sent"
+        );
+        scan(&mut m, &id, &nonce).await.expect("a real point verifies");
+        let code = last_code(&m).await;
+        let challenge = m
+            .store
+            .activation(&id)
+            .await
+            .expect("read")
+            .expect("activation")
+            .challenge;
+        complete(&mut m, &id, &code, &phone, &challenge)
+            .await
+            .expect("active");
+
+        for bad in ["XYZ", "9999-KEC-01", " ", "3275-KEC 01"] {
+            let err = m
+                .ikd
+                .revoke(pb::RevokeRequest {
+                    nik: nik.clone(),
+                    reason: "lost phone".into(),
+                    officer_id: "petugas-7".into(),
+                    service_point_code: bad.into(),
+                })
+                .await
+                .expect_err("not a service point");
+            assert_eq!(err.code(), Code::InvalidArgument, "{label} {bad:?}: {err:?}");
+            assert_eq!(fields(&err), ["service_point_code"], "{label} {bad:?}");
+        }
+        assert_eq!(
+            status(&mut m, &nik).await,
+            pb::IdentityStatus::Active as i32,
+            "{label}: nothing was revoked"
+        );
+        m.ikd
+            .revoke(pb::RevokeRequest {
+                nik: nik.clone(),
+                reason: "lost phone".into(),
+                officer_id: "petugas-7".into(),
+                service_point_code: " 3216-DISDUK ".into(),
+            })
+            .await
+            .expect("a point of Kabupaten Bekasi, trimmed");
+        assert_eq!(
+            status(&mut m, &nik).await,
+            pb::IdentityStatus::Revoked as i32,
+            "{label}"
+        );
+        m.stop().await;
+    }
+}
