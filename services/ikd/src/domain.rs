@@ -9,6 +9,14 @@ use ring::rand::{SecureRandom as _, SystemRandom};
 pub const CODE_TTL: chrono::Duration = chrono::Duration::minutes(15);
 /// How long a started activation may take in all (the visit to an office included).
 pub const ACTIVATION_TTL: chrono::Duration = chrono::Duration::days(3);
+/// How long a started activation that no office has verified holds the NIK
+/// against a new start. Starting needs only the NIK, so anyone who knows it
+/// can start one; holding it for the whole [`ACTIVATION_TTL`] let them block
+/// the resident for three days. After this grace a new start replaces it;
+/// within it, of starts racing at the same moment exactly one proceeds. A
+/// verified activation is held while its code works (the office checked the
+/// face).
+pub const RESTART_GRACE: chrono::Duration = chrono::Duration::minutes(2);
 /// Wrong codes before an activation locks.
 pub const MAX_ATTEMPTS: i64 = 5;
 /// How long a session token lives.

@@ -28,7 +28,7 @@ use crate::domain::{
     ResidentFacts, TOKEN_CONTEXT, TOKEN_TTL, check_eligibility, check_email, check_phone, device_id,
     hash_code, hex, new_challenge, new_code, random_bytes, same_hash,
 };
-use crate::store::{AuditEntry, NewActivation, Store, StoreError};
+use crate::store::{AuditEntry, NewActivation, OpenActivation, Store, StoreError};
 
 /// The cache key the gateway checks before accepting a device's token.
 pub fn revoked_device_key(device_id: &str) -> String {
@@ -174,12 +174,7 @@ fn refusal(code: ErrorCode, reason: ErrorReason, message: &str) -> ApiError {
 
 fn store_error(err: StoreError) -> ApiError {
     match err {
-        StoreError::ActivationOpen => refusal(
-            ErrorCode::AlreadyExists,
-            ErrorReason::ActivationPending,
-            "an activation for this NIK is already under way: have its QR code scanned at an office, \
-             or start again once its code has expired",
-        ),
+        StoreError::ActivationOpen(open) => activation_pending(open, Utc::now()),
         StoreError::AlreadyActive => refusal(
             ErrorCode::FailedPrecondition,
             ErrorReason::DeviceAlreadyBound,
@@ -192,6 +187,46 @@ fn store_error(err: StoreError) -> ApiError {
         .with_retry_after(Duration::from_millis(100)),
         StoreError::Corrupt(_) => ApiError::internal(&err),
         StoreError::Db(db) => ApiError::from(db),
+    }
+}
+
+/// ACTIVATION_PENDING: what holds the NIK, what to do, and when a new start
+/// is accepted (`start_accepted_time`; RetryInfo too while it is moments away).
+fn activation_pending(open: OpenActivation, now: chrono::DateTime<Utc>) -> ApiError {
+    let wib = |at: chrono::DateTime<Utc>| at.with_timezone(&adminduk_kit::time::wib()).format("%H:%M:%S");
+    let (message, at, retry) = match open {
+        OpenActivation::Started { replaceable_at } => {
+            let wait = (replaceable_at - now).num_seconds().max(0) + 1;
+            (
+                format!(
+                    "an activation for this NIK was started moments ago and no office has verified it yet; \
+                     to activate on this phone, start again in {wait} seconds (after {} WIB): the new start \
+                     replaces it. If it was started on your own phone, have its QR code scanned at an office",
+                    wib(replaceable_at)
+                ),
+                replaceable_at,
+                Some(Duration::from_secs(wait.unsigned_abs())),
+            )
+        }
+        OpenActivation::CodeSent { code_expires_at } => (
+            format!(
+                "an activation for this NIK was verified at an office and its code still works: enter the \
+                 code from the e-mail on the phone that started it, or start again after {} WIB, when the \
+                 code expires",
+                wib(code_expires_at)
+            ),
+            code_expires_at,
+            None,
+        ),
+    };
+    let at = at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let err = ApiError::new(ErrorCode::AlreadyExists, message).with_reason(
+        ErrorReason::ActivationPending,
+        [("start_accepted_time".to_owned(), at)],
+    );
+    match retry {
+        Some(delay) => err.with_retry_after(delay),
+        None => err,
     }
 }
 

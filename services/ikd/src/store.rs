@@ -6,7 +6,7 @@ use sqlx::any::AnyRow;
 
 use adminduk_kit::storage::{Db, Migrations, is_unique_violation, millis};
 
-use crate::domain::{ActivationState, hex, unhex};
+use crate::domain::{ActivationState, RESTART_GRACE, hex, unhex};
 
 static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -20,9 +20,10 @@ pub const MIGRATIONS: Migrations = Migrations {
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// An open activation exists for the NIK (a concurrent start won).
+    /// An open activation of the NIK holds it: started moments ago, or
+    /// verified at an office with a code that still works.
     #[error("an activation is already under way")]
-    ActivationOpen,
+    ActivationOpen(OpenActivation),
     /// The identity is active on a device.
     #[error("the identity is active on a device")]
     AlreadyActive,
@@ -99,6 +100,58 @@ pub struct Activation {
     pub attempts: i64,
     /// When the activation lapses.
     pub expires_at: DateTime<Utc>,
+}
+
+/// What holds a NIK against a new start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenActivation {
+    /// Started moments ago and not verified at an office: a new start
+    /// replaces it from `replaceable_at` on.
+    Started {
+        /// When a new start is accepted.
+        replaceable_at: DateTime<Utc>,
+    },
+    /// Verified at an office, with a code that works until `code_expires_at`;
+    /// a new start is accepted once it has expired.
+    CodeSent {
+        /// When the code stops working (or the activation lapses, if sooner).
+        code_expires_at: DateTime<Utc>,
+    },
+}
+
+/// The open activation of a NIK, if any, as what holds it.
+async fn open_activation(
+    conn: &mut sqlx::AnyConnection,
+    nik: &str,
+) -> Result<Option<OpenActivation>, StoreError> {
+    let row = sqlx::query(
+        "SELECT state, created_at, code_expires_at, expires_at FROM activations \
+         WHERE nik = $1 AND state IN ('STARTED', 'VERIFIED')",
+    )
+    .bind(nik)
+    .fetch_optional(conn)
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let state: String = row.try_get("state")?;
+    let expires_at = from_millis(row.try_get("expires_at")?)?;
+    Ok(Some(match ActivationState::parse(&state) {
+        Some(ActivationState::Started) => OpenActivation::Started {
+            replaceable_at: (from_millis(row.try_get("created_at")?)? + RESTART_GRACE).min(expires_at),
+        },
+        Some(ActivationState::Verified) => {
+            let code: Option<i64> = row.try_get("code_expires_at")?;
+            OpenActivation::CodeSent {
+                code_expires_at: code
+                    .map(from_millis)
+                    .transpose()?
+                    .unwrap_or(expires_at)
+                    .min(expires_at),
+            }
+        }
+        _ => return Err(StoreError::Corrupt("state")),
+    }))
 }
 
 /// A new activation to store.
@@ -241,9 +294,13 @@ impl Store {
         Ok(row.is_some())
     }
 
-    /// Stores a new activation. Open activations of the NIK that have lapsed,
-    /// or whose code has expired, are closed first (a resident whose code
-    /// expired may start over); of two racing starts exactly one is stored.
+    /// Stores a new activation. Open activations of the NIK are closed first
+    /// when they have lapsed, when their code has expired (a resident whose
+    /// code expired may start over), or when no office has verified them
+    /// within [`RESTART_GRACE`] of their start (starting needs only the NIK,
+    /// so a start by whoever knows it must not hold the NIK for days). Of two
+    /// racing starts exactly one is stored; the other is told what holds the
+    /// NIK and until when.
     pub async fn start_activation(
         &self,
         new: &NewActivation<'_>,
@@ -253,10 +310,12 @@ impl Store {
         sqlx::query(
             "UPDATE activations SET state = 'EXPIRED', updated_at = $2 \
              WHERE nik = $1 AND state IN ('STARTED', 'VERIFIED') \
-               AND (expires_at <= $2 OR (state = 'VERIFIED' AND code_expires_at <= $2))",
+               AND (expires_at <= $2 OR (state = 'VERIFIED' AND code_expires_at <= $2) \
+                    OR (state = 'STARTED' AND created_at <= $3))",
         )
         .bind(new.nik)
         .bind(millis(now))
+        .bind(millis(now - RESTART_GRACE))
         .execute(&mut *tx)
         .await?;
         let active = sqlx::query("SELECT nik FROM identities WHERE nik = $1 AND status = 'ACTIVE'")
@@ -265,6 +324,9 @@ impl Store {
             .await?;
         if active.is_some() {
             return Err(StoreError::AlreadyActive);
+        }
+        if let Some(open) = open_activation(&mut tx, new.nik).await? {
+            return Err(StoreError::ActivationOpen(open));
         }
         let inserted = sqlx::query(
             "INSERT INTO activations (id, nik, email, phone, device_public_key, district_code, nonce, challenge, \
@@ -284,7 +346,19 @@ impl Store {
         .execute(&mut *tx)
         .await;
         match inserted {
-            Err(err) if is_unique_violation(&err) => return Err(StoreError::ActivationOpen),
+            Err(err) if is_unique_violation(&err) => {
+                // A start racing this one was stored first (PostgreSQL; on
+                // SQLite the write transactions take turns). Say what holds
+                // the NIK, read after that start committed.
+                drop(tx);
+                let mut conn = self.db.pool().acquire().await?;
+                let open = open_activation(&mut conn, new.nik)
+                    .await?
+                    .unwrap_or(OpenActivation::Started {
+                        replaceable_at: now + RESTART_GRACE,
+                    });
+                return Err(StoreError::ActivationOpen(open));
+            }
             other => {
                 other?;
             }

@@ -1415,3 +1415,119 @@ async fn service_point_codes_must_have_the_shape_of_one() {
         m.stop().await;
     }
 }
+
+/// Makes an activation look started `minutes` ago.
+async fn started_ago(m: &Mesh, id: &str, minutes: i64) {
+    sqlx::query("UPDATE activations SET created_at = created_at - $2 WHERE id = $1")
+        .bind(id)
+        .bind(minutes * 60_000)
+        .execute(m.store.db().pool())
+        .await
+        .expect("age the activation");
+}
+
+/// The instant of an ACTIVATION_PENDING's `start_accepted_time`.
+fn start_accepted_time(status: &Status) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(&meta(status, "start_accepted_time"))
+        .expect("start_accepted_time")
+        .to_utc()
+}
+
+/// A tester's finding: StartActivation needs only the NIK, and whoever knew
+/// a resident's NIK blocked their activation for three days (the resident's
+/// own start answered ACTIVATION_PENDING, with no time and no way out). Now
+/// an activation no office has verified holds the NIK for two minutes only:
+/// within them the answer says when a start will be accepted (with
+/// RetryInfo), after them a new start replaces it, and the replaced one is
+/// ACTIVATION_EXPIRED. One verified at an office is held while its code works.
+#[tokio::test]
+async fn a_start_by_whoever_knows_the_nik_blocks_the_resident_for_minutes_not_days() {
+    for mut m in each_backend("ikdsquat").await {
+        let label = m.label;
+        let nik = adult(&mut m, 53).await;
+        let squatter = device();
+        let (squat_id, squat_nonce, squat_challenge) = begin(&mut m, &nik, &squatter).await;
+
+        // At once: the resident is told to wait, and for how long.
+        let resident = device();
+        let before = chrono::Utc::now();
+        let held = m
+            .ikd
+            .start_activation(start(&nik, &resident))
+            .await
+            .expect_err("held for a moment");
+        assert_eq!(
+            (held.code(), reason(&held)),
+            (Code::AlreadyExists, "ACTIVATION_PENDING".to_owned()),
+            "{label}"
+        );
+        let retry = held
+            .get_error_details()
+            .retry_info()
+            .and_then(|r| r.retry_delay)
+            .expect("RetryInfo");
+        assert!(
+            retry > std::time::Duration::ZERO && retry <= std::time::Duration::from_secs(121),
+            "{label}: {retry:?}"
+        );
+        let accepted = start_accepted_time(&held);
+        assert!(
+            accepted > before && accepted <= before + chrono::Duration::seconds(121),
+            "{label}: {accepted}"
+        );
+        assert!(held.message().contains("start again in"), "{}", held.message());
+        assert!(
+            !held.message().contains(&squat_id) && meta(&held, "activation_id").is_empty(),
+            "{label}: the squatter's activation is not named"
+        );
+
+        // Two minutes later the resident's start replaces it.
+        started_ago(&m, &squat_id, 3).await;
+        let (id, nonce, challenge) = begin(&mut m, &nik, &resident).await;
+        assert_ne!(id, squat_id);
+        let replaced = scan(&mut m, &squat_id, &squat_nonce).await.expect_err("replaced");
+        assert_eq!(
+            (replaced.code(), reason(&replaced)),
+            (Code::FailedPrecondition, "ACTIVATION_EXPIRED".to_owned()),
+            "{label}"
+        );
+        let replaced = complete(&mut m, &squat_id, "123456", &squatter, &squat_challenge)
+            .await
+            .expect_err("replaced");
+        assert_eq!(reason(&replaced), "ACTIVATION_EXPIRED", "{label}");
+
+        // Verified at an office, it is held while its code works, however old.
+        let verified = scan(&mut m, &id, &nonce).await.expect("verified");
+        let code = last_code(&m).await;
+        started_ago(&m, &id, 10).await;
+        let held = m
+            .ikd
+            .start_activation(start(&nik, &device()))
+            .await
+            .expect_err("a live code holds the NIK");
+        assert_eq!(
+            (held.code(), reason(&held)),
+            (Code::AlreadyExists, "ACTIVATION_PENDING".to_owned()),
+            "{label}"
+        );
+        let code_expires = verified.code_expire_time.expect("code expiry");
+        assert!(
+            (start_accepted_time(&held).timestamp() - code_expires.seconds).abs() <= 1,
+            "{label}: a start is accepted once the code expires"
+        );
+        assert!(
+            held.message().contains("verified at an office"),
+            "{}",
+            held.message()
+        );
+        complete(&mut m, &id, &code, &resident, &challenge)
+            .await
+            .expect("the resident's activation completes");
+        assert_eq!(
+            status(&mut m, &nik).await,
+            pb::IdentityStatus::Active as i32,
+            "{label}"
+        );
+        m.stop().await;
+    }
+}
