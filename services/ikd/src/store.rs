@@ -4,18 +4,12 @@ use chrono::{DateTime, Utc};
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
-use adminduk_kit::storage::{Db, Migrations, is_unique_violation, millis};
+use adminduk_kit::storage::{Migrations, is_unique_violation, millis};
 
 use crate::domain::{ActivationState, RESTART_GRACE, hex, unhex};
 
-static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
-
 /// This service's migrations.
-pub const MIGRATIONS: Migrations = Migrations {
-    sqlite: &SQLITE,
-    postgres: &POSTGRES,
-};
+pub const MIGRATIONS: Migrations = adminduk_kit::migrations!();
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -238,23 +232,12 @@ fn activation_from_row(row: &AnyRow) -> Result<Activation, StoreError> {
 const ACTIVATION_COLUMNS: &str = "id, nik, email, device_public_key, district_code, nonce, challenge, state, \
      code_hash, code_salt, code_expires_at, attempts, expires_at";
 
-/// The IKD store.
-#[derive(Debug, Clone)]
-pub struct Store {
-    db: Db,
+adminduk_kit::store! {
+    /// The IKD store.
+    pub struct Store;
 }
 
 impl Store {
-    /// A store over a connected, migrated database.
-    pub fn new(db: Db) -> Self {
-        Self { db }
-    }
-
-    /// The database.
-    pub fn db(&self) -> &Db {
-        &self.db
-    }
-
     /// The identity of a NIK, active or revoked.
     pub async fn identity(&self, nik: &str) -> Result<Option<Identity>, StoreError> {
         let row = sqlx::query(

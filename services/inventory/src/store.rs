@@ -18,14 +18,8 @@ use adminduk_inventory_core::policy::{PointKind, PointSpec, Policy, PoolSpec};
 use adminduk_inventory_core::state::{State, Transition};
 use adminduk_kit::storage::{Backend, Db, Migrations, is_unique_violation, millis};
 
-static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
-
 /// This service's migrations.
-pub const MIGRATIONS: Migrations = Migrations {
-    sqlite: &SQLITE,
-    postgres: &POSTGRES,
-};
+pub const MIGRATIONS: Migrations = adminduk_kit::migrations!();
 
 /// The holder code of the ministry's national pool.
 pub const NATIONAL: &str = "NATIONAL";
@@ -325,23 +319,12 @@ async fn adjust_stock(
     })
 }
 
-/// The inventory store.
-#[derive(Debug, Clone)]
-pub struct Store {
-    db: Db,
+adminduk_kit::store! {
+    /// The inventory store.
+    pub struct Store;
 }
 
 impl Store {
-    /// A store over a connected, migrated database.
-    pub fn new(db: Db) -> Self {
-        Self { db }
-    }
-
-    /// The database.
-    pub fn db(&self) -> &Db {
-        &self.db
-    }
-
     /// Rebuilds the engine from what was acknowledged: buckets, policies, then
     /// reservations (held ones, and final ones since `keep_final_since`, so
     /// retried requests still find them).

@@ -34,6 +34,53 @@ pub struct Migrations {
     pub postgres: &'static Migrator,
 }
 
+/// A service's [`Migrations`], from its crate's `migrations/sqlite` and
+/// `migrations/postgres` (embedded at build time, paths from the crate's root).
+/// `pub const MIGRATIONS: Migrations = adminduk_kit::migrations!();`
+#[macro_export]
+macro_rules! migrations {
+    () => {{
+        static SQLITE: ::sqlx::migrate::Migrator = ::sqlx::migrate!("./migrations/sqlite");
+        static POSTGRES: ::sqlx::migrate::Migrator = ::sqlx::migrate!("./migrations/postgres");
+        $crate::storage::Migrations {
+            sqlite: &SQLITE,
+            postgres: &POSTGRES,
+        }
+    }};
+}
+
+/// Declares a service's store: a handle on its connected, migrated [`Db`]
+/// with `new` and `db`, to which the service adds its queries in an `impl`.
+///
+/// ```ignore
+/// adminduk_kit::store! {
+///     /// The IKD store.
+///     pub struct Store;
+/// }
+/// ```
+#[macro_export]
+macro_rules! store {
+    ($(#[$meta:meta])* $vis:vis struct $name:ident;) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone)]
+        $vis struct $name {
+            db: $crate::storage::Db,
+        }
+
+        impl $name {
+            /// A store over a connected, migrated database.
+            pub fn new(db: $crate::storage::Db) -> Self {
+                Self { db }
+            }
+
+            /// The database.
+            pub fn db(&self) -> &$crate::storage::Db {
+                &self.db
+            }
+        }
+    };
+}
+
 /// A connected, migrated database.
 #[derive(Debug, Clone)]
 pub struct Db {

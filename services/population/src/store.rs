@@ -4,7 +4,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row as _, Transaction};
 
-use adminduk_kit::storage::{Db, Migrations, is_unique_violation, millis};
+use adminduk_kit::storage::{Migrations, is_unique_violation, millis};
 
 use crate::domain::kk::Kk;
 use crate::domain::nik::{Nik, Sex};
@@ -13,14 +13,8 @@ use crate::domain::resident::{
     Resident, Violation, normalize_name,
 };
 
-static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
-
 /// This service's migrations.
-pub const MIGRATIONS: Migrations = Migrations {
-    sqlite: &SQLITE,
-    postgres: &POSTGRES,
-};
+pub const MIGRATIONS: Migrations = adminduk_kit::migrations!();
 
 /// Why a store operation was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -109,10 +103,9 @@ pub struct SearchCursor {
     pub id: i64,
 }
 
-/// The population store.
-#[derive(Debug, Clone)]
-pub struct Store {
-    db: Db,
+adminduk_kit::store! {
+    /// The population store.
+    pub struct Store;
 }
 
 const RESIDENT_COLUMNS: &str = "id, nik, kk, full_name, sex, birth_place, birth_date, street, rt, rw, \
@@ -181,16 +174,6 @@ fn resident_from_row(row: &AnyRow) -> Result<Resident, StoreError> {
 }
 
 impl Store {
-    /// A store over a connected, migrated database.
-    pub fn new(db: Db) -> Self {
-        Self { db }
-    }
-
-    /// The database.
-    pub fn db(&self) -> &Db {
-        &self.db
-    }
-
     /// One resident by NIK.
     pub async fn resident(&self, nik: &Nik) -> Result<Option<Resident>, StoreError> {
         let sql = sqlx::AssertSqlSafe(format!("SELECT {RESIDENT_COLUMNS} FROM residents WHERE nik = $1"));

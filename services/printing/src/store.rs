@@ -4,18 +4,12 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
-use adminduk_kit::storage::{Backend, Db, Migrations, is_unique_violation, millis};
+use adminduk_kit::storage::{Backend, Migrations, is_unique_violation, millis};
 
 use crate::domain::{CardState, Outcome, PrintReason};
 
-static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
-
 /// This service's migrations.
-pub const MIGRATIONS: Migrations = Migrations {
-    sqlite: &SQLITE,
-    postgres: &POSTGRES,
-};
+pub const MIGRATIONS: Migrations = adminduk_kit::migrations!();
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -306,23 +300,12 @@ async fn claim_serial(
     Ok(())
 }
 
-/// The printing store.
-#[derive(Debug, Clone)]
-pub struct Store {
-    db: Db,
+adminduk_kit::store! {
+    /// The printing store.
+    pub struct Store;
 }
 
 impl Store {
-    /// A store over a connected, migrated database.
-    pub fn new(db: Db) -> Self {
-        Self { db }
-    }
-
-    /// The database.
-    pub fn db(&self) -> &Db {
-        &self.db
-    }
-
     /// A job by id.
     pub async fn job(&self, id: &str) -> Result<Option<Job>, StoreError> {
         self.job_where("id = $1", id).await
