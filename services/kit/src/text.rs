@@ -34,7 +34,8 @@ fn bounded(field: &str, value: &str, max: usize, out: &mut Violations) {
 pub const MAX_SERIAL: usize = 64;
 
 /// A card or blank serial: 1 to 64 ASCII letters, digits, hyphens or slashes,
-/// as printed on the blank (`KTP-0000001`). Returned as given.
+/// as printed on the blank (`KTP-0000001`). Returned in capitals: `ktp-1` and
+/// `KTP-1` are one serial, read twice.
 pub fn serial(field: &str, value: &str, out: &mut Violations) -> String {
     if value.is_empty() {
         out.add(field, "is required");
@@ -46,13 +47,36 @@ pub fn serial(field: &str, value: &str, out: &mut Violations) -> String {
     {
         out.add(field, "must be ascii letters, digits, hyphens or slashes");
     }
-    value.to_owned()
+    value.to_ascii_uppercase()
 }
 
-/// A person's name as compared: trimmed, inner runs of white space made one
-/// space, lowercase, so that `" ANI "` and `"ani"` are one person.
+/// A person named in a report (who found it, who approved it): trimmed,
+/// required, at most `max` characters of ASCII letters, digits, spaces and
+/// `.'-_`. Names of officers are written in Latin letters; anything else
+/// (zero-width and other invisible characters, full-width or Cyrillic look-
+/// alikes) would let one person pass for two.
+pub fn person(field: &str, value: &str, max: usize, out: &mut Violations) -> String {
+    let before = out.len();
+    let name = required(field, value, max, out);
+    if out.len() == before
+        && !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b" .'-_".contains(&b))
+    {
+        out.add(
+            field,
+            "must be ascii letters, digits, spaces, dots, apostrophes, hyphens or underscores",
+        );
+    }
+    name
+}
+
+/// A person's name as compared: its words of letters and digits, lowercase,
+/// so that `" ANI "`, `"ani"` and `"Ani."` are one person, as are
+/// `"Budi Santoso"` and `"budi  santoso."`.
 pub fn person_key(name: &str) -> String {
-    name.split_whitespace()
+    name.split(|c: char| !c.is_alphanumeric())
+        .filter(|word| !word.is_empty())
         .map(str::to_lowercase)
         .collect::<Vec<_>>()
         .join(" ")
@@ -126,7 +150,35 @@ mod tests {
     fn names_of_one_person_compare_equal() {
         assert!(same_person(" ANI ", "ani"));
         assert!(same_person("Siti  Aminah", "siti aminah"));
+        assert!(same_person("Budi Santoso", "budi  santoso."));
         assert!(!same_person("ani", "ana"));
         assert_eq!(person_key("\tBudi   Santoso "), "budi santoso");
+    }
+
+    #[test]
+    fn a_person_is_named_in_plain_latin_letters() {
+        assert!(violations(|v| drop(person("approved_by", "Kasi Pelayanan-1", 64, v))).is_empty());
+        assert!(violations(|v| drop(person("approved_by", "d'Silva_2.", 64, v))).is_empty());
+        // Invisible characters and look-alikes would make "ani" a second person.
+        for lookalike in [
+            "a\u{200b}ni",
+            "ani\u{200b}",
+            "\u{feff}ani",
+            "a\u{00ad}ni",
+            "ａｎｉ",
+            "ANİ",
+            "a\u{0301}ni",
+            "\u{0430}ni",
+        ] {
+            assert_eq!(
+                violations(|v| drop(person("approved_by", lookalike, 64, v))),
+                ["must be ascii letters, digits, spaces, dots, apostrophes, hyphens or underscores"],
+                "{lookalike:?}"
+            );
+        }
+        assert_eq!(
+            violations(|v| drop(person("approved_by", "  ", 64, v))),
+            ["is required"]
+        );
     }
 }

@@ -23,7 +23,7 @@ use crate::domain::{
     CardState, DeliveryRefusal, Outcome, PrintReason, after_delivery, delivery_recorded, forecast_clear,
     priority, suket_valid_until,
 };
-use crate::store::{Job, JobState, NewJob, Store, StoreError, WriteOff};
+use crate::store::{Job, JobState, NewJob, Report, Store, StoreError, WriteOff};
 
 /// How long a stored job may wait for its blank before a new submission
 /// takes it for the remains of one that died.
@@ -101,6 +101,7 @@ impl From<StoreError> for ApiError {
                 ],
             )
             .with_precondition("CARD_STATE", job_id, format!("is {state}, not PRINTED")),
+            StoreError::JobNotFound(id) => job_not_found(&id),
             StoreError::Corrupt(_) => ApiError::internal(&err),
             StoreError::Db(db) => ApiError::from(db),
         }
@@ -110,6 +111,24 @@ impl From<StoreError> for ApiError {
 impl From<StoreError> for Status {
     fn from(err: StoreError) -> Self {
         ApiError::from(err).into()
+    }
+}
+
+/// Whether a refusal from another service ends a report, so its claim on the
+/// job goes. An unreachable service may have done the work, and an ABORTED
+/// one is being done by a twin of this report: the claim stays for the
+/// report's retry (or its twin) to finish.
+fn ends_report(err: &ApiError) -> bool {
+    !matches!(err.code(), ErrorCode::Unavailable | ErrorCode::Aborted)
+}
+
+/// The most violations of a list that an answer names one by one.
+const NAMED_VIOLATIONS: usize = 10;
+
+/// A job id of a request: a UUID, as printing makes them (never echoed when it is not one).
+fn job_id_field(field: &str, id: &str, out: &mut Violations) {
+    if uuid::Uuid::try_parse(id).is_err() {
+        out.add(field, "is not a print job id");
     }
 }
 
@@ -410,15 +429,20 @@ impl PrintingApi {
             Some(_) => return Err(serial_taken()),
             None => false,
         };
+        let report = Report::Ruined {
+            printer: ruined.printer,
+            serial: ruined.serial,
+        };
         if !retried {
-            let live = job.printer_id.as_deref() == Some(ruined.printer)
-                && job.lease_expires_at.is_some_and(|t| t > Utc::now());
-            if !live {
-                return Err(no_live_lease());
-            }
+            // The job is claimed for this report before the inventory hears of it:
+            // a print racing it is told to wait, and its lease is checked there.
             self.store
-                .claim_ruined(&job.id, ruined.serial, Utc::now())
-                .await?;
+                .claim_report(&job.id, report, Utc::now())
+                .await
+                .map_err(|err| match err {
+                    StoreError::WrongState => no_live_lease(),
+                    other => other.into(),
+                })?;
         }
         // The books of blanks first: if the job's row then cannot change (its
         // lease lapsed in between), the stock is still right.
@@ -431,8 +455,8 @@ impl PrintingApi {
             )
             .await;
         if let Err(err) = recorded {
-            if !retried && err.code() != ErrorCode::Unavailable {
-                self.store.release_ruined_claim(&job.id, ruined.serial).await?;
+            if !retried && ends_report(&err) {
+                self.store.release_report(&job.id, report).await?;
             }
             return Err(err);
         }
@@ -718,6 +742,7 @@ impl PrintingService for PrintingApi {
             card_serial,
         } = request.into_inner();
         let mut v = Violations::new();
+        job_id_field("job_id", &job_id, &mut v);
         let card_serial = text::serial("card_serial", &card_serial, &mut v);
         let printer_id = text::required("printer_id", &printer_id, MAX_PRINTER_ID, &mut v);
         v.into_result()?;
@@ -752,8 +777,12 @@ impl PrintingService for PrintingApi {
         let now = Utc::now();
         // The serial and the job are claimed before the blank is consumed: of two
         // reports racing with one serial, or for one job with two, one goes on.
+        let report = Report::Print {
+            printer: &printer_id,
+            serial: &card_serial,
+        };
         self.store
-            .claim_print(&job.id, &printer_id, &card_serial, now)
+            .claim_report(&job.id, report, now)
             .await
             .map_err(|err| match err {
                 StoreError::WrongState => no_live_lease(),
@@ -762,8 +791,8 @@ impl PrintingService for PrintingApi {
         if let Err(err) = self.consume_blank(&job, now).await {
             // Refused: nothing was consumed, so the claim goes. Unreachable: the
             // blank may be consumed, so only this report, retried, can go on.
-            if err.code() != ErrorCode::Unavailable {
-                self.store.release_print_claim(&job.id, &card_serial).await?;
+            if ends_report(&err) {
+                self.store.release_report(&job.id, report).await?;
             }
             return Err(err.into());
         }
@@ -789,9 +818,10 @@ impl PrintingService for PrintingApi {
             card_serial,
         } = request.into_inner();
         let mut v = Violations::new();
+        job_id_field("job_id", &job_id, &mut v);
         let reason = text::required("reason", &reason, 500, &mut v);
-        let reported_by = text::required("reported_by", &reported_by, MAX_PERSON, &mut v);
-        let approved_by = text::required("approved_by", &approved_by, MAX_PERSON, &mut v);
+        let reported_by = text::person("reported_by", &reported_by, MAX_PERSON, &mut v);
+        let approved_by = text::person("approved_by", &approved_by, MAX_PERSON, &mut v);
         if !approved_by.is_empty() && text::same_person(&approved_by, &reported_by) {
             v.add("approved_by", "must be a second person, not the reporter");
         }
@@ -861,15 +891,27 @@ impl PrintingService for PrintingApi {
                 ApiError::invalid_field("card_serial", "is not the serial of this job's card").into(),
             );
         }
-        // The reprint's blank is held first: if the date has none, the damaged
+        // The card is claimed for this report first, so it cannot be sent out
+        // (or reported again with other words) while the inventory hears of it.
+        let serial = job.card_serial.clone().unwrap_or_default();
+        let report = Report::DamagedCard { serial: &serial };
+        self.store.claim_report(&job.id, report, Utc::now()).await?;
+        // The reprint's blank is held next: if the date has none, the damaged
         // card is not written off either, and nothing has moved.
         let today = adminduk_kit::time::today_wib();
         let day = job.day.max(today);
         let key = format!("print-{}-{}", job.id, job.blanks_taken + 1);
-        let reservation = self.reserve(&job.service_point, day, &job.nik, &key).await?;
+        let reservation = match self.reserve(&job.service_point, day, &job.nik, &key).await {
+            Ok(reservation) => reservation,
+            Err(err) => {
+                if ends_report(&err) {
+                    self.store.release_report(&job.id, report).await?;
+                }
+                return Err(err.into());
+            }
+        };
         // The damaged card's blank was consumed when it was printed: the inventory now
         // counts it as spoiled.
-        let serial = job.card_serial.clone().unwrap_or_default();
         if let Err(err) = self
             .record_spoilage(
                 &job,
@@ -881,6 +923,9 @@ impl PrintingService for PrintingApi {
         {
             self.release(&reservation, &job.service_point, "spoilage not recorded")
                 .await;
+            if ends_report(&err) {
+                self.store.release_report(&job.id, report).await?;
+            }
             return Err(err.into());
         }
         if let Err(err) = self
@@ -952,16 +997,36 @@ impl PrintingService for PrintingApi {
             .into_inner()
             .resident
             .ok_or_else(|| resident_not_found(&nik))?;
+        if resident.life_status != population::LifeStatus::Alive as i32 {
+            return Err(ApiError::new(
+                ErrorCode::FailedPrecondition,
+                "the resident is not alive and registered here",
+            )
+            .with_reason(ErrorReason::ResidentNotActive, [])
+            .into());
+        }
+        // The suket stands in for a card of the resident's own regency, whose
+        // stock is the one that ran out.
+        let home = resident
+            .address
+            .as_ref()
+            .and_then(|a| a.village_code.get(..4))
+            .unwrap_or_default();
+        if home != region {
+            return Err(ApiError::invalid_field(
+                "service_point_code",
+                format!("is not a service point of the resident's regency ({home})"),
+            )
+            .into());
+        }
         let recorded = [
             population::RecordingStatus::Recorded as i32,
             population::RecordingStatus::PrintReady as i32,
         ];
-        if resident.life_status != population::LifeStatus::Alive as i32
-            || !recorded.contains(&resident.recording_status)
-        {
+        if !recorded.contains(&resident.recording_status) {
             return Err(ApiError::new(
                 ErrorCode::FailedPrecondition,
-                "a suket is only for living residents whose biometrics are recorded",
+                "a suket is only for residents whose biometrics are recorded",
             )
             .with_reason(ErrorReason::NotRecorded, [])
             .into());
@@ -998,10 +1063,30 @@ impl PrintingService for PrintingApi {
         if job_ids.is_empty() || job_ids.len() > 1_000 {
             v.add("job_ids", "must name 1 to 1000 jobs");
         }
-        for (i, id) in job_ids.iter().enumerate() {
-            if job_ids[..i].contains(id) {
-                v.add(format!("job_ids[{i}]"), "names a job listed before");
+        // Every wrong id is counted, the first few named: an answer naming a
+        // thousand ids would be too large for a client to read.
+        let mut wrong = 0usize;
+        for (i, id) in job_ids.iter().enumerate().take(1_000) {
+            let mut one = Violations::new();
+            job_id_field(&format!("job_ids[{i}]"), id, &mut one);
+            if one.is_empty() && job_ids[..i].contains(id) {
+                one.add(format!("job_ids[{i}]"), "names a job listed before");
             }
+            if !one.is_empty() {
+                wrong += 1;
+                if wrong <= NAMED_VIOLATIONS {
+                    v.extend(one);
+                }
+            }
+        }
+        if wrong > NAMED_VIOLATIONS {
+            v.add(
+                "job_ids",
+                format!(
+                    "{} more ids are not job ids or are listed twice",
+                    wrong - NAMED_VIOLATIONS
+                ),
+            );
         }
         let post = match pb::DispatchMethod::try_from(method) {
             Ok(pb::DispatchMethod::Pickup) => false,
@@ -1045,6 +1130,9 @@ impl PrintingService for PrintingApi {
             Ok(pb::DeliveryOutcome::ReturnedUnclearAddress) => Outcome::ReturnedUnclearAddress,
             _ => return Err(ApiError::invalid_field("outcome", "must be a delivery outcome").into()),
         };
+        let mut v = Violations::new();
+        job_id_field("job_id", &job_id, &mut v);
+        v.into_result()?;
         let job = self.job_or_not_found(&job_id).await?;
         let Some(from) = job.card_state else {
             return Err(

@@ -29,6 +29,9 @@ pub enum StoreError {
         /// The serial that report records.
         serial: String,
     },
+    /// A job named in the request does not exist.
+    #[error("no such job")]
+    JobNotFound(String),
     /// A job of a dispatch is not a printed card waiting to be sent.
     #[error("a job cannot be dispatched")]
     NotDispatchable {
@@ -104,7 +107,8 @@ pub struct Job {
     pub card_state: Option<CardState>,
     /// Why the post brought the card back, if it did.
     pub return_reason: Option<String>,
-    /// The serial a printer's report is recording now, if one is.
+    /// The serial a report about the job (a print, a ruined blank, a damaged
+    /// card) is recording now, if one is: one such report at a time.
     pub printing_serial: Option<String>,
     /// When submitted.
     pub created_at: DateTime<Utc>,
@@ -244,6 +248,40 @@ async fn insert_spoiled(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// A report about a job that changes another service's books, claimed on the
+/// job first (see [`Store::claim_report`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Report<'a> {
+    /// A card printed with `serial` by the printer holding the lease.
+    Print {
+        /// The printer.
+        printer: &'a str,
+        /// The card's serial.
+        serial: &'a str,
+    },
+    /// A blank with `serial` ruined in the printer holding the lease.
+    Ruined {
+        /// The printer.
+        printer: &'a str,
+        /// The ruined blank's serial.
+        serial: &'a str,
+    },
+    /// The printed card with `serial`, found damaged before it went out.
+    DamagedCard {
+        /// The card's serial.
+        serial: &'a str,
+    },
+}
+
+impl Report<'_> {
+    /// The serial the report records.
+    pub fn serial(&self) -> &str {
+        match self {
+            Self::Print { serial, .. } | Self::Ruined { serial, .. } | Self::DamagedCard { serial } => serial,
+        }
+    }
 }
 
 /// What a card serial is used for.
@@ -401,90 +439,95 @@ impl Store {
             .await
     }
 
-    /// Claims `serial` for a print of a job leased to `printer`, before its
-    /// blank is consumed: the job records one report at a time, and a serial
-    /// is used once across every job. A retry of the same report finds its
-    /// own claim and goes on.
-    pub async fn claim_print(
+    /// Claims a job for one report before anything is written elsewhere (the
+    /// inventory consumes or writes off a blank): the job records one report
+    /// at a time, and a serial is used once across every job. A retry of the
+    /// same report finds its own claim and goes on; any other report of the
+    /// job meanwhile is told which serial is being recorded.
+    pub async fn claim_report(
         &self,
         id: &str,
-        printer: &str,
-        serial: &str,
+        report: Report<'_>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let mut tx = self.db.begin_write().await?;
-        let updated = sqlx::query(
-            "UPDATE jobs SET printing_serial = $3, updated_at = $4 \
-             WHERE id = $1 AND state = 'LEASED' AND printer_id = $2 AND lease_expires_at > $4 \
-             AND reservation_id IS NOT NULL AND (printing_serial IS NULL OR printing_serial = $3)",
-        )
-        .bind(id)
-        .bind(printer)
-        .bind(serial)
-        .bind(millis(now))
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() != 1 {
-            let current: Option<Option<String>> = sqlx::query(
-                "SELECT printing_serial FROM jobs WHERE id = $1 AND state = 'LEASED' AND printer_id = $2",
-            )
+        let (condition, serial, printer) = match report {
+            // A print or a ruined blank: the printer holds a live lease on a held job.
+            Report::Print { printer, serial } | Report::Ruined { printer, serial } => (
+                "state = 'LEASED' AND printer_id = $4 AND lease_expires_at > $3 AND reservation_id IS NOT NULL",
+                serial,
+                printer,
+            ),
+            // A damaged card: printed, still here, and this job's card.
+            Report::DamagedCard { serial } => (
+                "state = 'PRINTED' AND card_state = 'PRINTED' AND card_serial = $2 AND $4 = $4",
+                serial,
+                "",
+            ),
+        };
+        let sql = format!(
+            "UPDATE jobs SET printing_serial = $2, updated_at = $3 WHERE id = $1 AND {condition} \
+             AND (printing_serial IS NULL OR printing_serial = $2)"
+        );
+        let updated = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id)
+            .bind(serial)
+            .bind(millis(now))
             .bind(printer)
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|row| row.try_get("printing_serial"))
-            .transpose()?;
+            .execute(&mut *tx)
+            .await?;
+        if updated.rows_affected() != 1 {
+            let current: Option<Option<String>> =
+                sqlx::query("SELECT printing_serial FROM jobs WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|row| row.try_get("printing_serial"))
+                    .transpose()?;
             return Err(match current {
                 Some(Some(serial)) => StoreError::PrintInProgress { serial },
                 _ => StoreError::WrongState,
             });
         }
-        claim_serial(&mut tx, serial, id, SerialUse::Print, now).await?;
+        match report {
+            Report::Print { .. } => claim_serial(&mut tx, serial, id, SerialUse::Print, now).await?,
+            Report::Ruined { .. } => claim_serial(&mut tx, serial, id, SerialUse::Ruined, now).await?,
+            // The card's serial is this job's already.
+            Report::DamagedCard { .. } => {}
+        }
         tx.commit().await?;
         Ok(())
     }
 
-    /// Gives up a print claim after the inventory refused to consume the
-    /// blank: the job can be reported again, with any serial, and the serial
-    /// is free again unless a card or ruined blank used it.
-    pub async fn release_print_claim(&self, id: &str, serial: &str) -> Result<(), StoreError> {
+    /// Gives up a report's claim after the inventory refused it: the job can
+    /// be reported again, and the serial is free again unless a card or a
+    /// written-off blank used it.
+    pub async fn release_report(&self, id: &str, report: Report<'_>) -> Result<(), StoreError> {
         let mut tx = self.db.begin_write().await?;
+        let serial = report.serial();
         sqlx::query("UPDATE jobs SET printing_serial = NULL WHERE id = $1 AND printing_serial = $2")
             .bind(id)
             .bind(serial)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
-            "DELETE FROM card_serials WHERE card_serial = $1 AND job_id = $2 AND use_kind = 'PRINT' \
-             AND NOT EXISTS (SELECT 1 FROM print_log WHERE card_serial = $1)",
-        )
-        .bind(serial)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+        let free = match report {
+            Report::Print { .. } => Some("PRINT"),
+            Report::Ruined { .. } => Some("RUINED"),
+            Report::DamagedCard { .. } => None,
+        };
+        if let Some(use_kind) = free {
+            sqlx::query(
+                "DELETE FROM card_serials WHERE card_serial = $1 AND job_id = $2 AND use_kind = $3 \
+                 AND NOT EXISTS (SELECT 1 FROM print_log WHERE card_serial = $1) \
+                 AND NOT EXISTS (SELECT 1 FROM spoiled_cards WHERE card_serial = $1)",
+            )
+            .bind(serial)
+            .bind(id)
+            .bind(use_kind)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
-        Ok(())
-    }
-
-    /// Claims `serial` for a blank ruined in the printer on a job; a retry of
-    /// the same report finds its own claim.
-    pub async fn claim_ruined(&self, id: &str, serial: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
-        let mut tx = self.db.begin_write().await?;
-        claim_serial(&mut tx, serial, id, SerialUse::Ruined, now).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Frees a ruined-blank claim that the inventory refused to write off.
-    pub async fn release_ruined_claim(&self, id: &str, serial: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "DELETE FROM card_serials WHERE card_serial = $1 AND job_id = $2 AND use_kind = 'RUINED' \
-             AND NOT EXISTS (SELECT 1 FROM spoiled_cards WHERE card_serial = $1)",
-        )
-        .bind(serial)
-        .bind(id)
-        .execute(self.db.pool())
-        .await?;
         Ok(())
     }
 
@@ -586,12 +629,13 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut tx = self.db.begin_write().await?;
         let updated = sqlx::query(
-            "UPDATE jobs SET blanks_taken = blanks_taken + 1, updated_at = $3 \
-             WHERE id = $1 AND state = 'LEASED' AND printer_id = $2 AND lease_expires_at > $3",
+            "UPDATE jobs SET blanks_taken = blanks_taken + 1, printing_serial = NULL, updated_at = $3 \
+             WHERE id = $1 AND state = 'LEASED' AND printer_id = $2 AND printing_serial = $4",
         )
         .bind(&job.id)
         .bind(printer)
         .bind(millis(now))
+        .bind(serial)
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() != 1 {
@@ -679,8 +723,9 @@ impl Store {
         let mut tx = self.db.begin_write().await?;
         let updated = sqlx::query(
             "UPDATE jobs SET state = 'QUEUED', card_serial = NULL, card_state = NULL, printed_at = NULL, \
-             printer_id = NULL, reservation_id = $2, blanks_taken = blanks_taken + 1, updated_at = $3 \
-             WHERE id = $1 AND state = 'PRINTED' AND card_state = 'PRINTED'",
+             printer_id = NULL, reservation_id = $2, blanks_taken = blanks_taken + 1, printing_serial = NULL, \
+             updated_at = $3 \
+             WHERE id = $1 AND state = 'PRINTED' AND card_state = 'PRINTED' AND printing_serial = card_serial",
         )
         .bind(&job.id)
         .bind(new_reservation)
@@ -713,7 +758,7 @@ impl Store {
                 let kept = sqlx::query(
                     "UPDATE jobs SET card_state = 'AT_SERVICE_POINT', dispatch_method = 'PICKUP', recalled = 1, \
                      updated_at = $2 \
-                     WHERE id = $1 AND card_state = 'PRINTED' \
+                     WHERE id = $1 AND card_state = 'PRINTED' AND printing_serial IS NULL \
                      AND village_code IN (SELECT village_code FROM recalled_villages)",
                 )
                 .bind(id)
@@ -732,7 +777,7 @@ impl Store {
             };
             let updated = sqlx::query(
                 "UPDATE jobs SET card_state = $2, dispatch_method = $3, batch_reference = $4, updated_at = $5 \
-                 WHERE id = $1 AND card_state = 'PRINTED'",
+                 WHERE id = $1 AND card_state = 'PRINTED' AND printing_serial IS NULL",
             )
             .bind(id)
             .bind(card_state)
@@ -742,19 +787,28 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             if updated.rows_affected() != 1 {
-                let state: Option<(String, Option<String>)> =
-                    sqlx::query("SELECT state, card_state FROM jobs WHERE id = $1")
+                let state: Option<(String, Option<String>, Option<String>)> =
+                    sqlx::query("SELECT state, card_state, printing_serial FROM jobs WHERE id = $1")
                         .bind(id)
                         .fetch_optional(&mut *tx)
                         .await?
-                        .map(|row| Ok::<_, sqlx::Error>((row.try_get("state")?, row.try_get("card_state")?)))
+                        .map(|row| {
+                            Ok::<_, sqlx::Error>((
+                                row.try_get("state")?,
+                                row.try_get("card_state")?,
+                                row.try_get("printing_serial")?,
+                            ))
+                        })
                         .transpose()?;
-                return Err(StoreError::NotDispatchable {
-                    job_id: id.clone(),
-                    state: match state {
-                        None => "NOT_FOUND".to_owned(),
-                        Some((_, Some(card))) => card,
-                        Some((job, None)) => job,
+                return Err(match state {
+                    None => StoreError::JobNotFound(id.clone()),
+                    Some((state, card, writing)) => StoreError::NotDispatchable {
+                        job_id: id.clone(),
+                        state: match (card, writing) {
+                            (Some(_), Some(_)) => "WRITE_OFF_IN_PROGRESS".to_owned(),
+                            (Some(card), None) => card,
+                            (None, _) => state,
+                        },
                     },
                 });
             }
@@ -824,7 +878,7 @@ impl Store {
         .await?;
         let result = sqlx::query(
             "UPDATE jobs SET card_state = 'AT_SERVICE_POINT', recalled = 1, updated_at = $2 \
-             WHERE village_code = $1 AND card_state IN ('PRINTED', 'IN_TRANSIT')",
+             WHERE village_code = $1 AND card_state IN ('PRINTED', 'IN_TRANSIT') AND printing_serial IS NULL",
         )
         .bind(village)
         .bind(millis(now))
