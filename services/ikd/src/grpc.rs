@@ -120,7 +120,9 @@ impl IkdApi {
     ) -> Result<T, Status> {
         let outcome = match &result {
             Ok(_) => "OK".to_owned(),
-            Err(err) => reason_of(err),
+            Err(err) => err
+                .reason()
+                .map_or_else(|| format!("{:?}", err.code()), str::to_owned),
         };
         self.audit(nik, action, &outcome, point, officer).await;
         result.map_err(Status::from)
@@ -159,13 +161,6 @@ impl IkdApi {
             Err(status) => Err(upstream::refusal("population", &status)),
         }
     }
-}
-
-fn reason_of(err: &ApiError) -> String {
-    err.details()
-        .error_info()
-        .map(|i| i.reason.clone())
-        .unwrap_or_else(|| format!("{:?}", err.code()))
 }
 
 fn refusal(code: ErrorCode, reason: ErrorReason, message: &str) -> ApiError {
