@@ -32,30 +32,30 @@ const BACKDATE: Duration = DAY;
 
 /// The files `adminduk certs` (and `adminduk up` on first run) writes.
 #[derive(Debug, Clone)]
-pub(crate) struct DevCerts {
+pub struct DevCerts {
     /// The directory holding them all.
-    pub(crate) dir: PathBuf,
+    pub dir: PathBuf,
     /// The CA certificate: the trust root for servers and clients alike.
-    pub(crate) ca_cert: PathBuf,
+    pub ca_cert: PathBuf,
     /// The CA private key, kept so missing certificates can be issued later by the same CA.
-    pub(crate) ca_key: PathBuf,
+    pub ca_key: PathBuf,
     /// The server certificate, valid for the configured hosts.
-    pub(crate) server_cert: PathBuf,
+    pub server_cert: PathBuf,
     /// The server private key.
-    pub(crate) server_key: PathBuf,
+    pub server_key: PathBuf,
     /// The demo office device's client certificate.
-    pub(crate) office_cert: PathBuf,
+    pub office_cert: PathBuf,
     /// The demo office device's private key.
-    pub(crate) office_key: PathBuf,
+    pub office_key: PathBuf,
     /// The demo agency's client certificate.
-    pub(crate) agency_cert: PathBuf,
+    pub agency_cert: PathBuf,
     /// The demo agency's private key.
-    pub(crate) agency_key: PathBuf,
+    pub agency_key: PathBuf,
 }
 
 impl DevCerts {
     /// The file paths under `dir` (no I/O).
-    pub(crate) fn paths(dir: &Path) -> DevCerts {
+    pub fn paths(dir: &Path) -> DevCerts {
         DevCerts {
             dir: dir.to_path_buf(),
             ca_cert: dir.join("ca.crt"),
@@ -70,7 +70,7 @@ impl DevCerts {
     }
 
     /// Whether every file exists.
-    pub(crate) fn exist(&self) -> bool {
+    pub fn exist(&self) -> bool {
         self.files().iter().all(|path| path.is_file())
     }
 
@@ -90,17 +90,17 @@ impl DevCerts {
 
 /// What `generate` writes: the server's names and the demo clients' identities.
 #[derive(Debug, Clone)]
-pub(crate) struct CertOptions {
+pub struct CertOptions {
     /// Replace existing files instead of keeping them.
-    pub(crate) force: bool,
+    pub force: bool,
     /// Host names and IP addresses the server certificate is valid for.
-    pub(crate) hosts: Vec<String>,
+    pub hosts: Vec<String>,
     /// The service point code in the office device's certificate.
-    pub(crate) office_service_point: String,
+    pub office_service_point: String,
     /// The device name in the office device's certificate.
-    pub(crate) office_device: String,
+    pub office_device: String,
     /// The agency code in the agency's certificate.
-    pub(crate) agency: String,
+    pub agency: String,
 }
 
 impl Default for CertOptions {
@@ -122,7 +122,7 @@ impl Default for CertOptions {
 /// reissued, say), the missing one is issued by the existing CA, so peers that
 /// already trust it keep working. A certificate without its key (or the reverse), or
 /// certificates without their CA, are an error: pass `force` to start afresh.
-pub(crate) fn generate(dir: &Path, opts: &CertOptions) -> anyhow::Result<DevCerts> {
+pub fn generate(dir: &Path, opts: &CertOptions) -> anyhow::Result<DevCerts> {
     let plan = Plan::new(opts)?;
     let paths = DevCerts::paths(dir);
     // The common case on every `adminduk up` after the first: nothing to do.

@@ -4,135 +4,27 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use adminduk_ikd::mail::MailTask;
-use adminduk_ikd::{IkdApi, KeyRing, MailSender};
-use adminduk_inventory::service::Background;
-use adminduk_inventory::{GroupCommit, Inventory, InventoryApi};
+use adminduk_inventory::{GroupCommit, Inventory};
 use adminduk_kit::cache::{MemoryCache, SharedCache};
 use adminduk_kit::config::{
     self, DatabaseConfig, LogFormat, MailConfig, ServerConfig, ServiceConfig, TelemetryConfig, Validate as _,
 };
-use adminduk_kit::server::{GrpcServer, RunningServer, shutdown_signal};
+use adminduk_kit::server::shutdown_signal;
 use adminduk_kit::storage::Db;
+use adminduk_population::Store;
 use adminduk_population::domain::resident::{NewResident, RecordingStatus, Relationship};
-use adminduk_population::{PopulationApi, Store};
-use adminduk_proto::ikd::v1::ikd_service_server::IkdServiceServer;
-use adminduk_proto::inventory::v1::inventory_service_server::InventoryServiceServer;
-use adminduk_proto::population::v1::population_service_server::PopulationServiceServer;
-use adminduk_proto::printing::v1::printing_service_server::PrintingServiceServer;
 use anyhow::Context as _;
 use secrecy::ExposeSecret as _;
 use tonic::transport::Channel;
 
 use crate::{LogFormatArg, ServeArgs, ServiceName, UpArgs};
 
-/// Starts the population service on a connected database.
-pub(crate) async fn start_population(db: Db, server: ServerConfig) -> anyhow::Result<RunningServer> {
-    let builder = GrpcServer::new(server);
-    let limit = builder.max_message_bytes();
-    let service = PopulationServiceServer::new(PopulationApi::new(Store::new(db)))
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(4 * 1024 * 1024);
-    Ok(builder
-        .add_service(service)
-        .with_descriptors(adminduk_proto::FILE_DESCRIPTOR_SET)
-        .start()
-        .await?)
-}
-
-/// Opens the inventory (rebuilding its core from the database) and starts its service.
-pub(crate) async fn start_inventory(
-    db: Db,
-    server: ServerConfig,
-) -> anyhow::Result<(RunningServer, Arc<Inventory>, Background)> {
-    let (inventory, background, report) = Inventory::open(db, GroupCommit::default())
-        .await
-        .context("rebuilding the inventory from its database")?;
-    tracing::info!(
-        buckets = report.buckets,
-        policies = report.policies,
-        reservations = report.reservations,
-        "inventory rebuilt"
-    );
-    let builder = GrpcServer::new(server);
-    let limit = builder.max_message_bytes();
-    let service =
-        InventoryServiceServer::new(InventoryApi::new(inventory.clone())).max_decoding_message_size(limit);
-    let running = builder
-        .add_service(service)
-        .with_descriptors(adminduk_proto::FILE_DESCRIPTOR_SET)
-        .start()
-        .await?;
-    Ok((running, inventory, background))
-}
-
-/// Starts the IKD service and its mail sender (when mail goes anywhere); it
-/// reaches the population service over gRPC, as across pods.
-pub(crate) async fn start_ikd(
-    db: Db,
-    server: ServerConfig,
-    population: &str,
-    cache: Arc<dyn SharedCache>,
-    mail: &MailConfig,
-) -> anyhow::Result<(RunningServer, Option<MailTask>)> {
-    let store = adminduk_ikd::Store::new(db);
-    let sender = MailSender::new(store.clone(), mail)?;
-    match &sender {
-        Some(sender) => tracing::info!(to = %sender.destination(), "mail to residents"),
-        None => tracing::warn!(
-            "mail.smtp_host is not set: activation codes wait in the outbox (`adminduk outbox --database-url URL` shows them)"
-        ),
-    }
-    let keys = Arc::new(
-        KeyRing::load(&store)
-            .await
-            .context("loading the token signing keys")?,
-    );
-    let channel = Channel::from_shared(population.to_owned())
-        .context("the population service's address")?
-        .connect_lazy();
-    let builder = GrpcServer::new(server);
-    let limit = builder.max_message_bytes();
-    let service =
-        IkdServiceServer::new(IkdApi::new(store, channel, cache, keys)).max_decoding_message_size(limit);
-    let running = builder
-        .add_service(service)
-        .with_descriptors(adminduk_proto::FILE_DESCRIPTOR_SET)
-        .start()
-        .await?;
-    Ok((running, sender.map(MailSender::spawn)))
-}
-
-/// How long a mail sender may take to finish its pass when stopping.
-fn mail_drain(mail: &MailConfig) -> std::time::Duration {
-    std::time::Duration::from_millis(mail.timeout_ms + 1_000)
-}
-
-/// Starts the printing service; it reaches population and inventory over gRPC.
-pub(crate) async fn start_printing(
-    db: Db,
-    server: ServerConfig,
-    population: &str,
-    inventory: &str,
-) -> anyhow::Result<RunningServer> {
-    let lazy = |url: &str| -> anyhow::Result<Channel> {
-        Ok(Channel::from_shared(url.to_owned())
-            .context("an upstream address")?
-            .connect_lazy())
-    };
-    let api = adminduk_printing::PrintingApi::new(
-        adminduk_printing::Store::new(db),
-        lazy(population)?,
-        lazy(inventory)?,
-    );
-    let builder = GrpcServer::new(server);
-    let limit = builder.max_message_bytes();
-    let service = PrintingServiceServer::new(api).max_decoding_message_size(limit);
-    Ok(builder
-        .add_service(service)
-        .with_descriptors(adminduk_proto::FILE_DESCRIPTOR_SET)
-        .start()
-        .await?)
+/// A lazy channel to an upstream service (it connects on first use, so the
+/// services of a mesh can start in any order).
+fn upstream(url: &str) -> anyhow::Result<Channel> {
+    Ok(Channel::from_shared(url.to_owned())
+        .with_context(|| format!("the upstream address {url}"))?
+        .connect_lazy())
 }
 
 /// Blanks at the ministry when the demo ledger opens: 16 million minus the
@@ -318,20 +210,20 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<()> {
             println!("{active} of them have an active IKD (8% to 30% by kecamatan)");
         }
 
-        let population = start_population(population_db.clone(), population_server).await?;
+        let population = adminduk_population::start(population_server, population_db.clone()).await?;
         let population_addr = population.local_addr();
-        let (inventory_running, inventory, background) = start_inventory(inventory_db.clone(), inventory_server).await?;
-        seed_inventory(&inventory).await?;
-        let inventory_addr = inventory_running.local_addr();
+        let inventory = adminduk_inventory::start(inventory_server, inventory_db.clone(), GroupCommit::default()).await?;
+        seed_inventory(inventory.inventory()).await?;
+        let inventory_addr = inventory.local_addr();
         let cache: Arc<dyn SharedCache> = Arc::new(MemoryCache::new());
-        let (ikd, mail_task) =
-            start_ikd(ikd_db.clone(), ikd_server, &format!("http://{population_addr}"), cache, &mail).await?;
+        let population_url = format!("http://{population_addr}");
+        let ikd = adminduk_ikd::start(ikd_server, ikd_db.clone(), upstream(&population_url)?, cache, &mail).await?;
         let ikd_addr = ikd.local_addr();
-        let printing = start_printing(
-            printing_db.clone(),
+        let printing = adminduk_printing::start(
             printing_server,
-            &format!("http://{population_addr}"),
-            &format!("http://{inventory_addr}"),
+            printing_db.clone(),
+            upstream(&population_url)?,
+            upstream(&format!("http://{inventory_addr}"))?,
         )
         .await?;
         let printing_addr = printing.local_addr();
@@ -368,20 +260,12 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<()> {
         println!("Ctrl-C stops it.");
 
         stop.await;
-        inventory.close();
-        if let Some(task) = mail_task {
-            task.shutdown(mail_drain(&mail)).await;
-        }
         let (a, b, c, d) =
-            tokio::join!(population.shutdown(), inventory_running.shutdown(), ikd.shutdown(), printing.shutdown());
+            tokio::join!(population.shutdown(), inventory.shutdown(), ikd.shutdown(), printing.shutdown());
         a?;
         b?;
         c?;
         d?;
-        background.abort();
-        for db in [population_db, inventory_db, ikd_db, printing_db] {
-            db.close().await;
-        }
         anyhow::Ok(())
     })
 }
@@ -469,10 +353,9 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 )
                 .await
                 .context("opening the population database")?;
-                let server = start_population(db.clone(), config.server.clone()).await?;
+                let running = adminduk_population::start(config.server.clone(), db).await?;
                 stop.await;
-                server.shutdown().await?;
-                db.close().await;
+                running.shutdown().await?;
             }
             ServiceName::Inventory => {
                 let db = Db::connect(
@@ -482,13 +365,10 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 )
                 .await
                 .context("opening the inventory database")?;
-                let (server, inventory, background) =
-                    start_inventory(db.clone(), config.server.clone()).await?;
+                let running =
+                    adminduk_inventory::start(config.server.clone(), db, GroupCommit::default()).await?;
                 stop.await;
-                inventory.close();
-                server.shutdown().await?;
-                background.abort();
-                db.close().await;
+                running.shutdown().await?;
             }
             ServiceName::Printing => {
                 let db = Db::connect(
@@ -498,16 +378,15 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 )
                 .await
                 .context("opening the printing database")?;
-                let server = start_printing(
-                    db.clone(),
+                let running = adminduk_printing::start(
                     config.server.clone(),
-                    &config.upstreams.population,
-                    &config.upstreams.inventory,
+                    db,
+                    upstream(&config.upstreams.population)?,
+                    upstream(&config.upstreams.inventory)?,
                 )
                 .await?;
                 stop.await;
-                server.shutdown().await?;
-                db.close().await;
+                running.shutdown().await?;
             }
             ServiceName::Ikd => {
                 let db = Db::connect(&config.database, adminduk_ikd::SCHEMA, adminduk_ikd::MIGRATIONS)
@@ -521,20 +400,16 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 let cache = adminduk_kit::cache::from_url(redis.as_deref(), "ikd")
                     .await
                     .context("connecting to the cache")?;
-                let (server, mail_task) = start_ikd(
-                    db.clone(),
+                let running = adminduk_ikd::start(
                     config.server.clone(),
-                    &config.upstreams.population,
+                    db,
+                    upstream(&config.upstreams.population)?,
                     cache,
                     &config.mail,
                 )
                 .await?;
                 stop.await;
-                if let Some(task) = mail_task {
-                    task.shutdown(mail_drain(&config.mail)).await;
-                }
-                server.shutdown().await?;
-                db.close().await;
+                running.shutdown().await?;
             }
         }
         anyhow::Ok(())

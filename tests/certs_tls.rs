@@ -2,21 +2,15 @@
 //! mTLS server (the kit's, which always serves `grpc.health.v1.Health`), reached
 //! over a real socket by clients holding each certificate, or the wrong one.
 
-// The root package is a binary, so its modules are not importable: the file is
-// compiled into this test as well.
-#[allow(dead_code, reason = "only part of the module is exercised here")]
-#[path = "../src/certs.rs"]
-mod certs;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use adminduk::certs::{self, CertOptions, DevCerts};
 use adminduk_kit::config::{ServerConfig, TlsConfig};
 use adminduk_kit::principal::{Principal, parse_principal};
 use adminduk_kit::server::{GrpcServer, RunningServer};
 use adminduk_kit::tls::client_tls;
-use certs::{CertOptions, DevCerts};
 use tonic::transport::Endpoint;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;

@@ -12,3 +12,101 @@ pub use store::{MIGRATIONS, Store};
 
 /// The schema this service's tables live in on a shared Postgres database.
 pub const SCHEMA: &str = "ikd";
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use adminduk_kit::cache::SharedCache;
+use adminduk_kit::config::{MailConfig, ServerConfig};
+use adminduk_kit::server::{GrpcServer, RunningServer, ServeError};
+use adminduk_kit::storage::Db;
+use adminduk_proto::ikd::v1::ikd_service_server::IkdServiceServer;
+use tonic::transport::Channel;
+
+pub use adminduk_proto::ikd::v1::ikd_service_server::SERVICE_NAME;
+
+/// The IKD service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The mail settings cannot be used.
+    #[error(transparent)]
+    Mail(#[from] mail::MailConfigError),
+    /// The token signing keys could not be loaded or made.
+    #[error("loading the token signing keys: {0}")]
+    Keys(#[from] store::StoreError),
+    /// Its server could not start.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+/// The IKD service, started: its address, its store, its mail sender, and a clean stop.
+#[derive(Debug)]
+pub struct Running {
+    server: RunningServer,
+    store: Store,
+    mail: Option<mail::MailTask>,
+    mail_drain: Duration,
+}
+
+impl Running {
+    /// The bound address (the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// The service's store, on the database it was started with.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Stops: lets the mail sender finish its pass (up to the mail timeout and
+    /// a second), drains in-flight requests (up to the drain timeout), then
+    /// closes the database.
+    pub async fn shutdown(self) -> Result<(), ServeError> {
+        if let Some(task) = self.mail {
+            task.shutdown(self.mail_drain).await;
+        }
+        let result = self.server.shutdown().await;
+        self.store.db().close().await;
+        result
+    }
+}
+
+/// Starts the IKD service on a connected, migrated database (see
+/// [`MIGRATIONS`] and [`SCHEMA`]) with the kit's server (one tower stack,
+/// health, reflection, the configured message limit), and its mail sender
+/// when mail goes anywhere. `population` is the channel to the population
+/// service, reached over gRPC as across pods; `cache` holds what replicas
+/// share (revocations). Returns once the port is open.
+pub async fn start(
+    server: ServerConfig,
+    db: Db,
+    population: Channel,
+    cache: Arc<dyn SharedCache>,
+    mail: &MailConfig,
+) -> Result<Running, StartError> {
+    let store = Store::new(db);
+    let sender = MailSender::new(store.clone(), mail)?;
+    match &sender {
+        Some(sender) => tracing::info!(to = %sender.destination(), "mail to residents"),
+        None => tracing::warn!(
+            "mail.smtp_host is not set: activation codes wait in the outbox (`adminduk outbox --database-url URL` shows them)"
+        ),
+    }
+    let keys = Arc::new(KeyRing::load(&store).await?);
+    let builder = GrpcServer::new(server);
+    let service = IkdServiceServer::new(IkdApi::new(store.clone(), population, cache, keys))
+        .max_decoding_message_size(builder.max_message_bytes());
+    let server = builder
+        .add_service(service)
+        .with_descriptors(adminduk_proto::FILE_DESCRIPTOR_SET)
+        .start()
+        .await?;
+    Ok(Running {
+        server,
+        store,
+        mail: sender.map(MailSender::spawn),
+        mail_drain: Duration::from_millis(mail.timeout_ms + 1_000),
+    })
+}

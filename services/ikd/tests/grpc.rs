@@ -200,19 +200,11 @@ fn start(nik: &str, key: &Ed25519KeyPair) -> pb::StartActivationRequest {
 }
 
 fn reason(status: &Status) -> String {
-    status
-        .get_error_details()
-        .error_info()
-        .map(|i| i.reason.clone())
-        .unwrap_or_default()
+    adminduk_kit::error::reason_of(status)
 }
 
 fn meta(status: &Status, key: &str) -> String {
-    status
-        .get_error_details()
-        .error_info()
-        .and_then(|i| i.metadata.get(key).cloned())
-        .unwrap_or_default()
+    adminduk_kit::error::metadata_of(status, key).unwrap_or_default()
 }
 
 /// An activation started on the phone: (activation id, QR nonce, challenge).

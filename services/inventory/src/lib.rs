@@ -13,3 +13,93 @@ pub use store::{GroupCommit, MIGRATIONS};
 
 /// The schema this service's tables live in on a shared Postgres database.
 pub const SCHEMA: &str = "inventory";
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use adminduk_kit::config::ServerConfig;
+use adminduk_kit::server::{GrpcServer, RunningServer, ServeError};
+use adminduk_kit::storage::Db;
+use adminduk_proto::inventory::v1::inventory_service_server::InventoryServiceServer;
+
+pub use adminduk_proto::inventory::v1::inventory_service_server::SERVICE_NAME;
+
+/// The inventory could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Its core could not be rebuilt from the database.
+    #[error("rebuilding the inventory from its database: {0}")]
+    Open(#[from] store::StoreError),
+    /// Its server could not start.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+/// The inventory service, started: its address, the inventory it serves,
+/// its background tasks, and a clean stop.
+#[derive(Debug)]
+pub struct Running {
+    server: RunningServer,
+    inventory: Arc<Inventory>,
+    background: service::Background,
+    db: Db,
+}
+
+impl Running {
+    /// The bound address (the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// The inventory the server answers from (for seeding a policy and stock, or reading the books).
+    pub fn inventory(&self) -> &Arc<Inventory> {
+        &self.inventory
+    }
+
+    /// Stops: ends the availability streams, drains in-flight requests (up to
+    /// the drain timeout), stops the group commit and the expiry sweeper, then
+    /// closes the database.
+    pub async fn shutdown(self) -> Result<(), ServeError> {
+        self.inventory.close();
+        let result = self.server.shutdown().await;
+        self.background.abort();
+        self.db.close().await;
+        result
+    }
+}
+
+/// Opens the inventory on a connected, migrated database (see [`MIGRATIONS`]
+/// and [`SCHEMA`]), rebuilding its core from the rows, and starts its service
+/// with the kit's server: one tower stack, health, reflection, the configured
+/// message limit. Returns once the port is open.
+pub async fn start(server: ServerConfig, db: Db, settings: GroupCommit) -> Result<Running, StartError> {
+    let (inventory, background, report) = Inventory::open(db.clone(), settings).await?;
+    tracing::info!(
+        buckets = report.buckets,
+        policies = report.policies,
+        reservations = report.reservations,
+        "inventory rebuilt"
+    );
+    let builder = GrpcServer::new(server);
+    let service = InventoryServiceServer::new(InventoryApi::new(inventory.clone()))
+        .max_decoding_message_size(builder.max_message_bytes());
+    let started = builder
+        .add_service(service)
+        .with_descriptors(adminduk_proto::FILE_DESCRIPTOR_SET)
+        .start()
+        .await;
+    let server = match started {
+        Ok(server) => server,
+        Err(err) => {
+            inventory.close();
+            background.abort();
+            return Err(err.into());
+        }
+    };
+    Ok(Running {
+        server,
+        inventory,
+        background,
+        db,
+    })
+}

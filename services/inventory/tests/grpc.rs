@@ -145,19 +145,11 @@ fn nik(n: usize) -> String {
 }
 
 fn reason(status: &Status) -> String {
-    status
-        .get_error_details()
-        .error_info()
-        .map(|i| i.reason.clone())
-        .unwrap_or_default()
+    adminduk_kit::error::reason_of(status)
 }
 
 fn metadata(status: &Status, key: &str) -> String {
-    status
-        .get_error_details()
-        .error_info()
-        .and_then(|i| i.metadata.get(key).cloned())
-        .unwrap_or_default()
+    adminduk_kit::error::metadata_of(status, key).unwrap_or_default()
 }
 
 fn assert_field(status: &Status, code: Code, field: &str) {

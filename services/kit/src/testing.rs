@@ -63,6 +63,14 @@ pub fn server_config() -> ServerConfig {
     }
 }
 
+/// A channel to `addr` that connects on first use (as a service's upstream
+/// channels do), for a caller that needs a connection of its own.
+pub fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("a server address is a uri")
+        .connect_lazy()
+}
+
 /// The readiness signal: connects to a started server and returns the channel
 /// once its health service answers that `service` is SERVING (one round trip;
 /// no sleeps, no polling). Panics when it does not answer within 10 s.

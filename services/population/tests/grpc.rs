@@ -142,11 +142,7 @@ fn assert_violation(status: &Status, code: Code, field: &str, part: &str) {
 }
 
 fn reason(status: &Status) -> String {
-    status
-        .get_error_details()
-        .error_info()
-        .map(|i| i.reason.clone())
-        .unwrap_or_default()
+    adminduk_kit::error::reason_of(status)
 }
 
 #[tokio::test]

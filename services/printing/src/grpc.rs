@@ -7,7 +7,6 @@ use std::time::Duration;
 use chrono::{NaiveDate, Utc};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
-use tonic_types::StatusExt as _;
 
 use adminduk_kit::region::Regions;
 use adminduk_kit::{ApiError, ErrorCode, ErrorReason, Violations, mask_nik, text, upstream};
@@ -279,10 +278,7 @@ impl PrintingApi {
                     }
                     // A full day names the next days with room: try the first once.
                     Err(status) if status.code() == Code::ResourceExhausted => {
-                        let next = status
-                            .get_error_details()
-                            .error_info()
-                            .and_then(|i| i.metadata.get("next_dates_with_room").cloned())
+                        let next = adminduk_kit::error::metadata_of(&status, "next_dates_with_room")
                             .and_then(|dates| {
                                 dates.split(',').next().and_then(|d| d.parse::<NaiveDate>().ok())
                             });
@@ -1304,13 +1300,4 @@ impl PrintingService for PrintingApi {
             blanks_saved_by_ikd: saved,
         }))
     }
-}
-
-/// Reads the ErrorInfo reason of a status (for logs and tests).
-pub fn status_reason(status: &Status) -> String {
-    status
-        .get_error_details()
-        .error_info()
-        .map(|i| i.reason.clone())
-        .unwrap_or_default()
 }

@@ -10,3 +10,69 @@ pub use store::{MIGRATIONS, Store};
 
 /// The schema this service's tables live in on a shared Postgres database.
 pub const SCHEMA: &str = "printing";
+
+use std::net::SocketAddr;
+
+use adminduk_kit::config::ServerConfig;
+use adminduk_kit::server::{GrpcServer, RunningServer, ServeError};
+use adminduk_kit::storage::Db;
+use adminduk_proto::printing::v1::printing_service_server::PrintingServiceServer;
+use tonic::transport::Channel;
+
+pub use adminduk_proto::printing::v1::printing_service_server::SERVICE_NAME;
+
+/// The printing service, started: its address, its store and handlers, and a clean stop.
+#[derive(Debug)]
+pub struct Running {
+    server: RunningServer,
+    api: PrintingApi,
+    store: Store,
+}
+
+impl Running {
+    /// The bound address (the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// The service's store, on the database it was started with.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The handlers the server runs (for work outside a request, such as converting sukets).
+    pub fn api(&self) -> &PrintingApi {
+        &self.api
+    }
+
+    /// Stops accepting, drains in-flight requests (up to the drain timeout), then closes the database.
+    pub async fn shutdown(self) -> Result<(), ServeError> {
+        let result = self.server.shutdown().await;
+        self.store.db().close().await;
+        result
+    }
+}
+
+/// Starts the printing service on a connected, migrated database (see
+/// [`MIGRATIONS`] and [`SCHEMA`]) with the kit's server: one tower stack,
+/// health, reflection, the configured message limit. `population` and
+/// `inventory` are the channels to those services, reached over gRPC as
+/// across pods. Returns once the port is open.
+pub async fn start(
+    server: ServerConfig,
+    db: Db,
+    population: Channel,
+    inventory: Channel,
+) -> Result<Running, ServeError> {
+    let store = Store::new(db);
+    let api = PrintingApi::new(store.clone(), population, inventory);
+    let builder = GrpcServer::new(server);
+    let service =
+        PrintingServiceServer::new(api.clone()).max_decoding_message_size(builder.max_message_bytes());
+    let server = builder
+        .add_service(service)
+        .with_descriptors(adminduk_proto::FILE_DESCRIPTOR_SET)
+        .start()
+        .await?;
+    Ok(Running { server, api, store })
+}

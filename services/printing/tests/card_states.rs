@@ -32,6 +32,7 @@ use adminduk_inventory::service::Background;
 use adminduk_inventory::store::NATIONAL;
 use adminduk_inventory::{GroupCommit, Inventory, InventoryApi};
 use adminduk_kit::config::ServerConfig;
+use adminduk_kit::error::reason_of as status_reason;
 use adminduk_kit::server::{GrpcServer, RunningServer};
 use adminduk_kit::storage::Db;
 use adminduk_kit::testing::{self, TestDatabase};
@@ -43,7 +44,6 @@ use adminduk_population::domain::resident::{
 use adminduk_printing::domain::{
     CardState, Outcome, PrintReason, after_delivery, delivery_recorded, priority,
 };
-use adminduk_printing::grpc::status_reason;
 use adminduk_printing::store::{Job, JobState};
 use adminduk_printing::{MIGRATIONS, PrintingApi, Store};
 use adminduk_proto::convert;
@@ -657,9 +657,7 @@ impl Case<'_> {
                 if let Some(first) = active {
                     let first = first.id.clone();
                     let status = result.expect_err("a second job for the NIK");
-                    let named = tonic_types::StatusExt::get_error_details(&status)
-                        .error_info()
-                        .and_then(|i| i.metadata.get("job_id").cloned());
+                    let named = adminduk_kit::error::metadata_of(&status, "job_id");
                     prop_assert_eq!(named, Some(first), "the refusal names the first job");
                     // A refused application is counted, and nothing else changes.
                     self.model.duplicates += 1;
@@ -1366,9 +1364,7 @@ async fn racing_second_applications_are_refused_naming_the_first_and_counted() {
             (Ok(job), Err(refused)) | (Err(refused), Ok(job)) => (job, refused),
             other => panic!("one job per NIK: {other:?}"),
         };
-        let named = tonic_types::StatusExt::get_error_details(&refused)
-            .error_info()
-            .and_then(|i| i.metadata.get("job_id").cloned());
+        let named = adminduk_kit::error::metadata_of(&refused, "job_id");
         refusals.push((refused.code(), status_reason(&refused), named == Some(job.id)));
     }
     let f = printing.funnel().await;

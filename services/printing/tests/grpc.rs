@@ -7,12 +7,12 @@ use adminduk_inventory::service::Background;
 use adminduk_inventory::store::NATIONAL;
 use adminduk_inventory::{GroupCommit, Inventory, InventoryApi};
 use adminduk_kit::config::ServerConfig;
+use adminduk_kit::error::reason_of as status_reason;
 use adminduk_kit::server::{GrpcServer, RunningServer};
 use adminduk_kit::storage::Db;
 use adminduk_kit::testing::{self, TestDatabase};
 use adminduk_population::domain::kk::Kk;
 use adminduk_population::domain::nik::{Nik, Sex};
-use adminduk_printing::grpc::status_reason;
 use adminduk_printing::{MIGRATIONS, PrintingApi, Store};
 use adminduk_proto::common::v1 as common;
 use adminduk_proto::convert;
@@ -406,9 +406,7 @@ async fn bad_applications_are_refused_and_write_nothing() {
             .await
             .expect_err("second");
         assert_eq!(second.code(), Code::AlreadyExists, "{label}");
-        let named = tonic_types::StatusExt::get_error_details(&second)
-            .error_info()
-            .and_then(|i| i.metadata.get("job_id").cloned());
+        let named = adminduk_kit::error::metadata_of(&second, "job_id");
         assert_eq!(named, Some(first.id.clone()), "the refusal names the first job");
         assert_eq!(job_count(&m).await, 1);
         assert_eq!(funnel(&mut m).await.duplicates_prevented, 1);
@@ -858,9 +856,7 @@ fn details(status: &tonic::Status) -> tonic_types::ErrorDetails {
 }
 
 fn reason_metadata(status: &tonic::Status, key: &str) -> Option<String> {
-    details(status)
-        .error_info()
-        .and_then(|i| i.metadata.get(key).cloned())
+    adminduk_kit::error::metadata_of(status, key)
 }
 
 fn violated_fields(status: &tonic::Status) -> Vec<String> {

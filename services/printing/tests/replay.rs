@@ -68,13 +68,13 @@ use adminduk_inventory::service::Background;
 use adminduk_inventory::store::NATIONAL;
 use adminduk_inventory::{GroupCommit, Inventory, InventoryApi};
 use adminduk_kit::config::ServerConfig;
+use adminduk_kit::error::reason_of as status_reason;
 use adminduk_kit::server::{GrpcServer, RunningServer};
 use adminduk_kit::storage::Db;
 use adminduk_kit::testing::{self, TestDatabase};
 use adminduk_population::domain::region::Regions;
 use adminduk_population::domain::resident::{NewResident, RecordingStatus};
 use adminduk_population::domain::synth::Generator;
-use adminduk_printing::grpc::status_reason;
 use adminduk_printing::{MIGRATIONS, PrintingApi, Store};
 use adminduk_proto::convert;
 use adminduk_proto::inventory::v1 as inventory;
@@ -589,9 +589,7 @@ async fn replay(dbs: [TestDatabase; 3], seed: Seed002) -> Duration {
                     (refused.code(), status_reason(&refused)),
                     (Code::AlreadyExists, "PRINT_JOB_EXISTS".to_owned())
                 );
-                let named = tonic_types::StatusExt::get_error_details(&refused)
-                    .error_info()
-                    .and_then(|i| i.metadata.get("job_id").cloned());
+                let named = adminduk_kit::error::metadata_of(&refused, "job_id");
                 assert_eq!(
                     named.as_deref(),
                     Some(job.id.as_str()),
