@@ -19,12 +19,10 @@ use tonic::transport::Channel;
 
 use crate::{LogFormatArg, ServeArgs, ServiceName, UpArgs};
 
-/// A lazy channel to an upstream service (it connects on first use, so the
+/// The kit's channel to an upstream service (it connects on first use, so the
 /// services of a mesh can start in any order).
 fn upstream(url: &str) -> anyhow::Result<Channel> {
-    Ok(Channel::from_shared(url.to_owned())
-        .with_context(|| format!("the upstream address {url}"))?
-        .connect_lazy())
+    adminduk_kit::upstream::channel(url).with_context(|| format!("the upstream address {url}"))
 }
 
 /// Blanks at the ministry when the demo ledger opens: 16 million minus the

@@ -6,11 +6,9 @@
 use std::sync::Arc;
 
 use adminduk_ikd::grpc::revoked_device_key;
-use adminduk_ikd::{IkdApi, KeyRing, MIGRATIONS, Store};
+use adminduk_ikd::{MIGRATIONS, SERVICE_NAME, Store};
 use adminduk_kit::cache::{MemoryCache, SharedCache};
-use adminduk_kit::config::ServerConfig;
-use adminduk_kit::server::{GrpcServer, RunningServer};
-use adminduk_kit::storage::Db;
+use adminduk_kit::config::MailConfig;
 use adminduk_kit::testing::{self, TestDatabase};
 use adminduk_kit::token::{VerifyingKey, verify};
 use adminduk_population::domain::kk::Kk;
@@ -32,43 +30,28 @@ struct Mesh {
     people: PopulationServiceClient<Channel>,
     store: Store,
     cache: Arc<dyn SharedCache>,
-    servers: Vec<RunningServer>,
+    ikd_server: adminduk_ikd::Running,
+    people_server: adminduk_population::Running,
     label: &'static str,
-    _dbs: Vec<TestDatabase>,
+    _dbs: [TestDatabase; 2],
 }
 
 impl Mesh {
     async fn stop(self) {
-        for server in self.servers {
-            server.shutdown().await.expect("clean shutdown");
-        }
+        self.ikd_server.shutdown().await.expect("clean shutdown");
+        self.people_server.shutdown().await.expect("clean shutdown");
     }
 }
 
-async fn mesh(db: TestDatabase, population_db: TestDatabase) -> Mesh {
-    let people_db = Db::connect(
-        &population_db.config,
-        &population_db.schema,
-        adminduk_population::MIGRATIONS,
+/// IKD on `db` and the population service it calls on `population_db`, both started and ready.
+async fn mesh([db, population_db]: [TestDatabase; 2]) -> Mesh {
+    let people_server = adminduk_population::start(
+        testing::server_config(),
+        population_db.connect(adminduk_population::MIGRATIONS).await,
     )
     .await
-    .expect("population database");
-    let people_server = GrpcServer::new(ServerConfig::default())
-        .add_service(
-            population::population_service_server::PopulationServiceServer::new(
-                adminduk_population::PopulationApi::new(adminduk_population::Store::new(people_db)),
-            ),
-        )
-        .start()
-        .await
-        .expect("population starts");
-    let people_channel = Channel::from_shared(format!("http://{}", people_server.local_addr()))
-        .expect("uri")
-        .connect_lazy();
-    let ikd_db = Db::connect(&db.config, &db.schema, MIGRATIONS)
-        .await
-        .expect("ikd database");
-    let store = Store::new(ikd_db);
+    .expect("population starts");
+    let people_channel = testing::ready(people_server.local_addr(), adminduk_population::SERVICE_NAME).await;
     // Revocations go through the real Redis when one is configured (always in CI).
     let prefix = format!("test-{}", uuid::Uuid::now_v7());
     let cache: Arc<dyn SharedCache> = match testing::redis_url() {
@@ -77,37 +60,31 @@ async fn mesh(db: TestDatabase, population_db: TestDatabase) -> Mesh {
             .expect("redis"),
         None => Arc::new(MemoryCache::new()),
     };
-    let keys = Arc::new(KeyRing::load(&store).await.expect("keys"));
-    let ikd_server = GrpcServer::new(ServerConfig::default())
-        .add_service(pb::ikd_service_server::IkdServiceServer::new(IkdApi::new(
-            store.clone(),
-            people_channel.clone(),
-            cache.clone(),
-            keys,
-        )))
-        .start()
-        .await
-        .expect("ikd starts");
+    let ikd_server = adminduk_ikd::start(
+        testing::server_config(),
+        db.connect(MIGRATIONS).await,
+        people_channel.clone(),
+        cache.clone(),
+        &MailConfig::default(),
+    )
+    .await
+    .expect("ikd starts");
     Mesh {
-        ikd: IkdServiceClient::connect(format!("http://{}", ikd_server.local_addr()))
-            .await
-            .expect("ikd client"),
+        ikd: IkdServiceClient::new(testing::ready(ikd_server.local_addr(), SERVICE_NAME).await),
         people: PopulationServiceClient::new(people_channel),
-        store,
+        store: ikd_server.store().clone(),
         cache,
-        servers: vec![ikd_server, people_server],
+        ikd_server,
+        people_server,
         label: db.label,
-        _dbs: vec![db, population_db],
+        _dbs: [db, population_db],
     }
 }
 
 async fn each_backend(prefix: &str) -> Vec<Mesh> {
-    let mut all = vec![mesh(testing::sqlite(), testing::sqlite()).await];
-    if let (Some(a), Some(b)) = (
-        testing::postgres(prefix),
-        testing::postgres(&format!("{prefix}p")),
-    ) {
-        all.push(mesh(a, b).await);
+    let mut all = Vec::new();
+    for dbs in testing::database_sets(prefix) {
+        all.push(mesh(dbs).await);
     }
     all
 }
@@ -1042,7 +1019,8 @@ refuse_all! {
 async fn population_refusals_pass_through_and_its_failures_are_unavailable() {
     let answer: Arc<std::sync::Mutex<fn() -> Status>> =
         Arc::new(std::sync::Mutex::new(|| Status::internal("unset")));
-    let people = GrpcServer::new(ServerConfig::default())
+    // A stand-in for population (a stub, not the service), served by the kit's server as every server is.
+    let people = adminduk_kit::server::GrpcServer::new(testing::server_config())
         .add_service(
             population::population_service_server::PopulationServiceServer::new(Refusing(answer.clone())),
         )
@@ -1050,28 +1028,16 @@ async fn population_refusals_pass_through_and_its_failures_are_unavailable() {
         .await
         .expect("population starts");
     let db = testing::sqlite();
-    let store = Store::new(
-        Db::connect(&db.config, &db.schema, MIGRATIONS)
-            .await
-            .expect("ikd database"),
-    );
-    let keys = Arc::new(KeyRing::load(&store).await.expect("keys"));
-    let channel = Channel::from_shared(format!("http://{}", people.local_addr()))
-        .expect("uri")
-        .connect_lazy();
-    let server = GrpcServer::new(ServerConfig::default())
-        .add_service(pb::ikd_service_server::IkdServiceServer::new(IkdApi::new(
-            store,
-            channel,
-            Arc::new(MemoryCache::new()),
-            keys,
-        )))
-        .start()
-        .await
-        .expect("ikd starts");
-    let mut ikd = IkdServiceClient::connect(format!("http://{}", server.local_addr()))
-        .await
-        .expect("ikd client");
+    let server = adminduk_ikd::start(
+        testing::server_config(),
+        db.connect(MIGRATIONS).await,
+        testing::ready(people.local_addr(), adminduk_population::SERVICE_NAME).await,
+        Arc::new(MemoryCache::new()),
+        &MailConfig::default(),
+    )
+    .await
+    .expect("ikd starts");
+    let mut ikd = IkdServiceClient::new(testing::ready(server.local_addr(), SERVICE_NAME).await);
     let nik = Nik::from_parts("327501", d(1990, 5, 5), Sex::Male, 40)
         .expect("nik")
         .as_str()

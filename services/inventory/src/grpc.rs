@@ -338,7 +338,8 @@ fn exhausted(level: Level, point: &str, day: NaiveDate, suggestions: &Suggestion
 
 fn transition_error(failure: TransitionFailure) -> ApiError {
     match failure {
-        TransitionFailure::Refused(TransitionError::NotFound) => ApiError::not_found("reservation"),
+        TransitionFailure::Refused(TransitionError::NotFound) => ApiError::not_found("reservation")
+            .with_violation("reservation_id", "no reservation has this id"),
         TransitionFailure::Refused(TransitionError::WrongPoint(r)) => ApiError::new(
             ErrorCode::PermissionDenied,
             "the reservation belongs to another service point",
@@ -602,7 +603,7 @@ impl InventoryService for InventoryApi {
         let mut v = Violations::new();
         let day = day_field(date.as_ref(), &mut v);
         adminduk_kit::nik::nik_field("applicant_nik", &applicant_nik, &mut v);
-        if idempotency_key.is_empty() || idempotency_key.chars().count() > 128 {
+        if idempotency_key.trim().is_empty() || idempotency_key.chars().count() > 128 {
             v.add("idempotency_key", "must be 1 to 128 characters");
         } else if idempotency_key.chars().any(char::is_control) {
             v.add("idempotency_key", "must not contain control characters");
@@ -763,7 +764,10 @@ impl InventoryService for InventoryApi {
                     .inventory
                     .engine()
                     .reservation(&id)
-                    .ok_or_else(|| ApiError::not_found("reservation"))?;
+                    .ok_or_else(|| {
+                        ApiError::not_found("reservation")
+                            .with_violation("reservation_id", "no reservation has this id")
+                    })?;
                 if reservation.path.point.region != region_code || reservation.state() != State::Committed {
                     return Err(ApiError::new(
                         ErrorCode::FailedPrecondition,

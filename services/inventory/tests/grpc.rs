@@ -6,55 +6,41 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use adminduk_inventory::demo::{KOTA_BEKASI, kecamatan_point, kota_bekasi_policy};
-use adminduk_inventory::service::Background;
-use adminduk_inventory::{GroupCommit, Inventory, InventoryApi, MIGRATIONS};
-use adminduk_kit::config::ServerConfig;
-use adminduk_kit::server::{GrpcServer, RunningServer};
-use adminduk_kit::storage::Db;
+use adminduk_inventory::{GroupCommit, MIGRATIONS, Running, SERVICE_NAME};
 use adminduk_kit::testing::{self, TestDatabase};
 use adminduk_proto::convert;
 use adminduk_proto::inventory::v1 as pb;
 use chrono::{Days, NaiveDate};
 use pb::inventory_service_client::InventoryServiceClient;
-use pb::inventory_service_server::InventoryServiceServer;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tonic_types::StatusExt as _;
 
 struct Harness {
     client: InventoryServiceClient<Channel>,
-    inventory: Arc<Inventory>,
-    server: RunningServer,
-    background: Background,
+    server: Running,
     label: &'static str,
     _db: TestDatabase,
 }
 
 impl Harness {
     async fn stop(self) {
-        self.inventory.close();
         self.server.shutdown().await.expect("clean shutdown");
-        self.background.abort();
     }
 }
 
 async fn start(test_db: TestDatabase) -> Harness {
-    let db = Db::connect(&test_db.config, &test_db.schema, MIGRATIONS)
-        .await
-        .expect("database");
-    let (inventory, background, _) = Inventory::open(db, GroupCommit::default()).await.expect("opens");
-    let builder = GrpcServer::new(ServerConfig::default());
-    let service = InventoryServiceServer::new(InventoryApi::new(inventory.clone()))
-        .max_decoding_message_size(builder.max_message_bytes());
-    let server = builder.add_service(service).start().await.expect("starts");
-    let client = InventoryServiceClient::connect(format!("http://{}", server.local_addr()))
-        .await
-        .expect("connects");
+    let server = adminduk_inventory::start(
+        testing::server_config(),
+        test_db.connect(MIGRATIONS).await,
+        GroupCommit::default(),
+    )
+    .await
+    .expect("starts");
+    let client = InventoryServiceClient::new(testing::ready(server.local_addr(), SERVICE_NAME).await);
     Harness {
         client,
-        inventory,
         server,
-        background,
         label: test_db.label,
         _db: test_db,
     }

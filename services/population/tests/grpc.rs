@@ -3,17 +3,14 @@
 //! the field the client is told about.
 
 use adminduk_kit::config::ServerConfig;
-use adminduk_kit::server::{GrpcServer, RunningServer};
-use adminduk_kit::storage::Db;
 use adminduk_kit::testing::{self, TestDatabase};
 use adminduk_population::domain::kk::Kk;
 use adminduk_population::domain::nik::{Nik, Sex};
-use adminduk_population::{MIGRATIONS, PopulationApi, Store};
+use adminduk_population::{MIGRATIONS, Running, SERVICE_NAME, Store};
 use adminduk_proto::common::v1 as common;
 use adminduk_proto::population::v1 as pb;
 use chrono::NaiveDate;
 use pb::population_service_client::PopulationServiceClient;
-use pb::population_service_server::PopulationServiceServer;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tonic_types::StatusExt as _;
@@ -22,37 +19,25 @@ const MAX_MESSAGE: usize = 16 * 1024;
 
 struct Harness {
     client: PopulationServiceClient<Channel>,
-    server: RunningServer,
+    server: Running,
     store: Store,
     label: &'static str,
     _db: TestDatabase,
 }
 
 async fn start(test_db: TestDatabase) -> Harness {
-    let db = Db::connect(&test_db.config, &test_db.schema, MIGRATIONS)
-        .await
-        .unwrap_or_else(|err| panic!("{}: connect: {err}", test_db.label));
-    let store = Store::new(db.clone());
     let config = ServerConfig {
         max_message_bytes: MAX_MESSAGE,
-        ..ServerConfig::default()
+        ..testing::server_config()
     };
-    let builder = GrpcServer::new(config);
-    let service = PopulationServiceServer::new(PopulationApi::new(store.clone()))
-        .max_decoding_message_size(builder.max_message_bytes());
-    let server = builder
-        .add_service(service)
-        .with_descriptors(adminduk_proto::FILE_DESCRIPTOR_SET)
-        .start()
+    let server = adminduk_population::start(config, test_db.connect(MIGRATIONS).await)
         .await
         .expect("server starts");
-    let client = PopulationServiceClient::connect(format!("http://{}", server.local_addr()))
-        .await
-        .expect("client connects");
+    let client = PopulationServiceClient::new(testing::ready(server.local_addr(), SERVICE_NAME).await);
     Harness {
         client,
+        store: server.store().clone(),
         server,
-        store,
         label: test_db.label,
         _db: test_db,
     }

@@ -564,6 +564,41 @@ impl PrintingApi {
         }
     }
 
+    /// Whether a leased job's card may still be printed: its resident may have
+    /// died or moved away since the application. Such a job is cancelled and
+    /// its blank given back; when population cannot be asked, printing goes on
+    /// (the card can still be recalled).
+    async fn still_printable(&self, job: &Job) -> Result<bool, ApiError> {
+        let mut people = self.population.clone();
+        let answer = people
+            .get_resident(upstream::request(population::GetResidentRequest {
+                nik: job.nik.clone(),
+            }))
+            .await;
+        let alive = match answer {
+            Ok(r) => r
+                .into_inner()
+                .resident
+                .is_some_and(|r| r.life_status == population::LifeStatus::Alive as i32),
+            Err(status) if status.code() == Code::NotFound => false,
+            Err(status) => {
+                tracing::warn!(code = ?status.code(), job = %job.id, "life status not checked before printing");
+                return Ok(true);
+            }
+        };
+        if alive {
+            return Ok(true);
+        }
+        if self.store.cancel_leased(&job.id, Utc::now()).await? {
+            if let Some(reservation) = &job.reservation_id {
+                self.release(reservation, &job.service_point, "resident no longer alive and registered here")
+                    .await;
+            }
+            tracing::info!(job = %job.id, "job cancelled: the resident is no longer alive and registered here");
+        }
+        Ok(false)
+    }
+
     /// The stock and policy of the region of a service point the inventory knows.
     async fn point_stock(&self, point: &str) -> Result<(String, inventory::StockLevel), ApiError> {
         let region = region_of(point).ok_or_else(unknown_point)?.to_owned();
@@ -723,8 +758,14 @@ impl PrintingService for PrintingApi {
             .store
             .lease(&printer_id, i64::from(max_jobs), deadline, now)
             .await?;
+        let mut printable = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            if self.still_printable(&job).await? {
+                printable.push(job);
+            }
+        }
         Ok(Response::new(pb::LeaseJobsResponse {
-            jobs: jobs.iter().map(job_msg).collect(),
+            jobs: printable.iter().map(job_msg).collect(),
         }))
     }
 

@@ -591,6 +591,20 @@ impl Store {
         Ok(jobs)
     }
 
+    /// Cancels a leased job whose card must not be printed (its resident died
+    /// or moved away); true when this call cancelled it.
+    pub async fn cancel_leased(&self, id: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let updated = sqlx::query(
+            "UPDATE jobs SET state = 'CANCELLED', active = 0, printer_id = NULL, lease_expires_at = NULL, \
+             updated_at = $2 WHERE id = $1 AND state = 'LEASED' AND printing_serial IS NULL",
+        )
+        .bind(id)
+        .bind(millis(now))
+        .execute(self.db.pool())
+        .await?;
+        Ok(updated.rows_affected() == 1)
+    }
+
     /// Whether a serial was used before: a card printed (on any job, spoiled
     /// cards included) or a blank ruined in the printer.
     pub async fn serial_taken(&self, serial: &str) -> Result<bool, StoreError> {

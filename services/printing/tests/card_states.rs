@@ -27,28 +27,23 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use adminduk_inventory::Inventory;
 use adminduk_inventory::demo::kota_bekasi_policy;
-use adminduk_inventory::service::Background;
 use adminduk_inventory::store::NATIONAL;
-use adminduk_inventory::{GroupCommit, Inventory, InventoryApi};
-use adminduk_kit::config::ServerConfig;
 use adminduk_kit::error::reason_of as status_reason;
-use adminduk_kit::server::{GrpcServer, RunningServer};
-use adminduk_kit::storage::Db;
-use adminduk_kit::testing::{self, TestDatabase};
+use adminduk_kit::testing;
 use adminduk_population::domain::kk::Kk;
 use adminduk_population::domain::nik::{Nik, Sex};
 use adminduk_population::domain::resident::{
     Address, MaritalStatus, NewResident, RecordingStatus, Relationship,
 };
+use adminduk_printing::Store;
 use adminduk_printing::domain::{
     CardState, Outcome, PrintReason, after_delivery, delivery_recorded, priority,
 };
 use adminduk_printing::store::{Job, JobState};
-use adminduk_printing::{MIGRATIONS, PrintingApi, Store};
 use adminduk_proto::convert;
 use adminduk_proto::inventory::v1 as inventory;
-use adminduk_proto::population::v1 as population;
 use adminduk_proto::printing::v1 as pb;
 use chrono::{DateTime, Datelike as _, Days, NaiveDate, Utc};
 use inventory::inventory_service_client::InventoryServiceClient;
@@ -71,56 +66,21 @@ const PRINTERS: [&str; 2] = ["printer-a", "printer-b"];
 const PEOPLE: usize = 5;
 const STOCK: i64 = 200_000;
 
-fn channel(server: &RunningServer) -> Channel {
-    Channel::from_shared(format!("http://{}", server.local_addr()))
-        .expect("uri")
-        .connect_lazy()
-}
+mod harness;
 
 /// The population and inventory services, shared by the cases of a test.
 struct Shared {
     people: adminduk_population::Store,
-    people_channel: Channel,
-    inventory_channel: Channel,
     stock: InventoryServiceClient<Channel>,
     inventory: Arc<Inventory>,
-    servers: Vec<RunningServer>,
-    background: Background,
+    upstreams: harness::Upstreams,
     next_serial: AtomicU32,
-    _dbs: Vec<TestDatabase>,
 }
 
 impl Shared {
     async fn start() -> Self {
-        let (people_db, inventory_db) = (testing::sqlite(), testing::sqlite());
-        let people = adminduk_population::Store::new(
-            Db::connect(
-                &people_db.config,
-                &people_db.schema,
-                adminduk_population::MIGRATIONS,
-            )
-            .await
-            .expect("db"),
-        );
-        let people_server = GrpcServer::new(ServerConfig::default())
-            .add_service(
-                population::population_service_server::PopulationServiceServer::new(
-                    adminduk_population::PopulationApi::new(people.clone()),
-                ),
-            )
-            .start()
-            .await
-            .expect("population");
-        let conn = Db::connect(
-            &inventory_db.config,
-            &inventory_db.schema,
-            adminduk_inventory::MIGRATIONS,
-        )
-        .await
-        .expect("db");
-        let (inventory, background, _) = Inventory::open(conn, GroupCommit::default())
-            .await
-            .expect("inventory");
+        let upstreams = harness::Upstreams::start([testing::sqlite(), testing::sqlite()]).await;
+        let inventory = upstreams.inventory.clone();
         // Tambun Selatan's office for Kabupaten Bekasi, on the Kota Bekasi demo policy's model
         // (the policy types live in the inventory core).
         let mut policy = kota_bekasi_policy();
@@ -146,32 +106,17 @@ impl Shared {
             .receive_shipment(REGION, STOCK, "SJ-3216", "test")
             .await
             .expect("stock");
-        let inventory_server = GrpcServer::new(ServerConfig::default())
-            .add_service(inventory::inventory_service_server::InventoryServiceServer::new(
-                InventoryApi::new(inventory.clone()),
-            ))
-            .start()
-            .await
-            .expect("inventory server");
         Self {
-            people,
-            people_channel: channel(&people_server),
-            inventory_channel: channel(&inventory_server),
-            stock: InventoryServiceClient::new(channel(&inventory_server)),
+            people: upstreams.people_store.clone(),
+            stock: upstreams.stock.clone(),
             inventory,
-            servers: vec![inventory_server, people_server],
-            background,
+            upstreams,
             next_serial: AtomicU32::new(1),
-            _dbs: vec![people_db, inventory_db],
         }
     }
 
     async fn stop(self) {
-        self.inventory.close();
-        for server in self.servers {
-            server.shutdown().await.expect("clean shutdown");
-        }
-        self.background.abort();
+        self.upstreams.stop().await;
     }
 
     /// Fresh print-ready residents, stored directly: the first `young` are 17, the rest adults;
@@ -243,36 +188,21 @@ impl Shared {
 struct Printing {
     client: PrintingServiceClient<Channel>,
     store: Store,
-    server: RunningServer,
-    _db: TestDatabase,
+    service: harness::Printing,
 }
 
 impl Printing {
     async fn start(shared: &Shared) -> Self {
-        let db = testing::sqlite();
-        let store = Store::new(Db::connect(&db.config, &db.schema, MIGRATIONS).await.expect("db"));
-        let server = GrpcServer::new(ServerConfig::default())
-            .add_service(pb::printing_service_server::PrintingServiceServer::new(
-                PrintingApi::new(
-                    store.clone(),
-                    shared.people_channel.clone(),
-                    shared.inventory_channel.clone(),
-                ),
-            ))
-            .start()
-            .await
-            .expect("printing");
+        let service = harness::Printing::start(&shared.upstreams, testing::sqlite()).await;
         Self {
-            client: PrintingServiceClient::new(channel(&server)),
-            store,
-            server,
-            _db: db,
+            client: service.client.clone(),
+            store: service.store.clone(),
+            service,
         }
     }
 
     async fn stop(self) {
-        self.server.shutdown().await.expect("clean shutdown");
-        self.store.db().close().await;
+        self.service.stop().await;
     }
 
     async fn funnel(&self) -> pb::GetFunnelResponse {

@@ -3,138 +3,47 @@
 //! (when configured) PostgreSQL.
 
 use adminduk_inventory::demo::{KOTA_BEKASI, kecamatan_point, kota_bekasi_policy};
-use adminduk_inventory::service::Background;
 use adminduk_inventory::store::NATIONAL;
-use adminduk_inventory::{GroupCommit, Inventory, InventoryApi};
-use adminduk_kit::config::ServerConfig;
 use adminduk_kit::error::reason_of as status_reason;
-use adminduk_kit::server::{GrpcServer, RunningServer};
-use adminduk_kit::storage::Db;
 use adminduk_kit::testing::{self, TestDatabase};
 use adminduk_population::domain::kk::Kk;
 use adminduk_population::domain::nik::{Nik, Sex};
-use adminduk_printing::{MIGRATIONS, PrintingApi, Store};
 use adminduk_proto::common::v1 as common;
 use adminduk_proto::convert;
 use adminduk_proto::inventory::v1 as inventory;
 use adminduk_proto::population::v1 as population;
 use adminduk_proto::printing::v1 as pb;
 use chrono::{Datelike as _, Days, NaiveDate};
-use inventory::inventory_service_client::InventoryServiceClient;
-use pb::printing_service_client::PrintingServiceClient;
-use population::population_service_client::PopulationServiceClient;
 use tonic::Code;
-use tonic::transport::Channel;
 
-struct Mesh {
-    printing: PrintingServiceClient<Channel>,
-    api: PrintingApi,
-    people: PopulationServiceClient<Channel>,
-    stock: InventoryServiceClient<Channel>,
-    store: Store,
-    servers: Vec<RunningServer>,
-    background: Background,
-    inventory: std::sync::Arc<Inventory>,
-    label: &'static str,
-    _dbs: Vec<TestDatabase>,
-}
+mod harness;
 
-impl Mesh {
-    async fn stop(self) {
-        self.inventory.close();
-        for server in self.servers {
-            server.shutdown().await.expect("clean shutdown");
-        }
-        self.background.abort();
-    }
-}
+use harness::Mesh;
 
-fn channel(server: &RunningServer) -> Channel {
-    Channel::from_shared(format!("http://{}", server.local_addr()))
-        .expect("uri")
-        .connect_lazy()
-}
-
-async fn mesh(dbs: [TestDatabase; 3], stock: i64) -> Mesh {
-    let [people_db, inventory_db, printing_db] = dbs;
-    let people_conn = Db::connect(
-        &people_db.config,
-        &people_db.schema,
-        adminduk_population::MIGRATIONS,
-    )
-    .await
-    .expect("db");
-    let people_server = GrpcServer::new(ServerConfig::default())
-        .add_service(
-            population::population_service_server::PopulationServiceServer::new(
-                adminduk_population::PopulationApi::new(adminduk_population::Store::new(people_conn)),
-            ),
-        )
-        .start()
+/// The mesh with Kota Bekasi's demo policy, the national pool and `stock` blanks in Kota Bekasi.
+async fn kota_bekasi(dbs: [TestDatabase; 3], stock: i64) -> Mesh {
+    let m = harness::mesh(dbs).await;
+    m.inventory
+        .set_policy(kota_bekasi_policy())
         .await
-        .expect("population");
-    let inventory_conn = Db::connect(
-        &inventory_db.config,
-        &inventory_db.schema,
-        adminduk_inventory::MIGRATIONS,
-    )
-    .await
-    .expect("db");
-    let (inventory, background, _) = Inventory::open(inventory_conn, GroupCommit::default())
-        .await
-        .expect("inventory");
-    inventory.set_policy(kota_bekasi_policy()).await.expect("policy");
-    inventory
+        .expect("policy");
+    m.inventory
         .receive_shipment(NATIONAL, 1_000_000, "opening", "test")
         .await
         .expect("national");
     if stock > 0 {
-        inventory
+        m.inventory
             .receive_shipment(KOTA_BEKASI, stock, "SJ-1", "test")
             .await
             .expect("stock");
     }
-    let inventory_server = GrpcServer::new(ServerConfig::default())
-        .add_service(inventory::inventory_service_server::InventoryServiceServer::new(
-            InventoryApi::new(inventory.clone()),
-        ))
-        .start()
-        .await
-        .expect("inventory server");
-    let printing_conn = Db::connect(&printing_db.config, &printing_db.schema, MIGRATIONS)
-        .await
-        .expect("db");
-    let store = Store::new(printing_conn);
-    let api = PrintingApi::new(store.clone(), channel(&people_server), channel(&inventory_server));
-    let printing_server = GrpcServer::new(ServerConfig::default())
-        .add_service(pb::printing_service_server::PrintingServiceServer::new(
-            api.clone(),
-        ))
-        .start()
-        .await
-        .expect("printing");
-    Mesh {
-        printing: PrintingServiceClient::new(channel(&printing_server)),
-        api,
-        people: PopulationServiceClient::new(channel(&people_server)),
-        stock: InventoryServiceClient::new(channel(&inventory_server)),
-        store,
-        servers: vec![printing_server, inventory_server, people_server],
-        background,
-        inventory,
-        label: printing_db.label,
-        _dbs: vec![people_db, inventory_db, printing_db],
-    }
+    m
 }
 
 async fn each_backend(prefix: &str, stock: i64) -> Vec<Mesh> {
-    let mut all = vec![mesh([testing::sqlite(), testing::sqlite(), testing::sqlite()], stock).await];
-    if let (Some(a), Some(b), Some(c)) = (
-        testing::postgres(&format!("{prefix}a")),
-        testing::postgres(&format!("{prefix}b")),
-        testing::postgres(&format!("{prefix}c")),
-    ) {
-        all.push(mesh([a, b, c], stock).await);
+    let mut all = Vec::new();
+    for dbs in testing::database_sets(prefix) {
+        all.push(kota_bekasi(dbs, stock).await);
     }
     all
 }

@@ -64,24 +64,16 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use adminduk_inventory::demo::kota_bekasi_policy;
-use adminduk_inventory::service::Background;
 use adminduk_inventory::store::NATIONAL;
-use adminduk_inventory::{GroupCommit, Inventory, InventoryApi};
-use adminduk_kit::config::ServerConfig;
 use adminduk_kit::error::reason_of as status_reason;
-use adminduk_kit::server::{GrpcServer, RunningServer};
-use adminduk_kit::storage::Db;
 use adminduk_kit::testing::{self, TestDatabase};
 use adminduk_population::domain::region::Regions;
 use adminduk_population::domain::resident::{NewResident, RecordingStatus};
 use adminduk_population::domain::synth::Generator;
-use adminduk_printing::{MIGRATIONS, PrintingApi, Store};
 use adminduk_proto::convert;
 use adminduk_proto::inventory::v1 as inventory;
-use adminduk_proto::population::v1 as population;
 use adminduk_proto::printing::v1 as pb;
 use chrono::{Days, NaiveDate, Utc};
-use inventory::inventory_service_client::InventoryServiceClient;
 use pb::printing_service_client::PrintingServiceClient;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -192,31 +184,9 @@ fn is_full_size_here(postgres_configured: bool, backend: &str) -> bool {
     }
 }
 
-struct Mesh {
-    printing: PrintingServiceClient<Channel>,
-    stock: InventoryServiceClient<Channel>,
-    store: Store,
-    servers: Vec<RunningServer>,
-    background: Background,
-    inventory: Arc<Inventory>,
-    _dbs: Vec<TestDatabase>,
-}
+mod harness;
 
-impl Mesh {
-    async fn stop(self) {
-        self.inventory.close();
-        for server in self.servers {
-            server.shutdown().await.expect("clean shutdown");
-        }
-        self.background.abort();
-    }
-}
-
-fn channel(server: &RunningServer) -> Channel {
-    Channel::from_shared(format!("http://{}", server.local_addr()))
-        .expect("uri")
-        .connect_lazy()
-}
+use harness::Mesh;
 
 /// The service point of a kecamatan, e.g. `3216-KEC-06`.
 fn point_of(district: &str) -> String {
@@ -247,26 +217,22 @@ fn residents(total: usize, jatimulya: usize, today: NaiveDate) -> Vec<NewResiden
     out
 }
 
-async fn mesh(dbs: [TestDatabase; 3], people: &[NewResident], today: NaiveDate) -> Mesh {
+/// The mesh with `people` loaded and Kabupaten Bekasi's policy (a point per kecamatan, one
+/// pool) and stock; on Postgres each service may open 16 connections.
+async fn kabupaten_bekasi(dbs: [TestDatabase; 3], people: &[NewResident], today: NaiveDate) -> Mesh {
     let [mut people_db, mut inventory_db, mut printing_db] = dbs;
     if printing_db.label == "postgres" {
         for db in [&mut people_db, &mut inventory_db, &mut printing_db] {
             db.config.max_connections = 16;
         }
     }
-    let people_conn = Db::connect(
-        &people_db.config,
-        &people_db.schema,
-        adminduk_population::MIGRATIONS,
-    )
-    .await
-    .expect("db");
-    let people_store = adminduk_population::Store::new(people_conn);
-    let loader = people_store.clone();
+    let postgres = people_db.label == "postgres";
+    let m = harness::mesh([people_db, inventory_db, printing_db]).await;
+    let loader = m.people_store.clone();
     let now = Utc::now();
     let batches: Vec<Vec<NewResident>> = people.chunks(2_000).map(<[_]>::to_vec).collect();
     // SQLite has one writer: loading in parallel would only queue on its lock.
-    let loaders = if people_db.label == "postgres" { 4 } else { 1 };
+    let loaders = if postgres { 4 } else { 1 };
     let loaded: u64 = in_parallel(batches, loaders, move |batch| {
         let store = loader.clone();
         async move { store.insert_batch(&batch, now).await.expect("residents") }
@@ -275,26 +241,7 @@ async fn mesh(dbs: [TestDatabase; 3], people: &[NewResident], today: NaiveDate) 
     .into_iter()
     .sum();
     assert_eq!(loaded, people.len() as u64);
-    let people_server = GrpcServer::new(ServerConfig::default())
-        .add_service(
-            population::population_service_server::PopulationServiceServer::new(
-                adminduk_population::PopulationApi::new(people_store),
-            ),
-        )
-        .start()
-        .await
-        .expect("population");
 
-    let inventory_conn = Db::connect(
-        &inventory_db.config,
-        &inventory_db.schema,
-        adminduk_inventory::MIGRATIONS,
-    )
-    .await
-    .expect("db");
-    let (inventory, background, _) = Inventory::open(inventory_conn, GroupCommit::default())
-        .await
-        .expect("inventory");
     // Kabupaten Bekasi's policy: a point per kecamatan, one pool, room for the
     // whole seed. The policy types live in the inventory core; the Kota Bekasi
     // demo policy is the model, its fields rewritten for 3216.
@@ -321,43 +268,16 @@ async fn mesh(dbs: [TestDatabase; 3], people: &[NewResident], today: NaiveDate) 
     policy.monthly_cap = STOCK;
     // Day d (1 to 14) is paced at what remains over 16 − d days: never under 10,000.
     policy.next_shipment = today.checked_add_days(Days::new(DAYS as u64 + 2));
-    inventory.set_policy(policy).await.expect("policy");
-    inventory
+    m.inventory.set_policy(policy).await.expect("policy");
+    m.inventory
         .receive_shipment(NATIONAL, 1_000_000, "opening", "test")
         .await
         .expect("national");
-    inventory
+    m.inventory
         .receive_shipment(REGION, STOCK, "SJ-3216-2020-07", "test")
         .await
         .expect("stock");
-    let inventory_server = GrpcServer::new(ServerConfig::default())
-        .add_service(inventory::inventory_service_server::InventoryServiceServer::new(
-            InventoryApi::new(inventory.clone()),
-        ))
-        .start()
-        .await
-        .expect("inventory server");
-
-    let printing_conn = Db::connect(&printing_db.config, &printing_db.schema, MIGRATIONS)
-        .await
-        .expect("db");
-    let store = Store::new(printing_conn);
-    let printing_server = GrpcServer::new(ServerConfig::default())
-        .add_service(pb::printing_service_server::PrintingServiceServer::new(
-            PrintingApi::new(store.clone(), channel(&people_server), channel(&inventory_server)),
-        ))
-        .start()
-        .await
-        .expect("printing");
-    Mesh {
-        printing: PrintingServiceClient::new(channel(&printing_server)),
-        stock: InventoryServiceClient::new(channel(&inventory_server)),
-        store,
-        servers: vec![printing_server, inventory_server, people_server],
-        background,
-        inventory,
-        _dbs: vec![people_db, inventory_db, printing_db],
-    }
+    m
 }
 
 /// Runs `work` over `items` on `tasks` concurrent tasks (items dealt round
@@ -541,7 +461,7 @@ async fn replay(dbs: [TestDatabase; 3], seed: Seed002) -> Duration {
     let setup = Instant::now();
     let people = residents(seed.residents(), seed.recalled, today);
     let generated = setup.elapsed();
-    let mut m = mesh(dbs, &people, today).await;
+    let mut m = kabupaten_bekasi(dbs, &people, today).await;
     eprintln!(
         "seed 002 on {label}: {} residents generated in {generated:.1?}, services up and loaded in {:.1?}",
         people.len(),
@@ -855,7 +775,7 @@ async fn printers_leasing_at_once_each_get_a_full_lease() {
         let label = dbs[2].label;
         let today = adminduk_kit::time::today_wib();
         let people = residents(PRINTING * 100, 0, today);
-        let m = mesh(dbs, &people, today).await;
+        let m = kabupaten_bekasi(dbs, &people, today).await;
         let client = m.printing.clone();
         let applications: Vec<Application> = people
             .iter()
