@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use adminduk::certs::{self, CertOptions, DevCerts};
 use adminduk_kit::config::{ServerConfig, TlsConfig};
-use adminduk_kit::principal::{Principal, parse_principal};
+use adminduk_kit::principal::{Principal, parse_principal, principal_of_certificate};
 use adminduk_kit::server::{GrpcServer, RunningServer};
 use adminduk_kit::tls::client_tls;
 use tonic::transport::Endpoint;
@@ -199,6 +199,22 @@ fn client_certificates_carry_their_principal_as_a_uri_san() {
         general_names(&server, URI).is_empty(),
         "the server is no principal"
     );
+
+    // What the gateway reads from a peer certificate: the same principals.
+    assert_eq!(
+        principal_of_certificate(&office),
+        Some(Principal::Office {
+            service_point: "3275-KEC-01".to_owned(),
+            device: "counter-01".to_owned(),
+        })
+    );
+    assert_eq!(
+        principal_of_certificate(&agency),
+        Some(Principal::Agency {
+            code: "demo-bank".to_owned()
+        })
+    );
+    assert_eq!(principal_of_certificate(&server), None);
 }
 
 #[test]
