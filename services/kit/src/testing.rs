@@ -177,3 +177,39 @@ pub fn database_sets<const N: usize>(prefix: &str) -> Vec<[TestDatabase; N]> {
     }
     all
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::GrpcServer;
+
+    #[tokio::test]
+    async fn a_started_server_is_ready_on_a_free_port() {
+        let server = GrpcServer::new(server_config()).start().await.expect("starts");
+        assert_ne!(server.local_addr().port(), 0);
+        // The whole server's health ("") is SERVING as soon as `start` returns.
+        let _channel = ready(server.local_addr(), "").await;
+        server.shutdown().await.expect("stops");
+    }
+
+    #[test]
+    fn a_mesh_gets_fresh_databases_of_one_backend() {
+        let sets = database_sets::<3>("sets");
+        assert_eq!(sets[0].each_ref().map(|db| db.label), ["sqlite"; 3]);
+        for set in &sets {
+            let labels: Vec<_> = set.iter().map(|db| db.label).collect();
+            assert!(labels.iter().all(|label| *label == labels[0]), "{labels:?}");
+            let configs: std::collections::HashSet<_> = set
+                .iter()
+                .map(|db| {
+                    format!(
+                        "{}/{}",
+                        secrecy::ExposeSecret::expose_secret(&db.config.url),
+                        db.schema
+                    )
+                })
+                .collect();
+            assert_eq!(configs.len(), 3, "each service its own database");
+        }
+    }
+}
