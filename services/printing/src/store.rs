@@ -757,7 +757,8 @@ impl Store {
     /// Sends printed cards out; returns how many went and how many of them,
     /// sent by post but from a recalled village, went to the service point
     /// instead. All or none: a job that is not a printed, undispatched card
-    /// refuses the whole dispatch.
+    /// refuses the whole dispatch, unless it went out in this same dispatch
+    /// before (a retry, counted as it was the first time).
     pub async fn dispatch(
         &self,
         ids: &[String],
@@ -768,15 +769,44 @@ impl Store {
         let mut tx = self.db.begin_write().await?;
         let mut rerouted = 0;
         for id in ids {
+            // The same dispatch again (a retry) is answered as the first was: the
+            // card went out in this batch, or for pickup, already.
+            let before: Option<(Option<String>, Option<String>)> =
+                sqlx::query("SELECT dispatch_method, batch_reference FROM jobs WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|row| {
+                        Ok::<_, sqlx::Error>((
+                            row.try_get("dispatch_method")?,
+                            row.try_get("batch_reference")?,
+                        ))
+                    })
+                    .transpose()?;
+            if let Some((Some(method), reference)) = before {
+                let reference = reference.unwrap_or_default();
+                let same = if post {
+                    reference == batch
+                } else {
+                    method == "PICKUP" && reference == batch
+                };
+                if same {
+                    if post && method == "PICKUP" {
+                        rerouted += 1;
+                    }
+                    continue;
+                }
+            }
             if post {
                 let kept = sqlx::query(
                     "UPDATE jobs SET card_state = 'AT_SERVICE_POINT', dispatch_method = 'PICKUP', recalled = 1, \
-                     updated_at = $2 \
+                     batch_reference = $3, updated_at = $2 \
                      WHERE id = $1 AND card_state = 'PRINTED' AND printing_serial IS NULL \
                      AND village_code IN (SELECT village_code FROM recalled_villages)",
                 )
                 .bind(id)
                 .bind(millis(now))
+                .bind(batch)
                 .execute(&mut *tx)
                 .await?;
                 if kept.rows_affected() == 1 {

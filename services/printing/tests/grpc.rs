@@ -1117,14 +1117,73 @@ async fn codes_strings_and_missing_things_are_checked_and_named() {
             .await
             .expect_err("one person");
         assert_eq!(violated_fields(&own), ["approved_by"], "{label}");
+        // Nor with an invisible character or a look-alike letter in the name.
+        for lookalike in ["a\u{200b}ni", "\u{0430}ni", "ａｎｉ"] {
+            let hidden = m
+                .printing
+                .report_spoiled(pb::ReportSpoiledRequest {
+                    job_id: job.clone(),
+                    reason: "scratched".into(),
+                    reported_by: "ani".into(),
+                    approved_by: lookalike.into(),
+                    ..Default::default()
+                })
+                .await
+                .expect_err("a look-alike");
+            assert_eq!(
+                violated_fields(&hidden),
+                ["approved_by"],
+                "{label}: {lookalike:?}"
+            );
+        }
+        assert_eq!(funnel(&mut m).await.spoiled, 0, "{label}: nothing written off");
+        // A serial read in small letters is the same serial.
+        let twin_nik = prr(&mut m, 932).await;
+        let twin = first_card_job(&mut m, &twin_nik).await;
+        lease(&mut m, "p", 1).await;
+        let again = print(&mut m, &twin, "p", "ktp-930")
+            .await
+            .expect_err("the same serial");
+        assert_eq!(status_reason(&again), "SERIAL_TAKEN", "{label}");
 
         // Missing things say what they are; a dispatch names the job that cannot go.
-        let missing = print(&mut m, "no-such-job", "p", "KTP-X")
-            .await
-            .expect_err("no job");
+        let nobody = "01a23342-0000-7000-8000-000000000000";
+        let missing = print(&mut m, nobody, "p", "KTP-X").await.expect_err("no job");
         assert_eq!(missing.code(), Code::NotFound, "{label}");
         let resource = details(&missing).resource_info().map(|r| r.resource_name.clone());
-        assert_eq!(resource.as_deref(), Some("no-such-job"));
+        assert_eq!(resource.as_deref(), Some(nobody));
+        // An id that is not a job id is refused, and not echoed back.
+        let long = "J".repeat(10_000);
+        let bad = print(&mut m, &long, "p", "KTP-X").await.expect_err("not an id");
+        assert_eq!(violated_fields(&bad), ["job_id"], "{label}");
+        assert!(
+            format!("{bad:?}").len() < 1_000,
+            "{label}: the answer stays small"
+        );
+        let many = m
+            .printing
+            .dispatch(pb::DispatchRequest {
+                job_ids: (0..1_000).map(|n| format!("{n:060}")).collect(),
+                method: pb::DispatchMethod::Pickup.into(),
+                batch_reference: String::new(),
+            })
+            .await
+            .expect_err("no job ids");
+        assert_eq!(
+            violated_fields(&many).len(),
+            11,
+            "{label}: ten named, the rest counted"
+        );
+        let unknown = m
+            .printing
+            .dispatch(pb::DispatchRequest {
+                job_ids: vec![nobody.to_owned()],
+                method: pb::DispatchMethod::Pickup.into(),
+                batch_reference: String::new(),
+            })
+            .await
+            .expect_err("no such job");
+        assert_eq!(unknown.code(), Code::NotFound, "{label}");
         let other = prr(&mut m, 931).await;
         let queued = first_card_job(&mut m, &other).await;
         let dispatch = m
@@ -1143,6 +1202,107 @@ async fn codes_strings_and_missing_things_are_checked_and_named() {
             1,
             "{label}: nothing dispatched"
         );
+        m.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_write_off_racing_a_print_or_a_dispatch_is_refused_without_touching_the_inventory() {
+    for mut m in each_backend("prwrace", 15_000).await {
+        let label = m.label;
+        let mut jobs = Vec::new();
+        for n in 0..6u16 {
+            let nik = prr(&mut m, 940 + n).await;
+            jobs.push(first_card_job(&mut m, &nik).await);
+        }
+        assert_eq!(lease(&mut m, "p", 10).await.len(), 6);
+        // A ruined blank reported while the same job's print is reported: one goes first;
+        // a refused one writes nothing off.
+        for (n, job) in jobs[..3].iter().enumerate() {
+            let (mut c1, mut c2) = (m.printing.clone(), m.printing.clone());
+            let (spoiled, printed) = tokio::join!(
+                c1.report_spoiled(ruined(job, "p", &format!("KTP-RB-{n}"))),
+                c2.report_printed(pb::ReportPrintedRequest {
+                    job_id: job.clone(),
+                    printer_id: "p".into(),
+                    card_serial: format!("KTP-PP-{n}"),
+                })
+            );
+            assert!(printed.is_ok() || spoiled.is_ok(), "{label}: one goes first");
+            if printed.is_err() {
+                // The blank was written off first; the print then finds the job free.
+                print(&mut m, job, "p", &format!("KTP-PP-{n}"))
+                    .await
+                    .expect("printed after");
+            }
+        }
+        // A damaged card reported while it is dispatched: it goes out, or it is written off.
+        for (n, job) in jobs[3..].iter().enumerate() {
+            print(&mut m, job, "p", &format!("KTP-D-{n}"))
+                .await
+                .expect("printed");
+        }
+        for job in &jobs[3..] {
+            let (mut c1, mut c2) = (m.printing.clone(), m.printing.clone());
+            let _ = tokio::join!(
+                c1.report_spoiled(pb::ReportSpoiledRequest {
+                    job_id: job.clone(),
+                    reason: "chipped".into(),
+                    reported_by: "budi".into(),
+                    approved_by: "ani".into(),
+                    ..Default::default()
+                }),
+                c2.dispatch(pb::DispatchRequest {
+                    job_ids: vec![job.clone()],
+                    method: pb::DispatchMethod::Pickup.into(),
+                    batch_reference: String::new(),
+                })
+            );
+        }
+        // The books agree: every blank the inventory counts as spoiled is one
+        // printing wrote off, in the printer or as a damaged card.
+        let (s, f) = (stock(&mut m).await, funnel(&mut m).await);
+        assert_eq!(
+            s.spoiled,
+            f.spoiled + f.spoiled_in_printer,
+            "{label}: inventory {} spoiled, printing {} + {} in the printer",
+            s.spoiled,
+            f.spoiled,
+            f.spoiled_in_printer
+        );
+        assert_eq!(f.unaccounted, 0, "{label}");
+        m.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_job_whose_resident_died_meanwhile_is_not_printed_and_gives_its_blank_back() {
+    for mut m in each_backend("prdied", 15_000).await {
+        let label = m.label;
+        let nik = prr(&mut m, 960).await;
+        let job = first_card_job(&mut m, &nik).await;
+        let held = stock(&mut m).await.held;
+        m.people
+            .record_death(population::RecordDeathRequest {
+                nik: nik.clone(),
+                death_date: Some(convert::date(adminduk_kit::time::today_wib())),
+                expected_version: 1,
+            })
+            .await
+            .expect("death recorded");
+        assert!(
+            lease(&mut m, "p", 10).await.is_empty(),
+            "{label}: nothing to print"
+        );
+        assert_eq!(stock(&mut m).await.held, held - 1, "{label}: the blank went back");
+        let cancelled = m.store.job(&job).await.expect("read").expect("job");
+        assert_eq!(
+            cancelled.state,
+            adminduk_printing::store::JobState::Cancelled,
+            "{label}"
+        );
+        let late = print(&mut m, &job, "p", "KTP-960").await.expect_err("not leased");
+        assert_eq!(late.code(), Code::FailedPrecondition, "{label}");
         m.stop().await;
     }
 }
