@@ -778,9 +778,20 @@ impl IkdService for IkdApi {
         };
         let result = async {
             v.into_result()?;
-            let device = self.store.revoke(&nik, Utc::now()).await.map_err(store_error)?;
-            let Some(device) = device else {
-                return Err(refusal(ErrorCode::FailedPrecondition, ErrorReason::IkdNotActive, "the identity is not active"));
+            let device = match self.store.revoke(&nik, Utc::now()).await.map_err(store_error)? {
+                Some(device) => device,
+                None => match self.store.identity(&nik).await.map_err(store_error)? {
+                    // Revoked already (a retry, or a second office): answered as the
+                    // revocation was, and its mark for the gateways set again.
+                    Some(identity) if !identity.active => identity.device_id,
+                    _ => {
+                        return Err(refusal(
+                            ErrorCode::FailedPrecondition,
+                            ErrorReason::IkdNotActive,
+                            "the identity is not active",
+                        ));
+                    }
+                },
             };
             // Tokens already out live at most TOKEN_TTL: the mark outlives them.
             let ttl = (TOKEN_TTL + chrono::Duration::minutes(1)).to_std().unwrap_or(Duration::from_secs(960));

@@ -661,6 +661,19 @@ async fn one_device_per_identity_and_revocation_ends_its_tokens() {
             .await
             .expect("revoked");
         assert_eq!(status(&mut m, &nik).await, pb::IdentityStatus::Revoked as i32);
+        // The same revocation again is answered as the first was.
+        let again = m
+            .ikd
+            .revoke(pb::RevokeRequest {
+                nik: nik.clone(),
+                reason: "lost phone".into(),
+                officer_id: "petugas-7".into(),
+                service_point_code: "3275-KEC-01".into(),
+            })
+            .await
+            .expect("a retried revocation")
+            .into_inner();
+        assert_eq!(again.status, pb::IdentityStatus::Revoked as i32);
         assert!(
             m.cache
                 .exists(&revoked_device_key(&device_id))

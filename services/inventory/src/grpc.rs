@@ -338,8 +338,9 @@ fn exhausted(level: Level, point: &str, day: NaiveDate, suggestions: &Suggestion
 
 fn transition_error(failure: TransitionFailure) -> ApiError {
     match failure {
-        TransitionFailure::Refused(TransitionError::NotFound) => ApiError::not_found("reservation")
-            .with_violation("reservation_id", "no reservation has this id"),
+        TransitionFailure::Refused(TransitionError::NotFound) => {
+            ApiError::not_found("reservation").with_violation("reservation_id", "no reservation has this id")
+        }
         TransitionFailure::Refused(TransitionError::WrongPoint(r)) => ApiError::new(
             ErrorCode::PermissionDenied,
             "the reservation belongs to another service point",
@@ -760,14 +761,10 @@ impl InventoryService for InventoryApi {
                 .await
                 .map_err(store_error)?,
             Some(id) => {
-                let reservation = self
-                    .inventory
-                    .engine()
-                    .reservation(&id)
-                    .ok_or_else(|| {
-                        ApiError::not_found("reservation")
-                            .with_violation("reservation_id", "no reservation has this id")
-                    })?;
+                let reservation = self.inventory.engine().reservation(&id).ok_or_else(|| {
+                    ApiError::not_found("reservation")
+                        .with_violation("reservation_id", "no reservation has this id")
+                })?;
                 if reservation.path.point.region != region_code || reservation.state() != State::Committed {
                     return Err(ApiError::new(
                         ErrorCode::FailedPrecondition,
@@ -884,6 +881,12 @@ impl InventoryService for InventoryApi {
         } = request.into_inner();
         let mut v = Violations::new();
         region_field("holder_code", &holder_code, true, &mut v);
+        if adminduk_kit::is_digits(&holder_code, 4) && Regions::global().regency(&holder_code).is_none() {
+            v.add(
+                "holder_code",
+                "is not a regency or city in the official region list",
+            );
+        }
         let size = match page_size {
             0 => 50,
             1..=500 => i64::from(page_size),

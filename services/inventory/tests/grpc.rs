@@ -758,6 +758,17 @@ async fn policies_name_real_regions_and_their_own_points() {
             "policy.service_points[0].district_code",
         );
 
+        // A ledger of a region that does not exist is not an empty one.
+        let ledger = h
+            .client
+            .list_ledger(pb::ListLedgerRequest {
+                holder_code: "9999".into(),
+                ..Default::default()
+            })
+            .await
+            .expect_err("9999");
+        assert_field(&ledger, Code::InvalidArgument, "holder_code");
+
         // Kota Bekasi's own policy is still fine.
         h.client
             .set_quota_policy(set(policy_msg()))
