@@ -591,8 +591,12 @@ impl PrintingApi {
         }
         if self.store.cancel_leased(&job.id, Utc::now()).await? {
             if let Some(reservation) = &job.reservation_id {
-                self.release(reservation, &job.service_point, "resident no longer alive and registered here")
-                    .await;
+                self.release(
+                    reservation,
+                    &job.service_point,
+                    "resident no longer alive and registered here",
+                )
+                .await;
             }
             tracing::info!(job = %job.id, "job cancelled: the resident is no longer alive and registered here");
         }
