@@ -45,6 +45,8 @@ pub(crate) struct Report {
     granted: u64,
     held_before: i64,
     held_after: i64,
+    /// Grants answered again: holds an earlier run with the same `--run` made.
+    again: u64,
     room_before: i64,
     room_after: i64,
     elapsed: Duration,
@@ -54,9 +56,12 @@ pub(crate) struct Report {
 }
 
 impl Report {
-    /// Every grant shows in the stock, and no room was left while requests were refused.
+    /// Every new grant shows in the stock (a grant answered again for a
+    /// repeated run was held already), and no room was left while requests
+    /// were refused.
     pub(crate) fn consistent(&self) -> bool {
-        let grants_held = self.held_after - self.held_before == i64::try_from(self.granted).unwrap_or(-1);
+        let fresh = self.granted.saturating_sub(self.again);
+        let grants_held = self.held_after - self.held_before == i64::try_from(fresh).unwrap_or(-1);
         let refused = self.requests > self.granted;
         grants_held && (!refused || self.room_after == 0)
     }
@@ -76,7 +81,13 @@ impl std::fmt::Display for Report {
             self.requests,
             self.requests as f64 / secs
         )?;
-        writeln!(f, "  granted      {:>10}", self.granted)?;
+        writeln!(
+            f,
+            "  granted      {:>10}   ({} new, {} answered again)",
+            self.granted,
+            self.granted.saturating_sub(self.again),
+            self.again
+        )?;
         for (outcome, n) in &self.outcomes {
             writeln!(f, "    {outcome:<26} {n:>8}")?;
         }
@@ -88,11 +99,11 @@ impl std::fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "  held before  {:>10}   after {}  (difference {}, grants {})",
+            "  held before  {:>10}   after {}  (difference {}, new grants {})",
             self.held_before,
             self.held_after,
             self.held_after - self.held_before,
-            self.granted
+            self.granted.saturating_sub(self.again)
         )?;
         writeln!(
             f,
@@ -161,6 +172,9 @@ pub(crate) async fn storm(args: &PeakArgs) -> anyhow::Result<Report> {
     let tally = Arc::new(Mutex::new(Tally::default()));
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let started = Instant::now();
+    // A hold created before this instant is an earlier run's (the service and
+    // this tool read one clock, or synchronised ones).
+    let started_at = chrono::Utc::now().timestamp_millis();
     let mut tasks = Vec::new();
     for _ in 0..args.concurrency {
         let mut client = InventoryServiceClient::new(channel.clone());
@@ -183,6 +197,19 @@ pub(crate) async fn storm(args: &PeakArgs) -> anyhow::Result<Report> {
                 };
                 let at = Instant::now();
                 let outcome = match client.reserve(request).await {
+                    // A hold made before this storm began is an earlier run's grant, answered again.
+                    Ok(answer)
+                        if answer
+                            .get_ref()
+                            .reservation
+                            .as_ref()
+                            .and_then(|r| r.create_time.as_ref())
+                            .is_some_and(|t| {
+                                t.seconds * 1_000 + i64::from(t.nanos / 1_000_000) < started_at
+                            }) =>
+                    {
+                        "OK again".to_owned()
+                    }
                     Ok(_) => "OK".to_owned(),
                     Err(status) => {
                         let reason = adminduk_kit::error::reason_of(&status);
@@ -212,7 +239,8 @@ pub(crate) async fn storm(args: &PeakArgs) -> anyhow::Result<Report> {
         let i = ((tally.latencies.len() as f64 - 1.0) * p).round() as usize;
         tally.latencies.get(i).copied().unwrap_or_default()
     };
-    let granted = tally.outcomes.get("OK").copied().unwrap_or(0);
+    let again = tally.outcomes.get("OK again").copied().unwrap_or(0);
+    let granted = tally.outcomes.get("OK").copied().unwrap_or(0) + again;
     Ok(Report {
         run,
         day,
@@ -221,6 +249,7 @@ pub(crate) async fn storm(args: &PeakArgs) -> anyhow::Result<Report> {
         granted,
         held_before,
         held_after: held(&mut client, &args.region).await?,
+        again,
         room_before,
         room_after: room(&mut client, &points, day).await?,
         elapsed,

@@ -57,11 +57,13 @@ pub(crate) struct OutboxArgs {
 pub(crate) fn phone(args: PhoneArgs) -> anyhow::Result<()> {
     match args.command {
         PhoneCommand::New { key } => {
-            anyhow::ensure!(
-                !key.exists(),
-                "{} exists already; a phone keeps its key",
-                key.display()
-            );
+            // A phone keeps its key: asked again, it shows the key it has.
+            if key.exists() {
+                let pair = read_key(&key)?;
+                eprintln!("{} exists already; a phone keeps its key", key.display());
+                println!("{}", B64.encode(pair.public_key().as_ref()));
+                return Ok(());
+            }
             let rng = ring::rand::SystemRandom::new();
             let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| anyhow::anyhow!("no randomness"))?;
             let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|_| anyhow::anyhow!("bad key"))?;
@@ -69,12 +71,7 @@ pub(crate) fn phone(args: PhoneArgs) -> anyhow::Result<()> {
             println!("{}", B64.encode(pair.public_key().as_ref()));
         }
         PhoneCommand::Sign { key, challenge } => {
-            let text = std::fs::read_to_string(&key).with_context(|| format!("reading {}", key.display()))?;
-            let pkcs8 = B64
-                .decode(text.trim())
-                .context("the key file is not a phone key")?;
-            let pair = Ed25519KeyPair::from_pkcs8(&pkcs8)
-                .map_err(|_| anyhow::anyhow!("the key file is not a phone key"))?;
+            let pair = read_key(&key)?;
             let challenge = B64
                 .decode(challenge.trim())
                 .context("the challenge must be base64")?;
@@ -82,6 +79,15 @@ pub(crate) fn phone(args: PhoneArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The phone's key pair from its key file.
+fn read_key(key: &std::path::Path) -> anyhow::Result<Ed25519KeyPair> {
+    let text = std::fs::read_to_string(key).with_context(|| format!("reading {}", key.display()))?;
+    let pkcs8 = B64
+        .decode(text.trim())
+        .context("the key file is not a phone key")?;
+    Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|_| anyhow::anyhow!("the key file is not a phone key"))
 }
 
 fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {

@@ -44,6 +44,12 @@ async fn up_starts_on_an_empty_directory_answers_and_stops_cleanly() {
             "300",
             "--population-addr",
             "127.0.0.1:0",
+            "--inventory-addr",
+            "127.0.0.1:0",
+            "--printing-addr",
+            "127.0.0.1:0",
+            "--ikd-addr",
+            "127.0.0.1:0",
             "--data-dir",
         ])
         .arg(&data)
@@ -110,11 +116,16 @@ async fn up_starts_on_an_empty_directory_answers_and_stops_cleanly() {
 
     // A storm through gRPC against `up`: one kecamatan grants exactly its 30, to
     // applicants with valid NIKs. A second storm is new applicants (fresh keys),
-    // not retries of the first: it gets nothing, and the books still agree.
-    for expected in [30, 0] {
+    // not retries of the first: it gets nothing, and the books still agree. The
+    // first run repeated (`--run N`) is answered as it was: its 30 grants again,
+    // nothing new held.
+    let mut first_run = None::<String>;
+    for (expected, again) in [(30, 0), (0, 0), (30, 30)] {
         let inventory = inventory.clone();
+        let repeat = if again > 0 { first_run.clone() } else { None };
         let storm = tokio::task::spawn_blocking(move || {
-            adminduk()
+            let mut command = adminduk();
+            command
                 .args([
                     "peak-morning",
                     "--point",
@@ -124,9 +135,11 @@ async fn up_starts_on_an_empty_directory_answers_and_stops_cleanly() {
                     "--concurrency",
                     "32",
                 ])
-                .args(["--inventory", &format!("http://{inventory}")])
-                .output()
-                .expect("peak-morning runs")
+                .args(["--inventory", &format!("http://{inventory}")]);
+            if let Some(run) = repeat {
+                command.args(["--run", &run]);
+            }
+            command.output().expect("peak-morning runs")
         })
         .await
         .expect("join");
@@ -139,9 +152,16 @@ async fn up_starts_on_an_empty_directory_answers_and_stops_cleanly() {
         let granted = report
             .lines()
             .find_map(|l| l.trim().strip_prefix("granted"))
-            .and_then(|n| n.trim().parse::<u64>().ok());
+            .and_then(|n| n.split_whitespace().next()?.parse::<u64>().ok());
         assert_eq!(granted, Some(expected), "{report}");
+        assert!(report.contains(&format!("{again} answered again")), "{report}");
         assert!(report.contains("books agree  yes"), "{report}");
+        if first_run.is_none() {
+            first_run = report
+                .lines()
+                .next()
+                .and_then(|l| l.rsplit_once("(run ")?.1.strip_suffix(')').map(str::to_owned));
+        }
         assert!(
             !report.contains("InvalidArgument"),
             "every NIK is valid: {report}"
@@ -277,7 +297,13 @@ fn the_stand_in_phone_signs_what_it_is_given() {
         .arg(&key)
         .output()
         .expect("runs");
-    assert!(!again.status.success(), "an existing key is never overwritten");
+    // An existing key is never overwritten: asked again, the phone shows the key it has.
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(again.stdout, new.stdout, "the same public key");
 
     let challenge = b64.encode(b"adminduk.ikd.v1.token:0123456789abcdef0123456789abcdef");
     let sign = adminduk()

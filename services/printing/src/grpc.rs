@@ -101,6 +101,10 @@ impl From<StoreError> for ApiError {
             )
             .with_precondition("CARD_STATE", job_id, format!("is {state}, not PRINTED")),
             StoreError::JobNotFound(id) => job_not_found(&id),
+            StoreError::SuketExists(held) => {
+                ApiError::new(ErrorCode::AlreadyExists, "the resident already holds a suket")
+                    .with_reason(ErrorReason::SuketExists, [("suket_id".to_owned(), held)])
+            }
             StoreError::Corrupt(_) => ApiError::internal(&err),
             StoreError::Db(db) => ApiError::from(db),
         }
@@ -128,6 +132,19 @@ const NAMED_VIOLATIONS: usize = 10;
 fn job_id_field(field: &str, id: &str, out: &mut Violations) {
     if uuid::Uuid::try_parse(id).is_err() {
         out.add(field, "is not a print job id");
+    }
+}
+
+/// A store refusal about one job, naming it: a change that found the job
+/// moved on (a racing request) says which job and where it is now.
+fn about_job(err: StoreError, job: &str) -> ApiError {
+    match err {
+        StoreError::WrongState => ApiError::new(
+            ErrorCode::FailedPrecondition,
+            "the job is not in the state this needs; read it again",
+        )
+        .with_reason(ErrorReason::JobState, [("job_id".to_owned(), job.to_owned())]),
+        other => other.into(),
     }
 }
 
@@ -459,7 +476,8 @@ impl PrintingApi {
         if !retried {
             self.store
                 .spoil_blank(job, ruined.printer, ruined.serial, &ruined.write_off, Utc::now())
-                .await?;
+                .await
+                .map_err(|err| about_job(err, &job.id))?;
             tracing::info!(job = %job.id, "blank ruined in the printer; written off");
         }
         self.job_or_not_found(&job.id).await
@@ -512,7 +530,16 @@ impl PrintingApi {
                 purpose: inventory::BlankPurpose::KtpEl.into(),
             }))
             .await
-            .map_err(refused_by("inventory"))?
+            .map_err(|status| match status.code() {
+                // The inventory is deciding the same blank for a twin of this request;
+                // its advice (an idempotency key) is not this caller's to follow.
+                Code::Aborted => ApiError::new(
+                    ErrorCode::Aborted,
+                    "a racing request for the same blank is being decided; read the job again or retry",
+                )
+                .with_retry_after(Duration::from_millis(100)),
+                _ => upstream::refusal("inventory", &status),
+            })?
             .into_inner()
             .reservation
             .ok_or_else(|| ApiError::new(ErrorCode::Internal, "internal error"))?;
@@ -839,7 +866,8 @@ impl PrintingService for PrintingApi {
         }
         self.store
             .mark_printed(&job.id, &printer_id, &card_serial, now)
-            .await?;
+            .await
+            .map_err(|err| about_job(err, &job.id))?;
         let job = self.job_or_not_found(&job_id).await?;
         Ok(Response::new(pb::ReportPrintedResponse {
             job: Some(job_msg(&job)),
@@ -936,7 +964,10 @@ impl PrintingService for PrintingApi {
         // (or reported again with other words) while the inventory hears of it.
         let serial = job.card_serial.clone().unwrap_or_default();
         let report = Report::DamagedCard { serial: &serial };
-        self.store.claim_report(&job.id, report, Utc::now()).await?;
+        self.store
+            .claim_report(&job.id, report, Utc::now())
+            .await
+            .map_err(|err| about_job(err, &job.id))?;
         // The reprint's blank is held next: if the date has none, the damaged
         // card is not written off either, and nothing has moved.
         let today = adminduk_kit::time::today_wib();
@@ -981,7 +1012,7 @@ impl PrintingService for PrintingApi {
                 self.release(&reservation, &job.service_point, "spoilage not recorded")
                     .await;
             }
-            return Err(err.into());
+            return Err(about_job(err, &job.id).into());
         }
         tracing::info!(job = %job.id, "card spoiled; reprint queued");
         let job = self.job_or_not_found(&job_id).await?;
@@ -1079,9 +1110,9 @@ impl PrintingService for PrintingApi {
             .insert_suket(&id, &nik, &region, &service_point_code, valid_until, Utc::now())
             .await
             .map_err(|err| match err {
-                StoreError::ActiveJobExists => {
+                StoreError::SuketExists(held) => {
                     ApiError::new(ErrorCode::AlreadyExists, "the resident already holds a suket")
-                        .with_reason(ErrorReason::SuketExists, [])
+                        .with_reason(ErrorReason::SuketExists, [("suket_id".to_owned(), held)])
                 }
                 other => other.into(),
             })?;
@@ -1206,7 +1237,8 @@ impl PrintingService for PrintingApi {
         })?;
         self.store
             .record_delivery(&job, from, to, outcome, Utc::now())
-            .await?;
+            .await
+            .map_err(|err| about_job(err, &job.id))?;
         if outcome == Outcome::ReturnedDeceased {
             // The registry is asked to look: a review row is written, and the resident's record read now.
             let mut people = self.population.clone();

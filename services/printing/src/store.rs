@@ -29,6 +29,9 @@ pub enum StoreError {
         /// The serial that report records.
         serial: String,
     },
+    /// The NIK holds an open suket already (its id).
+    #[error("the NIK holds a suket")]
+    SuketExists(String),
     /// A job named in the request does not exist.
     #[error("no such job")]
     JobNotFound(String),
@@ -1061,7 +1064,16 @@ impl Store {
         .execute(self.db.pool())
         .await;
         match result {
-            Err(err) if is_unique_violation(&err) => Err(StoreError::ActiveJobExists),
+            Err(err) if is_unique_violation(&err) => {
+                let held: Option<String> =
+                    sqlx::query("SELECT id FROM sukets WHERE nik = $1 AND converted_job IS NULL")
+                        .bind(nik)
+                        .fetch_optional(self.db.pool())
+                        .await?
+                        .map(|row| row.try_get("id"))
+                        .transpose()?;
+                Err(StoreError::SuketExists(held.unwrap_or_default()))
+            }
             other => other.map(drop).map_err(StoreError::from),
         }
     }
