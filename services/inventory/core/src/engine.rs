@@ -1231,15 +1231,20 @@ mod tests {
         assert_eq!((stock.capacity, stock.committed, stock.held), (15_000, 1, 0));
     }
 
-    #[test]
-    fn full_dates_suggest_other_days_and_the_nearest_points() {
-        let engine = engine_with_stock(15_000);
+    /// Takes all 30 of Kecamatan 3's blanks for day 23.
+    fn fill_kecamatan_3(engine: &Engine) {
         for n in 0..30 {
             let (nik, key) = (format!("n{n}"), format!("k{n}"));
             engine
                 .reserve(&req("3275-KEC-03", &nik, &key), now())
                 .expect("room");
         }
+    }
+
+    #[test]
+    fn full_dates_suggest_other_days_and_the_nearest_points() {
+        let engine = engine_with_stock(15_000);
+        fill_kecamatan_3(&engine);
         let s = engine.suggestions("3275-KEC-03", day(23), 14, 3);
         assert_eq!(s.next_dates, vec![day(24), day(25), day(26)]);
         let codes: Vec<_> = s.other_points.iter().map(|(c, _)| c.as_str()).collect();
@@ -1250,12 +1255,7 @@ mod tests {
     #[test]
     fn points_sharing_a_pool_are_suggested_once() {
         let engine = engine_with_stock(15_000);
-        for n in 0..30 {
-            let (nik, key) = (format!("n{n}"), format!("k{n}"));
-            engine
-                .reserve(&req("3275-KEC-03", &nik, &key), now())
-                .expect("room");
-        }
+        fill_kecamatan_3(&engine);
         let s = engine.suggestions("3275-KEC-03", day(23), 14, 50);
         let shared: Vec<_> = s
             .other_points
