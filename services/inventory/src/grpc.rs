@@ -79,16 +79,13 @@ impl InventoryApi {
 }
 
 fn region_field(field: &str, code: &str, allow_national: bool, out: &mut Violations) {
-    let is_regency = adminduk_kit::is_digits(code, 4);
-    if !(is_regency || (allow_national && code == NATIONAL)) {
-        out.add(
-            field,
-            if allow_national {
-                "must be a 4-digit regency code or NATIONAL"
-            } else {
-                "must be a 4-digit regency code"
-            },
-        );
+    if allow_national && code == NATIONAL {
+        return;
+    }
+    if allow_national && !adminduk_kit::is_digits(code, 4) {
+        out.add(field, "must be a 4-digit regency code or NATIONAL");
+    } else {
+        adminduk_kit::codes::regency_field(field, code, out);
     }
 }
 
@@ -486,12 +483,6 @@ impl InventoryService for InventoryApi {
         let mut v = Violations::new();
         region_field("policy.region_code", &region_code, false, &mut v);
         let regions = Regions::global();
-        if adminduk_kit::is_digits(&region_code, 4) && regions.regency(&region_code).is_none() {
-            v.add(
-                "policy.region_code",
-                "is not a regency or city in the official region list",
-            );
-        }
         for (i, point) in service_points.iter().enumerate() {
             if point.district_code.starts_with(region_code.as_str())
                 && adminduk_kit::is_digits(&point.district_code, 6)
@@ -881,12 +872,6 @@ impl InventoryService for InventoryApi {
         } = request.into_inner();
         let mut v = Violations::new();
         region_field("holder_code", &holder_code, true, &mut v);
-        if adminduk_kit::is_digits(&holder_code, 4) && Regions::global().regency(&holder_code).is_none() {
-            v.add(
-                "holder_code",
-                "is not a regency or city in the official region list",
-            );
-        }
         let size = match page_size {
             0 => 50,
             1..=500 => i64::from(page_size),

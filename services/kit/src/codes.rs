@@ -6,6 +6,16 @@ pub fn is_digits(text: &str, len: usize) -> bool {
     text.len() == len && text.bytes().all(|b| b.is_ascii_digit())
 }
 
+/// A regency or city code of a request (`3275`): 4 digits, and in the
+/// official region list; adds the violation to `out` under `field`.
+pub fn regency_field(field: &str, code: &str, out: &mut crate::Violations) {
+    if !is_digits(code, 4) {
+        out.add(field, "must be a 4-digit regency code");
+    } else if crate::region::Regions::global().regency(code).is_none() {
+        out.add(field, "is not a regency or city in the official region list");
+    }
+}
+
 /// The most characters of a service point's code (`3275-KEC-01`).
 pub const MAX_SERVICE_POINT: usize = 32;
 

@@ -168,15 +168,6 @@ fn unknown_point() -> ApiError {
     )
 }
 
-/// A regency code of a request: 4 digits and in the official region list.
-fn regency_field(field: &str, code: &str, out: &mut Violations) {
-    if !adminduk_kit::is_digits(code, 4) {
-        out.add(field, "must be a 4-digit regency code");
-    } else if Regions::global().regency(code).is_none() {
-        out.add(field, "is not a regency or city in the official region list");
-    }
-}
-
 /// The answer to a report from a printer without a live lease on the job.
 fn no_live_lease() -> ApiError {
     ApiError::new(
@@ -1293,7 +1284,7 @@ impl PrintingService for PrintingApi {
             to_date,
         } = request.into_inner();
         let mut v = Violations::new();
-        regency_field("region_code", &region_code, &mut v);
+        adminduk_kit::codes::regency_field("region_code", &region_code, &mut v);
         let mut day_of = |field: &str, date: Option<&adminduk_proto::common::v1::Date>| match date {
             None => None,
             Some(d) => {
@@ -1352,7 +1343,7 @@ impl PrintingService for PrintingApi {
     ) -> Result<Response<pb::GetBacklogResponse>, Status> {
         let pb::GetBacklogRequest { region_code } = request.into_inner();
         let mut v = Violations::new();
-        regency_field("region_code", &region_code, &mut v);
+        adminduk_kit::codes::regency_field("region_code", &region_code, &mut v);
         v.into_result()?;
         let today = adminduk_kit::time::today_wib();
         let waiting = self.store.waiting_by_priority(&region_code).await?;
