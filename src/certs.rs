@@ -51,6 +51,10 @@ pub struct DevCerts {
     pub agency_cert: PathBuf,
     /// The demo agency's private key.
     pub agency_key: PathBuf,
+    /// The demo administrator's client certificate.
+    pub admin_cert: PathBuf,
+    /// The demo administrator's private key.
+    pub admin_key: PathBuf,
 }
 
 impl DevCerts {
@@ -66,6 +70,8 @@ impl DevCerts {
             office_key: dir.join("office.key"),
             agency_cert: dir.join("agency.crt"),
             agency_key: dir.join("agency.key"),
+            admin_cert: dir.join("admin.crt"),
+            admin_key: dir.join("admin.key"),
         }
     }
 
@@ -74,7 +80,7 @@ impl DevCerts {
         self.files().iter().all(|path| path.is_file())
     }
 
-    fn files(&self) -> [&Path; 8] {
+    fn files(&self) -> [&Path; 10] {
         [
             &self.ca_cert,
             &self.ca_key,
@@ -84,6 +90,8 @@ impl DevCerts {
             &self.office_key,
             &self.agency_cert,
             &self.agency_key,
+            &self.admin_cert,
+            &self.admin_key,
         ]
     }
 }
@@ -101,6 +109,8 @@ pub struct CertOptions {
     pub office_device: String,
     /// The agency code in the agency's certificate.
     pub agency: String,
+    /// The administrator's name in the admin certificate.
+    pub admin: String,
 }
 
 impl Default for CertOptions {
@@ -112,6 +122,7 @@ impl Default for CertOptions {
             office_service_point: "3275-KEC-01".to_owned(),
             office_device: "counter-01".to_owned(),
             agency: "demo-bank".to_owned(),
+            admin: "admin-3275".to_owned(),
         }
     }
 }
@@ -136,6 +147,7 @@ pub fn generate(dir: &Path, opts: &CertOptions) -> anyhow::Result<DevCerts> {
         (&paths.server_cert, &paths.server_key, plan.server(now)?),
         (&paths.office_cert, &paths.office_key, plan.office(now)?),
         (&paths.agency_cert, &paths.agency_key, plan.agency(now)?),
+        (&paths.admin_cert, &paths.admin_key, plan.admin(now)?),
     ];
     let leaf_count = leaves.len();
     let mut to_issue = Vec::new();
@@ -194,6 +206,7 @@ impl<'a> Plan<'a> {
             ("office_service_point", &opts.office_service_point),
             ("office_device", &opts.office_device),
             ("agency", &opts.agency),
+            ("admin", &opts.admin),
         ] {
             if !is_identifier(value) {
                 bail!("{name}: `{value}` must be 1 to 32 letters, digits or hyphens");
@@ -234,6 +247,12 @@ impl<'a> Plan<'a> {
         let code = &self.opts.agency;
         let principal = Principal::Agency { code: code.clone() };
         client_params(&format!("agency {code}"), &principal, now)
+    }
+
+    fn admin(&self, now: Now) -> anyhow::Result<CertificateParams> {
+        let name = &self.opts.admin;
+        let principal = Principal::Admin { name: name.clone() };
+        client_params(&format!("admin {name}"), &principal, now)
     }
 }
 

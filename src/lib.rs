@@ -5,7 +5,7 @@
 //! modules (such as [`certs`]) directly.
 
 pub mod certs;
-mod mesh;
+pub mod mesh;
 mod peak;
 mod phone;
 mod seed;
@@ -78,6 +78,9 @@ struct UpArgs {
     /// Synthetic residents to load on first run.
     #[arg(long, default_value_t = 20_000)]
     residents: usize,
+    /// Address of the gateway, the one public door (TLS).
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    gateway_addr: SocketAddr,
     /// Address of the population service.
     #[arg(long, default_value = "127.0.0.1:50061")]
     population_addr: SocketAddr,
@@ -151,6 +154,8 @@ enum ServiceName {
     Ikd,
     /// Printing and delivery of KTP-el cards.
     Printing,
+    /// The gateway: the one public door (TLS; needs `[server.tls]` with a client CA).
+    Gateway,
 }
 
 /// Log output for `up`.
@@ -188,5 +193,6 @@ fn write_certs(args: &CertsArgs) -> anyhow::Result<()> {
     println!("  server      {}", written.server_cert.display());
     println!("  office      {}", written.office_cert.display());
     println!("  agency      {}", written.agency_cert.display());
+    println!("  admin       {}", written.admin_cert.display());
     Ok(())
 }

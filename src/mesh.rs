@@ -1,7 +1,7 @@
 //! Running services: all of them in one process (`up`), or one (`serve`).
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use adminduk_inventory::{GroupCommit, Inventory};
@@ -143,6 +143,210 @@ fn reference_key(data_dir: &Path) -> anyhow::Result<secrecy::SecretString> {
     Ok(key.into())
 }
 
+/// Where the whole mesh listens and keeps its data, for [`start`].
+#[derive(Debug, Clone)]
+pub struct MeshOptions {
+    /// SQLite files, certificates and the mailbox.
+    pub data_dir: PathBuf,
+    /// Synthetic residents to load when the population database is empty.
+    pub residents: usize,
+    /// The gateway, the one public address (TLS).
+    pub gateway: SocketAddr,
+    /// The population service (plaintext, loopback).
+    pub population: SocketAddr,
+    /// The inventory.
+    pub inventory: SocketAddr,
+    /// Printing.
+    pub printing: SocketAddr,
+    /// IKD.
+    pub ikd: SocketAddr,
+    /// Say what first-run loading does on standard output.
+    pub verbose: bool,
+}
+
+impl MeshOptions {
+    /// Every service on a free loopback port, the data under `data_dir`.
+    pub fn on_free_ports(data_dir: &Path, residents: usize) -> Self {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self {
+            data_dir: data_dir.to_path_buf(),
+            residents,
+            gateway: any,
+            population: any,
+            inventory: any,
+            printing: any,
+            ikd: any,
+            verbose: false,
+        }
+    }
+}
+
+/// The whole mesh, running in this process: the gateway in front, the four
+/// services behind it on loopback.
+#[derive(Debug)]
+pub struct Mesh {
+    /// The gateway.
+    pub gateway: adminduk_gateway::Running,
+    /// The population service.
+    pub population: adminduk_population::Running,
+    /// The inventory.
+    pub inventory: adminduk_inventory::Running,
+    /// Printing.
+    pub printing: adminduk_printing::Running,
+    /// IKD.
+    pub ikd: adminduk_ikd::Running,
+    /// The development certificates (CA, server, demo clients).
+    pub certs: crate::certs::DevCerts,
+    /// Where mail to residents goes, one `.eml` file each.
+    pub mailbox: PathBuf,
+    /// The data directory.
+    pub data_dir: PathBuf,
+}
+
+impl Mesh {
+    /// Stops the gateway first (no new calls come in), then the services.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.gateway.shutdown().await?;
+        let (a, b, c, d) = tokio::join!(
+            self.population.shutdown(),
+            self.inventory.shutdown(),
+            self.ikd.shutdown(),
+            self.printing.shutdown()
+        );
+        a?;
+        b?;
+        c?;
+        d?;
+        Ok(())
+    }
+}
+
+fn tls_server(listen: SocketAddr, certs: &crate::certs::DevCerts) -> ServerConfig {
+    ServerConfig {
+        listen,
+        tls: Some(config::TlsConfig {
+            cert: certs.server_cert.clone(),
+            key: certs.server_key.clone(),
+            client_ca: Some(certs.ca_cert.clone()),
+            client_certificate_optional: true,
+        }),
+        ..ServerConfig::default()
+    }
+}
+
+/// Starts the whole mesh on SQLite files under the data directory, with the
+/// development certificates (made on first run), demo data on first run, one
+/// in-process cache shared by IKD and the gateway, and a local mailbox.
+pub async fn start(options: MeshOptions) -> anyhow::Result<Mesh> {
+    let data_dir = options.data_dir.clone();
+    let servers = [
+        server_at(options.population),
+        server_at(options.inventory),
+        server_at(options.printing),
+        server_at(options.ikd),
+    ];
+    for server in &servers {
+        server.validate().map_err(|err| anyhow::anyhow!("{err}"))?;
+    }
+    let [population_server, inventory_server, printing_server, ikd_server] = servers;
+    // Mail to residents goes to a local mailbox a person reads: one file per message.
+    let mailbox = data_dir.join("mailbox");
+    let mail = MailConfig {
+        mailbox_dir: Some(mailbox.clone()),
+        poll_interval_ms: 250,
+        ..MailConfig::default()
+    };
+    let certs = crate::certs::generate(&data_dir.join("certs"), &crate::certs::CertOptions::default())
+        .context("writing development certificates")?;
+
+    let population_db = Db::connect(
+        &local_database(&data_dir, "population"),
+        adminduk_population::SCHEMA,
+        adminduk_population::MIGRATIONS,
+    )
+    .await
+    .context("opening the population database")?;
+    let inventory_db = Db::connect(
+        &local_database(&data_dir, "inventory"),
+        adminduk_inventory::SCHEMA,
+        adminduk_inventory::MIGRATIONS,
+    )
+    .await
+    .context("opening the inventory database")?;
+    let ikd_db = Db::connect(
+        &local_database(&data_dir, "ikd"),
+        adminduk_ikd::SCHEMA,
+        adminduk_ikd::MIGRATIONS,
+    )
+    .await
+    .context("opening the IKD database")?;
+    let printing_db = Db::connect(
+        &local_database(&data_dir, "printing"),
+        adminduk_printing::SCHEMA,
+        adminduk_printing::MIGRATIONS,
+    )
+    .await
+    .context("opening the printing database")?;
+
+    let store = Store::new(population_db.clone());
+    if store.count_residents().await? == 0 && options.residents > 0 {
+        if options.verbose {
+            println!(
+                "first run: loading {} synthetic residents of Kota Bekasi",
+                options.residents
+            );
+        }
+        let (written, residents) =
+            crate::seed::load(&store, "3275", options.residents, 2_026, options.verbose).await?;
+        let active = seed_adoption(&adminduk_ikd::Store::new(ikd_db.clone()), &residents).await?;
+        if options.verbose {
+            println!("{written} residents loaded");
+            println!("{active} of them have an active IKD (8% to 30% by kecamatan)");
+        }
+    }
+
+    let population = adminduk_population::start(population_server, population_db).await?;
+    let population_url = format!("http://{}", population.local_addr());
+    let inventory = adminduk_inventory::start(inventory_server, inventory_db, GroupCommit::default()).await?;
+    seed_inventory(inventory.inventory()).await?;
+    let inventory_url = format!("http://{}", inventory.local_addr());
+    // IKD marks revoked devices here, and the gateway reads the marks.
+    let cache: Arc<dyn SharedCache> = Arc::new(MemoryCache::new());
+    let ikd = adminduk_ikd::start(
+        ikd_server,
+        ikd_db,
+        upstream(&population_url)?,
+        cache.clone(),
+        &mail,
+    )
+    .await?;
+    let ikd_url = format!("http://{}", ikd.local_addr());
+    let printing = adminduk_printing::start(
+        printing_server,
+        printing_db,
+        upstream(&population_url)?,
+        upstream(&inventory_url)?,
+    )
+    .await?;
+    let upstreams = adminduk_gateway::Upstreams {
+        population: upstream(&population_url)?,
+        inventory: upstream(&inventory_url)?,
+        printing: upstream(&format!("http://{}", printing.local_addr()))?,
+        ikd: upstream(&ikd_url)?,
+    };
+    let gateway = adminduk_gateway::start(tls_server(options.gateway, &certs), upstreams, cache).await?;
+    Ok(Mesh {
+        gateway,
+        population,
+        inventory,
+        printing,
+        ikd,
+        certs,
+        mailbox,
+        data_dir,
+    })
+}
+
 pub(crate) fn up(args: UpArgs) -> anyhow::Result<()> {
     // Everything that can be checked is checked before the runtime starts.
     std::fs::create_dir_all(&args.data_dir)
@@ -156,96 +360,64 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<()> {
         nik_ref_key: Some(reference_key(&data_dir)?),
         ..TelemetryConfig::default()
     };
-    let servers = [
-        server_at(args.population_addr),
-        server_at(args.inventory_addr),
-        server_at(args.printing_addr),
-        server_at(args.ikd_addr),
-    ];
-    for server in &servers {
-        if let Err(err) = server.validate() {
+    for addr in [
+        args.gateway_addr,
+        args.population_addr,
+        args.inventory_addr,
+        args.printing_addr,
+        args.ikd_addr,
+    ] {
+        if let Err(err) = server_at(addr).validate() {
             err.exit();
         }
     }
-    let [population_server, inventory_server, printing_server, ikd_server] = servers;
-    // Mail to residents goes to a local mailbox a person reads: one file per message.
-    let mailbox = data_dir.join("mailbox");
-    let mail = MailConfig {
-        mailbox_dir: Some(mailbox.clone()),
-        poll_interval_ms: 250,
-        ..MailConfig::default()
+    let options = MeshOptions {
+        data_dir: data_dir.clone(),
+        residents: args.residents,
+        gateway: args.gateway_addr,
+        population: args.population_addr,
+        inventory: args.inventory_addr,
+        printing: args.printing_addr,
+        ikd: args.ikd_addr,
+        verbose: true,
     };
 
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let _telemetry = adminduk_kit::telemetry::init("adminduk", &telemetry)?;
-        let certs = crate::certs::generate(&data_dir.join("certs"), &crate::certs::CertOptions::default())
-            .context("writing development certificates")?;
         let stop = shutdown_signal();
-
-        let population_db =
-            Db::connect(&local_database(&data_dir, "population"), adminduk_population::SCHEMA, adminduk_population::MIGRATIONS)
-                .await
-                .context("opening the population database")?;
-        let inventory_db =
-            Db::connect(&local_database(&data_dir, "inventory"), adminduk_inventory::SCHEMA, adminduk_inventory::MIGRATIONS)
-                .await
-                .context("opening the inventory database")?;
-        let ikd_db = Db::connect(&local_database(&data_dir, "ikd"), adminduk_ikd::SCHEMA, adminduk_ikd::MIGRATIONS)
-            .await
-            .context("opening the IKD database")?;
-        let printing_db =
-            Db::connect(&local_database(&data_dir, "printing"), adminduk_printing::SCHEMA, adminduk_printing::MIGRATIONS)
-                .await
-                .context("opening the printing database")?;
-
-        let store = Store::new(population_db.clone());
-        if store.count_residents().await? == 0 && args.residents > 0 {
-            println!("first run: loading {} synthetic residents of Kota Bekasi", args.residents);
-            let (written, residents) = crate::seed::load(&store, "3275", args.residents, 2_026, true).await?;
-            println!("{written} residents loaded");
-            let active = seed_adoption(&adminduk_ikd::Store::new(ikd_db.clone()), &residents).await?;
-            println!("{active} of them have an active IKD (8% to 30% by kecamatan)");
-        }
-
-        let population = adminduk_population::start(population_server, population_db.clone()).await?;
-        let population_addr = population.local_addr();
-        let inventory = adminduk_inventory::start(inventory_server, inventory_db.clone(), GroupCommit::default()).await?;
-        seed_inventory(inventory.inventory()).await?;
-        let inventory_addr = inventory.local_addr();
-        let cache: Arc<dyn SharedCache> = Arc::new(MemoryCache::new());
-        let population_url = format!("http://{population_addr}");
-        let ikd = adminduk_ikd::start(ikd_server, ikd_db.clone(), upstream(&population_url)?, cache, &mail).await?;
-        let ikd_addr = ikd.local_addr();
-        let printing = adminduk_printing::start(
-            printing_server,
-            printing_db.clone(),
-            upstream(&population_url)?,
-            upstream(&format!("http://{inventory_addr}"))?,
-        )
-        .await?;
-        let printing_addr = printing.local_addr();
+        let mesh = start(options).await?;
+        let gateway_addr = mesh.gateway.local_addr();
+        let population_addr = mesh.population.local_addr();
+        let inventory_addr = mesh.inventory.local_addr();
+        let printing_addr = mesh.printing.local_addr();
+        let ikd_addr = mesh.ikd.local_addr();
+        let certs = &mesh.certs;
 
         println!();
         println!("adminduk is up (data in {})", data_dir.display());
-        println!("  population  grpc://{population_addr}  (adminduk.population.v1.PopulationService, plaintext on loopback)");
-        println!("  inventory   grpc://{inventory_addr}  (adminduk.inventory.v1.InventoryService, plaintext on loopback)");
-        println!("  printing    grpc://{printing_addr}  (adminduk.printing.v1.PrintingService, plaintext on loopback)");
-        println!("  ikd         grpc://{ikd_addr}  (adminduk.ikd.v1.IkdService, plaintext on loopback)");
-        println!("  certificates {}", certs.dir.display());
-        println!("  mailbox      {}  (mail to residents, one .eml file each; `adminduk outbox` shows the newest)", mailbox.display());
+        println!("  gateway     https://{gateway_addr}  (the address to use: TLS, the four services' public methods)");
+        println!("  population  grpc://{population_addr}  (internal: plaintext on loopback)");
+        println!("  inventory   grpc://{inventory_addr}  (internal: plaintext on loopback)");
+        println!("  printing    grpc://{printing_addr}  (internal: plaintext on loopback)");
+        println!("  ikd         grpc://{ikd_addr}  (internal: plaintext on loopback)");
+        println!("  certificates {}  (ca.crt to trust; office, agency and admin client certificates)", certs.dir.display());
+        println!("  mailbox      {}  (mail to residents, one .eml file each; `adminduk outbox` shows the newest)", mesh.mailbox.display());
         println!();
-        println!("try:");
+        println!("try (anyone may parse a NIK; an office presents its certificate):");
+        let ca = certs.ca_cert.display();
         println!(
-            "  buf curl --protocol grpc --http2-prior-knowledge -d '{{\"nik\":\"3275014101900001\"}}' \\\n    http://{population_addr}/adminduk.population.v1.PopulationService/ParseNik"
+            "  buf curl --protocol grpc --cacert {ca} -d '{{\"nik\":\"3275014101900001\"}}' \\\n    https://localhost:{}/adminduk.population.v1.PopulationService/ParseNik",
+            gateway_addr.port()
         );
         println!(
-            "  buf curl --protocol grpc --http2-prior-knowledge -d '{{\"region_code\":\"3275\"}}' \\\n    http://{inventory_addr}/adminduk.inventory.v1.InventoryService/GetStock"
+            "  buf curl --protocol grpc --cacert {ca} --cert {} --key {} \\\n    -d '{{\"region_code\":\"3275\"}}' https://localhost:{}/adminduk.inventory.v1.InventoryService/GetStock",
+            certs.office_cert.display(),
+            certs.office_key.display(),
+            gateway_addr.port()
         );
-        println!(
-            "  buf curl --protocol grpc --http2-prior-knowledge -d '{{\"area_code\":\"3275\"}}' \\\n    http://{ikd_addr}/adminduk.ikd.v1.IkdService/GetAdoption"
-        );
-        let ikd_store = adminduk_ikd::Store::new(ikd_db.clone());
+        let store = Store::new(mesh.population.store().db().clone());
+        let ikd_store = mesh.ikd.store();
         for nik in store.eligible_niks(adminduk_kit::time::today_wib(), 200).await? {
             if ikd_store.identity(&nik).await?.is_none() && !ikd_store.has_open_activation(&nik, chrono::Utc::now()).await? {
                 println!();
@@ -258,13 +430,7 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<()> {
         println!("Ctrl-C stops it.");
 
         stop.await;
-        let (a, b, c, d) =
-            tokio::join!(population.shutdown(), inventory.shutdown(), ikd.shutdown(), printing.shutdown());
-        a?;
-        b?;
-        c?;
-        d?;
-        anyhow::Ok(())
+        mesh.shutdown().await
     })
 }
 
@@ -277,6 +443,7 @@ pub(crate) fn default_listen(service: ServiceName) -> SocketAddr {
         ServiceName::Inventory => 50062,
         ServiceName::Printing => 50063,
         ServiceName::Ikd => 50064,
+        ServiceName::Gateway => 50051,
     };
     SocketAddr::from(([127, 0, 0, 1], port))
 }
@@ -293,6 +460,7 @@ fn service_file_name(service: ServiceName) -> &'static str {
         ServiceName::Inventory => "inventory",
         ServiceName::Printing => "printing",
         ServiceName::Ikd => "ikd",
+        ServiceName::Gateway => "gateway",
     }
 }
 
@@ -333,7 +501,9 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let _telemetry = adminduk_kit::telemetry::init(service_label(args.service), &config.telemetry)?;
         let url = config.database.url.expose_secret();
-        if url == default_db {
+        if matches!(args.service, ServiceName::Gateway) {
+            // The gateway keeps no records of its own yet.
+        } else if url == default_db {
             tracing::warn!(
                 database = %describe_database(url),
                 "no database configured (DATABASE_URL or [database] url): using a SQLite file in the working directory"
@@ -343,6 +513,25 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         let stop = shutdown_signal();
         match args.service {
+            ServiceName::Gateway => {
+                let redis = config
+                    .cache
+                    .redis_url
+                    .as_ref()
+                    .map(|u| u.expose_secret().to_owned());
+                let cache = adminduk_kit::cache::from_url(redis.as_deref(), adminduk_kit::cache::MESH)
+                    .await
+                    .context("connecting to the cache")?;
+                let upstreams = adminduk_gateway::Upstreams {
+                    population: upstream(&config.upstreams.population)?,
+                    inventory: upstream(&config.upstreams.inventory)?,
+                    printing: upstream(&config.upstreams.printing)?,
+                    ikd: upstream(&config.upstreams.ikd)?,
+                };
+                let running = adminduk_gateway::start(config.server.clone(), upstreams, cache).await?;
+                stop.await;
+                running.shutdown().await?;
+            }
             ServiceName::Population => {
                 let db = Db::connect(
                     &config.database,
@@ -395,7 +584,7 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     .redis_url
                     .as_ref()
                     .map(|u| u.expose_secret().to_owned());
-                let cache = adminduk_kit::cache::from_url(redis.as_deref(), "ikd")
+                let cache = adminduk_kit::cache::from_url(redis.as_deref(), adminduk_kit::cache::MESH)
                     .await
                     .context("connecting to the cache")?;
                 let running = adminduk_ikd::start(
@@ -420,6 +609,7 @@ fn service_label(service: ServiceName) -> &'static str {
         ServiceName::Inventory => "adminduk-inventory",
         ServiceName::Ikd => "adminduk-ikd",
         ServiceName::Printing => "adminduk-printing",
+        ServiceName::Gateway => "adminduk-gateway",
     }
 }
 
@@ -434,11 +624,12 @@ mod tests {
             ServiceName::Inventory,
             ServiceName::Printing,
             ServiceName::Ikd,
+            ServiceName::Gateway,
         ]
         .into_iter()
         .map(|s| default_listen(s).port())
         .collect();
-        assert_eq!(ports, [50061, 50062, 50063, 50064]);
+        assert_eq!(ports, [50061, 50062, 50063, 50064, 50051]);
         assert_eq!(default_database(ServiceName::Ikd), "sqlite:ikd.db");
     }
 

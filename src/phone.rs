@@ -35,6 +35,20 @@ enum PhoneCommand {
         /// The challenge, base64.
         challenge: String,
     },
+    /// Makes the proof a resident's change carries through the gateway (the
+    /// `x-adminduk-proof` header): signed by the device key for one method and
+    /// one session token, now, with a fresh one-time id.
+    Proof {
+        /// The device key.
+        #[arg(long, default_value = "phone.key")]
+        key: PathBuf,
+        /// The method's path, e.g. `/adminduk.printing.v1.PrintingService/SubmitPrintJob`.
+        #[arg(long)]
+        method: String,
+        /// The session token the request carries.
+        #[arg(long)]
+        token: String,
+    },
 }
 
 /// Arguments of `adminduk outbox`.
@@ -76,6 +90,22 @@ pub(crate) fn phone(args: PhoneArgs) -> anyhow::Result<()> {
                 .decode(challenge.trim())
                 .context("the challenge must be base64")?;
             println!("{}", B64.encode(pair.sign(&challenge).as_ref()));
+        }
+        PhoneCommand::Proof { key, method, token } => {
+            let pair = read_key(&key)?;
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .context("the clock is before 1970")?
+                .as_millis();
+            let mut id = [0u8; 16];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)
+                .map_err(|_| anyhow::anyhow!("no randomness"))?;
+            let id = adminduk_kit::hex::encode(&id);
+            let now_ms = i64::try_from(now_ms).context("the clock is too far ahead")?;
+            println!(
+                "{}",
+                adminduk_kit::proof::sign(&pair, method.trim(), now_ms, &id, token.trim())
+            );
         }
     }
     Ok(())

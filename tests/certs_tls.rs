@@ -26,6 +26,7 @@ async fn start_mtls_server(certs: &DevCerts) -> RunningServer {
             cert: certs.server_cert.clone(),
             key: certs.server_key.clone(),
             client_ca: Some(certs.ca_cert.clone()),
+            client_certificate_optional: false,
         }),
         ..ServerConfig::default()
     };

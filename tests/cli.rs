@@ -42,6 +42,8 @@ async fn up_starts_on_an_empty_directory_answers_and_stops_cleanly() {
             "up",
             "--residents",
             "300",
+            "--gateway-addr",
+            "127.0.0.1:0",
             "--population-addr",
             "127.0.0.1:0",
             "--inventory-addr",
@@ -407,6 +409,7 @@ async fn up_delivers_the_activation_code_to_its_mailbox_and_outbox_shows_it_sent
     let data = dir.path().join("data");
     let mut child = adminduk()
         .args(["up", "--residents", "300"])
+        .args(["--gateway-addr", "127.0.0.1:0"])
         .args(["--population-addr", "127.0.0.1:0"])
         .args(["--inventory-addr", "127.0.0.1:0"])
         .args(["--printing-addr", "127.0.0.1:0"])

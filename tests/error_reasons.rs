@@ -53,6 +53,7 @@ fn production_sources() -> Vec<String> {
     }
     let mut out = Vec::new();
     walk(&root().join("src"), &mut out);
+    walk(&root().join("gateway/src"), &mut out);
     for service in std::fs::read_dir(root().join("services"))
         .expect("services")
         .flatten()

@@ -30,10 +30,7 @@ use crate::domain::{
 };
 use crate::store::{AuditEntry, NewActivation, OpenActivation, Store, StoreError};
 
-/// The cache key the gateway checks before accepting a device's token.
-pub fn revoked_device_key(device_id: &str) -> String {
-    format!("revoked-device:{device_id}")
-}
+pub use adminduk_kit::token::revoked_device_key;
 
 /// The keys that sign session tokens: the newest signs, all verify.
 #[derive(Debug)]
@@ -722,6 +719,10 @@ impl IkdService for IkdApi {
                 jti: uuid::Uuid::now_v7().to_string(),
                 iat: now.timestamp(),
                 exp: expires_at.timestamp(),
+                // Bound to the device key: the gateway wants a proof signed by it for a change.
+                cnf: adminduk_kit::token::Confirmation {
+                    jkt: adminduk_kit::proof::thumbprint(&identity.device_public_key),
+                },
             };
             let token = key
                 .sign(&claims)
@@ -807,6 +808,45 @@ impl IkdService for IkdApi {
         self.audited(&nik, "REVOKE", (&who.0, &who.1), result)
             .await
             .map(Response::new)
+    }
+
+    async fn resolve_subject(
+        &self,
+        request: Request<pb::ResolveSubjectRequest>,
+    ) -> Result<Response<pb::ResolveSubjectResponse>, Status> {
+        let pb::ResolveSubjectRequest { subject } = request.into_inner();
+        // Subjects are 128 random bits in lowercase hex; anything else names no one.
+        if subject.len() != 32 || !subject.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(ApiError::invalid_field(
+                "subject",
+                "must be a session token's subject: 32 lowercase hex digits",
+            )
+            .into());
+        }
+        let identity = self
+            .store
+            .identity_by_subject(&subject)
+            .await
+            .map_err(store_error)?;
+        let Some(identity) = identity else {
+            return Err(ApiError::new(ErrorCode::NotFound, "no identity has this subject")
+                .with_reason(ErrorReason::IkdNotActive, [])
+                .into());
+        };
+        let status = if identity.active {
+            pb::IdentityStatus::Active
+        } else {
+            pb::IdentityStatus::Revoked
+        };
+        Ok(Response::new(pb::ResolveSubjectResponse {
+            nik: identity.nik,
+            status: status.into(),
+            device_id: if identity.active {
+                identity.device_id
+            } else {
+                String::new()
+            },
+        }))
     }
 
     async fn get_adoption(

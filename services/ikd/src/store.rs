@@ -240,13 +240,27 @@ adminduk_kit::store! {
 impl Store {
     /// The identity of a NIK, active or revoked.
     pub async fn identity(&self, nik: &str) -> Result<Option<Identity>, StoreError> {
-        let row = sqlx::query(
+        self.identity_where("nik = $1", nik).await
+    }
+
+    /// The identity a session token's opaque subject stands for.
+    pub async fn identity_by_subject(&self, subject: &str) -> Result<Option<Identity>, StoreError> {
+        self.identity_where("subject = $1", subject).await
+    }
+
+    async fn identity_where(
+        &self,
+        condition: &'static str,
+        value: &str,
+    ) -> Result<Option<Identity>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
             "SELECT nik, status, device_id, device_public_key, district_code, activated_at, subject \
-             FROM identities WHERE nik = $1",
-        )
-        .bind(nik)
-        .fetch_optional(self.db.pool())
-        .await?;
+             FROM identities WHERE {condition}"
+        ));
+        let row = sqlx::query(sql)
+            .bind(value)
+            .fetch_optional(self.db.pool())
+            .await?;
         row.map(|r| {
             let key: String = r.try_get("device_public_key")?;
             let status: String = r.try_get("status")?;

@@ -17,6 +17,9 @@ fn tokens(c: &mut Criterion) {
         jti: "01a20000-0000-7000-8000-000000000000".to_owned(),
         iat: 1_795_000_000,
         exp: 1_795_000_900,
+        cnf: adminduk_kit::token::Confirmation {
+            jkt: "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k".to_owned(),
+        },
     };
     let token = key.sign(&claims).expect("a token");
     // Two keys listed, as during a rotation.

@@ -86,6 +86,11 @@ fn ttl_millis(ttl: Duration) -> u64 {
     u64::try_from(millis).map_or(i64::MAX as u64, |m| m.min(i64::MAX as u64))
 }
 
+/// The prefix of what the mesh's services share with each other, not only
+/// between their own replicas: the IKD service's revocation marks, which every
+/// gateway reads.
+pub const MESH: &str = "mesh";
+
 /// Picks the implementation: Redis when a URL is given, in-process otherwise.
 ///
 /// `prefix` names the service (e.g. `gateway`); Redis keys become

@@ -178,6 +178,11 @@ pub struct TlsConfig {
     pub key: PathBuf,
     /// When set, clients must present a certificate signed by this CA (mTLS).
     pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: a client may also connect without a certificate (the
+    /// gateway, where residents present a token instead); one that presents a
+    /// certificate must still present one the CA signed.
+    #[serde(default)]
+    pub client_certificate_optional: bool,
 }
 
 impl Validate for TlsConfig {
@@ -415,6 +420,8 @@ pub struct UpstreamsConfig {
     pub population: String,
     /// The inventory service.
     pub inventory: String,
+    /// The printing service (the gateway's).
+    pub printing: String,
     /// The IKD service.
     pub ikd: String,
 }
@@ -424,6 +431,7 @@ impl Default for UpstreamsConfig {
         Self {
             population: "http://127.0.0.1:50061".to_owned(),
             inventory: "http://127.0.0.1:50062".to_owned(),
+            printing: "http://127.0.0.1:50063".to_owned(),
             ikd: "http://127.0.0.1:50064".to_owned(),
         }
     }
@@ -434,6 +442,7 @@ impl Validate for UpstreamsConfig {
         for (key, url) in [
             ("upstreams.population", &self.population),
             ("upstreams.inventory", &self.inventory),
+            ("upstreams.printing", &self.printing),
             ("upstreams.ikd", &self.ikd),
         ] {
             if !(url.starts_with("http://") || url.starts_with("https://"))

@@ -58,6 +58,8 @@ pub enum ErrorCode {
     Unavailable,
     /// The deadline passed before the work finished.
     DeadlineExceeded,
+    /// No such method is served here.
+    Unimplemented,
     /// A bug or an unexpected failure; never carries its cause to the client.
     Internal,
 }
@@ -76,6 +78,7 @@ impl ErrorCode {
             Self::PermissionDenied => Code::PermissionDenied,
             Self::Unavailable => Code::Unavailable,
             Self::DeadlineExceeded => Code::DeadlineExceeded,
+            Self::Unimplemented => Code::Unimplemented,
             Self::Internal => Code::Internal,
         }
     }

@@ -10,6 +10,7 @@ pub mod kk;
 pub mod mask;
 pub mod nik;
 pub mod principal;
+pub mod proof;
 pub mod region;
 pub mod server;
 pub mod storage;

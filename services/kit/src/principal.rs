@@ -26,6 +26,11 @@ pub enum Principal {
         /// The agency code, e.g. `demo-bank`.
         code: String,
     },
+    /// An administrator of the Disdukcapil office (stock, quota policy, recalls).
+    Admin {
+        /// Who, e.g. `kadis-3275`.
+        name: String,
+    },
 }
 
 impl fmt::Display for Principal {
@@ -39,12 +44,13 @@ impl fmt::Display for Principal {
                 write!(f, "{SCHEME}office/{service_point}/{device}")
             }
             Principal::Agency { code } => write!(f, "{SCHEME}agency/{code}"),
+            Principal::Admin { name } => write!(f, "{SCHEME}admin/{name}"),
         }
     }
 }
 
-/// Parses a principal URI (`adminduk://office/<service point>/<device>` or
-/// `adminduk://agency/<code>`); `None` for anything else.
+/// Parses a principal URI (`adminduk://office/<service point>/<device>`,
+/// `adminduk://agency/<code>` or `adminduk://admin/<name>`); `None` for anything else.
 ///
 /// Strict on purpose, as its answer decides who a caller is: the scheme is matched
 /// exactly, each part must be 1 to 32 letters, digits or hyphens, and no segment may
@@ -60,6 +66,9 @@ pub fn parse_principal(uri: &str) -> Option<Principal> {
         },
         "agency" => Principal::Agency {
             code: identifier(segments.next()?)?,
+        },
+        "admin" => Principal::Admin {
+            name: identifier(segments.next()?)?,
         },
         _ => return None,
     };
@@ -370,6 +379,7 @@ AIPtkJaALyRzecs7pMd5d0LRRLhIIt9tpJgn5LOmvaAQ\n\
         for uri in [
             "adminduk://office/3275-KEC-01/counter-01",
             "adminduk://agency/demo-bank",
+            "adminduk://admin/kadis-3275",
         ] {
             let principal = parse_principal(uri).expect("valid");
             assert_eq!(principal.to_string(), uri);
@@ -389,6 +399,8 @@ AIPtkJaALyRzecs7pMd5d0LRRLhIIt9tpJgn5LOmvaAQ\n\
             "adminduk://office//counter-01",
             "adminduk://office/3275-KEC-01/counter-01/",
             "adminduk://office/3275-KEC-01/counter-01/extra",
+            "adminduk://admin/",
+            "adminduk://admin/kadis/extra",
             "adminduk://agency",
             "adminduk://agency/",
             "adminduk://agency/demo-bank/",

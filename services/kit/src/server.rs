@@ -113,22 +113,30 @@ impl GrpcServer {
         // Health is described too, so `buf curl .../grpc.health.v1.Health/Check` works by
         // reflection; and google.rpc's detail types, so a client prints an error's BadRequest
         // or ErrorInfo rather than a base64 blob.
-        let mut reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .register_file_descriptor_set(google_rpc_descriptors()?);
-        for encoded in &self.descriptors {
-            reflection = reflection.register_encoded_file_descriptor_set(encoded);
-        }
-        // Advertise what this server serves, not every service the descriptors describe.
-        reflection = reflection.with_service_name("grpc.health.v1.Health");
-        for name in &self.names {
-            reflection = reflection.with_service_name(*name);
-        }
-        let reflection = reflection
-            .build_v1()
-            .map_err(|err| ServeError::Reflection(err.to_string()))?;
+        let google_rpc = google_rpc_descriptors()?;
+        let reflection = || {
+            let mut reflection = tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_file_descriptor_set(google_rpc.clone());
+            for encoded in &self.descriptors {
+                reflection = reflection.register_encoded_file_descriptor_set(encoded);
+            }
+            // Advertise what this server serves, not every service the descriptors describe.
+            reflection = reflection.with_service_name("grpc.health.v1.Health");
+            for name in &self.names {
+                reflection = reflection.with_service_name(*name);
+            }
+            reflection
+        };
+        let reflection_error = |err: tonic_reflection::server::Error| ServeError::Reflection(err.to_string());
+        // v1alpha too: older clients (grpcio-reflection, some grpcurl builds) speak only it.
+        let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
+        let reflection = reflection().build_v1().map_err(reflection_error)?;
         let mut routes = self.routes;
-        routes.add_service(health_service).add_service(reflection);
+        routes
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(reflection_v1alpha);
 
         let mut builder = Server::builder()
             // Applies the client's grpc-timeout, or ours when it sends none.

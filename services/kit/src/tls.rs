@@ -40,7 +40,9 @@ pub fn server_tls(config: &TlsConfig) -> Result<ServerTlsConfig, TlsError> {
     let identity = Identity::from_pem(read("certificate", &config.cert)?, read("key", &config.key)?);
     let mut tls = ServerTlsConfig::new().identity(identity);
     if let Some(ca) = &config.client_ca {
-        tls = tls.client_ca_root(Certificate::from_pem(read("client CA", ca)?));
+        tls = tls
+            .client_ca_root(Certificate::from_pem(read("client CA", ca)?))
+            .client_auth_optional(config.client_certificate_optional);
     }
     Ok(tls)
 }

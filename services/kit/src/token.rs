@@ -10,6 +10,13 @@ use serde::{Deserialize, Serialize};
 /// The issuer named in every token.
 pub const ISSUER: &str = "adminduk-ikd";
 
+/// The shared-cache key that marks a device's binding revoked: the IKD service
+/// sets it when it revokes, and every gateway replica checks it before it
+/// accepts a token of that device.
+pub fn revoked_device_key(device_id: &str) -> String {
+    format!("revoked-device:{device_id}")
+}
+
 /// What a session token says. Its `Debug` masks the subject as it would a NIK.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
@@ -25,6 +32,17 @@ pub struct Claims {
     pub iat: i64,
     /// Expires at, seconds since the epoch.
     pub exp: i64,
+    /// The device key the token is bound to (RFC 7800): a change made with the
+    /// token carries a proof signed by that key ([`crate::proof`]).
+    #[serde(default)]
+    pub cnf: Confirmation,
+}
+
+/// A token's confirmation claim: the thumbprint of its device key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    /// The RFC 7638 thumbprint of the device's Ed25519 key ([`crate::proof::thumbprint`]).
+    pub jkt: String,
 }
 
 impl std::fmt::Debug for Claims {
@@ -36,6 +54,7 @@ impl std::fmt::Debug for Claims {
             jti,
             iat,
             exp,
+            cnf,
         } = self;
         f.debug_struct("Claims")
             .field("iss", iss)
@@ -44,6 +63,7 @@ impl std::fmt::Debug for Claims {
             .field("jti", jti)
             .field("iat", iat)
             .field("exp", exp)
+            .field("cnf", cnf)
             .finish()
     }
 }
@@ -302,6 +322,7 @@ mod tests {
             jti: "t-1".into(),
             iat: 1_000,
             exp,
+            cnf: Confirmation { jkt: "thumb".into() },
         }
     }
 

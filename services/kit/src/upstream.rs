@@ -43,6 +43,13 @@ pub fn request<T>(message: T) -> tonic::Request<T> {
     request
 }
 
+/// What a call made now to another service may take: the request being
+/// served's remaining time, at most [`UPSTREAM_TIMEOUT`] (the gateway writes it
+/// as the `grpc-timeout` of a call it forwards).
+pub fn time_left() -> Duration {
+    upstream_timeout(Instant::now())
+}
+
 /// What an upstream call may take from `now`: the caller's remaining time, at most the cap.
 fn upstream_timeout(now: Instant) -> Duration {
     let left = DEADLINE

@@ -378,7 +378,7 @@ impl PrintingApi {
             Ok(reservation) => reservation,
             Err(err) => {
                 self.store.discard_unheld(job_id).await?;
-                return Err(self.explain_hold_refusal(err).await);
+                return Err(self.explain_hold_refusal(nik, err).await);
             }
         };
         if let Err(err) = self.store.attach_reservation(job_id, &reservation).await {
@@ -392,7 +392,7 @@ impl PrintingApi {
     /// The inventory's refusal of a job's blank, in printing's words where it
     /// needs them: a hold the applicant already has is named, and is a job's
     /// only if a job holds it.
-    async fn explain_hold_refusal(&self, err: ApiError) -> ApiError {
+    async fn explain_hold_refusal(&self, nik: &str, err: ApiError) -> ApiError {
         let held = err
             .details()
             .error_info()
@@ -401,7 +401,7 @@ impl PrintingApi {
         let Some(held) = held else {
             return err;
         };
-        match self.store.job_with_reservation(&held).await {
+        match self.store.job_with_reservation(nik, &held).await {
             Ok(Some(first)) => {
                 let region = first.region_code.clone();
                 self.duplicate(&first, &region).await
@@ -780,12 +780,25 @@ impl PrintingService for PrintingApi {
             .store
             .lease(&printer_id, i64::from(max_jobs), deadline, now)
             .await?;
-        let mut printable = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            if self.still_printable(&job).await? {
-                printable.push(job);
+        // Each job's resident is asked about at once, not one after another: a
+        // lease of 100 jobs waits for one population round trip, not 100.
+        let mut checks = tokio::task::JoinSet::new();
+        for (index, job) in jobs.into_iter().enumerate() {
+            let api = self.clone();
+            checks.spawn(async move {
+                let printable = api.still_printable(&job).await;
+                (index, job, printable)
+            });
+        }
+        let mut checked = Vec::with_capacity(checks.len());
+        while let Some(done) = checks.join_next().await {
+            let (index, job, printable) = done.map_err(|err| ApiError::internal(&err))?;
+            if printable? {
+                checked.push((index, job));
             }
         }
+        checked.sort_unstable_by_key(|(index, _)| *index);
+        let printable: Vec<Job> = checked.into_iter().map(|(_, job)| job).collect();
         Ok(Response::new(pb::LeaseJobsResponse {
             jobs: printable.iter().map(job_msg).collect(),
         }))

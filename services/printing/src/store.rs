@@ -663,9 +663,23 @@ impl Store {
         Ok(())
     }
 
-    /// The job that holds an inventory reservation, if any.
-    pub async fn job_with_reservation(&self, reservation: &str) -> Result<Option<Job>, StoreError> {
-        self.job_where("reservation_id = $1", reservation).await
+    /// The job of an applicant that holds an inventory reservation, if any. The
+    /// NIK leads the lookup, so it is an index scan (`jobs_by_nik`) of one
+    /// resident's few jobs, not a scan of the whole table.
+    pub async fn job_with_reservation(
+        &self,
+        nik: &str,
+        reservation: &str,
+    ) -> Result<Option<Job>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE nik = $1 AND reservation_id = $2"
+        ));
+        let row = sqlx::query(sql)
+            .bind(nik)
+            .bind(reservation)
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.as_ref().map(job_from_row).transpose()
     }
 
     /// Puts a new blank under a job whose hold lapsed (its appointment day passed while it waited).

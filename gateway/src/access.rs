@@ -1,0 +1,475 @@
+//! Who may call what: one table of method × role, with what each role may
+//! name in its request and which fields the gateway writes itself.
+//!
+//! A method not in the table is not served (UNIMPLEMENTED), so a backend's
+//! internal methods (`CountResidents`, `ResolveSubject`) are unreachable from
+//! outside. A role a method does not list is refused before any backend is
+//! touched: without a credential UNAUTHENTICATED, with one PERMISSION_DENIED.
+//!
+//! Facts the gateway knows are written by it over whatever the client sent
+//! (a protobuf field given twice takes its last value): an office's service
+//! point and device come from its certificate, a resident's IKD status from
+//! the IKD service, an administrator's name from the admin certificate.
+
+/// Who a caller is, as far as the table cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// No credential.
+    Anonymous,
+    /// A device at a service point, by its client certificate.
+    Office,
+    /// Another agency, by its client certificate.
+    Agency,
+    /// A resident, by a session token from their bound phone.
+    Citizen,
+    /// An administrator, by an admin client certificate.
+    Admin,
+}
+
+impl Role {
+    /// The role's name in refusals and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Anonymous => "anonymous",
+            Role::Office => "office",
+            Role::Agency => "agency",
+            Role::Citizen => "citizen",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// A value the gateway writes into a request field, from what it knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fact {
+    /// The office's service point code, from its certificate.
+    ServicePoint,
+    /// The office's device (the officer's counter, the printer), from its certificate.
+    Device,
+    /// The administrator's name, from the admin certificate.
+    AdminName,
+    /// Whether the resident the NIK at this field number names has an active
+    /// IKD, as the IKD service says (a bool field).
+    IkdActive {
+        /// The field number of the NIK.
+        nik: u32,
+    },
+}
+
+/// What a resident may name in a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Own {
+    /// The request names no one (a public fact).
+    Nothing,
+    /// The NIK at this field number must be the resident's own.
+    Nik(u32),
+    /// The KK at this field number must be the resident's own family card.
+    Kk(u32),
+    /// The NIK at this field number must be the resident's or a member of
+    /// their KK (a resident applies for themselves and their family).
+    Family(u32),
+}
+
+/// One role's permission on a method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    /// Anyone, with or without a credential (what activation needs).
+    Anyone,
+    /// An office device; the gateway writes these fields.
+    Office(&'static [(u32, Fact)]),
+    /// An agency.
+    Agency,
+    /// A resident, naming only what [`Own`] allows; the gateway writes these fields.
+    Citizen(Own, &'static [(u32, Fact)]),
+    /// An administrator; the gateway writes these fields.
+    Admin(&'static [(u32, Fact)]),
+}
+
+impl Grant {
+    /// Whether this grant is for `role`.
+    pub fn admits(self, role: Role) -> bool {
+        matches!(
+            (self, role),
+            (Grant::Anyone, _)
+                | (Grant::Office(_), Role::Office)
+                | (Grant::Agency, Role::Agency)
+                | (Grant::Citizen(..), Role::Citizen)
+                | (Grant::Admin(_), Role::Admin)
+        )
+    }
+}
+
+/// Which backend serves a method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `adminduk.population.v1.PopulationService`.
+    Population,
+    /// `adminduk.inventory.v1.InventoryService`.
+    Inventory,
+    /// `adminduk.printing.v1.PrintingService`.
+    Printing,
+    /// `adminduk.ikd.v1.IkdService`.
+    Ikd,
+}
+
+impl Backend {
+    /// Every backend, in a fixed order.
+    pub const ALL: [Backend; 4] = [
+        Backend::Population,
+        Backend::Inventory,
+        Backend::Printing,
+        Backend::Ikd,
+    ];
+
+    /// The gRPC service name.
+    pub fn service(self) -> &'static str {
+        match self {
+            Backend::Population => "adminduk.population.v1.PopulationService",
+            Backend::Inventory => "adminduk.inventory.v1.InventoryService",
+            Backend::Printing => "adminduk.printing.v1.PrintingService",
+            Backend::Ikd => "adminduk.ikd.v1.IkdService",
+        }
+    }
+
+    /// The short name used in logs and errors.
+    pub fn label(self) -> &'static str {
+        match self {
+            Backend::Population => "population",
+            Backend::Inventory => "inventory",
+            Backend::Printing => "printing",
+            Backend::Ikd => "ikd",
+        }
+    }
+}
+
+/// A method the gateway serves.
+#[derive(Debug, Clone, Copy)]
+pub struct Rule {
+    /// The backend.
+    pub backend: Backend,
+    /// The method's name within its service.
+    pub method: &'static str,
+    /// Whether the answer is a stream (its deadline is the client's, not capped).
+    pub streams: bool,
+    /// Whether the method changes a resident's affairs: a resident calling it
+    /// sends a proof signed by the token's device key, so a collected token
+    /// alone acts for no one.
+    pub proof: bool,
+    /// Who may call it.
+    pub grants: &'static [Grant],
+}
+
+impl Rule {
+    /// The grant that admits `role`, if any.
+    pub fn grant_for(&self, role: Role) -> Option<Grant> {
+        self.grants.iter().copied().find(|g| g.admits(role))
+    }
+}
+
+use Backend::{Ikd, Inventory, Population, Printing};
+use Fact::{AdminName, Device, IkdActive, ServicePoint};
+
+const fn rule(backend: Backend, method: &'static str, grants: &'static [Grant]) -> Rule {
+    Rule {
+        backend,
+        method,
+        streams: false,
+        proof: false,
+        grants,
+    }
+}
+
+/// A method that changes a resident's affairs (see [`Rule::proof`]).
+const fn change(backend: Backend, method: &'static str, grants: &'static [Grant]) -> Rule {
+    Rule {
+        proof: true,
+        ..rule(backend, method, grants)
+    }
+}
+
+/// Office and administrator, nothing written.
+const STAFF: &[Grant] = &[Grant::Office(&[]), Grant::Admin(&[])];
+/// Administrators only.
+const ADMIN: &[Grant] = &[Grant::Admin(&[])];
+
+/// Every method the gateway serves, and who may call it.
+pub const TABLE: &[Rule] = &[
+    // --- population ---
+    // Parsing a NIK reads nothing stored: the number's own structure.
+    rule(Population, "ParseNik", &[Grant::Anyone]),
+    rule(
+        Population,
+        "GetResident",
+        &[
+            Grant::Office(&[]),
+            Grant::Admin(&[]),
+            Grant::Citizen(Own::Nik(1), &[]),
+        ],
+    ),
+    rule(
+        Population,
+        "GetFamily",
+        &[
+            Grant::Office(&[]),
+            Grant::Admin(&[]),
+            Grant::Citizen(Own::Kk(1), &[]),
+        ],
+    ),
+    rule(Population, "SearchResidents", STAFF),
+    rule(Population, "RegisterResident", STAFF),
+    rule(Population, "UpdateResident", STAFF),
+    rule(Population, "RecordDeath", STAFF),
+    rule(Population, "RecordMove", STAFF),
+    // Agencies verify identities (MATCH / NO_MATCH per field, never the data).
+    rule(Population, "VerifyIdentity", &[Grant::Agency, Grant::Admin(&[])]),
+    // --- inventory ---
+    rule(Inventory, "ReceiveShipment", &[Grant::Admin(&[(4, AdminName)])]),
+    rule(Inventory, "TransferStock", &[Grant::Admin(&[(5, AdminName)])]),
+    rule(Inventory, "SetQuotaPolicy", ADMIN),
+    // Stock is a public fact: anyone signed in may read it.
+    rule(
+        Inventory,
+        "GetStock",
+        &[
+            Grant::Office(&[]),
+            Grant::Admin(&[]),
+            Grant::Citizen(Own::Nothing, &[]),
+        ],
+    ),
+    // A counter books, commits and releases blanks at its own service point only.
+    rule(Inventory, "Reserve", &[Grant::Office(&[(1, ServicePoint)])]),
+    rule(
+        Inventory,
+        "Commit",
+        &[Grant::Office(&[(2, ServicePoint)]), Grant::Admin(&[])],
+    ),
+    rule(
+        Inventory,
+        "Release",
+        &[Grant::Office(&[(2, ServicePoint)]), Grant::Admin(&[])],
+    ),
+    rule(Inventory, "RecordSpoilage", ADMIN),
+    Rule {
+        backend: Inventory,
+        method: "WatchAvailability",
+        streams: true,
+        proof: false,
+        grants: &[
+            Grant::Office(&[]),
+            Grant::Admin(&[]),
+            Grant::Citizen(Own::Nothing, &[]),
+        ],
+    },
+    rule(Inventory, "ListLedger", STAFF),
+    // --- printing ---
+    // An office applies at its own point, for whoever stands at the counter; a
+    // resident applies for themselves or their family, from a phone whose IKD
+    // is active by construction. Either way the gateway says whether IKD is active.
+    change(
+        Printing,
+        "SubmitPrintJob",
+        &[
+            Grant::Office(&[(3, ServicePoint), (5, IkdActive { nik: 1 })]),
+            Grant::Citizen(Own::Family(1), &[(5, IkdActive { nik: 1 })]),
+        ],
+    ),
+    rule(Printing, "LeaseJobs", &[Grant::Office(&[(1, Device)])]),
+    rule(Printing, "ReportPrinted", &[Grant::Office(&[(2, Device)])]),
+    rule(Printing, "ReportSpoiled", &[Grant::Office(&[])]),
+    rule(Printing, "IssueSuket", &[Grant::Office(&[(2, ServicePoint)])]),
+    rule(Printing, "Dispatch", &[Grant::Office(&[])]),
+    rule(Printing, "RecordDelivery", &[Grant::Office(&[])]),
+    rule(Printing, "Recall", ADMIN),
+    rule(Printing, "GetFunnel", STAFF),
+    rule(Printing, "GetBacklog", STAFF),
+    // --- IKD ---
+    // What a phone without a token needs to become one with a token.
+    rule(Ikd, "StartActivation", &[Grant::Anyone]),
+    // The face-to-face check: the officer and the point are the office's certificate's.
+    rule(
+        Ikd,
+        "VerifyAtOffice",
+        &[Grant::Office(&[(3, Device), (4, ServicePoint)])],
+    ),
+    rule(Ikd, "CompleteActivation", &[Grant::Anyone]),
+    rule(
+        Ikd,
+        "GetStatus",
+        &[
+            Grant::Office(&[]),
+            Grant::Admin(&[]),
+            Grant::Citizen(Own::Nik(1), &[]),
+        ],
+    ),
+    rule(Ikd, "CreateTokenChallenge", &[Grant::Anyone]),
+    rule(Ikd, "IssueSessionToken", &[Grant::Anyone]),
+    rule(
+        Ikd,
+        "ListSigningKeys",
+        &[
+            Grant::Office(&[]),
+            Grant::Agency,
+            Grant::Admin(&[]),
+            Grant::Citizen(Own::Nothing, &[]),
+        ],
+    ),
+    rule(
+        Ikd,
+        "Revoke",
+        &[
+            Grant::Office(&[(3, Device), (4, ServicePoint)]),
+            Grant::Admin(&[(3, AdminName)]),
+        ],
+    ),
+    rule(Ikd, "GetAdoption", STAFF),
+];
+
+/// The rule of a request path (`/adminduk.ikd.v1.IkdService/GetStatus`), if the gateway serves it.
+pub fn rule_for(path: &str) -> Option<&'static Rule> {
+    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+    TABLE
+        .iter()
+        .find(|rule| rule.method == method && rule.backend.service() == service)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use prost::Message as _;
+
+    use super::*;
+
+    /// The methods each service declares, from the contract's descriptors.
+    fn declared() -> Vec<(String, String)> {
+        let set =
+            prost_types::FileDescriptorSet::decode(adminduk_proto::FILE_DESCRIPTOR_SET).expect("descriptors");
+        let mut out = Vec::new();
+        for file in set.file {
+            let package = file.package.clone().unwrap_or_default();
+            for service in file.service {
+                let name = format!("{package}.{}", service.name());
+                for method in service.method {
+                    out.push((name.clone(), method.name().to_owned()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_public_method_is_in_the_table_once_and_internal_ones_are_not() {
+        let internal = ["CountResidents", "ResolveSubject"];
+        let mut seen = HashSet::new();
+        for rule in TABLE {
+            assert!(
+                seen.insert((rule.backend.service(), rule.method)),
+                "{} twice",
+                rule.method
+            );
+            assert!(!rule.grants.is_empty(), "{} admits no one", rule.method);
+        }
+        for (service, method) in declared() {
+            if !Backend::ALL.iter().any(|b| b.service() == service) {
+                continue;
+            }
+            let path = format!("/{service}/{method}");
+            if internal.contains(&method.as_str()) {
+                assert!(rule_for(&path).is_none(), "{path} is internal");
+            } else {
+                assert!(rule_for(&path).is_some(), "{path} is not in the table");
+            }
+        }
+        for rule in TABLE {
+            assert!(
+                declared()
+                    .iter()
+                    .any(|(s, m)| s == rule.backend.service() && m == rule.method),
+                "{} is not a method of {}",
+                rule.method,
+                rule.backend.service()
+            );
+        }
+    }
+
+    #[test]
+    fn anonymous_callers_reach_only_what_activation_needs() {
+        let anonymous: Vec<&str> = TABLE
+            .iter()
+            .filter(|r| r.grant_for(Role::Anonymous).is_some())
+            .map(|r| r.method)
+            .collect();
+        assert_eq!(
+            anonymous,
+            [
+                "ParseNik",
+                "StartActivation",
+                "CompleteActivation",
+                "CreateTokenChallenge",
+                "IssueSessionToken"
+            ]
+        );
+    }
+
+    #[test]
+    fn agencies_only_verify_identities() {
+        let agency: Vec<&str> = TABLE
+            .iter()
+            .filter(|r| matches!(r.grant_for(Role::Agency), Some(Grant::Agency)))
+            .map(|r| r.method)
+            .collect();
+        assert_eq!(agency, ["VerifyIdentity", "ListSigningKeys"]);
+    }
+
+    #[test]
+    fn the_office_work_takes_the_point_and_device_from_the_certificate() {
+        let facts = |method: &str| match rule_for(&format!("/adminduk.ikd.v1.IkdService/{method}"))
+            .and_then(|r| r.grant_for(Role::Office))
+        {
+            Some(Grant::Office(facts)) => facts.to_vec(),
+            other => panic!("{method}: {other:?}"),
+        };
+        assert_eq!(facts("VerifyAtOffice"), [(3, Device), (4, ServicePoint)]);
+        assert_eq!(facts("Revoke"), [(3, Device), (4, ServicePoint)]);
+        assert!(
+            rule_for("/adminduk.ikd.v1.IkdService/VerifyAtOffice")
+                .and_then(|r| r.grant_for(Role::Citizen))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn every_method_a_resident_changes_something_with_needs_a_proof() {
+        let read_only = [
+            "GetResident",
+            "GetFamily",
+            "GetStock",
+            "WatchAvailability",
+            "GetStatus",
+            "ListSigningKeys",
+        ];
+        for rule in TABLE {
+            if matches!(rule.grant_for(Role::Citizen), Some(Grant::Citizen(..))) {
+                assert_eq!(rule.proof, !read_only.contains(&rule.method), "{}", rule.method);
+            } else {
+                assert!(!rule.proof, "{}: only a resident sends a proof", rule.method);
+            }
+        }
+    }
+
+    #[test]
+    fn paths_are_matched_exactly() {
+        assert!(rule_for("/adminduk.ikd.v1.IkdService/GetStatus").is_some());
+        for path in [
+            "adminduk.ikd.v1.IkdService/GetStatus",
+            "/adminduk.ikd.v1.IkdService/getStatus",
+            "/adminduk.ikd.v1.IkdService/GetStatus/",
+            "/adminduk.ikd.v1.IkdService/ResolveSubject",
+            "/adminduk.population.v1.PopulationService/GetStatus",
+            "/",
+            "",
+        ] {
+            assert!(rule_for(path).is_none(), "{path}");
+        }
+    }
+}

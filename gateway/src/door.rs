@@ -1,0 +1,536 @@
+//! The door itself: each request's caller authenticated, its method looked up
+//! in the access table, the fields a policy reads checked, the facts the
+//! gateway knows written, and the call forwarded to its backend as bytes.
+//!
+//! Forwarding is generic: the gateway never decodes a whole message, only the
+//! fields its policies read ([`crate::wire`]), and passes the backend's answer
+//! (a single message or a stream, with its status and details) back as it came.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use adminduk_kit::cache::SharedCache;
+use adminduk_kit::principal::Principal;
+use adminduk_kit::proof::{self, PROOF_HEADER, ProofError};
+use adminduk_kit::{ApiError, ErrorCode, ErrorReason, upstream};
+use adminduk_proto::ikd::v1 as ikd;
+use http_body_util::BodyExt as _;
+use ikd::ikd_service_client::IkdServiceClient;
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::transport::Channel;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use tower::ServiceExt as _;
+
+use crate::access::{self, Backend, Fact, Grant, Own, Role, Rule};
+use crate::caller::{self, Caller, Citizen, Tokens};
+use crate::wire::{self, WireError};
+
+/// The header that carries the caller to the services, set by the gateway alone.
+pub const PRINCIPAL_HEADER: &str = "x-adminduk-principal";
+
+/// The channels to the four services.
+#[derive(Debug, Clone)]
+pub struct Upstreams {
+    /// The population service.
+    pub population: Channel,
+    /// The inventory.
+    pub inventory: Channel,
+    /// Printing.
+    pub printing: Channel,
+    /// IKD.
+    pub ikd: Channel,
+}
+
+impl Upstreams {
+    fn of(&self, backend: Backend) -> &Channel {
+        match backend {
+            Backend::Population => &self.population,
+            Backend::Inventory => &self.inventory,
+            Backend::Printing => &self.printing,
+            Backend::Ikd => &self.ikd,
+        }
+    }
+}
+
+/// How far a proof's time may be from the gateway's clock.
+const PROOF_SKEW: Duration = Duration::from_secs(120);
+/// How long a proof's id is remembered: past the skew on both sides, so a
+/// proof is never accepted twice.
+const PROOF_MEMORY: Duration = Duration::from_secs(300);
+/// The most proof ids remembered here when the shared cache cannot be reached.
+const MAX_LOCAL_PROOFS: usize = 100_000;
+
+/// What every door shares.
+#[derive(Debug)]
+pub(crate) struct Gateway {
+    upstreams: Upstreams,
+    tokens: Tokens,
+    ikd: IkdServiceClient<Channel>,
+    cache: Arc<dyn SharedCache>,
+    /// Proof ids seen while the shared cache could not be reached.
+    local_proofs: Mutex<HashMap<String, Instant>>,
+    max_message_bytes: usize,
+}
+
+impl Gateway {
+    pub(crate) fn new(
+        upstreams: Upstreams,
+        tokens: Tokens,
+        cache: Arc<dyn SharedCache>,
+        max_message_bytes: usize,
+    ) -> Self {
+        Self {
+            ikd: IkdServiceClient::new(upstreams.ikd.clone()),
+            upstreams,
+            tokens,
+            cache,
+            local_proofs: Mutex::new(HashMap::new()),
+            max_message_bytes,
+        }
+    }
+
+    async fn handle(&self, request: http::Request<Body>) -> http::Response<Body> {
+        match self.admit(request).await {
+            Ok(response) => response,
+            Err(err) => tonic::Status::from(err).into_http(),
+        }
+    }
+
+    async fn admit(&self, request: http::Request<Body>) -> Result<http::Response<Body>, ApiError> {
+        let (parts, body) = request.into_parts();
+        let path = parts.uri.path().to_owned();
+        let rule = access::rule_for(&path).ok_or_else(|| unknown_method(&path))?;
+        let caller = self.authenticate(&parts).await?;
+        let role = caller.role();
+        let grant = rule.grant_for(role).ok_or_else(|| not_allowed(role, rule))?;
+        let body = self.read_body(body).await?;
+        let mut message = wire::unframe(&body).map_err(malformed)?.to_vec();
+        if rule.proof
+            && let Caller::Citizen(citizen) = &caller
+        {
+            self.check_proof(&path, citizen, &parts.headers).await?;
+        }
+        self.apply(grant, &caller, &mut message).await?;
+        tracing::debug!(method = %path, caller = %caller.label(), "forwarded");
+        self.forward(rule, &caller, parts, &message).await
+    }
+
+    /// The caller: a verified client certificate's principal first (it is the
+    /// connection's identity), else a session token, else no one.
+    async fn authenticate(&self, request: &http::request::Parts) -> Result<Caller, ApiError> {
+        let certs = request
+            .extensions
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .and_then(TlsConnectInfo::peer_certs);
+        let leaf = certs.as_ref().and_then(|certs| certs.first()).map(|c| c.as_ref());
+        if let Some(principal) = caller::certified(leaf)? {
+            return Ok(Caller::Certified(principal));
+        }
+        match request.headers.get(http::header::AUTHORIZATION) {
+            Some(value) => {
+                let token = caller::bearer(value.as_bytes())?;
+                Ok(Caller::Citizen(self.tokens.citizen(token).await?))
+            }
+            None => Ok(Caller::Anonymous),
+        }
+    }
+
+    async fn read_body(&self, body: Body) -> Result<bytes::Bytes, ApiError> {
+        let limit = self.max_message_bytes + 5;
+        match http_body_util::Limited::new(body, limit).collect().await {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(err) if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+                Err(ApiError::new(
+                    ErrorCode::ResourceExhausted,
+                    format!(
+                        "request message is larger than the limit of {} bytes",
+                        self.max_message_bytes
+                    ),
+                )
+                .with_reason(
+                    ErrorReason::MessageTooLarge,
+                    [("limit_bytes".to_owned(), self.max_message_bytes.to_string())],
+                ))
+            }
+            Err(_) => Err(ApiError::unavailable(
+                "the request was cut off before its end",
+                std::time::Duration::from_secs(1),
+            )),
+        }
+    }
+
+    /// Checks what the caller's grant allows it to name, and writes what the gateway knows.
+    async fn apply(&self, grant: Grant, caller: &Caller, message: &mut Vec<u8>) -> Result<(), ApiError> {
+        let facts = match grant {
+            Grant::Anyone | Grant::Agency => return Ok(()),
+            Grant::Office(facts) | Grant::Admin(facts) => facts,
+            Grant::Citizen(own, facts) => {
+                let Caller::Citizen(citizen) = caller else {
+                    return Err(table_error());
+                };
+                self.check_own(own, citizen, message).await?;
+                facts
+            }
+        };
+        for &(tag, fact) in facts {
+            match (fact, caller) {
+                (Fact::ServicePoint, Caller::Certified(Principal::Office { service_point, .. })) => {
+                    wire::set_string(message, tag, service_point)
+                }
+                (Fact::Device, Caller::Certified(Principal::Office { device, .. })) => {
+                    wire::set_string(message, tag, device);
+                }
+                (Fact::AdminName, Caller::Certified(Principal::Admin { name })) => {
+                    wire::set_string(message, tag, name);
+                }
+                (Fact::IkdActive { nik }, _) => {
+                    let active = self.ikd_active(message, nik).await?;
+                    wire::set_bool(message, tag, active);
+                }
+                _ => return Err(table_error()),
+            }
+        }
+        Ok(())
+    }
+
+    /// A resident's change carries a proof signed by the token's device key,
+    /// for this method and this token, made in the last two minutes, once.
+    async fn check_proof(
+        &self,
+        method: &str,
+        citizen: &Citizen,
+        headers: &http::HeaderMap,
+    ) -> Result<(), ApiError> {
+        let Some(header) = headers.get(PROOF_HEADER) else {
+            return Err(ApiError::new(
+                ErrorCode::Unauthenticated,
+                "a resident's change needs a proof signed by the phone's device key (x-adminduk-proof)",
+            )
+            .with_reason(
+                ErrorReason::ProofRequired,
+                [("method".to_owned(), method.to_owned())],
+            ));
+        };
+        let token = headers
+            .get(http::header::AUTHORIZATION)
+            .map(|v| caller::bearer(v.as_bytes()))
+            .transpose()?
+            .unwrap_or_default();
+        let header = header
+            .to_str()
+            .map_err(|_| proof_invalid(ProofError::Malformed))?;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let skew = i64::try_from(PROOF_SKEW.as_millis()).unwrap_or(i64::MAX);
+        let proof = proof::verify(header, method, token, now_ms, skew).map_err(proof_invalid)?;
+        if citizen.jkt.is_empty() || proof.thumbprint != citizen.jkt {
+            return Err(proof_invalid(ProofError::BadSignature));
+        }
+        let key = format!("proof:{}", proof.id);
+        let first = match self.cache.set_if_absent(&key, b"1", PROOF_MEMORY).await {
+            Ok(first) => first,
+            Err(err) => {
+                tracing::warn!(error = %err, "proof ids unshared; remembering them here");
+                self.first_use_here(key)
+            }
+        };
+        if !first {
+            return Err(ApiError::new(
+                ErrorCode::Unauthenticated,
+                "this proof was used already; sign a new one",
+            )
+            .with_reason(ErrorReason::ProofReplayed, []));
+        }
+        Ok(())
+    }
+
+    /// Whether a proof id is new to this replica (the fallback when the shared cache is away).
+    fn first_use_here(&self, key: String) -> bool {
+        let now = Instant::now();
+        let mut seen = self.local_proofs.lock().unwrap_or_else(PoisonError::into_inner);
+        if seen.len() >= MAX_LOCAL_PROOFS {
+            seen.retain(|_, at| now.duration_since(*at) < PROOF_MEMORY);
+        }
+        match seen.entry(key) {
+            std::collections::hash_map::Entry::Occupied(mut used) => {
+                if now.duration_since(*used.get()) < PROOF_MEMORY {
+                    return false;
+                }
+                used.insert(now);
+                true
+            }
+            std::collections::hash_map::Entry::Vacant(new) => {
+                new.insert(now);
+                true
+            }
+        }
+    }
+
+    async fn check_own(&self, own: Own, citizen: &Citizen, message: &[u8]) -> Result<(), ApiError> {
+        let (tag, field) = match own {
+            Own::Nothing => return Ok(()),
+            Own::Nik(tag) | Own::Family(tag) => (tag, "nik"),
+            Own::Kk(tag) => (tag, "kk"),
+        };
+        let named = wire::string_field(message, tag)
+            .map_err(malformed)?
+            .unwrap_or_default();
+        let allowed = match own {
+            Own::Nik(_) => named == citizen.nik,
+            Own::Family(_) => {
+                named == citizen.nik || self.tokens.family(citizen).await?.members.contains(&named)
+            }
+            Own::Kk(_) => named == self.tokens.family(citizen).await?.kk,
+            Own::Nothing => true,
+        };
+        if allowed {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            ErrorCode::PermissionDenied,
+            format!(
+                "a resident may name only their own {field} (or their family's, where they apply for it)"
+            ),
+        )
+        .with_reason(ErrorReason::OutOfScope, [("field".to_owned(), field.to_owned())]))
+    }
+
+    /// Whether the resident the NIK at `tag` names has an active IKD. A NIK the
+    /// IKD service refuses as malformed is not active; the service the call is
+    /// for refuses it in its own words.
+    async fn ikd_active(&self, message: &[u8], tag: u32) -> Result<bool, ApiError> {
+        let nik = wire::string_field(message, tag)
+            .map_err(malformed)?
+            .unwrap_or_default();
+        let mut client = self.ikd.clone();
+        match client
+            .get_status(upstream::request(ikd::GetStatusRequest { nik }))
+            .await
+        {
+            Ok(status) => Ok(status.into_inner().status == ikd::IdentityStatus::Active as i32),
+            Err(status) if status.code() == tonic::Code::InvalidArgument => Ok(false),
+            Err(status) => Err(upstream::refusal("ikd", &status)),
+        }
+    }
+
+    async fn forward(
+        &self,
+        rule: &Rule,
+        caller: &Caller,
+        parts: http::request::Parts,
+        message: &[u8],
+    ) -> Result<http::Response<Body>, ApiError> {
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in &parts.headers {
+            let n = name.as_str();
+            // The credential stays here; what the gateway says of the caller is its own;
+            // the length and the deadline are written anew below.
+            let dropped = n == "authorization"
+                || n.starts_with("x-adminduk-")
+                || n == "content-length"
+                || n == "grpc-encoding"
+                || (n == "grpc-timeout" && !rule.streams);
+            if !dropped {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        let mut metadata = tonic::metadata::MetadataMap::from_headers(headers);
+        adminduk_kit::telemetry::inject_context(&mut metadata);
+        let mut headers = metadata.into_headers();
+        if !rule.streams {
+            let left = upstream::time_left();
+            let value = format!("{}m", left.as_millis().max(1));
+            headers.insert(
+                "grpc-timeout",
+                http::HeaderValue::from_str(&value).map_err(|_| table_error())?,
+            );
+        }
+        headers.insert(
+            PRINCIPAL_HEADER,
+            http::HeaderValue::from_str(&caller.label()).map_err(|_| table_error())?,
+        );
+        let body = wire::frame(message).map_err(malformed)?;
+        let mut forwarded = http::Request::new(Body::new(http_body_util::Full::new(body)));
+        *forwarded.method_mut() = parts.method;
+        *forwarded.uri_mut() = parts.uri;
+        *forwarded.headers_mut() = headers;
+        let channel = self.upstreams.of(rule.backend).clone();
+        channel.oneshot(forwarded).await.map_err(|err| {
+            tracing::warn!(backend = rule.backend.label(), error = %err, "backend unreachable");
+            ApiError::unavailable(
+                format!("the {} service is unavailable", rule.backend.label()),
+                std::time::Duration::from_secs(1),
+            )
+        })
+    }
+}
+
+fn unknown_method(path: &str) -> ApiError {
+    let method: String = path.chars().take(200).collect();
+    ApiError::new(ErrorCode::Unimplemented, "the gateway serves no such method")
+        .with_reason(ErrorReason::MethodUnknown, [("method".to_owned(), method)])
+}
+
+fn not_allowed(role: Role, rule: &Rule) -> ApiError {
+    let method = format!("{}/{}", rule.backend.service(), rule.method);
+    if role == Role::Anonymous {
+        return ApiError::new(
+            ErrorCode::Unauthenticated,
+            "this method needs a credential: a client certificate, or a session token from IKD",
+        )
+        .with_reason(ErrorReason::CredentialRequired, [("method".to_owned(), method)]);
+    }
+    ApiError::new(
+        ErrorCode::PermissionDenied,
+        format!("a caller of role {} may not call this method", role.as_str()),
+    )
+    .with_reason(
+        ErrorReason::RoleNotAllowed,
+        [
+            ("role".to_owned(), role.as_str().to_owned()),
+            ("method".to_owned(), method),
+        ],
+    )
+}
+
+fn proof_invalid(err: ProofError) -> ApiError {
+    let message = match err {
+        ProofError::BadSignature => {
+            "the proof is not signed by the token's device key for this method and token"
+        }
+        ProofError::Malformed => "the proof must be <public key>.<ms>.<id>.<signature> (base64url)",
+        ProofError::Stale => "the proof is more than two minutes from the gateway's clock; sign a new one",
+    };
+    ApiError::new(ErrorCode::Unauthenticated, message).with_reason(ErrorReason::ProofInvalid, [])
+}
+
+fn malformed(err: WireError) -> ApiError {
+    ApiError::new(ErrorCode::InvalidArgument, err.to_string()).with_reason(ErrorReason::MalformedMessage, [])
+}
+
+/// A grant whose facts do not fit its role: a mistake in the access table.
+fn table_error() -> ApiError {
+    tracing::error!("the access table writes a fact its role does not have");
+    ApiError::new(ErrorCode::Internal, "internal error")
+}
+
+/// Which service a [`Door`] stands for.
+pub(crate) trait Named {
+    const NAME: &'static str;
+}
+
+macro_rules! named {
+    ($($name:ident = $backend:expr;)*) => {$(
+        #[derive(Debug)]
+        pub(crate) struct $name;
+        impl Named for $name {
+            const NAME: &'static str = $backend;
+        }
+    )*};
+}
+
+named! {
+    PopulationName = "adminduk.population.v1.PopulationService";
+    InventoryName = "adminduk.inventory.v1.InventoryService";
+    PrintingName = "adminduk.printing.v1.PrintingService";
+    IkdName = "adminduk.ikd.v1.IkdService";
+}
+
+/// The gateway's face for one service: every method of that name goes through [`Gateway`].
+pub(crate) struct Door<N> {
+    gateway: Arc<Gateway>,
+    name: PhantomData<fn() -> N>,
+}
+
+impl<N> Door<N> {
+    pub(crate) fn new(gateway: Arc<Gateway>) -> Self {
+        Self {
+            gateway,
+            name: PhantomData,
+        }
+    }
+}
+
+impl<N> Clone for Door<N> {
+    fn clone(&self) -> Self {
+        Self::new(self.gateway.clone())
+    }
+}
+
+impl<N: Named> NamedService for Door<N> {
+    const NAME: &'static str = N::NAME;
+}
+
+impl<N> tower::Service<http::Request<Body>> for Door<N> {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let gateway = self.gateway.clone();
+        Box::pin(async move { Ok(gateway.handle(request).await) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_door_is_named_as_its_backend() {
+        let names = [
+            PopulationName::NAME,
+            InventoryName::NAME,
+            PrintingName::NAME,
+            IkdName::NAME,
+        ];
+        let backends: Vec<&str> = Backend::ALL.iter().map(|b| b.service()).collect();
+        assert_eq!(names.to_vec(), backends);
+    }
+
+    #[test]
+    fn every_fact_in_the_table_is_one_its_role_has() {
+        for rule in access::TABLE {
+            for grant in rule.grants {
+                let ok = match grant {
+                    Grant::Anyone | Grant::Agency => true,
+                    Grant::Office(facts) => facts.iter().all(|(_, f)| {
+                        matches!(f, Fact::ServicePoint | Fact::Device | Fact::IkdActive { .. })
+                    }),
+                    Grant::Admin(facts) => facts
+                        .iter()
+                        .all(|(_, f)| matches!(f, Fact::AdminName | Fact::IkdActive { .. })),
+                    Grant::Citizen(_, facts) => {
+                        facts.iter().all(|(_, f)| matches!(f, Fact::IkdActive { .. }))
+                    }
+                };
+                assert!(ok, "{}: {grant:?}", rule.method);
+            }
+        }
+    }
+
+    #[test]
+    fn refusals_name_the_role_and_the_method() {
+        let rule =
+            access::rule_for("/adminduk.inventory.v1.InventoryService/SetQuotaPolicy").expect("served");
+        let anonymous = not_allowed(Role::Anonymous, rule);
+        assert_eq!(anonymous.code(), ErrorCode::Unauthenticated);
+        assert_eq!(anonymous.reason(), Some("CREDENTIAL_REQUIRED"));
+        let office = not_allowed(Role::Office, rule);
+        assert_eq!(office.code(), ErrorCode::PermissionDenied);
+        assert_eq!(office.reason(), Some("ROLE_NOT_ALLOWED"));
+        assert_eq!(unknown_method("/x/y").code(), ErrorCode::Unimplemented);
+    }
+}

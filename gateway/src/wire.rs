@@ -1,0 +1,192 @@
+//! The little of gRPC's and protobuf's wire formats the gateway reads and
+//! writes itself: one length-prefixed message per request, the string fields
+//! a policy reads, and the fields it appends (protobuf takes the last value
+//! of a field given twice, so an appended field replaces the client's).
+
+use bytes::{BufMut as _, Bytes, BytesMut};
+
+/// Why a request body is not one protobuf message the gateway can read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum WireError {
+    /// Not one whole, uncompressed, length-prefixed message.
+    #[error("the request body is not one uncompressed gRPC message")]
+    Frame,
+    /// The message's bytes are not protobuf.
+    #[error("the request is not a valid protobuf message")]
+    Message,
+}
+
+/// The message of a unary request body: exactly one uncompressed frame.
+pub(crate) fn unframe(body: &[u8]) -> Result<&[u8], WireError> {
+    let [compressed, a, b, c, d, message @ ..] = body else {
+        return Err(WireError::Frame);
+    };
+    let length = u32::from_be_bytes([*a, *b, *c, *d]) as usize;
+    if *compressed != 0 || message.len() != length {
+        return Err(WireError::Frame);
+    }
+    Ok(message)
+}
+
+/// A message as one uncompressed frame.
+pub(crate) fn frame(message: &[u8]) -> Result<Bytes, WireError> {
+    let length = u32::try_from(message.len()).map_err(|_| WireError::Frame)?;
+    let mut out = BytesMut::with_capacity(5 + message.len());
+    out.put_u8(0);
+    out.put_u32(length);
+    out.put_slice(message);
+    Ok(out.freeze())
+}
+
+fn varint(bytes: &[u8], pos: &mut usize) -> Result<u64, WireError> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *bytes.get(*pos).ok_or(WireError::Message)?;
+        *pos += 1;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Ok(value);
+        }
+    }
+    Err(WireError::Message)
+}
+
+fn skip(bytes: &[u8], pos: &mut usize, n: usize) -> Result<(), WireError> {
+    let end = pos.checked_add(n).ok_or(WireError::Message)?;
+    if end > bytes.len() {
+        return Err(WireError::Message);
+    }
+    *pos = end;
+    Ok(())
+}
+
+/// The value of the string field `tag` (its last occurrence, as a decoder
+/// would take it), `None` when absent. The whole message is walked, so bytes
+/// that are not protobuf are an error rather than read in part.
+pub(crate) fn string_field(message: &[u8], tag: u32) -> Result<Option<String>, WireError> {
+    let mut pos = 0;
+    let mut found = None;
+    while pos < message.len() {
+        let key = varint(message, &mut pos)?;
+        let field = u32::try_from(key >> 3).map_err(|_| WireError::Message)?;
+        if field == 0 {
+            return Err(WireError::Message);
+        }
+        match key & 7 {
+            0 => {
+                varint(message, &mut pos)?;
+            }
+            1 => skip(message, &mut pos, 8)?,
+            2 => {
+                let length = usize::try_from(varint(message, &mut pos)?).map_err(|_| WireError::Message)?;
+                let start = pos;
+                skip(message, &mut pos, length)?;
+                if field == tag {
+                    let text = std::str::from_utf8(&message[start..pos]).map_err(|_| WireError::Message)?;
+                    found = Some(text.to_owned());
+                }
+            }
+            5 => skip(message, &mut pos, 4)?,
+            // Groups (3, 4) are not proto3; 6 and 7 are not wire types.
+            _ => return Err(WireError::Message),
+        }
+        if field == tag && key & 7 != 2 {
+            return Err(WireError::Message);
+        }
+    }
+    Ok(found)
+}
+
+fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// Appends string field `tag`, replacing whatever value the message gave it.
+pub(crate) fn set_string(message: &mut Vec<u8>, tag: u32, value: &str) {
+    put_varint(message, (u64::from(tag) << 3) | 2);
+    put_varint(message, value.len() as u64);
+    message.extend_from_slice(value.as_bytes());
+}
+
+/// Appends bool field `tag`, replacing whatever value the message gave it.
+pub(crate) fn set_bool(message: &mut Vec<u8>, tag: u32, value: bool) {
+    put_varint(message, u64::from(tag) << 3);
+    put_varint(message, u64::from(value));
+}
+
+#[cfg(test)]
+mod tests {
+    use adminduk_proto::ikd::v1 as ikd;
+    use adminduk_proto::printing::v1 as printing;
+    use prost::Message as _;
+
+    use super::*;
+
+    #[test]
+    fn a_frame_round_trips_and_anything_else_is_refused() {
+        let framed = frame(b"abc").expect("frame");
+        assert_eq!(unframe(&framed), Ok(&b"abc"[..]));
+        assert_eq!(unframe(&frame(b"").expect("frame")), Ok(&b""[..]));
+        for bad in [
+            &b""[..],
+            &[0, 0, 0, 0],
+            &[1, 0, 0, 0, 1, b'a'],
+            &[0, 0, 0, 0, 2, b'a'],
+            &[0, 0, 0, 0, 1, b'a', 0, 0, 0, 0, 0],
+        ] {
+            assert_eq!(unframe(bad), Err(WireError::Frame), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn string_fields_are_read_as_a_decoder_reads_them() {
+        let request = ikd::VerifyAtOfficeRequest {
+            activation_id: "a1".into(),
+            nonce: "n".into(),
+            officer_id: "someone".into(),
+            service_point_code: "3275-KEC-99".into(),
+        };
+        let bytes = request.encode_to_vec();
+        assert_eq!(string_field(&bytes, 1), Ok(Some("a1".to_owned())));
+        assert_eq!(string_field(&bytes, 4), Ok(Some("3275-KEC-99".to_owned())));
+        assert_eq!(string_field(&bytes, 9), Ok(None));
+        // Truncated anywhere, the message is refused rather than read in part.
+        // Field 4 comes last: cut short anywhere, it is never read in part.
+        for cut in 1..bytes.len() {
+            let read = string_field(&bytes[..cut], 4);
+            assert!(!matches!(read, Ok(Some(_))), "{cut}: {read:?}");
+        }
+        assert_eq!(
+            string_field(&[0x0a, 0x02, 0xff, 0xfe], 1),
+            Err(WireError::Message)
+        );
+        assert_eq!(string_field(&[0x08, 0x01], 1), Err(WireError::Message));
+    }
+
+    #[test]
+    fn appended_fields_replace_the_clients_for_the_service_that_decodes_them() {
+        let sent = printing::SubmitPrintJobRequest {
+            nik: "3275014101900001".into(),
+            service_point_code: "3275-KEC-09".into(),
+            has_active_ikd: true,
+            ..Default::default()
+        };
+        let mut bytes = sent.encode_to_vec();
+        set_string(&mut bytes, 3, "3275-KEC-01");
+        set_bool(&mut bytes, 5, false);
+        let received = printing::SubmitPrintJobRequest::decode(bytes.as_slice()).expect("decodes");
+        assert_eq!(received.service_point_code, "3275-KEC-01");
+        assert!(!received.has_active_ikd);
+        assert_eq!(received.nik, sent.nik);
+        assert_eq!(string_field(&bytes, 3), Ok(Some("3275-KEC-01".to_owned())));
+        let long = "x".repeat(300);
+        let mut empty = Vec::new();
+        set_string(&mut empty, 3, &long);
+        let received = printing::SubmitPrintJobRequest::decode(empty.as_slice()).expect("decodes");
+        assert_eq!(received.service_point_code, long);
+    }
+}
