@@ -20,6 +20,7 @@ use printing::printing_service_client::PrintingServiceClient;
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
+use tonic_types::StatusExt as _;
 
 /// A NIK that no synthetic resident of Kota Bekasi has.
 const STRANGER_NIK: &str = "3275014101900001";
@@ -514,16 +515,39 @@ async fn an_office_applies_at_its_own_point_and_an_agency_only_verifies() {
     let door = Door::open().await;
     let nik = door.resident_without_ikd(3).await;
     let tomorrow = adminduk_kit::time::today_wib() + chrono::Days::new(1);
-    let job = PrintingServiceClient::new(door.office())
-        .submit_print_job(printing::SubmitPrintJobRequest {
-            nik: nik.clone(),
-            reason: printing::PrintReason::FirstCard as i32,
-            service_point_code: "3275-KEC-02".into(),
-            date: Some(adminduk_proto::convert::date(tomorrow)),
-            has_active_ikd: true,
-        })
+    let at_counter = || printing::SubmitPrintJobRequest {
+        nik: nik.clone(),
+        reason: printing::PrintReason::FirstCard as i32,
+        service_point_code: "3275-KEC-02".into(),
+        date: Some(adminduk_proto::convert::date(tomorrow)),
+        // Not believed: the gateway asks IKD.
+        has_active_ikd: true,
+    };
+    let mut counter = PrintingServiceClient::new(door.office());
+    // IKD first: the resident has none, so the office is told to activate it first.
+    let status = refused(
+        counter.submit_print_job(at_counter()).await,
+        Code::FailedPrecondition,
+        "IKD_ACTIVATION_REQUIRED",
+    );
+    assert!(metadata_of(&status, "how").is_some_and(|how| how.contains("VerifyAtOffice")));
+    // An office may go on for a resident who cannot, saying why, in words.
+    let overridden = |reason: &str| {
+        let mut request = tonic::Request::new(at_counter());
+        request
+            .metadata_mut()
+            .insert(adminduk_gateway::OVERRIDE_HEADER, reason.parse().expect("header"));
+        request
+    };
+    let status = counter
+        .submit_print_job(overridden("no"))
         .await
-        .expect("the office applies for the resident")
+        .expect_err("a reason is words");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let job = counter
+        .submit_print_job(overridden("lansia, tidak punya ponsel pintar"))
+        .await
+        .expect("the office applies for the resident, with its reason")
         .into_inner()
         .job
         .expect("job");
@@ -583,6 +607,46 @@ async fn an_office_applies_at_its_own_point_and_an_agency_only_verifies() {
         agency.get_resident(population::GetResidentRequest { nik }).await,
         Code::PermissionDenied,
         "ROLE_NOT_ALLOWED",
+    );
+    door.mesh.shutdown().await.expect("stops");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_nik_gets_a_handful_of_anonymous_tries_then_waits() {
+    let door = Door::open().await;
+    let nik = door.resident_without_ikd(6).await;
+    let mut phone = IkdServiceClient::new(door.anonymous());
+    let challenge = || ikd::CreateTokenChallengeRequest { nik: nik.clone() };
+    // The IKD service answers each of the first tries itself: no IKD yet.
+    for _ in 0..5 {
+        refused(
+            phone.create_token_challenge(challenge()).await,
+            Code::FailedPrecondition,
+            "IKD_NOT_ACTIVE",
+        );
+    }
+    let status = refused(
+        phone.create_token_challenge(challenge()).await,
+        Code::ResourceExhausted,
+        "RATE_LIMITED",
+    );
+    assert_eq!(metadata_of(&status, "kind").as_deref(), Some("nik"));
+    let retry = status
+        .get_details_retry_info()
+        .and_then(|info| info.retry_delay)
+        .expect("RetryInfo");
+    assert!(
+        retry > Duration::ZERO && retry <= Duration::from_secs(6),
+        "{retry:?}"
+    );
+    // Another NIK has its own tries.
+    let other = door.resident_without_ikd(7).await;
+    refused(
+        phone
+            .create_token_challenge(ikd::CreateTokenChallengeRequest { nik: other })
+            .await,
+        Code::FailedPrecondition,
+        "IKD_NOT_ACTIVE",
     );
     door.mesh.shutdown().await.expect("stops");
 }

@@ -155,6 +155,12 @@ pub struct Rule {
     /// sends a proof signed by the token's device key, so a collected token
     /// alone acts for no one.
     pub proof: bool,
+    /// IKD first: the field number of the NIK whose IKD must be active for the
+    /// call to go on (an office may override it with a written reason).
+    pub ikd_first: Option<u32>,
+    /// What the request names that has an allowance of its own (a NIK, a
+    /// device key), whoever calls: the field numbers and their kinds.
+    pub limits: &'static [(u32, crate::limits::Kind)],
     /// Who may call it.
     pub grants: &'static [Grant],
 }
@@ -166,6 +172,7 @@ impl Rule {
     }
 }
 
+use crate::limits::Kind;
 use Backend::{Ikd, Inventory, Population, Printing};
 use Fact::{AdminName, Device, IkdActive, ServicePoint};
 
@@ -175,8 +182,23 @@ const fn rule(backend: Backend, method: &'static str, grants: &'static [Grant]) 
         method,
         streams: false,
         proof: false,
+        ikd_first: None,
+        limits: &[],
         grants,
     }
+}
+
+/// What a resident does instead of queueing for a blank: IKD first (see [`Rule::ikd_first`]).
+const fn ikd_first(rule: Rule, nik: u32) -> Rule {
+    Rule {
+        ikd_first: Some(nik),
+        ..rule
+    }
+}
+
+/// A method whose request names something with its own allowance (see [`Rule::limits`]).
+const fn limited(rule: Rule, limits: &'static [(u32, crate::limits::Kind)]) -> Rule {
+    Rule { limits, ..rule }
 }
 
 /// A method that changes a resident's affairs (see [`Rule::proof`]).
@@ -237,7 +259,10 @@ pub const TABLE: &[Rule] = &[
         ],
     ),
     // A counter books, commits and releases blanks at its own service point only.
-    rule(Inventory, "Reserve", &[Grant::Office(&[(1, ServicePoint)])]),
+    ikd_first(
+        rule(Inventory, "Reserve", &[Grant::Office(&[(1, ServicePoint)])]),
+        3,
+    ),
     rule(
         Inventory,
         "Commit",
@@ -254,6 +279,8 @@ pub const TABLE: &[Rule] = &[
         method: "WatchAvailability",
         streams: true,
         proof: false,
+        ikd_first: None,
+        limits: &[],
         grants: &[
             Grant::Office(&[]),
             Grant::Admin(&[]),
@@ -265,13 +292,16 @@ pub const TABLE: &[Rule] = &[
     // An office applies at its own point, for whoever stands at the counter; a
     // resident applies for themselves or their family, from a phone whose IKD
     // is active by construction. Either way the gateway says whether IKD is active.
-    change(
-        Printing,
-        "SubmitPrintJob",
-        &[
-            Grant::Office(&[(3, ServicePoint), (5, IkdActive { nik: 1 })]),
-            Grant::Citizen(Own::Family(1), &[(5, IkdActive { nik: 1 })]),
-        ],
+    ikd_first(
+        change(
+            Printing,
+            "SubmitPrintJob",
+            &[
+                Grant::Office(&[(3, ServicePoint), (5, IkdActive { nik: 1 })]),
+                Grant::Citizen(Own::Family(1), &[(5, IkdActive { nik: 1 })]),
+            ],
+        ),
+        1,
     ),
     rule(Printing, "LeaseJobs", &[Grant::Office(&[(1, Device)])]),
     rule(Printing, "ReportPrinted", &[Grant::Office(&[(2, Device)])]),
@@ -284,7 +314,10 @@ pub const TABLE: &[Rule] = &[
     rule(Printing, "GetBacklog", STAFF),
     // --- IKD ---
     // What a phone without a token needs to become one with a token.
-    rule(Ikd, "StartActivation", &[Grant::Anyone]),
+    limited(
+        rule(Ikd, "StartActivation", &[Grant::Anyone]),
+        &[(1, Kind::Nik), (4, Kind::DeviceKey)],
+    ),
     // The face-to-face check: the officer and the point are the office's certificate's.
     rule(
         Ikd,
@@ -301,8 +334,14 @@ pub const TABLE: &[Rule] = &[
             Grant::Citizen(Own::Nik(1), &[]),
         ],
     ),
-    rule(Ikd, "CreateTokenChallenge", &[Grant::Anyone]),
-    rule(Ikd, "IssueSessionToken", &[Grant::Anyone]),
+    limited(
+        rule(Ikd, "CreateTokenChallenge", &[Grant::Anyone]),
+        &[(1, Kind::Nik)],
+    ),
+    limited(
+        rule(Ikd, "IssueSessionToken", &[Grant::Anyone]),
+        &[(1, Kind::Nik)],
+    ),
     rule(
         Ikd,
         "ListSigningKeys",

@@ -30,10 +30,14 @@ use tower::ServiceExt as _;
 
 use crate::access::{self, Backend, Fact, Grant, Own, Role, Rule};
 use crate::caller::{self, Caller, Citizen, Tokens};
+use crate::limits::{Kind, Limits};
 use crate::wire::{self, WireError};
 
 /// The header that carries the caller to the services, set by the gateway alone.
 pub const PRINCIPAL_HEADER: &str = "x-adminduk-principal";
+
+/// The header in which an office writes why it goes on for a resident without an active IKD.
+pub const OVERRIDE_HEADER: &str = "x-adminduk-override-reason";
 
 /// The channels to the four services.
 #[derive(Debug, Clone)]
@@ -74,6 +78,7 @@ pub(crate) struct Gateway {
     tokens: Tokens,
     ikd: IkdServiceClient<Channel>,
     cache: Arc<dyn SharedCache>,
+    limits: Limits,
     /// Proof ids seen while the shared cache could not be reached.
     local_proofs: Mutex<HashMap<String, Instant>>,
     max_message_bytes: usize,
@@ -90,6 +95,7 @@ impl Gateway {
             ikd: IkdServiceClient::new(upstreams.ikd.clone()),
             upstreams,
             tokens,
+            limits: Limits::new(cache.clone()),
             cache,
             local_proofs: Mutex::new(HashMap::new()),
             max_message_bytes,
@@ -110,14 +116,24 @@ impl Gateway {
         let caller = self.authenticate(&parts).await?;
         let role = caller.role();
         let grant = rule.grant_for(role).ok_or_else(|| not_allowed(role, rule))?;
+        self.spend_allowance(&caller, &parts).await?;
         let body = self.read_body(body).await?;
         let mut message = wire::unframe(&body).map_err(malformed)?.to_vec();
-        if rule.proof
-            && let Caller::Citizen(citizen) = &caller
-        {
-            self.check_proof(&path, citizen, &parts.headers).await?;
+        self.spend_named(rule, &message).await?;
+        if let Caller::Citizen(citizen) = &caller {
+            if rule.proof {
+                self.check_proof(&path, citizen, &parts.headers).await?;
+            }
+            // Whom the resident may name is settled before anything is asked about them.
+            if let Grant::Citizen(own, _) = grant {
+                self.check_own(own, citizen, &message).await?;
+            }
         }
-        self.apply(grant, &caller, &mut message).await?;
+        let ikd = match rule.ikd_first {
+            Some(tag) => Some(self.ikd_first(tag, &caller, &parts.headers, &message).await?),
+            None => None,
+        };
+        self.apply(grant, &caller, &mut message, ikd).await?;
         tracing::debug!(method = %path, caller = %caller.label(), "forwarded");
         self.forward(rule, &caller, parts, &message).await
     }
@@ -166,18 +182,118 @@ impl Gateway {
         }
     }
 
-    /// Checks what the caller's grant allows it to name, and writes what the gateway knows.
-    async fn apply(&self, grant: Grant, caller: &Caller, message: &mut Vec<u8>) -> Result<(), ApiError> {
+    /// Spends one request of the caller's allowance: the principal's, or an
+    /// anonymous caller's source address.
+    async fn spend_allowance(&self, caller: &Caller, parts: &http::request::Parts) -> Result<(), ApiError> {
+        let (kind, key) = match caller {
+            Caller::Anonymous => {
+                let address = parts
+                    .extensions
+                    .get::<TlsConnectInfo<TcpConnectInfo>>()
+                    .and_then(|info| info.get_ref().remote_addr())
+                    .map_or_else(|| "unknown".to_owned(), |addr| addr.ip().to_string());
+                (Kind::Address, address)
+            }
+            Caller::Certified(Principal::Office {
+                service_point,
+                device,
+            }) => (Kind::Office, format!("{service_point}/{device}")),
+            Caller::Certified(Principal::Agency { code }) => (Kind::Agency, code.clone()),
+            Caller::Certified(Principal::Admin { name }) => (Kind::Admin, name.clone()),
+            Caller::Citizen(citizen) => (Kind::Citizen, citizen.device.clone()),
+        };
+        self.limits
+            .spend(kind, &key)
+            .await
+            .map_err(|wait| rate_limited(kind, wait))
+    }
+
+    /// Spends the allowance of what the request names (a NIK, a device key),
+    /// kept under a hash of it, never the value itself.
+    async fn spend_named(&self, rule: &Rule, message: &[u8]) -> Result<(), ApiError> {
+        for &(tag, kind) in rule.limits {
+            let Some(value) = wire::bytes_field(message, tag).map_err(malformed)? else {
+                continue;
+            };
+            if value.is_empty() {
+                continue;
+            }
+            let digest = ring::digest::digest(&ring::digest::SHA256, &value);
+            let key = adminduk_kit::hex::encode(&digest.as_ref()[..16]);
+            self.limits
+                .spend(kind, &key)
+                .await
+                .map_err(|wait| rate_limited(kind, wait))?;
+        }
+        Ok(())
+    }
+
+    /// IKD first: the resident the request is for has an active IKD, or an
+    /// office goes on for them with a written reason (logged). The answer is
+    /// whether IKD is active.
+    async fn ikd_first(
+        &self,
+        tag: u32,
+        caller: &Caller,
+        headers: &http::HeaderMap,
+        message: &[u8],
+    ) -> Result<bool, ApiError> {
+        let nik = wire::string_field(message, tag)
+            .map_err(malformed)?
+            .unwrap_or_default();
+        if self.status_active(&nik).await? {
+            return Ok(true);
+        }
+        if let Caller::Certified(Principal::Office { .. }) = caller
+            && let Some(reason) = headers.get(OVERRIDE_HEADER)
+        {
+            let reason = reason
+                .to_str()
+                .ok()
+                .map(str::trim)
+                .filter(|r| (10..=500).contains(&r.chars().count()));
+            let Some(reason) = reason else {
+                return Err(ApiError::invalid_field(
+                    OVERRIDE_HEADER,
+                    "must be the reason written out, 10 to 500 characters",
+                ));
+            };
+            tracing::warn!(
+                nik = %adminduk_kit::mask::log_nik(&nik),
+                office = %caller.label(),
+                reason,
+                "IKD first overridden by an office"
+            );
+            return Ok(false);
+        }
+        Err(ApiError::new(
+            ErrorCode::FailedPrecondition,
+            "IKD first: the resident activates IKD before anything else (StartActivation on the phone, then VerifyAtOffice at any service point)",
+        )
+        .with_reason(
+            ErrorReason::IkdActivationRequired,
+            [(
+                "how".to_owned(),
+                "StartActivation on the resident's phone, then VerifyAtOffice at any service point".to_owned(),
+            )],
+        )
+        .with_precondition("IKD", "nik", "the resident's IKD must be active"))
+    }
+
+    /// Writes what the gateway knows over the request's fields; `ikd` is
+    /// whether the request's resident has an active IKD, when the gateway has
+    /// asked already.
+    async fn apply(
+        &self,
+        grant: Grant,
+        caller: &Caller,
+        message: &mut Vec<u8>,
+        ikd: Option<bool>,
+    ) -> Result<(), ApiError> {
         let facts = match grant {
             Grant::Anyone | Grant::Agency => return Ok(()),
             Grant::Office(facts) | Grant::Admin(facts) => facts,
-            Grant::Citizen(own, facts) => {
-                let Caller::Citizen(citizen) = caller else {
-                    return Err(table_error());
-                };
-                self.check_own(own, citizen, message).await?;
-                facts
-            }
+            Grant::Citizen(_, facts) => facts,
         };
         for &(tag, fact) in facts {
             match (fact, caller) {
@@ -191,7 +307,15 @@ impl Gateway {
                     wire::set_string(message, tag, name);
                 }
                 (Fact::IkdActive { nik }, _) => {
-                    let active = self.ikd_active(message, nik).await?;
+                    let active = match ikd {
+                        Some(active) => active,
+                        None => {
+                            let nik = wire::string_field(message, nik)
+                                .map_err(malformed)?
+                                .unwrap_or_default();
+                            self.status_active(&nik).await?
+                        }
+                    };
                     wire::set_bool(message, tag, active);
                 }
                 _ => return Err(table_error()),
@@ -303,13 +427,11 @@ impl Gateway {
         .with_reason(ErrorReason::OutOfScope, [("field".to_owned(), field.to_owned())]))
     }
 
-    /// Whether the resident the NIK at `tag` names has an active IKD. A NIK the
-    /// IKD service refuses as malformed is not active; the service the call is
-    /// for refuses it in its own words.
-    async fn ikd_active(&self, message: &[u8], tag: u32) -> Result<bool, ApiError> {
-        let nik = wire::string_field(message, tag)
-            .map_err(malformed)?
-            .unwrap_or_default();
+    /// Whether the resident of `nik` has an active IKD. A NIK the IKD service
+    /// refuses as malformed is not active; the service the call is for refuses
+    /// it in its own words.
+    async fn status_active(&self, nik: &str) -> Result<bool, ApiError> {
+        let nik = nik.to_owned();
         let mut client = self.ikd.clone();
         match client
             .get_status(upstream::request(ikd::GetStatusRequest { nik }))
@@ -399,6 +521,22 @@ fn not_allowed(role: Role, rule: &Rule) -> ApiError {
             ("method".to_owned(), method),
         ],
     )
+}
+
+fn rate_limited(kind: Kind, wait: Duration) -> ApiError {
+    ApiError::new(
+        ErrorCode::ResourceExhausted,
+        format!(
+            "too many requests for this {}; retry in {} s",
+            kind.as_str().replace('_', " "),
+            wait.as_secs().max(1)
+        ),
+    )
+    .with_reason(
+        ErrorReason::RateLimited,
+        [("kind".to_owned(), kind.as_str().to_owned())],
+    )
+    .with_retry_after(wait)
 }
 
 fn proof_invalid(err: ProofError) -> ApiError {

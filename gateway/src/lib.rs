@@ -9,6 +9,7 @@
 pub mod access;
 mod caller;
 mod door;
+pub mod limits;
 mod wire;
 
 use std::net::SocketAddr;
@@ -18,7 +19,7 @@ use adminduk_kit::cache::SharedCache;
 use adminduk_kit::config::ServerConfig;
 use adminduk_kit::server::{GrpcServer, RunningServer, ServeError};
 
-pub use door::{PRINCIPAL_HEADER, Upstreams};
+pub use door::{OVERRIDE_HEADER, PRINCIPAL_HEADER, Upstreams};
 
 use caller::Tokens;
 use door::{Door, Gateway, IkdName, InventoryName, PopulationName, PrintingName};

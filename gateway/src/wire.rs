@@ -64,6 +64,13 @@ fn skip(bytes: &[u8], pos: &mut usize, n: usize) -> Result<(), WireError> {
 /// would take it), `None` when absent. The whole message is walked, so bytes
 /// that are not protobuf are an error rather than read in part.
 pub(crate) fn string_field(message: &[u8], tag: u32) -> Result<Option<String>, WireError> {
+    bytes_field(message, tag)?
+        .map(|bytes| String::from_utf8(bytes).map_err(|_| WireError::Message))
+        .transpose()
+}
+
+/// The value of the bytes (or string) field `tag`, read as [`string_field`] reads.
+pub(crate) fn bytes_field(message: &[u8], tag: u32) -> Result<Option<Vec<u8>>, WireError> {
     let mut pos = 0;
     let mut found = None;
     while pos < message.len() {
@@ -82,8 +89,7 @@ pub(crate) fn string_field(message: &[u8], tag: u32) -> Result<Option<String>, W
                 let start = pos;
                 skip(message, &mut pos, length)?;
                 if field == tag {
-                    let text = std::str::from_utf8(&message[start..pos]).map_err(|_| WireError::Message)?;
-                    found = Some(text.to_owned());
+                    found = Some(message[start..pos].to_vec());
                 }
             }
             5 => skip(message, &mut pos, 4)?,

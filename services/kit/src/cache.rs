@@ -52,6 +52,32 @@ pub trait SharedCache: Send + Sync + fmt::Debug {
     /// Sets `key` only if absent, for `ttl`; true when this call set it
     /// (single-use tokens, replay protection). Atomic across replicas.
     async fn set_if_absent(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, CacheError>;
+
+    /// One request against the GCRA rate limit at `key`: a cell every
+    /// `interval`, with room for `burst` at once, timed by the shared store's
+    /// own clock so replicas' clocks do not matter. `None` when this cache is
+    /// not shared between replicas (the caller limits in its own process).
+    async fn admit(
+        &self,
+        key: &str,
+        interval: Duration,
+        burst: u32,
+    ) -> Result<Option<Admission>, CacheError> {
+        let _ = (key, interval, burst);
+        Ok(None)
+    }
+}
+
+/// A rate limit's answer to one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Within the limit.
+    Allowed,
+    /// Over it: the next request would be admitted after this long.
+    Refused {
+        /// How long to wait.
+        retry_after: Duration,
+    },
 }
 
 /// A cache operation failed; the caller should treat the answer as unknown.
@@ -121,6 +147,24 @@ end
 return n
 ";
 
+/// GCRA (the generic cell rate algorithm) in one atomic step, on Redis's clock:
+/// KEYS[1] holds the theoretical arrival time (ms); ARGV[1] is the interval
+/// between cells (ms), ARGV[2] the burst. Answers {1, 0} when admitted (and
+/// moves the arrival time on), {0, ms to wait} when not (and changes nothing).
+const GCRA_LUA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local interval = tonumber(ARGV[1])
+local tolerance = interval * (tonumber(ARGV[2]) - 1)
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local wait = tat - tolerance - now
+if wait > 0 then return {0, wait} end
+local next_tat = tat + interval
+redis.call('SET', KEYS[1], next_tat, 'PX', next_tat - now)
+return {1, 0}
+";
+
 /// The longest any one cache call waits. The client's own response timeout
 /// (500 ms) does not cover waiting for a reconnect, which retries with backoff;
 /// a caller that falls back needs an answer sooner than that.
@@ -140,6 +184,7 @@ pub struct RedisCache {
     conn: ConnectionManager,
     key_prefix: String,
     incr_window: redis::Script,
+    gcra: redis::Script,
 }
 
 impl fmt::Debug for RedisCache {
@@ -173,6 +218,7 @@ impl RedisCache {
             conn,
             key_prefix: format!("adminduk:{prefix}:"),
             incr_window: redis::Script::new(INCR_WINDOW_LUA),
+            gcra: redis::Script::new(GCRA_LUA),
         })
     }
 
@@ -224,6 +270,24 @@ impl SharedCache for RedisCache {
         // SET NX answers OK when it set the key and nil when the key was there.
         let reply: redis::Value = bounded(cmd.query_async(&mut self.conn.clone())).await?;
         Ok(!matches!(reply, redis::Value::Nil))
+    }
+
+    async fn admit(
+        &self,
+        key: &str,
+        interval: Duration,
+        burst: u32,
+    ) -> Result<Option<Admission>, CacheError> {
+        let mut invocation = self.gcra.key(self.key(key));
+        invocation.arg(ttl_millis(interval)).arg(burst.max(1));
+        let (admitted, wait): (u8, u64) = bounded(invocation.invoke_async(&mut self.conn.clone())).await?;
+        Ok(Some(if admitted == 1 {
+            Admission::Allowed
+        } else {
+            Admission::Refused {
+                retry_after: Duration::from_millis(wait.max(1)),
+            }
+        }))
     }
 }
 
@@ -399,6 +463,57 @@ mod tests {
             all.push(("redis", Arc::new(cache)));
         }
         all
+    }
+
+    #[tokio::test]
+    async fn redis_admits_a_burst_then_refuses_with_the_wait_and_keys_apart() {
+        let Some(url) = testing::redis_url() else {
+            return;
+        };
+        let cache = RedisCache::connect(&url, &unique_prefix("gcra"))
+            .await
+            .expect("redis at ADMINDUK_TEST_REDIS_URL");
+        // One a minute, three at once: the fourth waits about a minute.
+        let minute = Duration::from_secs(60);
+        for _ in 0..3 {
+            assert_eq!(
+                cache.admit("a", minute, 3).await.expect("redis"),
+                Some(Admission::Allowed)
+            );
+        }
+        match cache.admit("a", minute, 3).await.expect("redis") {
+            Some(Admission::Refused { retry_after }) => {
+                assert!(
+                    retry_after > Duration::from_secs(50) && retry_after <= minute,
+                    "{retry_after:?}"
+                );
+            }
+            other => panic!("the fourth is refused: {other:?}"),
+        }
+        // Another key has its own allowance; a refusal spent nothing.
+        assert_eq!(
+            cache.admit("b", minute, 3).await.expect("redis"),
+            Some(Admission::Allowed)
+        );
+        // A short interval refills: after it, one more is admitted.
+        assert_eq!(
+            cache.admit("c", SHORT, 1).await.expect("redis"),
+            Some(Admission::Allowed)
+        );
+        assert!(matches!(
+            cache.admit("c", SHORT, 1).await.expect("redis"),
+            Some(Admission::Refused { .. })
+        ));
+        tokio::time::sleep(PAST_SHORT).await;
+        assert_eq!(
+            cache.admit("c", SHORT, 1).await.expect("redis"),
+            Some(Admission::Allowed)
+        );
+        // The in-process cache is no shared limiter: its callers limit themselves.
+        assert_eq!(
+            MemoryCache::new().admit("a", minute, 3).await.expect("memory"),
+            None
+        );
     }
 
     #[tokio::test]
