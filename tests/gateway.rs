@@ -93,6 +93,39 @@ impl Door {
             .expect("an eligible resident without IKD")
     }
 
+    /// The `skip`-th eligible resident of another family than `nik`'s.
+    async fn outside_the_family_of(&self, nik: &str, skip: usize) -> String {
+        let mut office = PopulationServiceClient::new(self.office());
+        let mut kk_of = async |nik: &str| {
+            office
+                .get_resident(population::GetResidentRequest { nik: nik.to_owned() })
+                .await
+                .expect("the office reads")
+                .into_inner()
+                .resident
+                .expect("resident")
+                .kk
+        };
+        let family = kk_of(nik).await;
+        let mut found = Vec::new();
+        for candidate in self
+            .mesh
+            .population
+            .store()
+            .eligible_niks(adminduk_kit::time::today_wib(), 300)
+            .await
+            .expect("eligible")
+        {
+            if kk_of(&candidate).await != family {
+                found.push(candidate);
+                if found.len() > skip {
+                    break;
+                }
+            }
+        }
+        found.into_iter().nth(skip).expect("a resident of another family")
+    }
+
     /// The code of the newest mail in the IKD outbox.
     async fn last_code(&self) -> String {
         let outbox = self.mesh.ikd.store().outbox(100).await.expect("outbox");
@@ -452,36 +485,22 @@ async fn a_collected_token_applies_for_no_one_without_the_phones_key() {
         Code::Unauthenticated,
         "PROOF_INVALID",
     );
-    // Someone outside the family, even with a good proof.
-    let stranger = door.resident_without_ikd(5).await;
-    let mut office = PopulationServiceClient::new(door.office());
-    let mut kk_of = async |nik: &str| {
-        office
-            .get_resident(population::GetResidentRequest { nik: nik.to_owned() })
-            .await
-            .expect("the office reads")
-            .into_inner()
-            .resident
-            .expect("resident")
-            .kk
-    };
-    let family = kk_of(&nik).await;
-    let stranger_kk = kk_of(&stranger).await;
-    if stranger_kk != family {
-        refused(
-            printing
-                .submit_print_job(with_proof(
-                    application(&stranger),
-                    &token,
-                    &key,
-                    SUBMIT,
-                    "stranger-1",
-                ))
-                .await,
-            Code::PermissionDenied,
-            "OUT_OF_SCOPE",
-        );
-    }
+    // Someone outside the family, even with a good proof: what a broker does.
+    let stranger = door.outside_the_family_of(&nik, 0).await;
+    let status = refused(
+        printing
+            .submit_print_job(with_proof(
+                application(&stranger),
+                &token,
+                &key,
+                SUBMIT,
+                "stranger-1",
+            ))
+            .await,
+        Code::PermissionDenied,
+        "BROKER_SUSPECTED",
+    );
+    assert_eq!(metadata_of(&status, "blocked").as_deref(), Some("false"));
     // The phone itself: applied, and IKD is active as the gateway found.
     let job = printing
         .submit_print_job(with_proof(application(&nik), &token, &key, SUBMIT, "own-1"))
@@ -507,6 +526,64 @@ async fn a_collected_token_applies_for_no_one_without_the_phones_key() {
         Code::Unauthenticated,
         "PROOF_REPLAYED",
     );
+    door.mesh.shutdown().await.expect("stops");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_account_that_applies_for_strangers_is_blocked_from_applying() {
+    let door = Door::open().await;
+    let nik = door.resident_without_ikd(8).await;
+    let key = device_key();
+    let token = activate(&door, &nik, &key).await;
+    let mut printing = PrintingServiceClient::new(door.anonymous());
+    for (k, blocked) in [(0, "false"), (1, "false"), (2, "true")] {
+        let stranger = door.outside_the_family_of(&nik, k).await;
+        let status = refused(
+            printing
+                .submit_print_job(with_proof(
+                    application(&stranger),
+                    &token,
+                    &key,
+                    SUBMIT,
+                    &format!("s-{k}"),
+                ))
+                .await,
+            Code::PermissionDenied,
+            "BROKER_SUSPECTED",
+        );
+        assert_eq!(
+            metadata_of(&status, "refusals").as_deref(),
+            Some((k + 1).to_string().as_str())
+        );
+        assert_eq!(metadata_of(&status, "blocked").as_deref(), Some(blocked));
+    }
+    // Blocked: not even for the resident themselves, until the day has passed.
+    let status = refused(
+        printing
+            .submit_print_job(with_proof(application(&nik), &token, &key, SUBMIT, "own-after"))
+            .await,
+        Code::PermissionDenied,
+        "BROKER_SUSPECTED",
+    );
+    assert_eq!(metadata_of(&status, "blocked").as_deref(), Some("true"));
+    // Reading their own record is not applying: still answered.
+    PopulationServiceClient::new(door.anonymous())
+        .get_resident(with_token(
+            population::GetResidentRequest { nik: nik.clone() },
+            &token,
+        ))
+        .await
+        .expect("reads stay open");
+    // Nothing reached printing for any of them.
+    let backlog = PrintingServiceClient::new(door.office())
+        .get_backlog(printing::GetBacklogRequest {
+            region_code: "3275".into(),
+        })
+        .await
+        .expect("backlog")
+        .into_inner();
+    let waiting: i64 = backlog.waiting.iter().map(|w| w.waiting).sum();
+    assert_eq!(waiting, 0, "{backlog:?}");
     door.mesh.shutdown().await.expect("stops");
 }
 

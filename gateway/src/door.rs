@@ -68,6 +68,11 @@ const PROOF_SKEW: Duration = Duration::from_secs(120);
 /// How long a proof's id is remembered: past the skew on both sides, so a
 /// proof is never accepted twice.
 const PROOF_MEMORY: Duration = Duration::from_secs(300);
+/// Refusals as a suspected broker after which an account may not apply...
+const BROKER_REFUSALS: u64 = 3;
+/// ...for this long, counted over the same window.
+const BROKER_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
 /// The most proof ids remembered here when the shared cache cannot be reached.
 const MAX_LOCAL_PROOFS: usize = 100_000;
 
@@ -126,7 +131,17 @@ impl Gateway {
             }
             // Whom the resident may name is settled before anything is asked about them.
             if let Grant::Citizen(own, _) = grant {
-                self.check_own(own, citizen, &message).await?;
+                if rule.proof {
+                    self.check_not_blocked(citizen).await?;
+                }
+                if let Err(refusal) = self.check_own(own, citizen, &message).await {
+                    // Naming a stranger in a change is what a broker does; in a read, a mistake.
+                    return Err(if rule.proof {
+                        self.suspect_broker(citizen).await
+                    } else {
+                        refusal
+                    });
+                }
             }
         }
         let ikd = match rule.ikd_first {
@@ -398,6 +413,46 @@ impl Gateway {
         }
     }
 
+    /// An account blocked as a suspected broker applies for no one until the block ends.
+    async fn check_not_blocked(&self, citizen: &Citizen) -> Result<(), ApiError> {
+        match self.cache.exists(&broker_block_key(&citizen.device)).await {
+            Ok(false) => Ok(()),
+            Ok(true) => Err(broker_suspected(BROKER_REFUSALS, true)),
+            // Unknown: the scope check after this still refuses any stranger.
+            Err(err) => {
+                tracing::warn!(error = %err, "broker blocks unreadable");
+                Ok(())
+            }
+        }
+    }
+
+    /// Counts a broker-like refusal of the account, blocking it at the third in 24 hours.
+    async fn suspect_broker(&self, citizen: &Citizen) -> ApiError {
+        let count = match self
+            .cache
+            .incr_window(&format!("broker-refusals:{}", citizen.device), BROKER_WINDOW)
+            .await
+        {
+            Ok(count) => count,
+            Err(err) => {
+                tracing::warn!(error = %err, "broker refusal not counted");
+                return broker_suspected(0, false);
+            }
+        };
+        let blocked = count >= BROKER_REFUSALS;
+        if blocked {
+            if let Err(err) = self
+                .cache
+                .set(&broker_block_key(&citizen.device), b"1", BROKER_WINDOW)
+                .await
+            {
+                tracing::warn!(error = %err, "broker block not recorded");
+            }
+            tracing::warn!(device = %citizen.device, refusals = count, "account blocked from applying as a suspected broker");
+        }
+        broker_suspected(count, blocked)
+    }
+
     async fn check_own(&self, own: Own, citizen: &Citizen, message: &[u8]) -> Result<(), ApiError> {
         let (tag, field) = match own {
             Own::Nothing => return Ok(()),
@@ -519,6 +574,25 @@ fn not_allowed(role: Role, rule: &Rule) -> ApiError {
         [
             ("role".to_owned(), role.as_str().to_owned()),
             ("method".to_owned(), method),
+        ],
+    )
+}
+
+fn broker_block_key(device: &str) -> String {
+    format!("broker-blocked:{device}")
+}
+
+fn broker_suspected(refusals: u64, blocked: bool) -> ApiError {
+    let message = if blocked {
+        "this account may not apply for 24 hours: it applied for people outside its family card"
+    } else {
+        "a resident's account applies only for the resident and the members of their family card (KK)"
+    };
+    ApiError::new(ErrorCode::PermissionDenied, message).with_reason(
+        ErrorReason::BrokerSuspected,
+        [
+            ("refusals".to_owned(), refusals.to_string()),
+            ("blocked".to_owned(), blocked.to_string()),
         ],
     )
 }
