@@ -55,6 +55,11 @@ pub struct DevCerts {
     pub admin_cert: PathBuf,
     /// The demo administrator's private key.
     pub admin_key: PathBuf,
+    /// The mesh's service certificate: a backend run apart serves with it and
+    /// accepts only it (`services_only`), and the services call each other with it.
+    pub service_cert: PathBuf,
+    /// Its private key.
+    pub service_key: PathBuf,
 }
 
 impl DevCerts {
@@ -72,6 +77,8 @@ impl DevCerts {
             agency_key: dir.join("agency.key"),
             admin_cert: dir.join("admin.crt"),
             admin_key: dir.join("admin.key"),
+            service_cert: dir.join("service.crt"),
+            service_key: dir.join("service.key"),
         }
     }
 
@@ -80,7 +87,7 @@ impl DevCerts {
         self.files().iter().all(|path| path.is_file())
     }
 
-    fn files(&self) -> [&Path; 10] {
+    fn files(&self) -> [&Path; 12] {
         [
             &self.ca_cert,
             &self.ca_key,
@@ -92,6 +99,8 @@ impl DevCerts {
             &self.agency_key,
             &self.admin_cert,
             &self.admin_key,
+            &self.service_cert,
+            &self.service_key,
         ]
     }
 }
@@ -148,6 +157,7 @@ pub fn generate(dir: &Path, opts: &CertOptions) -> anyhow::Result<DevCerts> {
         (&paths.office_cert, &paths.office_key, plan.office(now)?),
         (&paths.agency_cert, &paths.agency_key, plan.agency(now)?),
         (&paths.admin_cert, &paths.admin_key, plan.admin(now)?),
+        (&paths.service_cert, &paths.service_key, plan.service(now)?),
     ];
     let leaf_count = leaves.len();
     let mut to_issue = Vec::new();
@@ -247,6 +257,29 @@ impl<'a> Plan<'a> {
         let code = &self.opts.agency;
         let principal = Principal::Agency { code: code.clone() };
         client_params(&format!("agency {code}"), &principal, now)
+    }
+
+    /// Server and client at once, for the hosts and the services' own names
+    /// (as a container network or Kubernetes Services name them).
+    fn service(&self, now: Now) -> anyhow::Result<CertificateParams> {
+        let mut params = client_params(
+            "adminduk mesh service",
+            &Principal::Service {
+                name: "mesh".to_owned(),
+            },
+            now,
+        )?;
+        params.subject_alt_names.extend(self.hosts.iter().cloned());
+        for name in ["population", "inventory", "printing", "ikd", "gateway"] {
+            params.subject_alt_names.push(SanType::DnsName(
+                name.try_into().with_context(|| format!("cannot encode {name}"))?,
+            ));
+        }
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        Ok(params)
     }
 
     fn admin(&self, now: Now) -> anyhow::Result<CertificateParams> {

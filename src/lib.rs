@@ -194,5 +194,9 @@ fn write_certs(args: &CertsArgs) -> anyhow::Result<()> {
     println!("  office      {}", written.office_cert.display());
     println!("  agency      {}", written.agency_cert.display());
     println!("  admin       {}", written.admin_cert.display());
+    println!(
+        "  service     {}  (the mesh's own calls, for services run apart)",
+        written.service_cert.display()
+    );
     Ok(())
 }

@@ -25,6 +25,11 @@ fn upstream(url: &str) -> anyhow::Result<Channel> {
     adminduk_kit::upstream::channel(url).with_context(|| format!("the upstream address {url}"))
 }
 
+/// A channel to an upstream of `serve`: TLS with the service certificate when `[upstreams.tls]` is set.
+fn configured_upstream(url: &str, tls: Option<&config::UpstreamTlsConfig>) -> anyhow::Result<Channel> {
+    adminduk_kit::upstream::channel_to(url, tls).with_context(|| format!("the upstream address {url}"))
+}
+
 /// Blanks at the ministry when the demo ledger opens: 16 million minus the
 /// 3.3 million already sent to regions (January 2020).
 const DEMO_NATIONAL_STOCK: i64 = 12_700_000;
@@ -229,6 +234,7 @@ fn tls_server(listen: SocketAddr, certs: &crate::certs::DevCerts) -> ServerConfi
             key: certs.server_key.clone(),
             client_ca: Some(certs.ca_cert.clone()),
             client_certificate_optional: true,
+            services_only: false,
         }),
         ..ServerConfig::default()
     }
@@ -523,10 +529,10 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     .await
                     .context("connecting to the cache")?;
                 let upstreams = adminduk_gateway::Upstreams {
-                    population: upstream(&config.upstreams.population)?,
-                    inventory: upstream(&config.upstreams.inventory)?,
-                    printing: upstream(&config.upstreams.printing)?,
-                    ikd: upstream(&config.upstreams.ikd)?,
+                    population: configured_upstream(&config.upstreams.population, config.upstreams.tls.as_ref())?,
+                    inventory: configured_upstream(&config.upstreams.inventory, config.upstreams.tls.as_ref())?,
+                    printing: configured_upstream(&config.upstreams.printing, config.upstreams.tls.as_ref())?,
+                    ikd: configured_upstream(&config.upstreams.ikd, config.upstreams.tls.as_ref())?,
                 };
                 let running = adminduk_gateway::start(config.server.clone(), upstreams, cache).await?;
                 stop.await;
@@ -568,8 +574,8 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 let running = adminduk_printing::start(
                     config.server.clone(),
                     db,
-                    upstream(&config.upstreams.population)?,
-                    upstream(&config.upstreams.inventory)?,
+                    configured_upstream(&config.upstreams.population, config.upstreams.tls.as_ref())?,
+                    configured_upstream(&config.upstreams.inventory, config.upstreams.tls.as_ref())?,
                 )
                 .await?;
                 stop.await;
@@ -590,7 +596,7 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 let running = adminduk_ikd::start(
                     config.server.clone(),
                     db,
-                    upstream(&config.upstreams.population)?,
+                    configured_upstream(&config.upstreams.population, config.upstreams.tls.as_ref())?,
                     cache,
                     &config.mail,
                 )

@@ -27,6 +27,7 @@ async fn start_mtls_server(certs: &DevCerts) -> RunningServer {
             key: certs.server_key.clone(),
             client_ca: Some(certs.ca_cert.clone()),
             client_certificate_optional: false,
+            services_only: false,
         }),
         ..ServerConfig::default()
     };

@@ -806,3 +806,117 @@ async fn internal_methods_bad_bodies_and_plaintext_are_not_served() {
     assert!(plain.is_err(), "no plaintext answer");
     door.mesh.shutdown().await.expect("stops");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_run_apart_answers_only_the_mesh_and_the_gateway_reaches_it() {
+    use adminduk_kit::config::{DatabaseConfig, ServerConfig, TlsConfig, UpstreamTlsConfig};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = adminduk::certs::generate(
+        &dir.path().join("certs"),
+        &adminduk::certs::CertOptions::default(),
+    )
+    .expect("certificates");
+    let db = adminduk_kit::storage::Db::connect(
+        &DatabaseConfig {
+            url: format!("sqlite:{}", dir.path().join("population.db").display()).into(),
+            max_connections: 2,
+        },
+        adminduk_population::SCHEMA,
+        adminduk_population::MIGRATIONS,
+    )
+    .await
+    .expect("database");
+    let tls = |services_only: bool, optional: bool| TlsConfig {
+        cert: certs.service_cert.clone(),
+        key: certs.service_key.clone(),
+        client_ca: Some(certs.ca_cert.clone()),
+        client_certificate_optional: optional,
+        services_only,
+    };
+    let population = adminduk_population::start(
+        ServerConfig {
+            tls: Some(tls(true, false)),
+            ..adminduk_kit::testing::server_config()
+        },
+        db,
+    )
+    .await
+    .expect("population starts");
+    let population_url = format!("https://localhost:{}", population.local_addr().port());
+    let mesh_tls = UpstreamTlsConfig {
+        ca: certs.ca_cert.clone(),
+        cert: certs.service_cert.clone(),
+        key: certs.service_key.clone(),
+    };
+    let channel = |url: &str| adminduk_kit::upstream::channel_to(url, Some(&mesh_tls)).expect("channel");
+    // The other services are not needed for parsing a NIK.
+    let nowhere = adminduk_kit::upstream::channel("http://127.0.0.1:9").expect("channel");
+    let gateway = adminduk_gateway::start(
+        ServerConfig {
+            tls: Some(TlsConfig {
+                cert: certs.server_cert.clone(),
+                key: certs.server_key.clone(),
+                ..tls(false, true)
+            }),
+            ..adminduk_kit::testing::server_config()
+        },
+        adminduk_gateway::Upstreams {
+            population: channel(&population_url),
+            inventory: nowhere.clone(),
+            printing: nowhere.clone(),
+            ikd: nowhere,
+        },
+        std::sync::Arc::new(adminduk_kit::cache::MemoryCache::new()),
+    )
+    .await
+    .expect("the gateway starts");
+
+    let client_tls = |identity: Option<(&Path, &Path)>| {
+        adminduk_kit::tls::client_tls(&certs.ca_cert, "localhost", identity).expect("TLS files")
+    };
+    let at = |url: String, identity: Option<(&Path, &Path)>| {
+        PopulationServiceClient::new(
+            Endpoint::from_shared(url)
+                .expect("endpoint")
+                .tls_config(client_tls(identity))
+                .expect("TLS")
+                .timeout(Duration::from_secs(10))
+                .connect_lazy(),
+        )
+    };
+    let parse = || population::ParseNikRequest {
+        nik: STRANGER_NIK.into(),
+    };
+    // Through the gateway, over mTLS with the service certificate: answered.
+    let gateway_url = format!("https://localhost:{}", gateway.local_addr().port());
+    let parsed = at(gateway_url, None)
+        .parse_nik(parse())
+        .await
+        .expect("through the gateway");
+    assert_eq!(parsed.into_inner().district_name, "Bekasi Timur");
+    // Straight to the service: an office's certificate is not the mesh's.
+    let office = (certs.office_cert.as_path(), certs.office_key.as_path());
+    let status = at(population_url.clone(), Some(office))
+        .parse_nik(parse())
+        .await
+        .expect_err("an office is sent to the gateway");
+    assert_eq!(status.code(), Code::PermissionDenied, "{}", status.message());
+    // Without a certificate the handshake itself fails.
+    assert!(at(population_url.clone(), None).parse_nik(parse()).await.is_err());
+    // The mesh's own certificate is answered.
+    let service = (certs.service_cert.as_path(), certs.service_key.as_path());
+    at(population_url, Some(service))
+        .parse_nik(parse())
+        .await
+        .expect("the mesh calls its services");
+    // And the gateway refuses a service certificate as a client's.
+    let gateway_url = format!("https://localhost:{}", gateway.local_addr().port());
+    refused(
+        at(gateway_url, Some(service)).parse_nik(parse()).await,
+        Code::Unauthenticated,
+        "CERTIFICATE_UNKNOWN",
+    );
+    gateway.shutdown().await.expect("stops");
+    population.shutdown().await.expect("stops");
+}

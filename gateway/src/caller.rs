@@ -84,6 +84,8 @@ impl Caller {
             Caller::Certified(Principal::Office { .. }) => Role::Office,
             Caller::Certified(Principal::Agency { .. }) => Role::Agency,
             Caller::Certified(Principal::Admin { .. }) => Role::Admin,
+            // Refused by `certified`; were one here, it would be no one.
+            Caller::Certified(Principal::Service { .. }) => Role::Anonymous,
             Caller::Citizen(_) => Role::Citizen,
         }
     }
@@ -108,12 +110,17 @@ pub(crate) fn certified(peer: Option<&[u8]>) -> Result<Option<Principal>, ApiErr
     let Some(der) = peer else {
         return Ok(None);
     };
-    principal_of_certificate(der).map(Some).ok_or_else(|| {
-        unauthenticated(
+    match principal_of_certificate(der) {
+        Some(Principal::Service { .. }) => Err(unauthenticated(
+            ErrorReason::CertificateUnknown,
+            "a service certificate is for the mesh's own calls, not for the gateway's clients",
+        )),
+        Some(principal) => Ok(Some(principal)),
+        None => Err(unauthenticated(
             ErrorReason::CertificateUnknown,
             "the client certificate names no adminduk principal (one adminduk:// URI)",
-        )
-    })
+        )),
+    }
 }
 
 /// The bearer token of an `authorization` header value, if it is one.

@@ -215,6 +215,7 @@ impl Gateway {
             }) => (Kind::Office, format!("{service_point}/{device}")),
             Caller::Certified(Principal::Agency { code }) => (Kind::Agency, code.clone()),
             Caller::Certified(Principal::Admin { name }) => (Kind::Admin, name.clone()),
+            Caller::Certified(Principal::Service { name }) => (Kind::Address, name.clone()),
             Caller::Citizen(citizen) => (Kind::Citizen, citizen.device.clone()),
         };
         self.limits

@@ -183,6 +183,25 @@ pub struct TlsConfig {
     /// certificate must still present one the CA signed.
     #[serde(default)]
     pub client_certificate_optional: bool,
+    /// With `client_ca`: answer only the mesh's own services (a certificate
+    /// naming `adminduk://service/...`); any other client, an office's
+    /// certificate among them, is PERMISSION_DENIED. For a backend run apart,
+    /// which the outside reaches only through the gateway.
+    #[serde(default)]
+    pub services_only: bool,
+}
+
+/// How a service reaches the others over TLS: the mesh CA to trust and its
+/// own service certificate to present.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    /// The CA that signed the services' certificates.
+    pub ca: PathBuf,
+    /// This service's certificate (`adminduk certs` writes `service.crt`).
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
 }
 
 impl Validate for TlsConfig {
@@ -424,6 +443,8 @@ pub struct UpstreamsConfig {
     pub printing: String,
     /// The IKD service.
     pub ikd: String,
+    /// TLS to them (mTLS with a service certificate); plaintext when absent.
+    pub tls: Option<UpstreamTlsConfig>,
 }
 
 impl Default for UpstreamsConfig {
@@ -433,6 +454,7 @@ impl Default for UpstreamsConfig {
             inventory: "http://127.0.0.1:50062".to_owned(),
             printing: "http://127.0.0.1:50063".to_owned(),
             ikd: "http://127.0.0.1:50064".to_owned(),
+            tls: None,
         }
     }
 }
@@ -449,6 +471,12 @@ impl Validate for UpstreamsConfig {
                 || http::Uri::try_from(url.as_str()).is_err()
             {
                 return Err(ConfigError::new(key, "must be an http:// or https:// URL"));
+            }
+            if self.tls.is_some() && !url.starts_with("https://") {
+                return Err(ConfigError::new(
+                    key,
+                    "must be an https:// URL when upstreams.tls is set",
+                ));
             }
         }
         Ok(())

@@ -31,6 +31,12 @@ pub enum Principal {
         /// Who, e.g. `kadis-3275`.
         name: String,
     },
+    /// One of the mesh's own services (the gateway, printing, IKD) calling
+    /// another: what a backend run apart accepts, and the gateway refuses.
+    Service {
+        /// Which, e.g. `mesh`.
+        name: String,
+    },
 }
 
 impl fmt::Display for Principal {
@@ -45,6 +51,7 @@ impl fmt::Display for Principal {
             }
             Principal::Agency { code } => write!(f, "{SCHEME}agency/{code}"),
             Principal::Admin { name } => write!(f, "{SCHEME}admin/{name}"),
+            Principal::Service { name } => write!(f, "{SCHEME}service/{name}"),
         }
     }
 }
@@ -68,6 +75,9 @@ pub fn parse_principal(uri: &str) -> Option<Principal> {
             code: identifier(segments.next()?)?,
         },
         "admin" => Principal::Admin {
+            name: identifier(segments.next()?)?,
+        },
+        "service" => Principal::Service {
             name: identifier(segments.next()?)?,
         },
         _ => return None,
@@ -380,6 +390,7 @@ AIPtkJaALyRzecs7pMd5d0LRRLhIIt9tpJgn5LOmvaAQ\n\
             "adminduk://office/3275-KEC-01/counter-01",
             "adminduk://agency/demo-bank",
             "adminduk://admin/kadis-3275",
+            "adminduk://service/mesh",
         ] {
             let principal = parse_principal(uri).expect("valid");
             assert_eq!(principal.to_string(), uri);

@@ -167,6 +167,14 @@ impl GrpcServer {
             // Caps requests in flight across all connections, so a burst cannot exhaust
             // the database pool or memory.
             .layer(GlobalConcurrencyLimitLayer::new(self.config.concurrency_limit))
+            // A backend run apart answers the mesh's own services only.
+            .layer(ServicesOnlyLayer {
+                on: self
+                    .config
+                    .tls
+                    .as_ref()
+                    .is_some_and(|t| t.services_only && t.client_ca.is_some()),
+            })
             .into_inner();
 
         let (stop_tx, mut stop_rx) = watch::channel(false);
@@ -346,6 +354,71 @@ impl http_body::Body for DecoderTrailers {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// See [`ServicesOnly`].
+#[derive(Debug, Clone, Copy)]
+struct ServicesOnlyLayer {
+    on: bool,
+}
+
+impl<S> tower::Layer<S> for ServicesOnlyLayer {
+    type Service = ServicesOnly<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ServicesOnly { inner, on: self.on }
+    }
+}
+
+/// Answers PERMISSION_DENIED to a client whose certificate names no mesh
+/// service (`adminduk://service/...`), when on; health and reflection too, so
+/// nothing but the mesh learns what it serves.
+#[derive(Debug, Clone)]
+struct ServicesOnly<S> {
+    inner: S,
+    on: bool,
+}
+
+fn peer_is_a_service<B>(request: &Request<B>) -> bool {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    request
+        .extensions()
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(TlsConnectInfo::peer_certs)
+        .and_then(|certs| {
+            certs
+                .first()
+                .and_then(|leaf| crate::principal::principal_of_certificate(leaf))
+        })
+        .is_some_and(|principal| matches!(principal, crate::principal::Principal::Service { .. }))
+}
+
+impl<S, B> tower::Service<Request<B>> for ServicesOnly<S>
+where
+    S: tower::Service<Request<B>, Response = Response<Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response<Body>, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        if self.on && !peer_is_a_service(&request) {
+            let refusal: tonic::Status = ApiError::new(
+                ErrorCode::PermissionDenied,
+                "this service answers the mesh's own services only; call the gateway",
+            )
+            .into();
+            return Box::pin(std::future::ready(Ok(refusal.into_http())));
+        }
+        Box::pin(self.inner.call(request))
     }
 }
 

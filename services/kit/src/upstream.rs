@@ -20,17 +20,55 @@ tokio::task_local! {
     static DEADLINE: Option<Instant>;
 }
 
-/// A channel to another service at `uri` (`http://population:50061`): one
-/// HTTP/2 connection, made on first use and shared by every clone, kept alive
-/// across idle periods, and re-made when it breaks.
-pub fn channel(uri: &str) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+/// A channel to another service: [`channel`] for `http://`, and for
+/// `https://` TLS with the mesh CA and this service's certificate (mTLS), the
+/// server's name taken from the URI.
+pub fn channel_to(
+    uri: &str,
+    tls: Option<&crate::config::UpstreamTlsConfig>,
+) -> Result<tonic::transport::Channel, UpstreamError> {
+    let Some(tls) = tls else {
+        return channel(uri).map_err(UpstreamError::Address);
+    };
+    let parsed: http::Uri = uri.parse().map_err(|_| UpstreamError::NotUri)?;
+    let host = parsed.host().ok_or(UpstreamError::NotUri)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let config = crate::tls::client_tls(&tls.ca, host, Some((&tls.cert, &tls.key)))?;
+    Ok(endpoint(uri)
+        .map_err(UpstreamError::Address)?
+        .tls_config(config)
+        .map_err(UpstreamError::Address)?
+        .connect_lazy())
+}
+
+/// A channel to another service could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The address is not a URI with a host.
+    #[error("not a URI with a host")]
+    NotUri,
+    /// The address or its TLS settings are refused by the transport.
+    #[error(transparent)]
+    Address(tonic::transport::Error),
+    /// The TLS files cannot be read.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+}
+
+fn endpoint(uri: &str) -> Result<tonic::transport::Endpoint, tonic::transport::Error> {
     Ok(tonic::transport::Endpoint::from_shared(uri.to_owned())?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10))
-        .keep_alive_while_idle(true)
-        .connect_lazy())
+        .keep_alive_while_idle(true))
+}
+
+/// A channel to another service at `uri` (`http://population:50061`): one
+/// HTTP/2 connection, made on first use and shared by every clone, kept alive
+/// across idle periods, and re-made when it breaks.
+pub fn channel(uri: &str) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    Ok(endpoint(uri)?.connect_lazy())
 }
 
 /// A request to another service: W3C trace context injected, and a deadline
