@@ -914,7 +914,7 @@ async fn a_service_run_apart_answers_only_the_mesh_and_the_gateway_reaches_it() 
     let gateway_url = format!("https://localhost:{}", gateway.local_addr().port());
     refused(
         at(gateway_url, Some(service)).parse_nik(parse()).await,
-        Code::Unauthenticated,
+        Code::PermissionDenied,
         "CERTIFICATE_UNKNOWN",
     );
     gateway.shutdown().await.expect("stops");

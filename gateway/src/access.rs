@@ -46,6 +46,9 @@ pub enum Fact {
     ServicePoint,
     /// The office's device (the officer's counter, the printer), from its certificate.
     Device,
+    /// The office's device, where the request names a device at all (a
+    /// spoilage names its printer only for a blank ruined in the printer).
+    DeviceWhenNamed,
     /// The administrator's name, from the admin certificate.
     AdminName,
     /// Whether the resident the NIK at this field number names has an active
@@ -305,7 +308,11 @@ pub const TABLE: &[Rule] = &[
     ),
     rule(Printing, "LeaseJobs", &[Grant::Office(&[(1, Device)])]),
     rule(Printing, "ReportPrinted", &[Grant::Office(&[(2, Device)])]),
-    rule(Printing, "ReportSpoiled", &[Grant::Office(&[])]),
+    rule(
+        Printing,
+        "ReportSpoiled",
+        &[Grant::Office(&[(5, Fact::DeviceWhenNamed)])],
+    ),
     rule(Printing, "IssueSuket", &[Grant::Office(&[(2, ServicePoint)])]),
     rule(Printing, "Dispatch", &[Grant::Office(&[])]),
     rule(Printing, "RecordDelivery", &[Grant::Office(&[])]),

@@ -28,6 +28,8 @@ use crate::access::Role;
 const LEEWAY_SECONDS: i64 = 30;
 /// The least time between two fetches of the signing keys.
 const KEY_REFRESH: Duration = Duration::from_secs(10);
+/// How long a verified token is taken without asking the IKD service again.
+const RESOLVE_AGAIN: Duration = Duration::from_secs(60);
 /// The most verified tokens kept; past it, expired ones are dropped, then all.
 const MAX_CACHED_TOKENS: usize = 100_000;
 
@@ -111,10 +113,11 @@ pub(crate) fn certified(peer: Option<&[u8]>) -> Result<Option<Principal>, ApiErr
         return Ok(None);
     };
     match principal_of_certificate(der) {
-        Some(Principal::Service { .. }) => Err(unauthenticated(
-            ErrorReason::CertificateUnknown,
+        Some(Principal::Service { .. }) => Err(ApiError::new(
+            ErrorCode::PermissionDenied,
             "a service certificate is for the mesh's own calls, not for the gateway's clients",
-        )),
+        )
+        .with_reason(ErrorReason::CertificateUnknown, [])),
         Some(principal) => Ok(Some(principal)),
         None => Err(unauthenticated(
             ErrorReason::CertificateUnknown,
@@ -143,6 +146,8 @@ fn malformed_header() -> ApiError {
 struct Verified {
     claims: Claims,
     citizen: Citizen,
+    /// When the IKD service last said the identity is active on this device.
+    resolved: Instant,
 }
 
 /// Verifies session tokens and keeps the ones it verified.
@@ -207,7 +212,10 @@ impl Tokens {
             .get(&hash)
             .cloned();
         let verified = match cached {
-            Some(v) if now <= v.claims.exp + LEEWAY_SECONDS => v,
+            // The identity is asked about again every minute, so a revocation whose
+            // shared mark was lost still ends the token within a minute.
+            Some(v) if now <= v.claims.exp + LEEWAY_SECONDS && v.resolved.elapsed() < RESOLVE_AGAIN => v,
+            Some(v) if now <= v.claims.exp + LEEWAY_SECONDS => self.verify(token, hash, now).await?,
             Some(_) => return Err(expired()),
             None => self.verify(token, hash, now).await?,
         };
@@ -240,6 +248,7 @@ impl Tokens {
                 family: Arc::default(),
             },
             claims,
+            resolved: Instant::now(),
         });
         let mut cache = self.inner.verified.lock().unwrap_or_else(PoisonError::into_inner);
         if cache.len() >= MAX_CACHED_TOKENS {

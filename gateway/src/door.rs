@@ -63,6 +63,9 @@ impl Upstreams {
     }
 }
 
+/// The longest a forwarded answer stream (WatchAvailability) stays open; the client opens another.
+const MAX_STREAM: Duration = Duration::from_secs(600);
+
 /// How far a proof's time may be from the gateway's clock.
 const PROOF_SKEW: Duration = Duration::from_secs(120);
 /// How long a proof's id is remembered: past the skew on both sides, so a
@@ -135,8 +138,11 @@ impl Gateway {
                     self.check_not_blocked(citizen).await?;
                 }
                 if let Err(refusal) = self.check_own(own, citizen, &message).await {
-                    // Naming a stranger in a change is what a broker does; in a read, a mistake.
-                    return Err(if rule.proof {
+                    // Naming a stranger in a change is what a broker does; in a read, a
+                    // mistake. Any other failure (population away, bad bytes) is itself.
+                    let stranger =
+                        refusal.reason() == Some(adminduk_kit::error::reason_name(ErrorReason::OutOfScope));
+                    return Err(if rule.proof && stranger {
                         self.suspect_broker(citizen).await
                     } else {
                         refusal
@@ -166,8 +172,19 @@ impl Gateway {
         }
         match request.headers.get(http::header::AUTHORIZATION) {
             Some(value) => {
-                let token = caller::bearer(value.as_bytes())?;
-                Ok(Caller::Citizen(self.tokens.citizen(token).await?))
+                let verified = match caller::bearer(value.as_bytes()) {
+                    Ok(token) => self.tokens.citizen(token).await,
+                    Err(refusal) => Err(refusal),
+                };
+                match verified {
+                    Ok(citizen) => Ok(Caller::Citizen(citizen)),
+                    // A token that fails costs its sender's address, so forged tokens
+                    // cannot make the gateway verify signatures without end.
+                    Err(refusal) => {
+                        self.spend_allowance(&Caller::Anonymous, request).await?;
+                        Err(refusal)
+                    }
+                }
             }
             None => Ok(Caller::Anonymous),
         }
@@ -234,8 +251,15 @@ impl Gateway {
             if value.is_empty() {
                 continue;
             }
-            let digest = ring::digest::digest(&ring::digest::SHA256, &value);
-            let key = adminduk_kit::hex::encode(&digest.as_ref()[..16]);
+            // A NIK is kept under its keyed reference (NIKs are too few for a plain
+            // hash to hide them); a device key is public, so a hash of it will do.
+            let key = match kind {
+                Kind::Nik => adminduk_kit::mask::nik_ref(&String::from_utf8_lossy(&value)),
+                _ => {
+                    let digest = ring::digest::digest(&ring::digest::SHA256, &value);
+                    adminduk_kit::hex::encode(&digest.as_ref()[..16])
+                }
+            };
             self.limits
                 .spend(kind, &key)
                 .await
@@ -277,7 +301,7 @@ impl Gateway {
             tracing::warn!(
                 nik = %adminduk_kit::mask::log_nik(&nik),
                 office = %caller.label(),
-                reason,
+                reason = %adminduk_kit::mask::mask_digit_runs(reason),
                 "IKD first overridden by an office"
             );
             return Ok(false);
@@ -312,12 +336,25 @@ impl Gateway {
             Grant::Citizen(_, facts) => facts,
         };
         for &(tag, fact) in facts {
+            // Only a string field is asked whether the client named it.
+            let named_before = fact == Fact::DeviceWhenNamed
+                && wire::string_field(message, tag)
+                    .map_err(malformed)?
+                    .is_some_and(|value| !value.is_empty());
+            // Every copy the client sent goes first: the fact is the field's only value.
+            *message = wire::without(message, tag).map_err(malformed)?;
             match (fact, caller) {
                 (Fact::ServicePoint, Caller::Certified(Principal::Office { service_point, .. })) => {
                     wire::set_string(message, tag, service_point)
                 }
                 (Fact::Device, Caller::Certified(Principal::Office { device, .. })) => {
                     wire::set_string(message, tag, device);
+                }
+                (Fact::DeviceWhenNamed, Caller::Certified(Principal::Office { device, .. })) => {
+                    // Stripped above: named or not is read from the original.
+                    if named_before {
+                        wire::set_string(message, tag, device);
+                    }
                 }
                 (Fact::AdminName, Caller::Certified(Principal::Admin { name })) => {
                     wire::set_string(message, tag, name);
@@ -374,7 +411,8 @@ impl Gateway {
         if citizen.jkt.is_empty() || proof.thumbprint != citizen.jkt {
             return Err(proof_invalid(ProofError::BadSignature));
         }
-        let key = format!("proof:{}", proof.id);
+        // Ids are the phone's: kept per device key, so no one spends another phone's.
+        let key = format!("proof:{}:{}", citizen.jkt, proof.id);
         let first = match self.cache.set_if_absent(&key, b"1", PROOF_MEMORY).await {
             Ok(first) => first,
             Err(err) => {
@@ -523,7 +561,19 @@ impl Gateway {
         let mut metadata = tonic::metadata::MetadataMap::from_headers(headers);
         adminduk_kit::telemetry::inject_context(&mut metadata);
         let mut headers = metadata.into_headers();
-        if !rule.streams {
+        if rule.streams {
+            // A stream ends within the client's deadline, and within ten minutes at most.
+            let asked = headers
+                .get("grpc-timeout")
+                .and_then(|v| v.to_str().ok())
+                .and_then(upstream::parse_grpc_timeout);
+            let life = asked.map_or(MAX_STREAM, |asked| asked.min(MAX_STREAM));
+            let value = format!("{}m", life.as_millis().max(1));
+            headers.insert(
+                "grpc-timeout",
+                http::HeaderValue::from_str(&value).map_err(|_| table_error())?,
+            );
+        } else {
             let left = upstream::time_left();
             let value = format!("{}m", left.as_millis().max(1));
             headers.insert(
@@ -720,7 +770,13 @@ mod tests {
                 let ok = match grant {
                     Grant::Anyone | Grant::Agency => true,
                     Grant::Office(facts) => facts.iter().all(|(_, f)| {
-                        matches!(f, Fact::ServicePoint | Fact::Device | Fact::IkdActive { .. })
+                        matches!(
+                            f,
+                            Fact::ServicePoint
+                                | Fact::Device
+                                | Fact::DeviceWhenNamed
+                                | Fact::IkdActive { .. }
+                        )
                     }),
                     Grant::Admin(facts) => facts
                         .iter()

@@ -103,6 +103,38 @@ pub(crate) fn bytes_field(message: &[u8], tag: u32) -> Result<Option<Vec<u8>>, W
     Ok(found)
 }
 
+/// The message without any occurrence of field `tag`, the rest byte for byte.
+/// Walking the whole message also refuses bytes that are not protobuf, so a
+/// fact appended after it cannot be swallowed by a field the client left open.
+pub(crate) fn without(message: &[u8], tag: u32) -> Result<Vec<u8>, WireError> {
+    let mut out = Vec::with_capacity(message.len());
+    let mut pos = 0;
+    while pos < message.len() {
+        let start = pos;
+        let key = varint(message, &mut pos)?;
+        let field = u32::try_from(key >> 3).map_err(|_| WireError::Message)?;
+        if field == 0 {
+            return Err(WireError::Message);
+        }
+        match key & 7 {
+            0 => {
+                varint(message, &mut pos)?;
+            }
+            1 => skip(message, &mut pos, 8)?,
+            2 => {
+                let length = usize::try_from(varint(message, &mut pos)?).map_err(|_| WireError::Message)?;
+                skip(message, &mut pos, length)?;
+            }
+            5 => skip(message, &mut pos, 4)?,
+            _ => return Err(WireError::Message),
+        }
+        if field != tag {
+            out.extend_from_slice(&message[start..pos]);
+        }
+    }
+    Ok(out)
+}
+
 fn put_varint(out: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
         out.push((value as u8) | 0x80);
@@ -171,6 +203,37 @@ mod tests {
             Err(WireError::Message)
         );
         assert_eq!(string_field(&[0x08, 0x01], 1), Err(WireError::Message));
+    }
+
+    #[test]
+    fn a_field_left_open_at_the_end_cannot_swallow_an_appended_fact() {
+        let sent = ikd::VerifyAtOfficeRequest {
+            activation_id: "a1".into(),
+            nonce: "n".into(),
+            officer_id: "made-up".into(),
+            service_point_code: "3275-KEC-99".into(),
+        };
+        let mut bytes = sent.encode_to_vec();
+        // Field 9, length 14: what the gateway would append next, swallowed whole.
+        bytes.extend_from_slice(&[0x4a, 14]);
+        assert_eq!(
+            without(&bytes, 4),
+            Err(WireError::Message),
+            "the open field is refused"
+        );
+        // A well-formed message loses every copy of the field, and nothing else.
+        let mut twice = sent.encode_to_vec();
+        set_string(&mut twice, 4, "3275-KEC-77");
+        let mut stripped = without(&twice, 4).expect("walks");
+        set_string(&mut stripped, 4, "3275-KEC-01");
+        let received = ikd::VerifyAtOfficeRequest::decode(stripped.as_slice()).expect("decodes");
+        assert_eq!(received.service_point_code, "3275-KEC-01");
+        assert_eq!(received.officer_id, "made-up");
+        assert_eq!(string_field(&stripped, 4), Ok(Some("3275-KEC-01".to_owned())));
+        assert_eq!(
+            without(&twice, 4).expect("walks").len() + 2 + 11 + 2 + 11,
+            twice.len()
+        );
     }
 
     #[test]

@@ -30,6 +30,32 @@ pub fn mask_nik(nik: &str) -> String {
     }
 }
 
+/// Free text with every run of 16 or more digits masked (16 as a NIK is,
+/// longer ones whole), for text a person wrote that is logged: whoever types
+/// a reason may type a NIK into it.
+pub fn mask_digit_runs(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.len() >= 16 {
+            out.push_str(&mask_nik(run));
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
+}
+
 /// The key references are made with; set once at start-up.
 static REFERENCE_KEY: OnceLock<hmac::Key> = OnceLock::new();
 
@@ -92,6 +118,17 @@ impl fmt::Debug for LoggedNik<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digit_runs_long_enough_to_be_a_nik_are_masked_in_free_text() {
+        assert_eq!(
+            mask_digit_runs("lansia 3275014101900001, no phone"),
+            "lansia 3275********0001, no phone"
+        );
+        assert_eq!(mask_digit_runs("RT 007 RW 003"), "RT 007 RW 003");
+        assert!(!mask_digit_runs("/x/32750141019000019").contains("3275014101900001"));
+        assert_eq!(mask_digit_runs(""), "");
+    }
 
     #[test]
     fn keeps_region_and_serial_only() {

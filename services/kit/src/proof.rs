@@ -119,7 +119,7 @@ pub fn verify(
     ) {
         return Err(ProofError::BadSignature);
     }
-    if (now_ms - issued_at_ms).abs() > skew_ms {
+    if now_ms.abs_diff(issued_at_ms) > skew_ms.unsigned_abs() {
         return Err(ProofError::Stale);
     }
     Ok(Proof {
@@ -206,6 +206,11 @@ mod tests {
                 "{bad}"
             );
         }
+        let extreme = sign(&device, METHOD, i64::MIN, "p-2", "t");
+        assert_eq!(
+            verify(&extreme, METHOD, "t", i64::MAX, 120_000),
+            Err(ProofError::Stale)
+        );
         let long_id = sign(&device, METHOD, 1_000_000, &"x".repeat(65), "t");
         assert_eq!(
             verify(&long_id, METHOD, "t", 1_000_000, 120_000),

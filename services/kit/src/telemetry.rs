@@ -168,7 +168,8 @@ pub fn request_span<B>(request: &http::Request<B>) -> tracing::Span {
         "grpc.request",
         otel.kind = "server",
         rpc.system = "grpc",
-        rpc.method = %request.uri().path(),
+        // The path is the client's to choose; a NIK typed into it is masked.
+        rpc.method = %crate::mask::mask_digit_runs(request.uri().path()),
         rpc.grpc.status_code = tracing::field::Empty,
     );
     // A request without trace context starts a new trace; that is not an error.
