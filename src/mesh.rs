@@ -265,34 +265,30 @@ pub async fn start(options: MeshOptions) -> anyhow::Result<Mesh> {
     let certs = crate::certs::generate(&data_dir.join("certs"), &crate::certs::CertOptions::default())
         .context("writing development certificates")?;
 
-    let population_db = Db::connect(
-        &local_database(&data_dir, "population"),
+    let open = async |name: &str, schema: &str, migrations| {
+        Db::connect(&local_database(&data_dir, name), schema, migrations)
+            .await
+            .with_context(|| format!("opening the {name} database"))
+    };
+    let population_db = open(
+        "population",
         adminduk_population::SCHEMA,
         adminduk_population::MIGRATIONS,
     )
-    .await
-    .context("opening the population database")?;
-    let inventory_db = Db::connect(
-        &local_database(&data_dir, "inventory"),
+    .await?;
+    let inventory_db = open(
+        "inventory",
         adminduk_inventory::SCHEMA,
         adminduk_inventory::MIGRATIONS,
     )
-    .await
-    .context("opening the inventory database")?;
-    let ikd_db = Db::connect(
-        &local_database(&data_dir, "ikd"),
-        adminduk_ikd::SCHEMA,
-        adminduk_ikd::MIGRATIONS,
-    )
-    .await
-    .context("opening the IKD database")?;
-    let printing_db = Db::connect(
-        &local_database(&data_dir, "printing"),
+    .await?;
+    let ikd_db = open("ikd", adminduk_ikd::SCHEMA, adminduk_ikd::MIGRATIONS).await?;
+    let printing_db = open(
+        "printing",
         adminduk_printing::SCHEMA,
         adminduk_printing::MIGRATIONS,
     )
-    .await
-    .context("opening the printing database")?;
+    .await?;
 
     let store = Store::new(population_db.clone());
     if store.count_residents().await? == 0 && options.residents > 0 {

@@ -69,16 +69,30 @@ pub(crate) fn string_field(message: &[u8], tag: u32) -> Result<Option<String>, W
         .transpose()
 }
 
-/// The value of the bytes (or string) field `tag`, read as [`string_field`] reads.
-pub(crate) fn bytes_field(message: &[u8], tag: u32) -> Result<Option<Vec<u8>>, WireError> {
+/// One field of a message as it stands on the wire.
+struct Field {
+    /// The field number.
+    number: u32,
+    /// The wire type (0 varint, 1 fixed 64, 2 length-delimited, 5 fixed 32).
+    wire_type: u64,
+    /// Where the field starts (its key) and ends, in the message.
+    whole: std::ops::Range<usize>,
+    /// Where a length-delimited field's bytes are.
+    value: std::ops::Range<usize>,
+}
+
+/// Walks every field of a message, refusing bytes that are not protobuf
+/// (field number 0, groups, unknown wire types, a field cut short).
+fn walk(message: &[u8], mut each: impl FnMut(Field) -> Result<(), WireError>) -> Result<(), WireError> {
     let mut pos = 0;
-    let mut found = None;
     while pos < message.len() {
+        let start = pos;
         let key = varint(message, &mut pos)?;
-        let field = u32::try_from(key >> 3).map_err(|_| WireError::Message)?;
-        if field == 0 {
+        let number = u32::try_from(key >> 3).map_err(|_| WireError::Message)?;
+        if number == 0 {
             return Err(WireError::Message);
         }
+        let mut value = pos..pos;
         match key & 7 {
             0 => {
                 varint(message, &mut pos)?;
@@ -86,20 +100,36 @@ pub(crate) fn bytes_field(message: &[u8], tag: u32) -> Result<Option<Vec<u8>>, W
             1 => skip(message, &mut pos, 8)?,
             2 => {
                 let length = usize::try_from(varint(message, &mut pos)?).map_err(|_| WireError::Message)?;
-                let start = pos;
+                let from = pos;
                 skip(message, &mut pos, length)?;
-                if field == tag {
-                    found = Some(message[start..pos].to_vec());
-                }
+                value = from..pos;
             }
             5 => skip(message, &mut pos, 4)?,
             // Groups (3, 4) are not proto3; 6 and 7 are not wire types.
             _ => return Err(WireError::Message),
         }
-        if field == tag && key & 7 != 2 {
-            return Err(WireError::Message);
-        }
+        each(Field {
+            number,
+            wire_type: key & 7,
+            whole: start..pos,
+            value,
+        })?;
     }
+    Ok(())
+}
+
+/// The value of the bytes (or string) field `tag`, read as [`string_field`] reads.
+pub(crate) fn bytes_field(message: &[u8], tag: u32) -> Result<Option<Vec<u8>>, WireError> {
+    let mut found = None;
+    walk(message, |field| {
+        if field.number == tag {
+            if field.wire_type != 2 {
+                return Err(WireError::Message);
+            }
+            found = Some(message[field.value].to_vec());
+        }
+        Ok(())
+    })?;
     Ok(found)
 }
 
@@ -108,30 +138,12 @@ pub(crate) fn bytes_field(message: &[u8], tag: u32) -> Result<Option<Vec<u8>>, W
 /// fact appended after it cannot be swallowed by a field the client left open.
 pub(crate) fn without(message: &[u8], tag: u32) -> Result<Vec<u8>, WireError> {
     let mut out = Vec::with_capacity(message.len());
-    let mut pos = 0;
-    while pos < message.len() {
-        let start = pos;
-        let key = varint(message, &mut pos)?;
-        let field = u32::try_from(key >> 3).map_err(|_| WireError::Message)?;
-        if field == 0 {
-            return Err(WireError::Message);
+    walk(message, |field| {
+        if field.number != tag {
+            out.extend_from_slice(&message[field.whole]);
         }
-        match key & 7 {
-            0 => {
-                varint(message, &mut pos)?;
-            }
-            1 => skip(message, &mut pos, 8)?,
-            2 => {
-                let length = usize::try_from(varint(message, &mut pos)?).map_err(|_| WireError::Message)?;
-                skip(message, &mut pos, length)?;
-            }
-            5 => skip(message, &mut pos, 4)?,
-            _ => return Err(WireError::Message),
-        }
-        if field != tag {
-            out.extend_from_slice(&message[start..pos]);
-        }
-    }
+        Ok(())
+    })?;
     Ok(out)
 }
 
