@@ -25,6 +25,19 @@ fn upstream(url: &str) -> anyhow::Result<Channel> {
     adminduk_kit::upstream::channel(url).with_context(|| format!("the upstream address {url}"))
 }
 
+/// What the services share (revocations, proof ids, broker counters, rate
+/// limits): Redis at `cache.redis_url` / `REDIS_URL`, in process otherwise.
+async fn mesh_cache(config: &ServiceConfig) -> anyhow::Result<Arc<dyn SharedCache>> {
+    let redis = config
+        .cache
+        .redis_url
+        .as_ref()
+        .map(|u| u.expose_secret().to_owned());
+    adminduk_kit::cache::from_url(redis.as_deref(), adminduk_kit::cache::MESH)
+        .await
+        .context("connecting to the cache")
+}
+
 /// A channel to an upstream of `serve`: TLS with the service certificate when `[upstreams.tls]` is set.
 fn configured_upstream(url: &str, tls: Option<&config::UpstreamTlsConfig>) -> anyhow::Result<Channel> {
     adminduk_kit::upstream::channel_to(url, tls).with_context(|| format!("the upstream address {url}"))
@@ -516,14 +529,7 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let stop = shutdown_signal();
         match args.service {
             ServiceName::Gateway => {
-                let redis = config
-                    .cache
-                    .redis_url
-                    .as_ref()
-                    .map(|u| u.expose_secret().to_owned());
-                let cache = adminduk_kit::cache::from_url(redis.as_deref(), adminduk_kit::cache::MESH)
-                    .await
-                    .context("connecting to the cache")?;
+                let cache = mesh_cache(&config).await?;
                 let upstreams = adminduk_gateway::Upstreams {
                     population: configured_upstream(&config.upstreams.population, config.upstreams.tls.as_ref())?,
                     inventory: configured_upstream(&config.upstreams.inventory, config.upstreams.tls.as_ref())?,
@@ -581,14 +587,7 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 let db = Db::connect(&config.database, adminduk_ikd::SCHEMA, adminduk_ikd::MIGRATIONS)
                     .await
                     .context("opening the IKD database")?;
-                let redis = config
-                    .cache
-                    .redis_url
-                    .as_ref()
-                    .map(|u| u.expose_secret().to_owned());
-                let cache = adminduk_kit::cache::from_url(redis.as_deref(), adminduk_kit::cache::MESH)
-                    .await
-                    .context("connecting to the cache")?;
+                let cache = mesh_cache(&config).await?;
                 let running = adminduk_ikd::start(
                     config.server.clone(),
                     db,
