@@ -431,7 +431,7 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<()> {
             certs.office_key.display(),
             gateway_addr.port()
         );
-        let store = Store::new(mesh.population.store().db().clone());
+        let store = mesh.population.store();
         let ikd_store = mesh.ikd.store();
         for nik in store.eligible_niks(adminduk_kit::time::today_wib(), 200).await? {
             if ikd_store.identity(&nik).await?.is_none() && !ikd_store.has_open_activation(&nik, chrono::Utc::now()).await? {

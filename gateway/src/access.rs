@@ -278,17 +278,16 @@ pub const TABLE: &[Rule] = &[
     ),
     rule(Inventory, "RecordSpoilage", ADMIN),
     Rule {
-        backend: Inventory,
-        method: "WatchAvailability",
         streams: true,
-        proof: false,
-        ikd_first: None,
-        limits: &[],
-        grants: &[
-            Grant::Office(&[]),
-            Grant::Admin(&[]),
-            Grant::Citizen(Own::Nothing, &[]),
-        ],
+        ..rule(
+            Inventory,
+            "WatchAvailability",
+            &[
+                Grant::Office(&[]),
+                Grant::Admin(&[]),
+                Grant::Citizen(Own::Nothing, &[]),
+            ],
+        )
     },
     rule(Inventory, "ListLedger", STAFF),
     // --- printing ---

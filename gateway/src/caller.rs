@@ -40,8 +40,6 @@ pub(crate) struct Citizen {
     pub(crate) nik: String,
     /// The bound device.
     pub(crate) device: String,
-    /// The token's expiry, seconds since the epoch.
-    pub(crate) expires: i64,
     /// The thumbprint of the device key the token is bound to (`cnf.jkt`).
     pub(crate) jkt: String,
     /// The NIKs of the resident's family card, read once when first needed.
@@ -62,7 +60,6 @@ impl std::fmt::Debug for Citizen {
         f.debug_struct("Citizen")
             .field("nik", &adminduk_kit::mask_nik(&self.nik))
             .field("device", &self.device)
-            .field("expires", &self.expires)
             .finish_non_exhaustive()
     }
 }
@@ -243,7 +240,6 @@ impl Tokens {
             citizen: Citizen {
                 nik: resolved.nik,
                 device: claims.dev.clone(),
-                expires: claims.exp,
                 jkt: claims.cnf.jkt.clone(),
                 family: Arc::default(),
             },
@@ -402,7 +398,6 @@ mod tests {
         let citizen = Citizen {
             nik: "3275014101900001".to_owned(),
             device: "dev-1".to_owned(),
-            expires: 0,
             jkt: String::new(),
             family: Arc::default(),
         };
