@@ -122,6 +122,9 @@ pub struct CertOptions {
     pub admin: String,
 }
 
+/// The demo agency's code, in its certificate and its agreement.
+pub const DEMO_AGENCY: &str = "demo-bank";
+
 impl Default for CertOptions {
     fn default() -> Self {
         Self {
@@ -130,7 +133,7 @@ impl Default for CertOptions {
             // Kecamatan Bekasi Timur's office, the demo data's first service point.
             office_service_point: "3275-KEC-01".to_owned(),
             office_device: "counter-01".to_owned(),
-            agency: "demo-bank".to_owned(),
+            agency: DEMO_AGENCY.to_owned(),
             admin: "admin-3275".to_owned(),
         }
     }

@@ -1,9 +1,10 @@
 //! The `adminduk` command line, as a library: `up` runs the whole mesh in one
 //! process on the embedded defaults; `serve` runs one service for containers;
-//! `seed` loads synthetic residents; `certs` writes a development PKI. The
-//! binary (`src/main.rs`) parses the arguments and calls [`run`]; tests use the
-//! modules (such as [`certs`]) directly.
+//! `seed` loads synthetic residents; `certs` writes a development PKI; `audit`
+//! checks the gateway's audit chain. The binary (`src/main.rs`) parses the
+//! arguments and calls [`run`]; tests use the modules (such as [`certs`]) directly.
 
+mod audit;
 pub mod certs;
 pub mod mesh;
 mod peak;
@@ -39,6 +40,8 @@ enum Command {
     Phone(phone::PhoneArgs),
     /// Shows the newest mails of the IKD outbox (activation codes), sent or waiting.
     Outbox(phone::OutboxArgs),
+    /// Checks the gateway's audit chain, or finds a resident's rows in it.
+    Audit(audit::AuditArgs),
 }
 
 /// Arguments of `adminduk peak-morning`.
@@ -177,6 +180,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::PeakMorning(args) => peak::run(args),
         Command::Phone(args) => phone::phone(args),
         Command::Outbox(args) => phone::outbox(args),
+        Command::Audit(args) => audit::run(args),
     }
 }
 

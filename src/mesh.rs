@@ -86,6 +86,35 @@ async fn seed_inventory(inventory: &Inventory) -> anyhow::Result<()> {
 /// from 8% in the first kecamatan to 30% in the twelfth, so adoption figures
 /// have something to show (national adoption was about 3% in late 2023
 /// against a 25-30% target).
+/// The demo agency's agreement (its certificate is `adminduk certs`' agency
+/// one), written on first run: every field, 1,000 checks a day, paying the fee.
+async fn seed_agreement(store: &adminduk_gateway::store::Store) -> anyhow::Result<()> {
+    use adminduk_proto::gateway::v1::{AgreementStatus, VerificationField};
+    if store.agreement(crate::certs::DEMO_AGENCY).await?.is_some() {
+        return Ok(());
+    }
+    store
+        .put_agreement(&adminduk_gateway::store::Agreement {
+            agency_code: crate::certs::DEMO_AGENCY.to_owned(),
+            name: "Demo bank".to_owned(),
+            allowed_fields: vec![
+                VerificationField::FullName,
+                VerificationField::BirthDate,
+                VerificationField::BirthPlace,
+                VerificationField::Sex,
+                VerificationField::VillageCode,
+            ],
+            daily_quota: 1_000,
+            status: AgreementStatus::Active,
+            fee_exempt: false,
+            reason: "the demo agreement adminduk up writes on first run".to_owned(),
+            updated_at: chrono::Utc::now(),
+            updated_by: "adminduk up".to_owned(),
+        })
+        .await?;
+    Ok(())
+}
+
 async fn seed_adoption(ikd: &adminduk_ikd::Store, residents: &[NewResident]) -> anyhow::Result<u64> {
     let now = chrono::Utc::now();
     let mut seeded = 0;
@@ -136,19 +165,25 @@ fn server_at(listen: SocketAddr) -> ServerConfig {
 /// The data directory's key for the NIK references in logs, made on first run,
 /// so one resident keeps one reference across restarts of `up`.
 fn reference_key(data_dir: &Path) -> anyhow::Result<secrecy::SecretString> {
-    let path = data_dir.join("nik-ref.key");
+    data_key(data_dir, "nik-ref.key", config::MIN_NIK_REF_KEY_CHARS).map(Into::into)
+}
+
+/// A key of 32 random bytes kept in the data directory as hex, made on first
+/// run (readable by its owner only) and read on every run after.
+fn data_key(data_dir: &Path, name: &str, min_chars: usize) -> anyhow::Result<String> {
+    let path = data_dir.join(name);
     if let Ok(text) = std::fs::read_to_string(&path) {
         let key = text.trim().to_owned();
         anyhow::ensure!(
-            key.len() >= config::MIN_NIK_REF_KEY_CHARS,
+            key.len() >= min_chars,
             "{} is too short to be a key; delete it to make a new one",
             path.display()
         );
-        return Ok(key.into());
+        return Ok(key);
     }
     let mut bytes = [0u8; 32];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
-        .map_err(|_| anyhow::anyhow!("no system randomness for the log reference key"))?;
+        .map_err(|_| anyhow::anyhow!("no system randomness for {name}"))?;
     let key = adminduk_kit::hex::encode(&bytes);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -158,7 +193,32 @@ fn reference_key(data_dir: &Path) -> anyhow::Result<secrecy::SecretString> {
         .open(&path)
         .with_context(|| format!("writing {}", path.display()))?;
     std::io::Write::write_all(&mut file, format!("{key}\n").as_bytes())?;
-    Ok(key.into())
+    Ok(key)
+}
+
+/// The audit's keys of `up`, in the data directory beside (not inside) the
+/// gateway's database: `audit-hash.key` and `audit-signing.key`.
+pub fn data_dir_audit_keys(data_dir: &Path) -> anyhow::Result<adminduk_gateway::audit::AuditKeys> {
+    let hash = data_key(data_dir, "audit-hash.key", 64)?;
+    let signing = data_key(data_dir, "audit-signing.key", 64)?;
+    Ok(adminduk_gateway::audit::AuditKeys::from_hex(&hash, &signing)?)
+}
+
+/// The audit's keys as configured (`[audit]` hash_key and signing_key).
+pub(crate) fn configured_audit_keys(
+    audit: &config::AuditConfig,
+) -> anyhow::Result<adminduk_gateway::audit::AuditKeys> {
+    let (Some(hash), Some(signing)) = (&audit.hash_key, &audit.signing_key) else {
+        config::ConfigError::new(
+            "audit.hash_key",
+            "the gateway needs audit.hash_key and audit.signing_key (ADMINDUK_AUDIT__HASH_KEY, ADMINDUK_AUDIT__SIGNING_KEY): 64 hex digits each, kept outside the database",
+        )
+        .exit();
+    };
+    Ok(adminduk_gateway::audit::AuditKeys::from_hex(
+        hash.expose_secret(),
+        signing.expose_secret(),
+    )?)
 }
 
 /// Where the whole mesh listens and keeps its data, for [`start`].
@@ -302,6 +362,8 @@ pub async fn start(options: MeshOptions) -> anyhow::Result<Mesh> {
         adminduk_printing::MIGRATIONS,
     )
     .await?;
+    let gateway_db = open("gateway", adminduk_gateway::SCHEMA, adminduk_gateway::MIGRATIONS).await?;
+    seed_agreement(&adminduk_gateway::store::Store::new(gateway_db.clone())).await?;
 
     let store = Store::new(population_db.clone());
     if store.count_residents().await? == 0 && options.residents > 0 {
@@ -349,7 +411,14 @@ pub async fn start(options: MeshOptions) -> anyhow::Result<Mesh> {
         printing: upstream(&format!("http://{}", printing.local_addr()))?,
         ikd: upstream(&ikd_url)?,
     };
-    let gateway = adminduk_gateway::start(tls_server(options.gateway, &certs), upstreams, cache).await?;
+    let records = adminduk_gateway::Records {
+        db: gateway_db,
+        audit_keys: data_dir_audit_keys(&data_dir)?,
+        audit_chain: config::AuditConfig::default().chain,
+        sign_every: std::time::Duration::from_millis(config::AuditConfig::default().sign_interval_ms),
+    };
+    let gateway =
+        adminduk_gateway::start(tls_server(options.gateway, &certs), upstreams, cache, records).await?;
     Ok(Mesh {
         gateway,
         population,
@@ -516,9 +585,7 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let _telemetry = adminduk_kit::telemetry::init(service_label(args.service), &config.telemetry)?;
         let url = config.database.url.expose_secret();
-        if matches!(args.service, ServiceName::Gateway) {
-            // The gateway keeps no records of its own yet.
-        } else if url == default_db {
+        if url == default_db {
             tracing::warn!(
                 database = %describe_database(url),
                 "no database configured (DATABASE_URL or [database] url): using a SQLite file in the working directory"
@@ -536,7 +603,13 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     printing: configured_upstream(&config.upstreams.printing, config.upstreams.tls.as_ref())?,
                     ikd: configured_upstream(&config.upstreams.ikd, config.upstreams.tls.as_ref())?,
                 };
-                let running = adminduk_gateway::start(config.server.clone(), upstreams, cache).await?;
+                let records = adminduk_gateway::Records {
+                    audit_keys: configured_audit_keys(&config.audit)?,
+                    db: Db::connect(&config.database, adminduk_gateway::SCHEMA, adminduk_gateway::MIGRATIONS).await?,
+                    audit_chain: config.audit.chain.clone(),
+                    sign_every: std::time::Duration::from_millis(config.audit.sign_interval_ms),
+                };
+                let running = adminduk_gateway::start(config.server.clone(), upstreams, cache, records).await?;
                 stop.await;
                 running.shutdown().await?;
             }

@@ -868,6 +868,21 @@ async fn a_service_run_apart_answers_only_the_mesh_and_the_gateway_reaches_it() 
             ikd: nowhere,
         },
         std::sync::Arc::new(adminduk_kit::cache::MemoryCache::new()),
+        adminduk_gateway::Records {
+            db: adminduk_kit::storage::Db::connect(
+                &DatabaseConfig {
+                    url: format!("sqlite:{}", dir.path().join("gateway.db").display()).into(),
+                    max_connections: 2,
+                },
+                adminduk_gateway::SCHEMA,
+                adminduk_gateway::MIGRATIONS,
+            )
+            .await
+            .expect("the gateway's database"),
+            audit_keys: adminduk::mesh::data_dir_audit_keys(dir.path()).expect("audit keys"),
+            audit_chain: "gateway".to_owned(),
+            sign_every: Duration::from_secs(60),
+        },
     )
     .await
     .expect("the gateway starts");

@@ -73,6 +73,25 @@ pub enum Own {
     Family(u32),
 }
 
+/// Whom a request names, for the audit: a method that reads or changes
+/// personal data appends a row naming the resident (see [`crate::audit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject {
+    /// Personal data, with no one named in the request (a search by name).
+    Unnamed,
+    /// The NIK at this field number.
+    Nik(u32),
+    /// The KK number at this field number.
+    Kk(u32),
+    /// The NIK at field `nik` of the message at field `outer`.
+    NestedNik {
+        /// The field number of the inner message.
+        outer: u32,
+        /// The NIK's field number within it.
+        nik: u32,
+    },
+}
+
 /// One role's permission on a method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Grant {
@@ -113,15 +132,21 @@ pub enum Backend {
     Printing,
     /// `adminduk.ikd.v1.IkdService`.
     Ikd,
+    /// `adminduk.gateway.v1.AgencyService`, served by the gateway itself.
+    Agencies,
+    /// `adminduk.gateway.v1.BrokerWatchService`, served by the gateway itself.
+    BrokerWatch,
 }
 
 impl Backend {
     /// Every backend, in a fixed order.
-    pub const ALL: [Backend; 4] = [
+    pub const ALL: [Backend; 6] = [
         Backend::Population,
         Backend::Inventory,
         Backend::Printing,
         Backend::Ikd,
+        Backend::Agencies,
+        Backend::BrokerWatch,
     ];
 
     /// The gRPC service name.
@@ -131,6 +156,8 @@ impl Backend {
             Backend::Inventory => "adminduk.inventory.v1.InventoryService",
             Backend::Printing => "adminduk.printing.v1.PrintingService",
             Backend::Ikd => "adminduk.ikd.v1.IkdService",
+            Backend::Agencies => "adminduk.gateway.v1.AgencyService",
+            Backend::BrokerWatch => "adminduk.gateway.v1.BrokerWatchService",
         }
     }
 
@@ -141,6 +168,7 @@ impl Backend {
             Backend::Inventory => "inventory",
             Backend::Printing => "printing",
             Backend::Ikd => "ikd",
+            Backend::Agencies | Backend::BrokerWatch => "gateway",
         }
     }
 }
@@ -164,6 +192,11 @@ pub struct Rule {
     /// What the request names that has an allowance of its own (a NIK, a
     /// device key), whoever calls: the field numbers and their kinds.
     pub limits: &'static [(u32, crate::limits::Kind)],
+    /// Whom the request names, when the method reads or changes personal
+    /// data: each call appends an audit row.
+    pub audit: Option<Subject>,
+    /// An agency's call counts against its agreement (fields, daily quota, fee).
+    pub metered: bool,
     /// Who may call it.
     pub grants: &'static [Grant],
 }
@@ -176,8 +209,9 @@ impl Rule {
 }
 
 use crate::limits::Kind;
-use Backend::{Ikd, Inventory, Population, Printing};
+use Backend::{Agencies, BrokerWatch, Ikd, Inventory, Population, Printing};
 use Fact::{AdminName, Device, IkdActive, ServicePoint};
+use Subject::{Kk, Nik};
 
 const fn rule(backend: Backend, method: &'static str, grants: &'static [Grant]) -> Rule {
     Rule {
@@ -187,7 +221,17 @@ const fn rule(backend: Backend, method: &'static str, grants: &'static [Grant]) 
         proof: false,
         ikd_first: None,
         limits: &[],
+        audit: None,
+        metered: false,
         grants,
+    }
+}
+
+/// A method that reads or changes personal data (see [`Rule::audit`]).
+const fn personal(rule: Rule, subject: Subject) -> Rule {
+    Rule {
+        audit: Some(subject),
+        ..rule
     }
 }
 
@@ -216,37 +260,55 @@ const fn change(backend: Backend, method: &'static str, grants: &'static [Grant]
 const STAFF: &[Grant] = &[Grant::Office(&[]), Grant::Admin(&[])];
 /// Administrators only.
 const ADMIN: &[Grant] = &[Grant::Admin(&[])];
+/// An agency (about itself) or an administrator.
+const AGENCY_OR_ADMIN: &[Grant] = &[Grant::Agency, Grant::Admin(&[])];
 
 /// Every method the gateway serves, and who may call it.
 pub const TABLE: &[Rule] = &[
     // --- population ---
     // Parsing a NIK reads nothing stored: the number's own structure.
     rule(Population, "ParseNik", &[Grant::Anyone]),
-    rule(
-        Population,
-        "GetResident",
-        &[
-            Grant::Office(&[]),
-            Grant::Admin(&[]),
-            Grant::Citizen(Own::Nik(1), &[]),
-        ],
+    personal(
+        rule(
+            Population,
+            "GetResident",
+            &[
+                Grant::Office(&[]),
+                Grant::Admin(&[]),
+                Grant::Citizen(Own::Nik(1), &[]),
+            ],
+        ),
+        Nik(1),
     ),
-    rule(
-        Population,
-        "GetFamily",
-        &[
-            Grant::Office(&[]),
-            Grant::Admin(&[]),
-            Grant::Citizen(Own::Kk(1), &[]),
-        ],
+    personal(
+        rule(
+            Population,
+            "GetFamily",
+            &[
+                Grant::Office(&[]),
+                Grant::Admin(&[]),
+                Grant::Citizen(Own::Kk(1), &[]),
+            ],
+        ),
+        Kk(1),
     ),
-    rule(Population, "SearchResidents", STAFF),
-    rule(Population, "RegisterResident", STAFF),
-    rule(Population, "UpdateResident", STAFF),
-    rule(Population, "RecordDeath", STAFF),
-    rule(Population, "RecordMove", STAFF),
-    // Agencies verify identities (MATCH / NO_MATCH per field, never the data).
-    rule(Population, "VerifyIdentity", &[Grant::Agency, Grant::Admin(&[])]),
+    personal(rule(Population, "SearchResidents", STAFF), Subject::Unnamed),
+    personal(rule(Population, "RegisterResident", STAFF), Nik(1)),
+    personal(
+        rule(Population, "UpdateResident", STAFF),
+        Subject::NestedNik { outer: 1, nik: 1 },
+    ),
+    personal(rule(Population, "RecordDeath", STAFF), Nik(1)),
+    personal(rule(Population, "RecordMove", STAFF), Nik(1)),
+    // Agencies verify identities (MATCH / NO_MATCH per field, never the data),
+    // within their agreement: its fields, its daily quota, its fee.
+    Rule {
+        metered: true,
+        ..personal(
+            rule(Population, "VerifyIdentity", &[Grant::Agency, Grant::Admin(&[])]),
+            Nik(1),
+        )
+    },
     // --- inventory ---
     rule(Inventory, "ReceiveShipment", &[Grant::Admin(&[(4, AdminName)])]),
     rule(Inventory, "TransferStock", &[Grant::Admin(&[(5, AdminName)])]),
@@ -262,9 +324,12 @@ pub const TABLE: &[Rule] = &[
         ],
     ),
     // A counter books, commits and releases blanks at its own service point only.
-    ikd_first(
-        rule(Inventory, "Reserve", &[Grant::Office(&[(1, ServicePoint)])]),
-        3,
+    personal(
+        ikd_first(
+            rule(Inventory, "Reserve", &[Grant::Office(&[(1, ServicePoint)])]),
+            3,
+        ),
+        Nik(3),
     ),
     rule(
         Inventory,
@@ -294,16 +359,19 @@ pub const TABLE: &[Rule] = &[
     // An office applies at its own point, for whoever stands at the counter; a
     // resident applies for themselves or their family, from a phone whose IKD
     // is active by construction. Either way the gateway says whether IKD is active.
-    ikd_first(
-        change(
-            Printing,
-            "SubmitPrintJob",
-            &[
-                Grant::Office(&[(3, ServicePoint), (5, IkdActive { nik: 1 })]),
-                Grant::Citizen(Own::Family(1), &[(5, IkdActive { nik: 1 })]),
-            ],
+    personal(
+        ikd_first(
+            change(
+                Printing,
+                "SubmitPrintJob",
+                &[
+                    Grant::Office(&[(3, ServicePoint), (5, IkdActive { nik: 1 })]),
+                    Grant::Citizen(Own::Family(1), &[(5, IkdActive { nik: 1 })]),
+                ],
+            ),
+            1,
         ),
-        1,
+        Nik(1),
     ),
     rule(Printing, "LeaseJobs", &[Grant::Office(&[(1, Device)])]),
     rule(Printing, "ReportPrinted", &[Grant::Office(&[(2, Device)])]),
@@ -312,7 +380,10 @@ pub const TABLE: &[Rule] = &[
         "ReportSpoiled",
         &[Grant::Office(&[(5, Fact::DeviceWhenNamed)])],
     ),
-    rule(Printing, "IssueSuket", &[Grant::Office(&[(2, ServicePoint)])]),
+    personal(
+        rule(Printing, "IssueSuket", &[Grant::Office(&[(2, ServicePoint)])]),
+        Nik(1),
+    ),
     rule(Printing, "Dispatch", &[Grant::Office(&[])]),
     rule(Printing, "RecordDelivery", &[Grant::Office(&[])]),
     rule(Printing, "Recall", ADMIN),
@@ -320,9 +391,12 @@ pub const TABLE: &[Rule] = &[
     rule(Printing, "GetBacklog", STAFF),
     // --- IKD ---
     // What a phone without a token needs to become one with a token.
-    limited(
-        rule(Ikd, "StartActivation", &[Grant::Anyone]),
-        &[(1, Kind::Nik), (4, Kind::DeviceKey)],
+    personal(
+        limited(
+            rule(Ikd, "StartActivation", &[Grant::Anyone]),
+            &[(1, Kind::Nik), (4, Kind::DeviceKey)],
+        ),
+        Nik(1),
     ),
     // The face-to-face check: the officer and the point are the office's certificate's.
     rule(
@@ -331,22 +405,31 @@ pub const TABLE: &[Rule] = &[
         &[Grant::Office(&[(3, Device), (4, ServicePoint)])],
     ),
     rule(Ikd, "CompleteActivation", &[Grant::Anyone]),
-    rule(
-        Ikd,
-        "GetStatus",
-        &[
-            Grant::Office(&[]),
-            Grant::Admin(&[]),
-            Grant::Citizen(Own::Nik(1), &[]),
-        ],
+    personal(
+        rule(
+            Ikd,
+            "GetStatus",
+            &[
+                Grant::Office(&[]),
+                Grant::Admin(&[]),
+                Grant::Citizen(Own::Nik(1), &[]),
+            ],
+        ),
+        Nik(1),
     ),
-    limited(
-        rule(Ikd, "CreateTokenChallenge", &[Grant::Anyone]),
-        &[(1, Kind::Nik)],
+    personal(
+        limited(
+            rule(Ikd, "CreateTokenChallenge", &[Grant::Anyone]),
+            &[(1, Kind::Nik)],
+        ),
+        Nik(1),
     ),
-    limited(
-        rule(Ikd, "IssueSessionToken", &[Grant::Anyone]),
-        &[(1, Kind::Nik)],
+    personal(
+        limited(
+            rule(Ikd, "IssueSessionToken", &[Grant::Anyone]),
+            &[(1, Kind::Nik)],
+        ),
+        Nik(1),
     ),
     rule(
         Ikd,
@@ -358,15 +441,27 @@ pub const TABLE: &[Rule] = &[
             Grant::Citizen(Own::Nothing, &[]),
         ],
     ),
-    rule(
-        Ikd,
-        "Revoke",
-        &[
-            Grant::Office(&[(3, Device), (4, ServicePoint)]),
-            Grant::Admin(&[(3, AdminName)]),
-        ],
+    personal(
+        rule(
+            Ikd,
+            "Revoke",
+            &[
+                Grant::Office(&[(3, Device), (4, ServicePoint)]),
+                Grant::Admin(&[(3, AdminName)]),
+            ],
+        ),
+        Nik(1),
     ),
     rule(Ikd, "GetAdoption", STAFF),
+    // --- the gateway's own ---
+    // Agreements are written by administrators; an agency reads its own.
+    rule(Agencies, "SetAgreement", ADMIN),
+    rule(Agencies, "GetAgreement", AGENCY_OR_ADMIN),
+    rule(Agencies, "GetUsage", AGENCY_OR_ADMIN),
+    rule(Agencies, "GetStatement", AGENCY_OR_ADMIN),
+    // Offices see the accounts flagged as brokers and clear one with a reason.
+    rule(BrokerWatch, "ListFlaggedAccounts", STAFF),
+    rule(BrokerWatch, "ClearFlaggedAccount", STAFF),
 ];
 
 /// The rule of a request path (`/adminduk.ikd.v1.IkdService/GetStatus`), if the gateway serves it.
@@ -463,7 +558,77 @@ mod tests {
             .filter(|r| matches!(r.grant_for(Role::Agency), Some(Grant::Agency)))
             .map(|r| r.method)
             .collect();
-        assert_eq!(agency, ["VerifyIdentity", "ListSigningKeys"]);
+        assert_eq!(
+            agency,
+            [
+                "VerifyIdentity",
+                "ListSigningKeys",
+                "GetAgreement",
+                "GetUsage",
+                "GetStatement"
+            ]
+        );
+        let metered: Vec<&str> = TABLE.iter().filter(|r| r.metered).map(|r| r.method).collect();
+        assert_eq!(metered, ["VerifyIdentity"]);
+    }
+
+    /// Every request that names a resident or a family card at its top level
+    /// (or a resident inside it) is audited by that field, found in the
+    /// contract's descriptors so a new method cannot be forgotten.
+    #[test]
+    fn every_method_naming_a_resident_is_audited_by_that_field() {
+        let set =
+            prost_types::FileDescriptorSet::decode(adminduk_proto::FILE_DESCRIPTOR_SET).expect("descriptors");
+        let messages: Vec<(String, &prost_types::DescriptorProto)> = set
+            .file
+            .iter()
+            .flat_map(|f| {
+                let package = f.package().to_owned();
+                f.message_type
+                    .iter()
+                    .map(move |m| (format!(".{package}.{}", m.name()), m))
+            })
+            .collect();
+        let message = |name: &str| messages.iter().find(|(n, _)| n == name).map(|(_, m)| *m);
+        // Parsing a NIK reads nothing stored: the number's own structure.
+        let exempt = ["ParseNik"];
+        for file in &set.file {
+            for service in &file.service {
+                let service_name = format!("{}.{}", file.package(), service.name());
+                for method in &service.method {
+                    let Some(rule) = rule_for(&format!("/{service_name}/{}", method.name())) else {
+                        continue;
+                    };
+                    let input = message(method.input_type()).expect("input type");
+                    let named = input.field.iter().find_map(|f| match f.name() {
+                        "nik" | "applicant_nik" => Some(Nik(f.number() as u32)),
+                        "kk" => Some(Kk(f.number() as u32)),
+                        _ => None,
+                    });
+                    let nested = input.field.iter().find_map(|f| {
+                        let inner = message(f.type_name())?;
+                        inner
+                            .field
+                            .iter()
+                            .find(|g| g.name() == "nik")
+                            .map(|g| Subject::NestedNik {
+                                outer: f.number() as u32,
+                                nik: g.number() as u32,
+                            })
+                    });
+                    let expected = named.or(nested);
+                    if exempt.contains(&method.name()) {
+                        assert_eq!(rule.audit, None, "{}", method.name());
+                    } else if let Some(expected) = expected {
+                        assert_eq!(rule.audit, Some(expected), "{}", method.name());
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            rule_for("/adminduk.population.v1.PopulationService/SearchResidents").and_then(|r| r.audit),
+            Some(Subject::Unnamed)
+        );
     }
 
     #[test]

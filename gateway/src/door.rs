@@ -28,7 +28,10 @@ use tonic::transport::Channel;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower::ServiceExt as _;
 
-use crate::access::{self, Backend, Fact, Grant, Own, Role, Rule};
+use crate::access::{self, Backend, Fact, Grant, Own, Role, Rule, Subject};
+use crate::agency::Agencies;
+use crate::audit::{AuditLog, Event, SubjectKind, outcome};
+use crate::brokers::{BROKER_REFUSALS, Brokers, broker_suspected};
 use crate::caller::{self, Caller, Citizen, Tokens};
 use crate::limits::{Kind, Limits};
 use crate::wire::{self, WireError};
@@ -38,6 +41,10 @@ pub const PRINCIPAL_HEADER: &str = "x-adminduk-principal";
 
 /// The header in which an office writes why it goes on for a resident without an active IKD.
 pub const OVERRIDE_HEADER: &str = "x-adminduk-override-reason";
+
+/// The header in which a caller may say why it reads or changes a resident's
+/// data (recorded in the audit row; 200 characters at most).
+pub const PURPOSE_HEADER: &str = "x-adminduk-purpose";
 
 /// The channels to the four services.
 #[derive(Debug, Clone)]
@@ -53,14 +60,28 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    fn of(&self, backend: Backend) -> &Channel {
+    /// The channel to a backend; `None` for the gateway's own services.
+    fn of(&self, backend: Backend) -> Option<&Channel> {
         match backend {
-            Backend::Population => &self.population,
-            Backend::Inventory => &self.inventory,
-            Backend::Printing => &self.printing,
-            Backend::Ikd => &self.ikd,
+            Backend::Population => Some(&self.population),
+            Backend::Inventory => Some(&self.inventory),
+            Backend::Printing => Some(&self.printing),
+            Backend::Ikd => Some(&self.ikd),
+            Backend::Agencies | Backend::BrokerWatch => None,
         }
     }
+}
+
+/// The gateway's own parts the door calls on.
+pub(crate) struct OwnParts {
+    /// Agencies' agreements.
+    pub(crate) agencies: Agencies,
+    /// The broker watch.
+    pub(crate) brokers: Brokers,
+    /// The audit chain's writer.
+    pub(crate) audit: AuditLog,
+    /// `AgencyService` and `BrokerWatchService`.
+    pub(crate) routes: tonic::service::Routes,
 }
 
 /// The longest a forwarded answer stream (WatchAvailability) stays open; the client opens another.
@@ -71,11 +92,6 @@ const PROOF_SKEW: Duration = Duration::from_secs(120);
 /// How long a proof's id is remembered: past the skew on both sides, so a
 /// proof is never accepted twice.
 const PROOF_MEMORY: Duration = Duration::from_secs(300);
-/// Refusals as a suspected broker after which an account may not apply...
-const BROKER_REFUSALS: u64 = 3;
-/// ...for this long, counted over the same window.
-const BROKER_WINDOW: Duration = Duration::from_secs(24 * 3600);
-
 /// The most proof ids remembered here when the shared cache cannot be reached.
 const MAX_LOCAL_PROOFS: usize = 100_000;
 
@@ -87,6 +103,11 @@ pub(crate) struct Gateway {
     ikd: IkdServiceClient<Channel>,
     cache: Arc<dyn SharedCache>,
     limits: Limits,
+    agencies: Agencies,
+    brokers: Brokers,
+    audit: AuditLog,
+    /// The gateway's own services, reached through the door like the others.
+    own: tonic::service::Routes,
     /// Proof ids seen while the shared cache could not be reached.
     local_proofs: Mutex<HashMap<String, Instant>>,
     max_message_bytes: usize,
@@ -97,6 +118,7 @@ impl Gateway {
         upstreams: Upstreams,
         tokens: Tokens,
         cache: Arc<dyn SharedCache>,
+        own: OwnParts,
         max_message_bytes: usize,
     ) -> Self {
         Self {
@@ -104,6 +126,10 @@ impl Gateway {
             upstreams,
             tokens,
             limits: Limits::new(cache.clone()),
+            agencies: own.agencies,
+            brokers: own.brokers,
+            audit: own.audit,
+            own: own.routes,
             cache,
             local_proofs: Mutex::new(HashMap::new()),
             max_message_bytes,
@@ -126,9 +152,40 @@ impl Gateway {
         let grant = rule.grant_for(role).ok_or_else(|| not_allowed(role, rule))?;
         self.spend_allowance(&caller, &parts).await?;
         let body = self.read_body(body).await?;
-        let mut message = wire::unframe(&body).map_err(malformed)?.to_vec();
+        let message = wire::unframe(&body).map_err(malformed)?.to_vec();
         self.spend_named(rule, &message).await?;
-        if let Caller::Citizen(citizen) = &caller {
+        let event = match rule.audit {
+            Some(subject) => Some(self.audit_event(subject, &caller, &parts.headers, &path, &message)?),
+            None => None,
+        };
+        let result = self.decide(rule, grant, &caller, parts, message).await;
+        match event {
+            None => result,
+            Some(mut event) => match result {
+                Ok(response) => Ok(self.audited(event, response)),
+                Err(refusal) => {
+                    // A refusal for the rate is not a read: it is counted, not audited.
+                    if refusal.reason() != Some(adminduk_kit::error::reason_name(ErrorReason::RateLimited)) {
+                        event.outcome = outcome(refusal.code().grpc_code(), refusal.reason());
+                        self.audit.record(event);
+                    }
+                    Err(refusal)
+                }
+            },
+        }
+    }
+
+    /// The door's decisions past the caller's allowance, and the call forwarded.
+    async fn decide(
+        &self,
+        rule: &'static Rule,
+        grant: Grant,
+        caller: &Caller,
+        parts: http::request::Parts,
+        mut message: Vec<u8>,
+    ) -> Result<http::Response<Body>, ApiError> {
+        let path = parts.uri.path().to_owned();
+        if let Caller::Citizen(citizen) = caller {
             if rule.proof {
                 self.check_proof(&path, citizen, &parts.headers).await?;
             }
@@ -143,7 +200,7 @@ impl Gateway {
                     let stranger =
                         refusal.reason() == Some(adminduk_kit::error::reason_name(ErrorReason::OutOfScope));
                     return Err(if rule.proof && stranger {
-                        self.suspect_broker(citizen).await
+                        self.brokers.refuse(&citizen.device, &citizen.nik).await
                     } else {
                         refusal
                     });
@@ -151,12 +208,93 @@ impl Gateway {
             }
         }
         let ikd = match rule.ikd_first {
-            Some(tag) => Some(self.ikd_first(tag, &caller, &parts.headers, &message).await?),
+            Some(tag) => Some(self.ikd_first(tag, caller, &parts.headers, &message).await?),
             None => None,
         };
-        self.apply(grant, &caller, &mut message, ikd).await?;
+        self.apply(grant, caller, &mut message, ikd).await?;
+        let metered = match caller {
+            Caller::Certified(Principal::Agency { code }) if rule.metered => {
+                Some(self.agencies.meter(code, &message).await?)
+            }
+            _ => None,
+        };
         tracing::debug!(method = %path, caller = %caller.label(), "forwarded");
-        self.forward(rule, &caller, parts, &message).await
+        let response = self.forward(rule, caller, parts, &message).await;
+        if let Some(metered) = metered {
+            // Only an answered verification counts: a refusal or an absent backend is taken back.
+            let answered = response.as_ref().is_ok_and(|r| {
+                tonic::Status::from_header_map(r.headers()).is_none_or(|s| s.code() == tonic::Code::Ok)
+            });
+            if !answered {
+                self.agencies.unmeter(metered).await;
+            }
+        }
+        response
+    }
+
+    /// The audit's event for a request to a method that reads or changes
+    /// personal data; its outcome is written when the answer is known.
+    fn audit_event(
+        &self,
+        subject: Subject,
+        caller: &Caller,
+        headers: &http::HeaderMap,
+        path: &str,
+        message: &[u8],
+    ) -> Result<Event, ApiError> {
+        let named = match subject {
+            Subject::Unnamed => None,
+            Subject::Nik(tag) => wire::string_field(message, tag)
+                .map_err(malformed)?
+                .map(|nik| (SubjectKind::Nik, nik)),
+            Subject::Kk(tag) => wire::string_field(message, tag)
+                .map_err(malformed)?
+                .map(|kk| (SubjectKind::Kk, kk)),
+            Subject::NestedNik { outer, nik } => {
+                match wire::bytes_field(message, outer).map_err(malformed)? {
+                    Some(inner) => wire::string_field(&inner, nik)
+                        .map_err(malformed)?
+                        .map(|nik| (SubjectKind::Nik, nik)),
+                    None => None,
+                }
+            }
+        };
+        let purpose = headers
+            .get(PURPOSE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| adminduk_kit::mask::mask_digit_runs(&p.chars().take(200).collect::<String>()));
+        let purpose = purpose.unwrap_or_else(|| {
+            match caller.role() {
+                Role::Anonymous => "activation",
+                Role::Office => "counter service",
+                Role::Agency => "identity verification",
+                Role::Citizen => "self-service",
+                Role::Admin => "administration",
+            }
+            .to_owned()
+        });
+        Ok(Event {
+            principal: caller.label(),
+            subject: named.filter(|(_, value)| !value.is_empty()),
+            method: path.to_owned(),
+            purpose,
+            outcome: String::new(),
+        })
+    }
+
+    /// The answer, with its audit row written once its status is known: at
+    /// once for an answer that is only a status, else at its trailers.
+    fn audited(&self, mut event: Event, response: http::Response<Body>) -> http::Response<Body> {
+        if let Some(status) = tonic::Status::from_header_map(response.headers()) {
+            event.outcome = outcome(status.code(), Some(&adminduk_kit::error::reason_of(&status)));
+            self.audit.record(event);
+            return response;
+        }
+        let (parts, body) = response.into_parts();
+        let body = crate::audit::AuditedBody::new(body, self.audit.clone(), event);
+        http::Response::from_parts(parts, Body::new(body))
     }
 
     /// The caller: a verified client certificate's principal first (it is the
@@ -461,42 +599,10 @@ impl Gateway {
 
     /// An account blocked as a suspected broker applies for no one until the block ends.
     async fn check_not_blocked(&self, citizen: &Citizen) -> Result<(), ApiError> {
-        match self.cache.exists(&broker_block_key(&citizen.device)).await {
-            Ok(false) => Ok(()),
-            Ok(true) => Err(broker_suspected(BROKER_REFUSALS, true)),
-            // Unknown: the scope check after this still refuses any stranger.
-            Err(err) => {
-                tracing::warn!(error = %err, "broker blocks unreadable");
-                Ok(())
-            }
+        if self.brokers.is_blocked(&citizen.device).await? {
+            return Err(broker_suspected(BROKER_REFUSALS, true));
         }
-    }
-
-    /// Counts a broker-like refusal of the account, blocking it at the third in 24 hours.
-    async fn suspect_broker(&self, citizen: &Citizen) -> ApiError {
-        let count = match self
-            .cache
-            .incr_window(&format!("broker-refusals:{}", citizen.device), BROKER_WINDOW)
-            .await
-        {
-            Ok(count) => count,
-            Err(err) => {
-                tracing::warn!(error = %err, "broker refusal not counted");
-                return broker_suspected(0, false);
-            }
-        };
-        let blocked = count >= BROKER_REFUSALS;
-        if blocked {
-            if let Err(err) = self
-                .cache
-                .set(&broker_block_key(&citizen.device), b"1", BROKER_WINDOW)
-                .await
-            {
-                tracing::warn!(error = %err, "broker block not recorded");
-            }
-            tracing::warn!(device = %citizen.device, refusals = count, "account blocked from applying as a suspected broker");
-        }
-        broker_suspected(count, blocked)
+        Ok(())
     }
 
     async fn check_own(&self, own: Own, citizen: &Citizen, message: &[u8]) -> Result<(), ApiError> {
@@ -597,8 +703,17 @@ impl Gateway {
         *forwarded.method_mut() = parts.method;
         *forwarded.uri_mut() = parts.uri;
         *forwarded.headers_mut() = headers;
-        let channel = self.upstreams.of(rule.backend).clone();
-        channel.oneshot(forwarded).await.map_err(|err| {
+        let Some(channel) = self.upstreams.of(rule.backend) else {
+            // The gateway's own services read the caller from here, never from metadata.
+            if let Caller::Certified(principal) = caller {
+                forwarded.extensions_mut().insert(principal.clone());
+            }
+            return match self.own.clone().oneshot(forwarded).await {
+                Ok(response) => Ok(response),
+                Err(never) => match never {},
+            };
+        };
+        channel.clone().oneshot(forwarded).await.map_err(|err| {
             tracing::warn!(backend = rule.backend.label(), error = %err, "backend unreachable");
             ApiError::unavailable(
                 format!("the {} service is unavailable", rule.backend.label()),
@@ -632,25 +747,6 @@ fn not_allowed(role: Role, rule: &Rule) -> ApiError {
         [
             ("role".to_owned(), role.as_str().to_owned()),
             ("method".to_owned(), method),
-        ],
-    )
-}
-
-fn broker_block_key(device: &str) -> String {
-    format!("broker-blocked:{device}")
-}
-
-fn broker_suspected(refusals: u64, blocked: bool) -> ApiError {
-    let message = if blocked {
-        "this account may not apply for 24 hours: it applied for people outside its family card"
-    } else {
-        "a resident's account applies only for the resident and the members of their family card (KK)"
-    };
-    ApiError::new(ErrorCode::PermissionDenied, message).with_reason(
-        ErrorReason::BrokerSuspected,
-        [
-            ("refusals".to_owned(), refusals.to_string()),
-            ("blocked".to_owned(), blocked.to_string()),
         ],
     )
 }
@@ -712,6 +808,8 @@ named! {
     InventoryName = "adminduk.inventory.v1.InventoryService";
     PrintingName = "adminduk.printing.v1.PrintingService";
     IkdName = "adminduk.ikd.v1.IkdService";
+    AgencyName = "adminduk.gateway.v1.AgencyService";
+    BrokerWatchName = "adminduk.gateway.v1.BrokerWatchService";
 }
 
 /// The gateway's face for one service: every method of that name goes through [`Gateway`].
@@ -765,6 +863,8 @@ mod tests {
             InventoryName::NAME,
             PrintingName::NAME,
             IkdName::NAME,
+            AgencyName::NAME,
+            BrokerWatchName::NAME,
         ];
         let backends: Vec<&str> = Backend::ALL.iter().map(|b| b.service()).collect();
         assert_eq!(names.to_vec(), backends);

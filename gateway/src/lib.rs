@@ -7,22 +7,52 @@
 //! service through the kit's upstream client.
 
 pub mod access;
+mod agency;
+pub mod audit;
+mod brokers;
 mod caller;
 mod door;
 pub mod limits;
+pub mod store;
 mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use adminduk_kit::cache::SharedCache;
 use adminduk_kit::config::ServerConfig;
 use adminduk_kit::server::{GrpcServer, RunningServer, ServeError};
+use adminduk_kit::storage::Db;
+use adminduk_proto::gateway::v1::agency_service_server::AgencyServiceServer;
+use adminduk_proto::gateway::v1::broker_watch_service_server::BrokerWatchServiceServer;
 
-pub use door::{OVERRIDE_HEADER, PRINCIPAL_HEADER, Upstreams};
+pub use agency::FEE_PER_CHECK_RUPIAH;
+pub use door::{OVERRIDE_HEADER, PRINCIPAL_HEADER, PURPOSE_HEADER, Upstreams};
+pub use store::{MIGRATIONS, SCHEMA};
 
+use agency::{Agencies, AgencyApi};
+use audit::{AuditKeys, AuditLog, Writer};
+use brokers::{BrokerApi, Brokers};
 use caller::Tokens;
-use door::{Door, Gateway, IkdName, InventoryName, PopulationName, PrintingName};
+use door::{
+    AgencyName, BrokerWatchName, Door, Gateway, IkdName, InventoryName, OwnParts, PopulationName,
+    PrintingName,
+};
+
+/// What the gateway keeps itself: its database (agreements, flags, the audit
+/// chain) and the audit's keys, kept outside it.
+#[derive(Debug)]
+pub struct Records {
+    /// The gateway's database, connected and migrated with [`MIGRATIONS`].
+    pub db: Db,
+    /// The audit's HMAC and signing keys.
+    pub audit_keys: AuditKeys,
+    /// The audit chain this gateway appends to.
+    pub audit_chain: String,
+    /// How often the chain's head is signed.
+    pub sign_every: Duration,
+}
 
 /// The gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +71,7 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Running {
     server: RunningServer,
+    audit: Writer,
 }
 
 impl Running {
@@ -49,9 +80,17 @@ impl Running {
         self.server.local_addr()
     }
 
-    /// Stops accepting and drains in-flight requests (up to the drain timeout).
+    /// Stops accepting and drains in-flight requests (up to the drain timeout),
+    /// then writes the audit rows still queued and signs the chain's head.
     pub async fn shutdown(self) -> Result<(), ServeError> {
-        self.server.shutdown().await
+        let stopped = self.server.shutdown().await;
+        if tokio::time::timeout(Duration::from_secs(10), self.audit.finish())
+            .await
+            .is_err()
+        {
+            tracing::error!("the audit writer did not finish within 10 s");
+        }
+        stopped
     }
 }
 
@@ -64,6 +103,7 @@ pub async fn start(
     mut server: ServerConfig,
     upstreams: Upstreams,
     cache: Arc<dyn SharedCache>,
+    records: Records,
 ) -> Result<Running, StartError> {
     match &mut server.tls {
         Some(tls) if tls.client_ca.is_some() => tls.client_certificate_optional = true,
@@ -71,19 +111,49 @@ pub async fn start(
     }
     let tokens = Tokens::new(upstreams.ikd.clone(), upstreams.population.clone(), cache.clone());
     let builder = GrpcServer::new(server);
-    let gateway = Arc::new(Gateway::new(
-        upstreams,
-        tokens,
-        cache,
-        builder.max_message_bytes(),
-    ));
+    let store = store::Store::new(records.db.clone());
+    let agencies = Agencies::new(store.clone());
+    let brokers = Brokers::new(store, cache.clone());
+    let (audit, writer) = AuditLog::start(
+        records.db,
+        records.audit_keys,
+        records.audit_chain,
+        records.sign_every,
+    );
+    let limit = builder.max_message_bytes();
+    let routes = tonic::service::Routes::new(
+        AgencyServiceServer::new(AgencyApi::new(agencies.clone())).max_decoding_message_size(limit),
+    )
+    .add_service(
+        BrokerWatchServiceServer::new(BrokerApi::new(brokers.clone())).max_decoding_message_size(limit),
+    )
+    .prepare();
+    let own = OwnParts {
+        agencies,
+        brokers,
+        audit,
+        routes,
+    };
+    let gateway = Arc::new(Gateway::new(upstreams, tokens, cache, own, limit));
     let server = builder
         .add_service(Door::<PopulationName>::new(gateway.clone()))
         .add_service(Door::<InventoryName>::new(gateway.clone()))
         .add_service(Door::<PrintingName>::new(gateway.clone()))
-        .add_service(Door::<IkdName>::new(gateway))
+        .add_service(Door::<IkdName>::new(gateway.clone()))
+        .add_service(Door::<AgencyName>::new(gateway.clone()))
+        .add_service(Door::<BrokerWatchName>::new(gateway))
         .with_descriptors(adminduk_proto::FILE_DESCRIPTOR_SET)
         .start()
-        .await?;
-    Ok(Running { server })
+        .await;
+    let server = match server {
+        Ok(server) => server,
+        Err(err) => {
+            writer.finish().await;
+            return Err(err.into());
+        }
+    };
+    Ok(Running {
+        server,
+        audit: writer,
+    })
 }

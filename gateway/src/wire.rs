@@ -133,6 +133,20 @@ pub(crate) fn bytes_field(message: &[u8], tag: u32) -> Result<Option<Vec<u8>>, W
     Ok(found)
 }
 
+/// The field numbers the message gives a value, each once, in order. (A proto3
+/// field left at its default is not on the wire, so it is not among them.)
+pub(crate) fn present_fields(message: &[u8]) -> Result<Vec<u32>, WireError> {
+    let mut found = Vec::new();
+    walk(message, |field| {
+        if !found.contains(&field.number) {
+            found.push(field.number);
+        }
+        Ok(())
+    })?;
+    found.sort_unstable();
+    Ok(found)
+}
+
 /// The message without any occurrence of field `tag`, the rest byte for byte.
 /// Walking the whole message also refuses bytes that are not protobuf, so a
 /// fact appended after it cannot be swallowed by a field the client left open.
@@ -175,6 +189,21 @@ mod tests {
     use prost::Message as _;
 
     use super::*;
+
+    #[test]
+    fn present_fields_are_those_on_the_wire() {
+        use adminduk_proto::population::v1 as population;
+        let request = population::VerifyIdentityRequest {
+            nik: "3275010101900001".into(),
+            full_name: Some(String::new()),
+            sex: 0,
+            village_code: Some("3275010001".into()),
+            ..Default::default()
+        };
+        // An optional field set to "" is on the wire; an enum at 0 is not.
+        assert_eq!(present_fields(&request.encode_to_vec()), Ok(vec![1, 2, 6]));
+        assert_eq!(present_fields(&[0x0a, 0x05, b'a']), Err(WireError::Message));
+    }
 
     #[test]
     fn a_frame_round_trips_and_anything_else_is_refused() {

@@ -51,6 +51,15 @@ pub mod printing {
     }
 }
 
+/// The gateway's own records: agencies' agreements, accounts flagged as brokers.
+pub mod gateway {
+    /// Version 1.
+    pub mod v1 {
+        #![allow(clippy::all, clippy::pedantic)]
+        include!(concat!(env!("OUT_DIR"), "/adminduk.gateway.v1.rs"));
+    }
+}
+
 /// Conversions between protobuf's calendar types and chrono's.
 pub mod convert {
     use chrono::{DateTime, Datelike as _, NaiveDate, Utc};

@@ -483,6 +483,64 @@ impl Validate for UpstreamsConfig {
     }
 }
 
+/// The gateway's audit chain: its keys, kept outside the database, and its name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The HMAC key of residents' references in audit rows, at least 64 hex
+    /// digits (`ADMINDUK_AUDIT__HASH_KEY`). Required by the gateway.
+    pub hash_key: Option<SecretString>,
+    /// The Ed25519 seed that signs the chain's head, 64 hex digits
+    /// (`ADMINDUK_AUDIT__SIGNING_KEY`). Required by the gateway.
+    pub signing_key: Option<SecretString>,
+    /// The chain this gateway appends to (replicas may share one).
+    pub chain: String,
+    /// How often the chain's head is signed, in milliseconds.
+    pub sign_interval_ms: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            hash_key: None,
+            signing_key: None,
+            chain: "gateway".to_owned(),
+            sign_interval_ms: 60_000,
+        }
+    }
+}
+
+impl Validate for AuditConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let hex = |value: &SecretString, min: usize, max: usize| {
+            let text = value.expose_secret().trim();
+            (min..=max).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_hexdigit())
+        };
+        if self.hash_key.as_ref().is_some_and(|k| !hex(k, 64, 256)) {
+            return Err(ConfigError::new("audit.hash_key", "must be 64 to 256 hex digits"));
+        }
+        if self.signing_key.as_ref().is_some_and(|k| !hex(k, 64, 64)) {
+            return Err(ConfigError::new(
+                "audit.signing_key",
+                "must be 64 hex digits (an Ed25519 seed)",
+            ));
+        }
+        if !crate::principal::is_identifier(&self.chain) {
+            return Err(ConfigError::new(
+                "audit.chain",
+                "must be 1 to 32 letters, digits or hyphens",
+            ));
+        }
+        if self.sign_interval_ms < 1_000 {
+            return Err(ConfigError::new(
+                "audit.sign_interval_ms",
+                "must be at least 1000",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The configuration of one service run by `adminduk serve`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -499,6 +557,8 @@ pub struct ServiceConfig {
     pub upstreams: UpstreamsConfig,
     /// Mail to residents (IKD).
     pub mail: MailConfig,
+    /// The audit chain (the gateway).
+    pub audit: AuditConfig,
 }
 
 impl Validate for ServiceConfig {
@@ -508,7 +568,8 @@ impl Validate for ServiceConfig {
         self.telemetry.validate()?;
         self.cache.validate()?;
         self.upstreams.validate()?;
-        self.mail.validate()
+        self.mail.validate()?;
+        self.audit.validate()
     }
 }
 
