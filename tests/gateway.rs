@@ -9,10 +9,13 @@ use std::time::Duration;
 
 use adminduk::mesh::{Mesh, MeshOptions};
 use adminduk_kit::error::metadata_of;
+use adminduk_proto::gateway::v1 as gateway;
 use adminduk_proto::ikd::v1 as ikd;
 use adminduk_proto::inventory::v1 as inventory;
 use adminduk_proto::population::v1 as population;
 use adminduk_proto::printing::v1 as printing;
+use gateway::agency_service_client::AgencyServiceClient;
+use gateway::broker_watch_service_client::BrokerWatchServiceClient;
 use ikd::ikd_service_client::IkdServiceClient;
 use inventory::inventory_service_client::InventoryServiceClient;
 use population::population_service_client::PopulationServiceClient;
@@ -27,7 +30,7 @@ const STRANGER_NIK: &str = "3275014101900001";
 
 struct Door {
     mesh: Mesh,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Door {
@@ -36,7 +39,14 @@ impl Door {
         let mesh = adminduk::mesh::start(MeshOptions::on_free_ports(dir.path(), 300))
             .await
             .expect("the mesh starts");
-        Door { mesh, _dir: dir }
+        Door { mesh, dir }
+    }
+
+    /// Stops the mesh (the gateway writes its last audit rows and signs the
+    /// chain's head) and hands back its data directory.
+    async fn close(self) -> tempfile::TempDir {
+        self.mesh.shutdown().await.expect("stops");
+        self.dir
     }
 
     /// A TLS channel to the gateway, with a client certificate or without.
@@ -584,7 +594,263 @@ async fn an_account_that_applies_for_strangers_is_blocked_from_applying() {
         .into_inner();
     let waiting: i64 = backlog.waiting.iter().map(|w| w.waiting).sum();
     assert_eq!(waiting, 0, "{backlog:?}");
+
+    // An office sees the flag, masked, and clears it with a reason; the resident applies again.
+    let mut watch = BrokerWatchServiceClient::new(door.office());
+    let flagged = watch
+        .list_flagged_accounts(gateway::ListFlaggedAccountsRequest { page_size: 0 })
+        .await
+        .expect("offices list flags")
+        .into_inner()
+        .accounts;
+    assert_eq!(flagged.len(), 1, "{flagged:?}");
+    let account = flagged[0].account.clone();
+    assert_eq!(flagged[0].nik_masked, adminduk_kit::mask_nik(&nik));
+    assert_eq!(flagged[0].refusals, 3);
+    refused(
+        BrokerWatchServiceClient::new(door.agency())
+            .list_flagged_accounts(gateway::ListFlaggedAccountsRequest { page_size: 0 })
+            .await,
+        Code::PermissionDenied,
+        "ROLE_NOT_ALLOWED",
+    );
+    let clear = |reason: &str| gateway::ClearFlaggedAccountRequest {
+        account: account.clone(),
+        reason: reason.to_owned(),
+    };
+    refused(
+        watch.clear_flagged_account(clear("ok")).await,
+        Code::InvalidArgument,
+        "",
+    );
+    let cleared = watch
+        .clear_flagged_account(clear("came to the counter with the family card"))
+        .await
+        .expect("cleared")
+        .into_inner();
+    assert!(
+        cleared.cleared_by.starts_with("adminduk://office/"),
+        "{cleared:?}"
+    );
+    refused(
+        watch
+            .clear_flagged_account(clear("came to the counter with the family card"))
+            .await,
+        Code::NotFound,
+        "ACCOUNT_NOT_FLAGGED",
+    );
+    let after = printing
+        .submit_print_job(with_proof(application(&nik), &token, &key, SUBMIT, "own-cleared"))
+        .await;
+    assert!(
+        after
+            .as_ref()
+            .err()
+            .is_none_or(|s| reason(s) != "BROKER_SUSPECTED"),
+        "{after:?}"
+    );
     door.mesh.shutdown().await.expect("stops");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agency_verifies_within_its_agreement_and_every_read_is_in_the_audit_chain() {
+    let door = Door::open().await;
+    let nik = door.resident_without_ikd(5).await;
+    let mut admin = AgencyServiceClient::new(door.admin());
+    let mut own = AgencyServiceClient::new(door.agency());
+    let mut verify = PopulationServiceClient::new(door.agency());
+    let agreement = |status: gateway::AgreementStatus| gateway::SetAgreementRequest {
+        agency_code: "demo-bank".into(),
+        name: "Bank Contoh".into(),
+        allowed_fields: vec![gateway::VerificationField::FullName as i32],
+        daily_quota: 2,
+        status: status as i32,
+        fee_exempt: false,
+        reason: "PKS renewed for names only".into(),
+    };
+    admin
+        .set_agreement(agreement(gateway::AgreementStatus::Active))
+        .await
+        .expect("an administrator writes agreements");
+    let by_name = || population::VerifyIdentityRequest {
+        nik: nik.clone(),
+        full_name: Some("Nama Yang Salah".into()),
+        ..Default::default()
+    };
+    let answer = verify
+        .verify_identity(by_name())
+        .await
+        .expect("verified")
+        .into_inner();
+    assert_eq!(
+        answer.full_name,
+        population::FieldMatch::NoMatch as i32,
+        "the stored name is never shown, only whether it matches"
+    );
+    let status = refused(
+        verify
+            .verify_identity(population::VerifyIdentityRequest {
+                birth_date: Some(adminduk_proto::convert::date(
+                    chrono::NaiveDate::from_ymd_opt(1990, 1, 1).expect("date"),
+                )),
+                ..by_name()
+            })
+            .await,
+        Code::PermissionDenied,
+        "FIELD_NOT_AGREED",
+    );
+    assert_eq!(metadata_of(&status, "fields").as_deref(), Some("birth_date"));
+    verify
+        .verify_identity(by_name())
+        .await
+        .expect("the second of two");
+    let status = refused(
+        verify.verify_identity(by_name()).await,
+        Code::ResourceExhausted,
+        "AGENCY_QUOTA_EXHAUSTED",
+    );
+    assert!(status.get_details_retry_info().is_some(), "{status:?}");
+
+    // The agency reads its own usage and statement, and no one else's.
+    let usage = own
+        .get_usage(gateway::GetUsageRequest::default())
+        .await
+        .expect("own usage")
+        .into_inner();
+    assert_eq!((usage.checks, usage.remaining, usage.daily_quota), (2, 0, 2));
+    let today = adminduk_kit::time::today_wib();
+    let statement = own
+        .get_statement(gateway::GetStatementRequest {
+            agency_code: String::new(),
+            year: chrono::Datelike::year(&today),
+            month: chrono::Datelike::month(&today) as i32,
+        })
+        .await
+        .expect("own statement")
+        .into_inner();
+    assert_eq!(
+        (
+            statement.checks,
+            statement.fee_per_check_rupiah,
+            statement.amount_rupiah
+        ),
+        (
+            2,
+            adminduk_gateway::FEE_PER_CHECK_RUPIAH,
+            2 * adminduk_gateway::FEE_PER_CHECK_RUPIAH
+        )
+    );
+    refused(
+        own.get_usage(gateway::GetUsageRequest {
+            agency_code: "other-bank".into(),
+        })
+        .await,
+        Code::PermissionDenied,
+        "OUT_OF_SCOPE",
+    );
+    refused(
+        own.set_agreement(agreement(gateway::AgreementStatus::Active))
+            .await,
+        Code::PermissionDenied,
+        "ROLE_NOT_ALLOWED",
+    );
+    refused(
+        AgencyServiceClient::new(door.office())
+            .get_usage(gateway::GetUsageRequest::default())
+            .await,
+        Code::PermissionDenied,
+        "ROLE_NOT_ALLOWED",
+    );
+    refused(
+        admin
+            .get_agreement(gateway::GetAgreementRequest {
+                agency_code: "nobody".into(),
+            })
+            .await,
+        Code::NotFound,
+        "AGENCY_UNKNOWN",
+    );
+
+    // Suspended, then revoked for good.
+    admin
+        .set_agreement(agreement(gateway::AgreementStatus::Suspended))
+        .await
+        .expect("suspended");
+    refused(
+        verify.verify_identity(by_name()).await,
+        Code::PermissionDenied,
+        "AGENCY_SUSPENDED",
+    );
+    admin
+        .set_agreement(agreement(gateway::AgreementStatus::Revoked))
+        .await
+        .expect("revoked");
+    refused(
+        verify.verify_identity(by_name()).await,
+        Code::PermissionDenied,
+        "AGENCY_REVOKED",
+    );
+    refused(
+        admin
+            .set_agreement(agreement(gateway::AgreementStatus::Active))
+            .await,
+        Code::FailedPrecondition,
+        "AGREEMENT_REVOKED",
+    );
+
+    // Stopped, the gateway has written and signed every row: the chain is whole,
+    // the resident's rows are found by the keyed reference, and none holds the NIK.
+    let dir = door.close().await;
+    let db = adminduk_kit::storage::Db::connect(
+        &adminduk_kit::config::DatabaseConfig {
+            url: format!("sqlite:{}", dir.path().join("gateway.db").display()).into(),
+            max_connections: 1,
+        },
+        adminduk_gateway::SCHEMA,
+        adminduk_gateway::MIGRATIONS,
+    )
+    .await
+    .expect("the gateway's database");
+    let keys = adminduk::mesh::data_dir_audit_keys(dir.path()).expect("keys");
+    let report = adminduk_gateway::audit::verify(&db, &keys, "gateway")
+        .await
+        .expect("verify");
+    assert_eq!(report.broken, None, "{report:?}");
+    assert_eq!(
+        report.signed_through, report.rows,
+        "the head is signed at the stop"
+    );
+    let rows = adminduk_gateway::audit::search_nik(&db, &keys, &nik, 100)
+        .await
+        .expect("search");
+    let verifications: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.method.ends_with("/VerifyIdentity"))
+        .map(|r| r.outcome.as_str())
+        .collect();
+    assert_eq!(
+        verifications,
+        [
+            "OK",
+            "PERMISSION_DENIED:FIELD_NOT_AGREED",
+            "OK",
+            "RESOURCE_EXHAUSTED:AGENCY_QUOTA_EXHAUSTED",
+            "PERMISSION_DENIED:AGENCY_SUSPENDED",
+            "PERMISSION_DENIED:AGENCY_REVOKED"
+        ]
+    );
+    assert!(
+        rows.iter()
+            .all(|r| r.principal == "adminduk://agency/demo-bank" || r.method.contains("Population"))
+    );
+    let every = adminduk_gateway::audit::rows(&db, "gateway", 0, 10_000)
+        .await
+        .expect("rows");
+    assert!(every.len() >= rows.len());
+    for row in &every {
+        assert!(!format!("{row:?}").contains(&nik), "{row:?}");
+    }
+    db.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -209,7 +209,7 @@ pub struct Row {
 impl Row {
     /// The hash of the row's fields and the previous hash: each field
     /// length-prefixed, so no two rows encode alike.
-    fn compute_hash(&self) -> String {
+    pub fn compute_hash(&self) -> String {
         let mut ctx = digest::Context::new(&digest::SHA256);
         let seq = self.seq.to_string();
         let at = self.at_ms.to_string();
@@ -627,20 +627,11 @@ pub async fn verify(db: &Db, keys: &AuditKeys, chain: &str) -> Result<Verificati
     let mut prev = GENESIS.to_owned();
     let mut after = 0i64;
     loop {
-        let page = sqlx::query(
-            "SELECT chain, seq, at_ms, principal, subject_kind, subject_masked, subject_hash, key_id,
-                    method, purpose, outcome, trace_id, prev_hash, hash
-             FROM audit_rows WHERE chain = $1 AND seq > $2 ORDER BY seq LIMIT 1000",
-        )
-        .bind(chain)
-        .bind(after)
-        .fetch_all(db.pool())
-        .await?;
+        let page = rows(db, chain, after, 1_000).await?;
         if page.is_empty() {
             break;
         }
-        for raw in &page {
-            let row = Row::of(raw)?;
+        for row in page {
             let expected = after + 1;
             let fault = if row.seq != expected {
                 Some(format!("row {expected} is missing"))
@@ -679,6 +670,21 @@ pub async fn verify(db: &Db, keys: &AuditKeys, chain: &str) -> Result<Verificati
         ));
     }
     Ok(report)
+}
+
+/// A chain's rows after `after_seq`, in order, at most `limit`.
+pub async fn rows(db: &Db, chain: &str, after_seq: i64, limit: i64) -> Result<Vec<Row>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT chain, seq, at_ms, principal, subject_kind, subject_masked, subject_hash, key_id,
+                method, purpose, outcome, trace_id, prev_hash, hash
+         FROM audit_rows WHERE chain = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+    )
+    .bind(chain)
+    .bind(after_seq)
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter().map(Row::of).collect()
 }
 
 /// The chains in the database.
