@@ -40,7 +40,7 @@ fn event(i: usize) -> Event {
         subject: Some((SubjectKind::Nik, nik(i))),
         method: "/adminduk.population.v1.PopulationService/GetResident".to_owned(),
         purpose: "counter service".to_owned(),
-        outcome: if i % 3 == 0 {
+        outcome: if i.is_multiple_of(3) {
             "OK"
         } else {
             "NOT_FOUND:RESIDENT_NOT_FOUND"
@@ -179,7 +179,7 @@ async fn the_audit_chain_holds_across_replicas_and_every_tampering_is_named() {
             Duration::from_secs(3600),
         );
         for i in 0..60 {
-            if i % 2 == 0 { &a } else { &b }.record(event(i));
+            if i.is_multiple_of(2) { &a } else { &b }.record(event(i));
         }
         drop((a, b));
         a_writer.finish().await;
