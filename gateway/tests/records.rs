@@ -178,7 +178,7 @@ async fn the_audit_chain_holds_across_replicas_and_every_tampering_is_named() {
             "gateway".to_owned(),
             Duration::from_secs(3600),
         );
-        for i in 0..60 {
+        for i in 0..60_usize {
             if i.is_multiple_of(2) { &a } else { &b }.record(event(i));
         }
         drop((a, b));
