@@ -147,7 +147,7 @@ pub(crate) fn run(args: AuditArgs) -> anyhow::Result<()> {
                 let report = runtime.block_on(audit::verify(&db, &keys, &chain))?;
                 match &report.broken {
                     None => println!(
-                        "chain {}: {} rows, whole; signed through row {} ({} signatures good){}",
+                        "chain {}: {} rows, whole; signed through row {} (good signatures: {}){}",
                         report.chain,
                         report.rows,
                         report.signed_through,
