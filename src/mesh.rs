@@ -240,6 +240,8 @@ pub struct MeshOptions {
     pub ikd: SocketAddr,
     /// Say what first-run loading does on standard output.
     pub verbose: bool,
+    /// The cache IKD and the gateway share (Redis in production); in-process when `None`.
+    pub cache: Option<Arc<dyn SharedCache>>,
 }
 
 impl MeshOptions {
@@ -255,6 +257,7 @@ impl MeshOptions {
             printing: any,
             ikd: any,
             verbose: false,
+            cache: None,
         }
     }
 }
@@ -309,6 +312,8 @@ fn tls_server(listen: SocketAddr, certs: &crate::certs::DevCerts) -> ServerConfi
             client_certificate_optional: true,
             services_only: false,
         }),
+        // A page on any origin may call the gateway from a browser (development).
+        grpc_web: Some(config::GrpcWebConfig::default()),
         ..ServerConfig::default()
     }
 }
@@ -388,7 +393,10 @@ pub async fn start(options: MeshOptions) -> anyhow::Result<Mesh> {
     seed_inventory(inventory.inventory()).await?;
     let inventory_url = format!("http://{}", inventory.local_addr());
     // IKD marks revoked devices here, and the gateway reads the marks.
-    let cache: Arc<dyn SharedCache> = Arc::new(MemoryCache::new());
+    let cache: Arc<dyn SharedCache> = options
+        .cache
+        .clone()
+        .unwrap_or_else(|| Arc::new(MemoryCache::new()));
     let ikd = adminduk_ikd::start(
         ikd_server,
         ikd_db,
@@ -464,6 +472,7 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<()> {
         printing: args.printing_addr,
         ikd: args.ikd_addr,
         verbose: true,
+        cache: None,
     };
 
     let runtime = tokio::runtime::Runtime::new()?;

@@ -35,10 +35,19 @@ struct Door {
 
 impl Door {
     async fn open() -> Self {
+        Self::open_with(None).await
+    }
+
+    /// The mesh with IKD and the gateway sharing `cache` (Redis), or an in-process one.
+    async fn open_with(cache: Option<std::sync::Arc<dyn adminduk_kit::cache::SharedCache>>) -> Self {
+        capture_logs();
         let dir = tempfile::tempdir().expect("tempdir");
-        let mesh = adminduk::mesh::start(MeshOptions::on_free_ports(dir.path(), 300))
-            .await
-            .expect("the mesh starts");
+        let mesh = adminduk::mesh::start(MeshOptions {
+            cache,
+            ..MeshOptions::on_free_ports(dir.path(), 300)
+        })
+        .await
+        .expect("the mesh starts");
         Door { mesh, dir }
     }
 
@@ -46,6 +55,7 @@ impl Door {
     /// chain's head) and hands back its data directory.
     async fn close(self) -> tempfile::TempDir {
         self.mesh.shutdown().await.expect("stops");
+        assert_no_nik_logged();
         self.dir
     }
 
@@ -149,6 +159,68 @@ impl Door {
             .collect();
         assert_eq!(code.len(), 6, "{body}");
         code
+    }
+}
+
+/// Every log line and span of this test process, as text (debug level).
+static LOGS: std::sync::OnceLock<std::sync::Arc<std::sync::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+
+#[derive(Clone)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("logs").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Captures the logs and spans (their fields, as each span opens) of every
+/// test here, for [`assert_no_nik_logged`].
+fn capture_logs() {
+    let logs = LOGS.get_or_init(|| {
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer = Captured(logs.clone());
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "debug,h2=info,hyper=info,hyper_util=info,tower=info,sqlx=warn,rustls=info",
+            ))
+            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::NEW)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .try_init();
+        logs
+    });
+    let _ = logs;
+}
+
+/// No log line or span captured so far holds a whole NIK: every synthetic
+/// resident and every NIK these tests name is of Kota Bekasi (3275...), so
+/// any run of 16 digits beginning 3275 is one.
+fn assert_no_nik_logged() {
+    let Some(logs) = LOGS.get() else {
+        return;
+    };
+    let text = String::from_utf8_lossy(&logs.lock().expect("logs")).into_owned();
+    assert!(text.contains("listening"), "the logs are captured");
+    for line in text.lines() {
+        let mut run = String::new();
+        for c in line.chars().chain(std::iter::once(' ')) {
+            if c.is_ascii_digit() {
+                run.push(c);
+                continue;
+            }
+            assert!(
+                !(run.len() == 16 && run.starts_with("3275")),
+                "a whole NIK in a log line: {}",
+                line.replace(&run, &adminduk_kit::mask_nik(&run))
+            );
+            run.clear();
+        }
     }
 }
 
@@ -297,7 +369,7 @@ async fn a_stranger_cannot_take_over_a_residents_ikd() {
         .expect("the office reads the status")
         .into_inner();
     assert_eq!(status.status, ikd::IdentityStatus::Pending as i32);
-    door.mesh.shutdown().await.expect("stops");
+    door.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -421,7 +493,7 @@ async fn a_resident_activates_then_reads_only_their_own_record_until_the_device_
         Code::Unauthenticated,
         "DEVICE_REVOKED",
     );
-    door.mesh.shutdown().await.expect("stops");
+    door.close().await;
 }
 
 const SUBMIT: &str = "/adminduk.printing.v1.PrintingService/SubmitPrintJob";
@@ -536,12 +608,37 @@ async fn a_collected_token_applies_for_no_one_without_the_phones_key() {
         Code::Unauthenticated,
         "PROOF_REPLAYED",
     );
-    door.mesh.shutdown().await.expect("stops");
+    door.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_account_that_applies_for_strangers_is_blocked_from_applying() {
-    let door = Door::open().await;
+    brokers_are_blocked_and_cleared(Door::open().await).await;
+}
+
+/// The same with the counters in Redis, as every replica shares them (CI runs it).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_account_that_applies_for_strangers_is_blocked_from_applying_with_redis() {
+    let Some(url) = adminduk_kit::testing::redis_url() else {
+        return;
+    };
+    let prefix = format!("gateway-test-{}", uuid_like());
+    let cache = adminduk_kit::cache::from_url(Some(&url), &prefix)
+        .await
+        .expect("redis");
+    brokers_are_blocked_and_cleared(Door::open_with(Some(cache)).await).await;
+}
+
+/// A key prefix no other run shares.
+fn uuid_like() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{}-{nanos}", std::process::id())
+}
+
+async fn brokers_are_blocked_and_cleared(door: Door) {
     let nik = door.resident_without_ikd(8).await;
     let key = device_key();
     let token = activate(&door, &nik, &key).await;
@@ -649,7 +746,7 @@ async fn an_account_that_applies_for_strangers_is_blocked_from_applying() {
             .is_none_or(|s| reason(s) != "BROKER_SUSPECTED"),
         "{after:?}"
     );
-    door.mesh.shutdown().await.expect("stops");
+    door.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -951,7 +1048,7 @@ async fn an_office_applies_at_its_own_point_and_an_agency_only_verifies() {
         Code::PermissionDenied,
         "ROLE_NOT_ALLOWED",
     );
-    door.mesh.shutdown().await.expect("stops");
+    door.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -991,7 +1088,7 @@ async fn a_nik_gets_a_handful_of_anonymous_tries_then_waits() {
         Code::FailedPrecondition,
         "IKD_NOT_ACTIVE",
     );
-    door.mesh.shutdown().await.expect("stops");
+    door.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1070,7 +1167,7 @@ async fn internal_methods_bad_bodies_and_plaintext_are_not_served() {
     })
     .await;
     assert!(plain.is_err(), "no plaintext answer");
-    door.mesh.shutdown().await.expect("stops");
+    door.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1200,4 +1297,522 @@ async fn a_service_run_apart_answers_only_the_mesh_and_the_gateway_reaches_it() 
     );
     gateway.shutdown().await.expect("stops");
     population.shutdown().await.expect("stops");
+}
+
+/// One HTTP/1.1 exchange with the gateway over TLS, as a browser's fetch makes
+/// it: the status code, the headers (names lowercased) and the body, de-chunked.
+async fn http1(door: &Door, head: &str, body: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(&door.mesh.certs.ca_cert).expect("CA file") {
+        roots.add(cert.expect("CA")).expect("CA added");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(door.mesh.gateway.local_addr())
+        .await
+        .expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake");
+    tls.write_all(head.as_bytes()).await.expect("write");
+    tls.write_all(body).await.expect("write");
+    let mut raw = Vec::new();
+    // The server closes after answering (Connection: close); a TLS close without
+    // close_notify is still the end of the answer.
+    let _ = tls.read_to_end(&mut raw).await;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head and a body");
+    let text = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = text.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .expect("a status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut rest = raw[split + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"))
+    {
+        let mut out = Vec::new();
+        loop {
+            let end = rest.windows(2).position(|w| w == b"\r\n").expect("a chunk size");
+            let size =
+                usize::from_str_radix(String::from_utf8_lossy(&rest[..end]).trim(), 16).expect("hex size");
+            if size == 0 {
+                break;
+            }
+            out.extend_from_slice(&rest[end + 2..end + 2 + size]);
+            rest.drain(..end + 2 + size + 2);
+        }
+        rest = out;
+    }
+    (status, headers, rest)
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_browser_calls_the_gateway_with_grpc_web_and_reads_the_status() {
+    use prost::Message as _;
+
+    let door = Door::open().await;
+    let path = "/adminduk.population.v1.PopulationService/ParseNik";
+    // The preflight: the page's origin may POST with its headers and read the status.
+    let (code, headers, _) = http1(
+        &door,
+        &format!(
+            "OPTIONS {path} HTTP/1.1\r\nHost: localhost\r\nOrigin: https://stok.example\r\n\
+             Access-Control-Request-Method: POST\r\n\
+             Access-Control-Request-Headers: content-type,x-grpc-web,authorization\r\nConnection: close\r\n\r\n"
+        ),
+        b"",
+    )
+    .await;
+    assert_eq!(code, 200, "{headers:?}");
+    assert_eq!(header(&headers, "access-control-allow-origin"), Some("*"));
+    assert!(
+        header(&headers, "access-control-allow-headers").is_some_and(|h| h.contains("authorization")),
+        "{headers:?}"
+    );
+
+    // The call: one gRPC-Web frame in, a message frame and a trailer frame out.
+    let message = population::ParseNikRequest {
+        nik: STRANGER_NIK.into(),
+    }
+    .encode_to_vec();
+    let mut body = vec![0u8];
+    body.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    body.extend_from_slice(&message);
+    let request = |path: &str, body: &[u8]| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nOrigin: https://stok.example\r\n\
+             Content-Type: application/grpc-web+proto\r\nX-Grpc-Web: 1\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+    };
+    let (code, headers, answer) = http1(&door, &request(path, &body), &body).await;
+    assert_eq!(code, 200, "{headers:?}");
+    let exposed = header(&headers, "access-control-expose-headers").unwrap_or_default();
+    for name in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
+        assert!(exposed.contains(name), "{name} in {exposed:?}");
+    }
+    assert_eq!(answer[0], 0, "a message frame first");
+    let length = u32::from_be_bytes([answer[1], answer[2], answer[3], answer[4]]) as usize;
+    let parsed = population::ParseNikResponse::decode(&answer[5..5 + length]).expect("the answer");
+    assert_eq!(parsed.district_code, "327501");
+    assert_eq!(parsed.sex, adminduk_proto::common::v1::Sex::Female as i32);
+    let trailers = &answer[5 + length..];
+    assert_eq!(trailers[0], 0x80, "then the trailers");
+    assert!(
+        String::from_utf8_lossy(&trailers[5..]).contains("grpc-status:0"),
+        "{:?}",
+        String::from_utf8_lossy(trailers)
+    );
+
+    // A refusal reaches the page too: stock without a credential.
+    let stock = inventory::GetStockRequest {
+        region_code: "3275".into(),
+    }
+    .encode_to_vec();
+    let mut body = vec![0u8];
+    body.extend_from_slice(&(stock.len() as u32).to_be_bytes());
+    body.extend_from_slice(&stock);
+    let path = "/adminduk.inventory.v1.InventoryService/GetStock";
+    let (_, headers, answer) = http1(&door, &request(path, &body), &body).await;
+    let all = format!("{headers:?} {}", String::from_utf8_lossy(&answer));
+    assert!(
+        all.contains("grpc-status") && all.contains("16"),
+        "UNAUTHENTICATED: {all}"
+    );
+    assert!(
+        header(&headers, "grpc-status-details-bin").is_some() || all.contains("grpc-status-details-bin"),
+        "the details travel too: {all}"
+    );
+    door.close().await;
+}
+
+/// A proxy in front of a backend that counts the requests reaching it, by path.
+#[derive(Clone)]
+struct Counting {
+    inner: Channel,
+    calls: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+}
+
+impl tonic::server::NamedService for Counting {
+    const NAME: &'static str = "adminduk.inventory.v1.InventoryService";
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for Counting {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        *self
+            .calls
+            .lock()
+            .expect("calls")
+            .entry(request.uri().path().to_owned())
+            .or_default() += 1;
+        let channel = self.inner.clone();
+        Box::pin(async move {
+            Ok(match tower::ServiceExt::oneshot(channel, request).await {
+                Ok(response) => response,
+                Err(err) => Status::unavailable(err.to_string()).into_http(),
+            })
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_date_is_refused_at_the_edge_without_a_backend_call_until_a_blank_is_free() {
+    use adminduk_kit::config::{DatabaseConfig, ServerConfig, TlsConfig};
+
+    let door = Door::open().await;
+    let mesh = &door.mesh;
+    // A second gateway whose calls to the inventory pass a counting proxy.
+    let calls = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+    let proxy = Counting {
+        inner: adminduk_kit::upstream::channel(&format!("http://{}", mesh.inventory.local_addr()))
+            .expect("channel"),
+        calls: calls.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let proxy_addr = listener.local_addr().expect("addr");
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(proxy)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let to = |addr: std::net::SocketAddr| {
+        adminduk_kit::upstream::channel(&format!("http://{addr}")).expect("channel")
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gateway = adminduk_gateway::start(
+        ServerConfig {
+            tls: Some(TlsConfig {
+                cert: mesh.certs.server_cert.clone(),
+                key: mesh.certs.server_key.clone(),
+                client_ca: Some(mesh.certs.ca_cert.clone()),
+                client_certificate_optional: true,
+                services_only: false,
+            }),
+            ..adminduk_kit::testing::server_config()
+        },
+        adminduk_gateway::Upstreams {
+            population: to(mesh.population.local_addr()),
+            inventory: to(proxy_addr),
+            printing: to(mesh.printing.local_addr()),
+            ikd: to(mesh.ikd.local_addr()),
+        },
+        std::sync::Arc::new(adminduk_kit::cache::MemoryCache::new()),
+        adminduk_gateway::Records {
+            db: adminduk_kit::storage::Db::connect(
+                &DatabaseConfig {
+                    url: format!("sqlite:{}", dir.path().join("gateway.db").display()).into(),
+                    max_connections: 2,
+                },
+                adminduk_gateway::SCHEMA,
+                adminduk_gateway::MIGRATIONS,
+            )
+            .await
+            .expect("database"),
+            audit_keys: adminduk::mesh::data_dir_audit_keys(dir.path()).expect("keys"),
+            audit_chain: "edge".to_owned(),
+            sign_every: Duration::from_secs(60),
+        },
+    )
+    .await
+    .expect("the second gateway starts");
+    let tls = adminduk_kit::tls::client_tls(
+        &mesh.certs.ca_cert,
+        "localhost",
+        Some((&mesh.certs.office_cert, &mesh.certs.office_key)),
+    )
+    .expect("TLS");
+    let office = Endpoint::from_shared(format!("https://localhost:{}", gateway.local_addr().port()))
+        .expect("endpoint")
+        .tls_config(tls)
+        .expect("TLS")
+        .connect_lazy();
+    let mut counter = InventoryServiceClient::new(office);
+    let reserve_calls = || {
+        calls
+            .lock()
+            .expect("calls")
+            .get("/adminduk.inventory.v1.InventoryService/Reserve")
+            .copied()
+            .unwrap_or(0)
+    };
+
+    let day = adminduk_kit::time::today_wib() + chrono::Days::new(3);
+    let residents = mesh
+        .population
+        .store()
+        .eligible_niks(adminduk_kit::time::today_wib(), 300)
+        .await
+        .expect("residents");
+    let reserve = |nik: &str, key: &str| {
+        let mut request = tonic::Request::new(inventory::ReserveRequest {
+            service_point_code: "3275-KEC-01".into(),
+            date: Some(adminduk_proto::convert::date(day)),
+            applicant_nik: nik.to_owned(),
+            idempotency_key: key.to_owned(),
+            ..Default::default()
+        });
+        request.metadata_mut().insert(
+            adminduk_gateway::OVERRIDE_HEADER,
+            "lansia tanpa ponsel pintar".parse().expect("header"),
+        );
+        request
+    };
+    // The counter books the point's day until the inventory says it is full.
+    let mut held = Vec::new();
+    let mut next = residents.iter();
+    let full = loop {
+        let nik = next.next().expect("enough residents to fill a day");
+        match counter.reserve(reserve(nik, &format!("fill-{nik}"))).await {
+            Ok(answer) => held.push(answer.into_inner().reservation.expect("reservation").id),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(full.code(), Code::ResourceExhausted, "{full:?}");
+    let reason_full = reason(&full);
+    let suggested = metadata_of(&full, "next_dates_with_room");
+    assert!(!held.is_empty());
+
+    // Now the edge answers: the same refusal, its suggestions, and no call behind it.
+    let before = reserve_calls();
+    let started = std::time::Instant::now();
+    let waiting: Vec<&String> = next.by_ref().take(40).collect();
+    for nik in &waiting {
+        let status = counter
+            .reserve(reserve(nik, &format!("late-{nik}")))
+            .await
+            .expect_err("the day is full");
+        assert_eq!(
+            (status.code(), reason(&status)),
+            (Code::ResourceExhausted, reason_full.clone())
+        );
+        assert_eq!(metadata_of(&status, "next_dates_with_room"), suggested);
+    }
+    let passed = reserve_calls() - before;
+    let rechecks = 1 + started.elapsed().as_secs() / adminduk_gateway::edge::RECHECK.as_secs();
+    assert!(
+        passed as u64 <= rechecks,
+        "{passed} of 40 reached the inventory (at most one per recheck, {rechecks})"
+    );
+
+    // A blank given back: the stream says so, and the next applicant reaches the inventory and is granted.
+    InventoryServiceClient::new(door.office())
+        .release(inventory::ReleaseRequest {
+            reservation_id: held[0].clone(),
+            service_point_code: "3275-KEC-01".into(),
+            reason: "the applicant did not come".into(),
+        })
+        .await
+        .expect("released");
+    let granted_to = residents.last().expect("a resident").clone();
+    let mut granted = None;
+    for attempt in 0..100 {
+        match counter
+            .reserve(reserve(&granted_to, &format!("after-{attempt}")))
+            .await
+        {
+            Ok(answer) => {
+                granted = Some(answer.into_inner());
+                break;
+            }
+            Err(status) => assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(granted.is_some(), "the freed blank is granted within 5 s");
+    gateway.shutdown().await.expect("stops");
+    door.close().await;
+}
+
+/// A Redis server of the test's own, on a free port, to be stopped mid-test;
+/// `None` where redis-server is not installed (a failure when services are required).
+fn own_redis() -> Option<(std::process::Child, u16)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let child = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    match child {
+        Ok(child) => {
+            for _ in 0..100 {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Some((child, port));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            panic!("redis-server did not start on {port}");
+        }
+        Err(err) => {
+            assert!(
+                !adminduk_kit::testing::services_required(),
+                "redis-server is required: {err}"
+            );
+            None
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_redis_gone_the_gateway_keeps_serving_and_lets_no_broker_through() {
+    let Some((mut redis, port)) = own_redis() else {
+        return;
+    };
+    let cache = adminduk_kit::cache::from_url(Some(&format!("redis://127.0.0.1:{port}")), "fallback")
+        .await
+        .expect("redis");
+    let door = Door::open_with(Some(cache)).await;
+    let broker_nik = door.resident_without_ikd(10).await;
+    let broker_key = device_key();
+    let broker = activate(&door, &broker_nik, &broker_key).await;
+    let other_nik = door.resident_without_ikd(11).await;
+    let other_key = device_key();
+    let other = activate(&door, &other_nik, &other_key).await;
+    let mut printing = PrintingServiceClient::new(door.anonymous());
+    for k in 0..3 {
+        let stranger = door.outside_the_family_of(&broker_nik, k).await;
+        refused(
+            printing
+                .submit_print_job(with_proof(
+                    application(&stranger),
+                    &broker,
+                    &broker_key,
+                    SUBMIT,
+                    &format!("b-{k}"),
+                ))
+                .await,
+            Code::PermissionDenied,
+            "BROKER_SUSPECTED",
+        );
+    }
+
+    // Redis goes away.
+    redis.kill().expect("stop redis");
+    redis.wait().expect("redis stopped");
+
+    // Reads go on (rate limits fall back to this replica's, revocations to the IKD service).
+    PopulationServiceClient::new(door.anonymous())
+        .get_resident(with_token(
+            population::GetResidentRequest {
+                nik: other_nik.clone(),
+            },
+            &other,
+        ))
+        .await
+        .expect("a resident still reads their record");
+    // The flagged account stays blocked: its flag is on record.
+    let status = refused(
+        printing
+            .submit_print_job(with_proof(
+                application(&broker_nik),
+                &broker,
+                &broker_key,
+                SUBMIT,
+                "b-own",
+            ))
+            .await,
+        Code::PermissionDenied,
+        "BROKER_SUSPECTED",
+    );
+    assert_eq!(metadata_of(&status, "blocked").as_deref(), Some("true"));
+    // Another account naming a stranger is refused by the population service's word on its family.
+    let stranger = door.outside_the_family_of(&other_nik, 0).await;
+    refused(
+        printing
+            .submit_print_job(with_proof(
+                application(&stranger),
+                &other,
+                &other_key,
+                SUBMIT,
+                "o-1",
+            ))
+            .await,
+        Code::PermissionDenied,
+        "BROKER_SUSPECTED",
+    );
+    // A replayed proof is still refused (remembered on this replica).
+    let first = printing
+        .submit_print_job(with_proof(
+            application(&other_nik),
+            &other,
+            &other_key,
+            SUBMIT,
+            "o-own",
+        ))
+        .await;
+    assert!(
+        first
+            .as_ref()
+            .err()
+            .is_none_or(|s| reason(s) != "BROKER_SUSPECTED"),
+        "{first:?}"
+    );
+    refused(
+        printing
+            .submit_print_job(with_proof(
+                application(&other_nik),
+                &other,
+                &other_key,
+                SUBMIT,
+                "o-own",
+            ))
+            .await,
+        Code::Unauthenticated,
+        "PROOF_REPLAYED",
+    );
+    // Offices still see the flag.
+    let flagged = BrokerWatchServiceClient::new(door.office())
+        .list_flagged_accounts(gateway::ListFlaggedAccountsRequest { page_size: 10 })
+        .await
+        .expect("flags")
+        .into_inner()
+        .accounts;
+    assert_eq!(flagged.len(), 1);
+    door.close().await;
 }

@@ -197,6 +197,9 @@ pub struct Rule {
     pub audit: Option<Subject>,
     /// An agency's call counts against its agreement (fields, daily quota, fee).
     pub metered: bool,
+    /// The field numbers of the service point and the date of an application:
+    /// a date the inventory said is full is refused at the edge (see [`crate::edge`]).
+    pub edge: Option<(u32, u32)>,
     /// Who may call it.
     pub grants: &'static [Grant],
 }
@@ -223,7 +226,16 @@ const fn rule(backend: Backend, method: &'static str, grants: &'static [Grant]) 
         limits: &[],
         audit: None,
         metered: false,
+        edge: None,
         grants,
+    }
+}
+
+/// An application for a blank at a point and date (see [`Rule::edge`]).
+const fn at_the_edge(rule: Rule, point: u32, date: u32) -> Rule {
+    Rule {
+        edge: Some((point, date)),
+        ..rule
     }
 }
 
@@ -324,12 +336,16 @@ pub const TABLE: &[Rule] = &[
         ],
     ),
     // A counter books, commits and releases blanks at its own service point only.
-    personal(
-        ikd_first(
-            rule(Inventory, "Reserve", &[Grant::Office(&[(1, ServicePoint)])]),
-            3,
+    at_the_edge(
+        personal(
+            ikd_first(
+                rule(Inventory, "Reserve", &[Grant::Office(&[(1, ServicePoint)])]),
+                3,
+            ),
+            Nik(3),
         ),
-        Nik(3),
+        1,
+        2,
     ),
     rule(
         Inventory,
@@ -359,19 +375,23 @@ pub const TABLE: &[Rule] = &[
     // An office applies at its own point, for whoever stands at the counter; a
     // resident applies for themselves or their family, from a phone whose IKD
     // is active by construction. Either way the gateway says whether IKD is active.
-    personal(
-        ikd_first(
-            change(
-                Printing,
-                "SubmitPrintJob",
-                &[
-                    Grant::Office(&[(3, ServicePoint), (5, IkdActive { nik: 1 })]),
-                    Grant::Citizen(Own::Family(1), &[(5, IkdActive { nik: 1 })]),
-                ],
+    at_the_edge(
+        personal(
+            ikd_first(
+                change(
+                    Printing,
+                    "SubmitPrintJob",
+                    &[
+                        Grant::Office(&[(3, ServicePoint), (5, IkdActive { nik: 1 })]),
+                        Grant::Citizen(Own::Family(1), &[(5, IkdActive { nik: 1 })]),
+                    ],
+                ),
+                1,
             ),
-            1,
+            Nik(1),
         ),
-        Nik(1),
+        3,
+        4,
     ),
     rule(Printing, "LeaseJobs", &[Grant::Office(&[(1, Device)])]),
     rule(Printing, "ReportPrinted", &[Grant::Office(&[(2, Device)])]),

@@ -33,6 +33,7 @@ use crate::agency::Agencies;
 use crate::audit::{AuditLog, Event, SubjectKind, outcome};
 use crate::brokers::{BROKER_REFUSALS, Brokers, broker_suspected};
 use crate::caller::{self, Caller, Citizen, Tokens};
+use crate::edge::{Edge, Key};
 use crate::limits::{Kind, Limits};
 use crate::wire::{self, WireError};
 
@@ -106,6 +107,7 @@ pub(crate) struct Gateway {
     agencies: Agencies,
     brokers: Brokers,
     audit: AuditLog,
+    edge: Edge,
     /// The gateway's own services, reached through the door like the others.
     own: tonic::service::Routes,
     /// Proof ids seen while the shared cache could not be reached.
@@ -123,6 +125,7 @@ impl Gateway {
     ) -> Self {
         Self {
             ikd: IkdServiceClient::new(upstreams.ikd.clone()),
+            edge: Edge::new(upstreams.inventory.clone()),
             upstreams,
             tokens,
             limits: Limits::new(cache.clone()),
@@ -154,11 +157,20 @@ impl Gateway {
         let body = self.read_body(body).await?;
         let message = wire::unframe(&body).map_err(malformed)?.to_vec();
         self.spend_named(rule, &message).await?;
+        // A full date is a public fact: refused here, before anything is asked
+        // about the caller or the resident, and not audited (nothing was read).
+        let edge_key = match rule.edge {
+            Some((point, date)) => edge_key(grant, &caller, &message, point, date)?,
+            None => None,
+        };
+        if let Some(refusal) = edge_key.as_ref().and_then(|key| self.edge.refusal(key)) {
+            return Err(refusal);
+        }
         let event = match rule.audit {
             Some(subject) => Some(self.audit_event(subject, &caller, &parts.headers, &path, &message)?),
             None => None,
         };
-        let result = self.decide(rule, grant, &caller, parts, message).await;
+        let result = self.decide(rule, grant, &caller, parts, message, edge_key).await;
         match event {
             None => result,
             Some(mut event) => match result {
@@ -183,6 +195,7 @@ impl Gateway {
         caller: &Caller,
         parts: http::request::Parts,
         mut message: Vec<u8>,
+        edge_key: Option<Key>,
     ) -> Result<http::Response<Body>, ApiError> {
         let path = parts.uri.path().to_owned();
         if let Caller::Citizen(citizen) = caller {
@@ -220,6 +233,13 @@ impl Gateway {
         };
         tracing::debug!(method = %path, caller = %caller.label(), "forwarded");
         let response = self.forward(rule, caller, parts, &message).await;
+        if let (Some(key), Ok(answer)) = (edge_key, &response) {
+            // An answer that is only a status says how the inventory decided; any other was a grant.
+            let status = tonic::Status::from_header_map(answer.headers());
+            if let Some(key) = self.edge.observe(key, status.as_ref()) {
+                tokio::spawn(self.edge.clone().follow(key));
+            }
+        }
         if let Some(metered) = metered {
             // Only an answered verification counts: a refusal or an absent backend is taken back.
             let answered = response.as_ref().is_ok_and(|r| {
@@ -721,6 +741,23 @@ impl Gateway {
             )
         })
     }
+}
+
+/// The point and date an application names; an office's point is its
+/// certificate's (the gateway writes it over the request's).
+fn edge_key(
+    grant: Grant,
+    caller: &Caller,
+    message: &[u8],
+    point: u32,
+    date: u32,
+) -> Result<Option<Key>, ApiError> {
+    let written = matches!(grant, Grant::Office(facts) if facts.contains(&(point, Fact::ServicePoint)));
+    let own_point = match caller {
+        Caller::Certified(Principal::Office { service_point, .. }) if written => Some(service_point.as_str()),
+        _ => None,
+    };
+    Edge::key(message, point, date, own_point).map_err(malformed)
 }
 
 fn unknown_method(path: &str) -> ApiError {

@@ -12,6 +12,7 @@ pub mod audit;
 mod brokers;
 mod caller;
 mod door;
+pub mod edge;
 pub mod limits;
 pub mod store;
 mod wire;

@@ -133,6 +133,23 @@ pub(crate) fn bytes_field(message: &[u8], tag: u32) -> Result<Option<Vec<u8>>, W
     Ok(found)
 }
 
+/// The value of the varint field `tag` (its last occurrence), `None` when absent.
+pub(crate) fn varint_field(message: &[u8], tag: u32) -> Result<Option<u64>, WireError> {
+    let mut found = None;
+    walk(message, |field| {
+        if field.number == tag {
+            if field.wire_type != 0 {
+                return Err(WireError::Message);
+            }
+            let mut pos = field.whole.start;
+            varint(message, &mut pos)?;
+            found = Some(varint(message, &mut pos)?);
+        }
+        Ok(())
+    })?;
+    Ok(found)
+}
+
 /// The field numbers the message gives a value, each once, in order. (A proto3
 /// field left at its default is not on the wire, so it is not among them.)
 pub(crate) fn present_fields(message: &[u8]) -> Result<Vec<u32>, WireError> {

@@ -114,6 +114,53 @@ pub struct ServerConfig {
     pub concurrency_limit: usize,
     /// How long in-flight requests may take to finish after SIGTERM, in milliseconds.
     pub drain_timeout_ms: u64,
+    /// gRPC-Web for browsers on the same port, with CORS; off when absent.
+    pub grpc_web: Option<GrpcWebConfig>,
+}
+
+/// gRPC-Web (HTTP/1.1 or HTTP/2, `application/grpc-web`) beside gRPC, so a
+/// browser page can call; CORS lets the named origins read the answers and
+/// their status (`grpc-status`, `grpc-message`, `grpc-status-details-bin`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrpcWebConfig {
+    /// The origins whose pages may call (`https://stok.example.go.id`), or `["*"]` for any.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for GrpcWebConfig {
+    fn default() -> Self {
+        Self {
+            allowed_origins: vec!["*".to_owned()],
+        }
+    }
+}
+
+impl Validate for GrpcWebConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let key = "server.grpc_web.allowed_origins";
+        if self.allowed_origins.is_empty() {
+            return Err(ConfigError::new(key, "must name at least one origin, or \"*\""));
+        }
+        if self.allowed_origins.len() > 1 && self.allowed_origins.iter().any(|o| o == "*") {
+            return Err(ConfigError::new(key, "\"*\" stands alone"));
+        }
+        for origin in &self.allowed_origins {
+            let shaped = origin == "*"
+                || ((origin.starts_with("https://") || origin.starts_with("http://"))
+                    && !origin.ends_with('/')
+                    && http::HeaderValue::from_str(origin).is_ok()
+                    && http::Uri::try_from(origin.as_str())
+                        .is_ok_and(|u| u.path() == "/" || u.path().is_empty()));
+            if !shaped {
+                return Err(ConfigError::new(
+                    key,
+                    format!("{origin:?} is not an origin (scheme://host[:port], no path)"),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for ServerConfig {
@@ -125,6 +172,7 @@ impl Default for ServerConfig {
             request_timeout_ms: 10_000,
             concurrency_limit: 1024,
             drain_timeout_ms: 10_000,
+            grpc_web: None,
         }
     }
 }
@@ -163,6 +211,9 @@ impl Validate for ServerConfig {
         }
         if let Some(tls) = &self.tls {
             tls.validate()?;
+        }
+        if let Some(web) = &self.grpc_web {
+            web.validate()?;
         }
         Ok(())
     }
@@ -582,6 +633,44 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         assert!(ServiceConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn grpc_web_origins_are_origins_and_keys_are_hex() {
+        let web = |origins: &[&str]| GrpcWebConfig {
+            allowed_origins: origins.iter().map(|o| (*o).to_owned()).collect(),
+        };
+        assert!(web(&["*"]).validate().is_ok());
+        assert!(
+            web(&["https://stok.example.go.id", "http://localhost:5173"])
+                .validate()
+                .is_ok()
+        );
+        for bad in [
+            &[][..],
+            &["*", "https://a.example"],
+            &["stok.example"],
+            &["https://a.example/page"],
+            &["https://a.example/"],
+        ] {
+            assert!(web(bad).validate().is_err(), "{bad:?}");
+        }
+        let audit = |hash: &str, signing: &str| AuditConfig {
+            hash_key: Some(hash.to_owned().into()),
+            signing_key: Some(signing.to_owned().into()),
+            ..AuditConfig::default()
+        };
+        assert!(audit(&"ab".repeat(32), &"cd".repeat(32)).validate().is_ok());
+        assert_eq!(
+            audit("xyz", &"cd".repeat(32)).validate().map_err(|e| e.key),
+            Err("audit.hash_key".to_owned())
+        );
+        assert_eq!(
+            audit(&"ab".repeat(32), &"cd".repeat(33))
+                .validate()
+                .map_err(|e| e.key),
+            Err("audit.signing_key".to_owned())
+        );
     }
 
     #[test]

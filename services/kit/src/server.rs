@@ -147,11 +147,25 @@ impl GrpcServer {
         if let Some(tls) = &self.config.tls {
             builder = builder.tls_config(crate::tls::server_tls(tls)?)?;
         }
+        // gRPC-Web comes over HTTP/1.1 too (a browser's fetch); gRPC itself stays HTTP/2.
+        let web = self.config.grpc_web.as_ref().map(cors);
+        if web.is_some() {
+            builder = builder.accept_http1(true);
+        }
         let limit = self.config.max_message_bytes;
         let stack = ServiceBuilder::new()
             // Outermost, so every request has a span, even one refused below; the span
             // continues the caller's W3C trace and records the method, never the body.
             .layer(TraceLayer::new(grpc_classifier()).make_span_with(crate::telemetry::request_span::<Body>))
+            // A browser's preflight is answered here; its calls are translated from
+            // gRPC-Web to gRPC below, so everything under sees gRPC only.
+            .option_layer(web)
+            .option_layer(
+                self.config
+                    .grpc_web
+                    .as_ref()
+                    .map(|_| tonic_web::GrpcWebLayer::new()),
+            )
             // gRPC says an oversized message is RESOURCE_EXHAUSTED and a malformed one
             // INVALID_ARGUMENT; tonic's decoder says OUT_OF_RANGE and INTERNAL, so its
             // answers are rewritten here, in one place for every service.
@@ -195,6 +209,31 @@ impl GrpcServer {
             drain: self.config.drain_timeout(),
         })
     }
+}
+
+/// CORS for gRPC-Web: the configured origins may POST with any request header
+/// (a token, a proof, the gRPC-Web ones) and read the gRPC status headers.
+fn cors(web: &crate::config::GrpcWebConfig) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer, ExposeHeaders};
+    let origins = if web.allowed_origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            web.allowed_origins
+                .iter()
+                .filter_map(|o| http::HeaderValue::from_str(o).ok()),
+        )
+    };
+    CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([http::Method::POST])
+        .allow_headers(AllowHeaders::mirror_request())
+        .expose_headers(ExposeHeaders::list([
+            http::HeaderName::from_static("grpc-status"),
+            http::HeaderName::from_static("grpc-message"),
+            http::HeaderName::from_static("grpc-status-details-bin"),
+        ]))
+        .max_age(Duration::from_secs(600))
 }
 
 /// The google.rpc error model (`google/rpc/error_details.proto`: BadRequest,

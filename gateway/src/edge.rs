@@ -1,0 +1,311 @@
+//! The peak morning at the edge. More than 99% of the morning's applications
+//! are for a date that is already full; the gateway refuses those itself,
+//! without a backend call, and lets every request for a date with room go on
+//! to the inventory, which alone grants.
+//!
+//! The view is the inventory's own: once the inventory refuses a service
+//! point's date as full, the gateway keeps that refusal (its message and its
+//! details: the next dates and the other points with room) and follows the
+//! point's `WatchAvailability` for the date. While the stream says nothing is
+//! left, a request for that point and date gets the kept refusal. A stale view
+//! can only send a request on, never grant, and never refuse for long:
+//!
+//! - the view is the stream's last update, pushed by the inventory on change;
+//!   a stream that ends or fails drops its view at once;
+//! - a kept refusal older than [`REFUSAL_LIFE`] is not repeated (the next
+//!   request goes on and brings a fresh one, with fresh suggestions);
+//! - even then, one request per point and date goes on every [`RECHECK`], so
+//!   a date that has room again is found within that bound whatever the stream does.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use adminduk_kit::{ApiError, ErrorCode, ErrorReason};
+use adminduk_proto::common::v1::Date;
+use adminduk_proto::inventory::v1 as inventory;
+use inventory::inventory_service_client::InventoryServiceClient;
+use tonic::transport::Channel;
+use tonic_types::StatusExt as _;
+
+use crate::wire::{self, WireError};
+
+/// How long a kept refusal is repeated at the edge.
+pub const REFUSAL_LIFE: Duration = Duration::from_secs(30);
+/// How often one request for a full point and date still goes on to the inventory.
+pub const RECHECK: Duration = Duration::from_secs(2);
+/// The most points and dates followed at once; past it, requests simply go on.
+const MAX_WATCHED: usize = 2_000;
+
+/// The refusals of the inventory that say a point's date has no room.
+const FULL: [ErrorReason; 4] = [
+    ErrorReason::DateFull,
+    ErrorReason::RegionBudgetSpent,
+    ErrorReason::MonthlyCapReached,
+    ErrorReason::OutOfStock,
+];
+
+/// A service point and a day.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Key {
+    point: String,
+    date: (i32, i32, i32),
+}
+
+#[derive(Debug)]
+struct Seen {
+    /// Blanks left, as the stream last said; `None` while no stream speaks for it.
+    remaining: Option<i64>,
+    /// The inventory's last refusal, and when it came.
+    refusal: Option<(tonic::Status, Instant)>,
+    /// When a request last went on while the view said full.
+    last_recheck: Instant,
+    /// Whether a stream follows it.
+    watched: bool,
+}
+
+/// The view of full dates, shared by every request.
+#[derive(Debug, Clone)]
+pub(crate) struct Edge {
+    inventory: InventoryServiceClient<Channel>,
+    view: Arc<Mutex<HashMap<Key, Seen>>>,
+}
+
+fn date_of(bytes: &[u8]) -> Result<(i32, i32, i32), WireError> {
+    let part = |tag| -> Result<i32, WireError> {
+        let value = wire::varint_field(bytes, tag)?.unwrap_or(0);
+        i32::try_from(value).map_err(|_| WireError::Message)
+    };
+    Ok((part(1)?, part(2)?, part(3)?))
+}
+
+impl Edge {
+    pub(crate) fn new(inventory: Channel) -> Self {
+        Self {
+            inventory: InventoryServiceClient::new(inventory),
+            view: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// The point and date a request names at these field numbers, if both are
+    /// given; `point` is the one the gateway writes there, when it writes one.
+    pub(crate) fn key(
+        message: &[u8],
+        point_tag: u32,
+        date_tag: u32,
+        point: Option<&str>,
+    ) -> Result<Option<Key>, WireError> {
+        let point = match point {
+            Some(point) => point.to_owned(),
+            None => wire::string_field(message, point_tag)?.unwrap_or_default(),
+        };
+        let Some(date) = wire::bytes_field(message, date_tag)? else {
+            return Ok(None);
+        };
+        if point.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Key {
+            point,
+            date: date_of(&date)?,
+        }))
+    }
+
+    /// The inventory's refusal, repeated, when the view says the date is full
+    /// and the refusal is fresh; `None` sends the request on.
+    pub(crate) fn refusal(&self, key: &Key) -> Option<ApiError> {
+        let mut view = self.view.lock().unwrap_or_else(PoisonError::into_inner);
+        let seen = view.get_mut(key)?;
+        let (status, at) = seen.refusal.as_ref()?;
+        if seen.remaining != Some(0) || at.elapsed() > REFUSAL_LIFE {
+            return None;
+        }
+        if seen.last_recheck.elapsed() >= RECHECK {
+            seen.last_recheck = Instant::now();
+            return None;
+        }
+        Some(ApiError::passthrough(
+            ErrorCode::ResourceExhausted,
+            status.message(),
+            status.get_error_details(),
+        ))
+    }
+
+    /// What the inventory answered for `key`: a refusal for a full date is kept,
+    /// anything else forgets the kept one. The key is handed back when the date
+    /// is to be followed now ([`Edge::follow`]).
+    pub(crate) fn observe(&self, key: Key, answer: Option<&tonic::Status>) -> Option<Key> {
+        let full = answer.filter(|status| {
+            status.code() == tonic::Code::ResourceExhausted
+                && FULL
+                    .iter()
+                    .any(|r| adminduk_kit::error::reason_name(*r) == adminduk_kit::error::reason_of(status))
+        });
+        let mut view = self.view.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(status) = full else {
+            if let Some(seen) = view.get_mut(&key) {
+                seen.refusal = None;
+            }
+            return None;
+        };
+        if !view.contains_key(&key) && view.len() >= MAX_WATCHED {
+            return None;
+        }
+        let seen = view.entry(key.clone()).or_insert_with(|| Seen {
+            remaining: None,
+            refusal: None,
+            last_recheck: Instant::now(),
+            watched: false,
+        });
+        seen.refusal = Some((status.clone(), Instant::now()));
+        if seen.watched {
+            return None;
+        }
+        seen.watched = true;
+        // A refusal is proof enough to start: until the stream's first
+        // update, the inventory's word is that nothing is left.
+        seen.remaining = Some(0);
+        seen.last_recheck = Instant::now();
+        Some(key)
+    }
+
+    /// Follows one point's date until the stream ends, then forgets the view.
+    pub(crate) async fn follow(self, key: Key) {
+        let (year, month, day) = key.date;
+        let request = inventory::WatchAvailabilityRequest {
+            service_point_codes: vec![key.point.clone()],
+            date: Some(Date { year, month, day }),
+        };
+        let mut client = self.inventory.clone();
+        match client.watch_availability(request).await {
+            Ok(stream) => {
+                let mut stream = stream.into_inner();
+                while let Ok(Some(update)) = stream.message().await {
+                    let remaining = update
+                        .points
+                        .iter()
+                        .find(|p| p.service_point_code == key.point)
+                        .map(|p| p.remaining);
+                    let mut view = self.view.lock().unwrap_or_else(PoisonError::into_inner);
+                    if let Some(seen) = view.get_mut(&key) {
+                        seen.remaining = remaining;
+                    }
+                }
+            }
+            Err(status) => {
+                tracing::debug!(code = ?status.code(), "availability not followed; requests go on");
+            }
+        }
+        self.view
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+
+    use super::*;
+
+    #[test]
+    fn the_key_is_the_point_and_the_date_of_the_request() {
+        let request = inventory::ReserveRequest {
+            service_point_code: "3275-KEC-01".into(),
+            date: Some(Date {
+                year: 2026,
+                month: 12,
+                day: 3,
+            }),
+            applicant_nik: "3275014101900001".into(),
+            ..Default::default()
+        };
+        let key = Edge::key(&request.encode_to_vec(), 1, 2, None)
+            .expect("read")
+            .expect("named");
+        let office = Edge::key(&request.encode_to_vec(), 1, 2, Some("3275-KEC-02"))
+            .expect("read")
+            .expect("named");
+        assert_eq!(
+            office.point, "3275-KEC-02",
+            "the certificate's point, not the request's"
+        );
+        assert_eq!(
+            key,
+            Key {
+                point: "3275-KEC-01".into(),
+                date: (2026, 12, 3)
+            }
+        );
+        let no_date = inventory::ReserveRequest {
+            date: None,
+            ..request
+        };
+        assert_eq!(Edge::key(&no_date.encode_to_vec(), 1, 2, None), Ok(None));
+    }
+
+    fn full() -> tonic::Status {
+        ApiError::new(ErrorCode::ResourceExhausted, "full")
+            .with_reason(
+                ErrorReason::DateFull,
+                [("next_dates_with_room".to_owned(), "2026-12-04".to_owned())],
+            )
+            .into()
+    }
+
+    #[tokio::test]
+    async fn a_full_date_is_refused_until_its_refusal_ages_and_one_request_goes_on_per_recheck() {
+        let edge = Edge::new(adminduk_kit::upstream::channel("http://127.0.0.1:9").expect("channel"));
+        let key = Key {
+            point: "3275-KEC-01".into(),
+            date: (2026, 12, 3),
+        };
+        assert!(edge.refusal(&key).is_none(), "nothing known: on to the inventory");
+        assert_eq!(
+            edge.observe(key.clone(), Some(&full())),
+            Some(key.clone()),
+            "followed"
+        );
+        assert_eq!(edge.observe(key.clone(), Some(&full())), None, "followed once");
+        let refused = edge.refusal(&key).expect("refused at the edge");
+        assert_eq!(refused.code(), ErrorCode::ResourceExhausted);
+        assert_eq!(refused.reason(), Some("DATE_FULL"));
+        let status = tonic::Status::from(refused);
+        assert_eq!(
+            adminduk_kit::error::metadata_of(&status, "next_dates_with_room").as_deref(),
+            Some("2026-12-04"),
+            "the inventory's suggestions, as it gave them"
+        );
+        // The stream says there is room again: on to the inventory.
+        edge.view
+            .lock()
+            .expect("view")
+            .get_mut(&key)
+            .expect("seen")
+            .remaining = Some(3);
+        assert!(edge.refusal(&key).is_none());
+        edge.view
+            .lock()
+            .expect("view")
+            .get_mut(&key)
+            .expect("seen")
+            .remaining = Some(0);
+        // A recheck is due: one request goes on, the next is refused again.
+        edge.view
+            .lock()
+            .expect("view")
+            .get_mut(&key)
+            .expect("seen")
+            .last_recheck = Instant::now().checked_sub(RECHECK).expect("past");
+        assert!(edge.refusal(&key).is_none());
+        assert!(edge.refusal(&key).is_some());
+        // A grant forgets the refusal.
+        assert_eq!(edge.observe(key.clone(), None), None);
+        assert!(edge.refusal(&key).is_none());
+        // Any other refusal is the backend's to give each time.
+        let other: tonic::Status = ApiError::new(ErrorCode::PermissionDenied, "no").into();
+        assert_eq!(edge.observe(key.clone(), Some(&other)), None);
+        assert!(edge.refusal(&key).is_none());
+    }
+}
