@@ -9,6 +9,7 @@ pub mod certs;
 pub mod mesh;
 mod peak;
 mod phone;
+pub mod resident;
 mod seed;
 
 use std::net::SocketAddr;

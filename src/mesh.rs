@@ -242,6 +242,8 @@ pub struct MeshOptions {
     pub verbose: bool,
     /// The cache IKD and the gateway share (Redis in production); in-process when `None`.
     pub cache: Option<Arc<dyn SharedCache>>,
+    /// The gateway's allowances per kind of caller.
+    pub allowances: adminduk_gateway::limits::Allowances,
 }
 
 impl MeshOptions {
@@ -258,6 +260,7 @@ impl MeshOptions {
             ikd: any,
             verbose: false,
             cache: None,
+            allowances: Default::default(),
         }
     }
 }
@@ -424,6 +427,7 @@ pub async fn start(options: MeshOptions) -> anyhow::Result<Mesh> {
         audit_keys: data_dir_audit_keys(&data_dir)?,
         audit_chain: config::AuditConfig::default().chain,
         sign_every: std::time::Duration::from_millis(config::AuditConfig::default().sign_interval_ms),
+        allowances: options.allowances,
     };
     let gateway =
         adminduk_gateway::start(tls_server(options.gateway, &certs), upstreams, cache, records).await?;
@@ -473,6 +477,7 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<()> {
         ikd: args.ikd_addr,
         verbose: true,
         cache: None,
+        allowances: Default::default(),
     };
 
     let runtime = tokio::runtime::Runtime::new()?;
@@ -617,6 +622,7 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     db: Db::connect(&config.database, adminduk_gateway::SCHEMA, adminduk_gateway::MIGRATIONS).await?,
                     audit_chain: config.audit.chain.clone(),
                     sign_every: std::time::Duration::from_millis(config.audit.sign_interval_ms),
+                    allowances: Default::default(),
                 };
                 let running = adminduk_gateway::start(config.server.clone(), upstreams, cache, records).await?;
                 stop.await;

@@ -61,17 +61,7 @@ impl Door {
 
     /// A TLS channel to the gateway, with a client certificate or without.
     fn channel(&self, identity: Option<(&Path, &Path)>) -> Channel {
-        let certs = &self.mesh.certs;
-        let tls = adminduk_kit::tls::client_tls(&certs.ca_cert, "localhost", identity).expect("TLS files");
-        Endpoint::from_shared(format!(
-            "https://localhost:{}",
-            self.mesh.gateway.local_addr().port()
-        ))
-        .expect("endpoint")
-        .tls_config(tls)
-        .expect("TLS config")
-        .timeout(Duration::from_secs(10))
-        .connect_lazy()
+        adminduk::resident::gateway_channel(&self.mesh, identity).expect("a channel")
     }
 
     fn anonymous(&self) -> Channel {
@@ -144,21 +134,6 @@ impl Door {
             }
         }
         found.into_iter().nth(skip).expect("a resident of another family")
-    }
-
-    /// The code of the newest mail in the IKD outbox.
-    async fn last_code(&self) -> String {
-        let outbox = self.mesh.ikd.store().outbox(100).await.expect("outbox");
-        let body = &outbox.last().expect("a code was mailed").body;
-        let code: String = body
-            .split("Kode aktivasi IKD Anda: ")
-            .nth(1)
-            .expect("the code")
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect();
-        assert_eq!(code.len(), 6, "{body}");
-        code
     }
 }
 
@@ -241,71 +216,19 @@ fn refused<T: std::fmt::Debug>(answer: Result<T, Status>, code: Code, why: &str)
 }
 
 fn device_key() -> Ed25519KeyPair {
-    let rng = ring::rand::SystemRandom::new();
-    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).expect("a key");
-    Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("a key")
+    adminduk::resident::device_key().expect("a key")
 }
 
 fn nonce_of(started: &ikd::StartActivationResponse) -> String {
-    started
-        .qr_payload
-        .rsplit(':')
-        .next()
-        .expect("IKD1:<id>:<nonce>")
-        .to_owned()
+    adminduk::resident::nonce_of(started)
 }
 
 /// A phone's activation through the gateway: started anonymously, checked face
 /// to face by the office device, completed with the mailed code; then a token.
 async fn activate(door: &Door, nik: &str, key: &Ed25519KeyPair) -> String {
-    let mut phone = IkdServiceClient::new(door.anonymous());
-    let started = phone
-        .start_activation(ikd::StartActivationRequest {
-            nik: nik.to_owned(),
-            email: "warga@example.com".into(),
-            phone: "081234567890".into(),
-            device_public_key: key.public_key().as_ref().to_vec(),
-        })
+    adminduk::resident::activate(&door.mesh, nik, key)
         .await
-        .expect("anyone may start an activation")
-        .into_inner();
-    IkdServiceClient::new(door.office())
-        .verify_at_office(ikd::VerifyAtOfficeRequest {
-            activation_id: started.activation_id.clone(),
-            nonce: nonce_of(&started),
-            // What the request says of the officer and the point is not believed.
-            officer_id: "made-up".into(),
-            service_point_code: "3275-KEC-99".into(),
-        })
-        .await
-        .expect("the office verifies");
-    let code = door.last_code().await;
-    let done = phone
-        .complete_activation(ikd::CompleteActivationRequest {
-            activation_id: started.activation_id,
-            code,
-            signature: key.sign(&started.challenge).as_ref().to_vec(),
-        })
-        .await
-        .expect("completed")
-        .into_inner();
-    assert_eq!(done.status, ikd::IdentityStatus::Active as i32);
-    let challenge = phone
-        .create_token_challenge(ikd::CreateTokenChallengeRequest { nik: nik.to_owned() })
-        .await
-        .expect("challenge")
-        .into_inner()
-        .challenge;
-    phone
-        .issue_session_token(ikd::IssueSessionTokenRequest {
-            nik: nik.to_owned(),
-            signature: key.sign(&challenge).as_ref().to_vec(),
-            challenge,
-        })
-        .await
-        .expect("token")
-        .into_inner()
-        .token
+        .expect("activated")
 }
 
 /// A request carrying a resident's session token.
@@ -501,14 +424,7 @@ const SUBMIT: &str = "/adminduk.printing.v1.PrintingService/SubmitPrintJob";
 /// A request with a session token and a proof signed by `key` for `method`.
 fn with_proof<T>(message: T, token: &str, key: &Ed25519KeyPair, method: &str, id: &str) -> tonic::Request<T> {
     let mut request = with_token(message, token);
-    let now_ms = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_millis(),
-    )
-    .expect("ms");
-    let proof = adminduk_kit::proof::sign(key, method, now_ms, id, token);
+    let proof = adminduk::resident::proof(key, method, id, token);
     request.metadata_mut().insert(
         adminduk_kit::proof::PROOF_HEADER,
         proof.parse().expect("header value"),
@@ -1245,6 +1161,7 @@ async fn a_service_run_apart_answers_only_the_mesh_and_the_gateway_reaches_it() 
             audit_keys: adminduk::mesh::data_dir_audit_keys(dir.path()).expect("audit keys"),
             audit_chain: "gateway".to_owned(),
             sign_every: Duration::from_secs(60),
+            allowances: Default::default(),
         },
     )
     .await
@@ -1546,6 +1463,7 @@ async fn a_full_date_is_refused_at_the_edge_without_a_backend_call_until_a_blank
             audit_keys: adminduk::mesh::data_dir_audit_keys(dir.path()).expect("keys"),
             audit_chain: "edge".to_owned(),
             sign_every: Duration::from_secs(60),
+            allowances: Default::default(),
         },
     )
     .await

@@ -83,6 +83,8 @@ pub(crate) struct OwnParts {
     pub(crate) audit: AuditLog,
     /// `AgencyService` and `BrokerWatchService`.
     pub(crate) routes: tonic::service::Routes,
+    /// Each kind of caller's allowance.
+    pub(crate) allowances: crate::limits::Allowances,
 }
 
 /// The longest a forwarded answer stream (WatchAvailability) stays open; the client opens another.
@@ -95,6 +97,23 @@ const PROOF_SKEW: Duration = Duration::from_secs(120);
 const PROOF_MEMORY: Duration = Duration::from_secs(300);
 /// The most proof ids remembered here when the shared cache cannot be reached.
 const MAX_LOCAL_PROOFS: usize = 100_000;
+
+/// Whether the door forwards what it admits, or only decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Forward,
+    Decide,
+}
+
+/// A request past the door's first checks: what the rest decide by.
+struct Admitted<'a> {
+    rule: &'static Rule,
+    grant: Grant,
+    caller: &'a Caller,
+    /// The point and date it applies for, when the edge watches them.
+    edge_key: Option<Key>,
+    mode: Mode,
+}
 
 /// What every door shares.
 #[derive(Debug)]
@@ -128,7 +147,7 @@ impl Gateway {
             edge: Edge::new(upstreams.inventory.clone()),
             upstreams,
             tokens,
-            limits: Limits::new(cache.clone()),
+            limits: Limits::new(cache.clone(), own.allowances),
             agencies: own.agencies,
             brokers: own.brokers,
             audit: own.audit,
@@ -140,13 +159,24 @@ impl Gateway {
     }
 
     async fn handle(&self, request: http::Request<Body>) -> http::Response<Body> {
-        match self.admit(request).await {
+        match self.admit(request, Mode::Forward).await {
             Ok(response) => response,
             Err(err) => tonic::Status::from(err).into_http(),
         }
     }
 
-    async fn admit(&self, request: http::Request<Body>) -> Result<http::Response<Body>, ApiError> {
+    /// Every decision the door makes for `request`, without the call it would
+    /// forward (nor an agency's metering or an audit row): `Ok` where it would
+    /// forward, the refusal otherwise. What the policy bench measures.
+    pub(crate) async fn decide_only(&self, request: http::Request<Body>) -> Result<(), ApiError> {
+        self.admit(request, Mode::Decide).await.map(drop)
+    }
+
+    async fn admit(
+        &self,
+        request: http::Request<Body>,
+        mode: Mode,
+    ) -> Result<http::Response<Body>, ApiError> {
         let (parts, body) = request.into_parts();
         let path = parts.uri.path().to_owned();
         let rule = access::rule_for(&path).ok_or_else(|| unknown_method(&path))?;
@@ -167,10 +197,19 @@ impl Gateway {
             return Err(refusal);
         }
         let event = match rule.audit {
-            Some(subject) => Some(self.audit_event(subject, &caller, &parts.headers, &path, &message)?),
-            None => None,
+            Some(subject) if mode == Mode::Forward => {
+                Some(self.audit_event(subject, &caller, &parts.headers, &path, &message)?)
+            }
+            _ => None,
         };
-        let result = self.decide(rule, grant, &caller, parts, message, edge_key).await;
+        let admitted = Admitted {
+            rule,
+            grant,
+            caller: &caller,
+            edge_key,
+            mode,
+        };
+        let result = self.decide(admitted, parts, message).await;
         match event {
             None => result,
             Some(mut event) => match result {
@@ -190,13 +229,17 @@ impl Gateway {
     /// The door's decisions past the caller's allowance, and the call forwarded.
     async fn decide(
         &self,
-        rule: &'static Rule,
-        grant: Grant,
-        caller: &Caller,
+        admitted: Admitted<'_>,
         parts: http::request::Parts,
         mut message: Vec<u8>,
-        edge_key: Option<Key>,
     ) -> Result<http::Response<Body>, ApiError> {
+        let Admitted {
+            rule,
+            grant,
+            caller,
+            edge_key,
+            mode,
+        } = admitted;
         let path = parts.uri.path().to_owned();
         if let Caller::Citizen(citizen) = caller {
             if rule.proof {
@@ -225,6 +268,9 @@ impl Gateway {
             None => None,
         };
         self.apply(grant, caller, &mut message, ikd).await?;
+        if mode == Mode::Decide {
+            return Ok(http::Response::new(Body::empty()));
+        }
         let metered = match caller {
             Caller::Certified(Principal::Agency { code }) if rule.metered => {
                 Some(self.agencies.meter(code, &message).await?)

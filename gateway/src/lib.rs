@@ -41,8 +41,8 @@ use door::{
     PrintingName,
 };
 
-/// What the gateway keeps itself: its database (agreements, flags, the audit
-/// chain) and the audit's keys, kept outside it.
+/// What the gateway keeps and is given: its database (agreements, flags, the
+/// audit chain), the audit's keys (kept outside it), and its callers' allowances.
 #[derive(Debug)]
 pub struct Records {
     /// The gateway's database, connected and migrated with [`MIGRATIONS`].
@@ -53,6 +53,27 @@ pub struct Records {
     pub audit_chain: String,
     /// How often the chain's head is signed.
     pub sign_every: Duration,
+    /// Each kind of caller's allowance (the defaults of [`limits::Kind::allowance`] unless changed).
+    pub allowances: limits::Allowances,
+}
+
+/// The door's decisions for a request, without the call it would forward:
+/// authentication (a cached token), the table, the allowance, the edge's view
+/// of full dates, the proof, the broker checks, IKD first and the facts
+/// written. What the policy bench measures, beside Ed25519 alone.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    gateway: Arc<Gateway>,
+}
+
+impl Policy {
+    /// `Ok` where the door would forward `request`; its refusal otherwise.
+    pub async fn decide(
+        &self,
+        request: http::Request<tonic::body::Body>,
+    ) -> Result<(), adminduk_kit::ApiError> {
+        self.gateway.decide_only(request).await
+    }
 }
 
 /// The gateway could not start.
@@ -73,6 +94,7 @@ pub enum StartError {
 pub struct Running {
     server: RunningServer,
     audit: Writer,
+    gateway: Arc<Gateway>,
 }
 
 impl Running {
@@ -81,10 +103,18 @@ impl Running {
         self.server.local_addr()
     }
 
+    /// The door's decisions alone, for measuring them (see [`Policy`]).
+    pub fn policy(&self) -> Policy {
+        Policy {
+            gateway: self.gateway.clone(),
+        }
+    }
+
     /// Stops accepting and drains in-flight requests (up to the drain timeout),
     /// then writes the audit rows still queued and signs the chain's head.
     pub async fn shutdown(self) -> Result<(), ServeError> {
         let stopped = self.server.shutdown().await;
+        drop(self.gateway);
         if tokio::time::timeout(Duration::from_secs(10), self.audit.finish())
             .await
             .is_err()
@@ -134,6 +164,7 @@ pub async fn start(
         brokers,
         audit,
         routes,
+        allowances: records.allowances,
     };
     let gateway = Arc::new(Gateway::new(upstreams, tokens, cache, own, limit));
     let server = builder
@@ -142,7 +173,7 @@ pub async fn start(
         .add_service(Door::<PrintingName>::new(gateway.clone()))
         .add_service(Door::<IkdName>::new(gateway.clone()))
         .add_service(Door::<AgencyName>::new(gateway.clone()))
-        .add_service(Door::<BrokerWatchName>::new(gateway))
+        .add_service(Door::<BrokerWatchName>::new(gateway.clone()))
         .with_descriptors(adminduk_proto::FILE_DESCRIPTOR_SET)
         .start()
         .await;
@@ -156,5 +187,6 @@ pub async fn start(
     Ok(Running {
         server,
         audit: writer,
+        gateway,
     })
 }

@@ -62,7 +62,7 @@ impl Kind {
         }
     }
 
-    /// Requests per minute, and how many at once.
+    /// The default allowance: requests per minute, and how many at once.
     pub fn allowance(self) -> (u32, u32) {
         match self {
             // A busy counter serves a resident every few minutes, with lookups between.
@@ -81,9 +81,33 @@ impl Kind {
     }
 }
 
+/// Each kind's allowance: requests per minute, and how many at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allowances([(u32, u32); 7]);
+
+impl Default for Allowances {
+    fn default() -> Self {
+        Self(Kind::ALL.map(Kind::allowance))
+    }
+}
+
+impl Allowances {
+    /// These allowances with `kind`'s set to `per_minute` with bursts of `burst` (each at least 1).
+    pub fn with(mut self, kind: Kind, per_minute: u32, burst: u32) -> Self {
+        self.0[kind.index()] = (per_minute.max(1), burst.clamp(1, per_minute.max(1)));
+        self
+    }
+
+    /// `kind`'s allowance.
+    pub fn of(&self, kind: Kind) -> (u32, u32) {
+        self.0[kind.index()]
+    }
+}
+
 /// The limiters of one gateway replica.
 pub(crate) struct Limits {
     shared: Arc<dyn SharedCache>,
+    allowances: Allowances,
     local: Vec<DefaultKeyedRateLimiter<String>>,
     clock: DefaultClock,
 }
@@ -95,11 +119,11 @@ impl std::fmt::Debug for Limits {
 }
 
 impl Limits {
-    pub(crate) fn new(shared: Arc<dyn SharedCache>) -> Self {
+    pub(crate) fn new(shared: Arc<dyn SharedCache>, allowances: Allowances) -> Self {
         let local = Kind::ALL
             .iter()
             .map(|kind| {
-                let (per_minute, burst) = kind.allowance();
+                let (per_minute, burst) = allowances.of(*kind);
                 let quota = Quota::per_minute(
                     std::num::NonZeroU32::new(per_minute).unwrap_or(std::num::NonZeroU32::MIN),
                 )
@@ -109,6 +133,7 @@ impl Limits {
             .collect();
         Self {
             shared,
+            allowances,
             local,
             clock: DefaultClock::default(),
         }
@@ -116,7 +141,7 @@ impl Limits {
 
     /// Spends one request of `kind`'s allowance at `key`; `Err` with the wait when none is left.
     pub(crate) async fn spend(&self, kind: Kind, key: &str) -> Result<(), Duration> {
-        let (per_minute, burst) = kind.allowance();
+        let (per_minute, burst) = self.allowances.of(kind);
         let interval = Duration::from_millis(60_000 / u64::from(per_minute.max(1)));
         let shared_key = format!("rate:{}:{key}", kind.as_str());
         match tokio::time::timeout(SHARED_BUDGET, self.shared.admit(&shared_key, interval, burst)).await {
@@ -152,7 +177,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_burst_is_admitted_then_the_next_waits_and_keys_are_apart() {
-        let limits = Limits::new(Arc::new(MemoryCache::new()));
+        let limits = Limits::new(Arc::new(MemoryCache::new()), Allowances::default());
         let (_, burst) = Kind::Nik.allowance();
         for _ in 0..burst {
             assert_eq!(limits.spend(Kind::Nik, "a").await, Ok(()));
