@@ -16,6 +16,7 @@ use adminduk_proto::population::v1 as population;
 use adminduk_proto::printing::v1 as printing;
 use gateway::agency_service_client::AgencyServiceClient;
 use gateway::broker_watch_service_client::BrokerWatchServiceClient;
+use gateway::report_service_client::ReportServiceClient;
 use ikd::ikd_service_client::IkdServiceClient;
 use inventory::inventory_service_client::InventoryServiceClient;
 use population::population_service_client::PopulationServiceClient;
@@ -1733,4 +1734,125 @@ async fn with_redis_gone_the_gateway_keeps_serving_and_lets_no_broker_through() 
         .accounts;
     assert_eq!(flagged.len(), 1);
     door.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ikd_first_deflects_the_eligible_exempts_a_child_and_counts_the_activation_that_follows() {
+    let door = Door::open().await;
+    let mut counter = InventoryServiceClient::new(door.office());
+    let day = adminduk_kit::time::today_wib() + chrono::Days::new(2);
+    let reserve = |nik: &str, key: &str| inventory::ReserveRequest {
+        service_point_code: "3275-KEC-01".into(),
+        date: Some(adminduk_proto::convert::date(day)),
+        applicant_nik: nik.to_owned(),
+        idempotency_key: key.to_owned(),
+        ..Default::default()
+    };
+    let mut reports = ReportServiceClient::new(door.office());
+    let report = async |reports: &mut ReportServiceClient<Channel>| {
+        reports
+            .get_ikd_first_report(gateway::GetIkdFirstReportRequest {})
+            .await
+            .expect("report")
+            .into_inner()
+    };
+
+    // An eligible resident without IKD is deflected, told how and where.
+    let nik = door.resident_without_ikd(12).await;
+    let status = refused(
+        counter.reserve(reserve(&nik, "first")).await,
+        Code::FailedPrecondition,
+        "IKD_ACTIVATION_REQUIRED",
+    );
+    let nearest = metadata_of(&status, "nearest_offices").expect("the nearest offices");
+    assert!(
+        nearest.split(',').all(|code| code.starts_with("3275-")) && !nearest.is_empty(),
+        "{nearest}"
+    );
+    let before = report(&mut reports).await;
+    assert_eq!(
+        (before.window_days, before.deflected, before.activated_after),
+        (30, 1, 0)
+    );
+
+    // Activated on the phone, the resident books at the counter, and the activation is counted.
+    let key = device_key();
+    activate(&door, &nik, &key).await;
+    let booked = counter.reserve(reserve(&nik, "second")).await;
+    assert!(
+        booked
+            .as_ref()
+            .err()
+            .is_none_or(|s| reason(s) != "IKD_ACTIVATION_REQUIRED"),
+        "{booked:?}"
+    );
+    let after = report(&mut reports).await;
+    assert_eq!((after.deflected, after.activated_after), (1, 1));
+    refused(
+        ReportServiceClient::new(door.agency())
+            .get_ikd_first_report(gateway::GetIkdFirstReportRequest {})
+            .await,
+        Code::PermissionDenied,
+        "ROLE_NOT_ALLOWED",
+    );
+
+    // A child cannot activate IKD: not deflected, and the exemption is in the audit row.
+    let mut search = PopulationServiceClient::new(door.office());
+    let born_after = chrono::Datelike::year(&adminduk_kit::time::today_wib()) - 16;
+    let mut child = None;
+    for district in ["327501", "327502", "327503", "327504", "327505"] {
+        let found = search
+            .search_residents(population::SearchResidentsRequest {
+                district_code: district.into(),
+                name_query: "an".into(),
+                page_size: 100,
+                ..Default::default()
+            })
+            .await
+            .expect("search")
+            .into_inner()
+            .residents;
+        child = found.into_iter().find(|r| {
+            r.birth_date.as_ref().is_some_and(|d| d.year > born_after)
+                && r.marital_status == population::MaritalStatus::Single as i32
+        });
+        if child.is_some() {
+            break;
+        }
+    }
+    let child = child.expect("a child among the synthetic residents").nik;
+    let answer = counter.reserve(reserve(&child, "child")).await;
+    assert!(
+        answer
+            .as_ref()
+            .err()
+            .is_none_or(|s| reason(s) != "IKD_ACTIVATION_REQUIRED"),
+        "{answer:?}"
+    );
+    assert_eq!(
+        report(&mut reports).await.deflected,
+        1,
+        "an exemption is no deflection"
+    );
+    let dir = door.close().await;
+    let db = adminduk_kit::storage::Db::connect(
+        &adminduk_kit::config::DatabaseConfig {
+            url: format!("sqlite:{}", dir.path().join("gateway.db").display()).into(),
+            max_connections: 1,
+        },
+        adminduk_gateway::SCHEMA,
+        adminduk_gateway::MIGRATIONS,
+    )
+    .await
+    .expect("the gateway's database");
+    let keys = adminduk::mesh::data_dir_audit_keys(dir.path()).expect("keys");
+    let rows = adminduk_gateway::audit::search_nik(&db, &keys, &child, 10)
+        .await
+        .expect("search");
+    assert!(
+        rows.iter()
+            .any(|r| r.method.ends_with("/Reserve") && r.purpose.contains("ineligible: UNDER_17")),
+        "{rows:?}"
+    );
+    db.close().await;
 }

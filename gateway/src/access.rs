@@ -136,17 +136,20 @@ pub enum Backend {
     Agencies,
     /// `adminduk.gateway.v1.BrokerWatchService`, served by the gateway itself.
     BrokerWatch,
+    /// `adminduk.gateway.v1.ReportService`, served by the gateway itself.
+    Reports,
 }
 
 impl Backend {
     /// Every backend, in a fixed order.
-    pub const ALL: [Backend; 6] = [
+    pub const ALL: [Backend; 7] = [
         Backend::Population,
         Backend::Inventory,
         Backend::Printing,
         Backend::Ikd,
         Backend::Agencies,
         Backend::BrokerWatch,
+        Backend::Reports,
     ];
 
     /// The gRPC service name.
@@ -158,6 +161,7 @@ impl Backend {
             Backend::Ikd => "adminduk.ikd.v1.IkdService",
             Backend::Agencies => "adminduk.gateway.v1.AgencyService",
             Backend::BrokerWatch => "adminduk.gateway.v1.BrokerWatchService",
+            Backend::Reports => "adminduk.gateway.v1.ReportService",
         }
     }
 
@@ -168,7 +172,7 @@ impl Backend {
             Backend::Inventory => "inventory",
             Backend::Printing => "printing",
             Backend::Ikd => "ikd",
-            Backend::Agencies | Backend::BrokerWatch => "gateway",
+            Backend::Agencies | Backend::BrokerWatch | Backend::Reports => "gateway",
         }
     }
 }
@@ -212,7 +216,7 @@ impl Rule {
 }
 
 use crate::limits::Kind;
-use Backend::{Agencies, BrokerWatch, Ikd, Inventory, Population, Printing};
+use Backend::{Agencies, BrokerWatch, Ikd, Inventory, Population, Printing, Reports};
 use Fact::{AdminName, Device, IkdActive, ServicePoint};
 use Subject::{Kk, Nik};
 
@@ -482,6 +486,8 @@ pub const TABLE: &[Rule] = &[
     // Offices see the accounts flagged as brokers and clear one with a reason.
     rule(BrokerWatch, "ListFlaggedAccounts", STAFF),
     rule(BrokerWatch, "ClearFlaggedAccount", STAFF),
+    // IKD first's deflections and the activations after them.
+    rule(Reports, "GetIkdFirstReport", STAFF),
 ];
 
 /// The rule of a request path (`/adminduk.ikd.v1.IkdService/GetStatus`), if the gateway serves it.

@@ -306,6 +306,12 @@ impl AuditLog {
         (Self { queue, keys }, Writer { task })
     }
 
+    /// A resident's keyed reference under the audit's HMAC key (what `audit
+    /// search` finds them by), for the gateway's other records of them.
+    pub(crate) fn nik_reference(&self, nik: &str) -> String {
+        self.keys.reference(SubjectKind::Nik, nik)
+    }
+
     /// Records an event (never waits: a full queue drops the row and says so in the log).
     pub fn record(&self, event: Event) {
         let (subject_kind, subject_masked, subject_hash) = match &event.subject {

@@ -19,9 +19,7 @@ use adminduk_kit::cache::SharedCache;
 use adminduk_kit::principal::Principal;
 use adminduk_kit::proof::{self, PROOF_HEADER, ProofError};
 use adminduk_kit::{ApiError, ErrorCode, ErrorReason, upstream};
-use adminduk_proto::ikd::v1 as ikd;
 use http_body_util::BodyExt as _;
-use ikd::ikd_service_client::IkdServiceClient;
 use tonic::body::Body;
 use tonic::server::NamedService;
 use tonic::transport::Channel;
@@ -34,6 +32,7 @@ use crate::audit::{AuditLog, Event, SubjectKind, outcome};
 use crate::brokers::{BROKER_REFUSALS, Brokers, broker_suspected};
 use crate::caller::{self, Caller, Citizen, Tokens};
 use crate::edge::{Edge, Key};
+use crate::ikd_first::{IkdFirst, Passed};
 use crate::limits::{Kind, Limits};
 use crate::wire::{self, WireError};
 
@@ -68,7 +67,7 @@ impl Upstreams {
             Backend::Inventory => Some(&self.inventory),
             Backend::Printing => Some(&self.printing),
             Backend::Ikd => Some(&self.ikd),
-            Backend::Agencies | Backend::BrokerWatch => None,
+            Backend::Agencies | Backend::BrokerWatch | Backend::Reports => None,
         }
     }
 }
@@ -85,6 +84,8 @@ pub(crate) struct OwnParts {
     pub(crate) routes: tonic::service::Routes,
     /// Each kind of caller's allowance.
     pub(crate) allowances: crate::limits::Allowances,
+    /// IKD first's reads and counts.
+    pub(crate) ikd_first: IkdFirst,
 }
 
 /// The longest a forwarded answer stream (WatchAvailability) stays open; the client opens another.
@@ -113,6 +114,8 @@ struct Admitted<'a> {
     /// The point and date it applies for, when the edge watches them.
     edge_key: Option<Key>,
     mode: Mode,
+    /// Its audit row, while the outcome is not known yet.
+    event: Option<&'a mut Event>,
 }
 
 /// What every door shares.
@@ -120,13 +123,13 @@ struct Admitted<'a> {
 pub(crate) struct Gateway {
     upstreams: Upstreams,
     tokens: Tokens,
-    ikd: IkdServiceClient<Channel>,
     cache: Arc<dyn SharedCache>,
     limits: Limits,
     agencies: Agencies,
     brokers: Brokers,
     audit: AuditLog,
     edge: Edge,
+    ikd_first: IkdFirst,
     /// The gateway's own services, reached through the door like the others.
     own: tonic::service::Routes,
     /// Proof ids seen while the shared cache could not be reached.
@@ -143,8 +146,8 @@ impl Gateway {
         max_message_bytes: usize,
     ) -> Self {
         Self {
-            ikd: IkdServiceClient::new(upstreams.ikd.clone()),
             edge: Edge::new(upstreams.inventory.clone()),
+            ikd_first: own.ikd_first,
             upstreams,
             tokens,
             limits: Limits::new(cache.clone(), own.allowances),
@@ -196,7 +199,7 @@ impl Gateway {
         if let Some(refusal) = edge_key.as_ref().and_then(|key| self.edge.refusal(key)) {
             return Err(refusal);
         }
-        let event = match rule.audit {
+        let mut event = match rule.audit {
             Some(subject) if mode == Mode::Forward => {
                 Some(self.audit_event(subject, &caller, &parts.headers, &path, &message)?)
             }
@@ -208,6 +211,7 @@ impl Gateway {
             caller: &caller,
             edge_key,
             mode,
+            event: event.as_mut(),
         };
         let result = self.decide(admitted, parts, message).await;
         match event {
@@ -239,6 +243,7 @@ impl Gateway {
             caller,
             edge_key,
             mode,
+            event,
         } = admitted;
         let path = parts.uri.path().to_owned();
         if let Caller::Citizen(citizen) = caller {
@@ -264,7 +269,14 @@ impl Gateway {
             }
         }
         let ikd = match rule.ikd_first {
-            Some(tag) => Some(self.ikd_first(tag, caller, &parts.headers, &message).await?),
+            Some(tag) => {
+                let passed = self.ikd_first(tag, caller, &parts.headers, &message).await?;
+                // Every exemption is in the audit row, beside the purpose.
+                if let (Some(exemption), Some(event)) = (&passed.exemption, event) {
+                    event.purpose = format!("{} ({exemption})", event.purpose);
+                }
+                Some(passed.active)
+            }
             None => None,
         };
         self.apply(grant, caller, &mut message, ikd).await?;
@@ -472,16 +484,16 @@ impl Gateway {
         Ok(())
     }
 
-    /// IKD first: the resident the request is for has an active IKD, or an
-    /// office goes on for them with a written reason (logged). The answer is
-    /// whether IKD is active.
+    /// IKD first (see [`crate::ikd_first`]) for the resident the request names
+    /// at field `tag`: whether their IKD is active, and why the request goes on
+    /// without one, if it does.
     async fn ikd_first(
         &self,
         tag: u32,
         caller: &Caller,
         headers: &http::HeaderMap,
         message: &[u8],
-    ) -> Result<bool, ApiError> {
+    ) -> Result<Passed, ApiError> {
         let nik = wire::string_field(message, tag)
             .map_err(malformed)?
             .unwrap_or_default();
@@ -490,45 +502,42 @@ impl Gateway {
         if let Caller::Citizen(citizen) = caller
             && citizen.nik == nik
         {
-            return Ok(true);
+            return Ok(Passed {
+                active: true,
+                exemption: None,
+            });
         }
-        if self.status_active(&nik).await? {
-            return Ok(true);
-        }
-        if let Caller::Certified(Principal::Office { .. }) = caller
-            && let Some(reason) = headers.get(OVERRIDE_HEADER)
-        {
-            let reason = reason
-                .to_str()
-                .ok()
-                .map(str::trim)
-                .filter(|r| (10..=500).contains(&r.chars().count()));
-            let Some(reason) = reason else {
-                return Err(ApiError::invalid_field(
-                    OVERRIDE_HEADER,
-                    "must be the reason written out, 10 to 500 characters",
-                ));
-            };
-            tracing::warn!(
+        let override_reason = match (caller, headers.get(OVERRIDE_HEADER)) {
+            (Caller::Certified(Principal::Office { .. }), Some(reason)) => {
+                let reason = reason
+                    .to_str()
+                    .ok()
+                    .map(str::trim)
+                    .filter(|r| (10..=500).contains(&r.chars().count()));
+                let Some(reason) = reason else {
+                    return Err(ApiError::invalid_field(
+                        OVERRIDE_HEADER,
+                        "must be the reason written out, 10 to 500 characters",
+                    ));
+                };
+                Some(adminduk_kit::mask::mask_digit_runs(reason))
+            }
+            _ => None,
+        };
+        let reference = self.audit.nik_reference(&nik);
+        let passed = self
+            .ikd_first
+            .check(&nik, &reference, override_reason.as_deref())
+            .await?;
+        if let Some(exemption) = &passed.exemption {
+            tracing::info!(
                 nik = %adminduk_kit::mask::log_nik(&nik),
-                office = %caller.label(),
-                reason = %adminduk_kit::mask::mask_digit_runs(reason),
-                "IKD first overridden by an office"
+                caller = %caller.label(),
+                exemption = %exemption,
+                "IKD first: gone on without an active IKD"
             );
-            return Ok(false);
         }
-        Err(ApiError::new(
-            ErrorCode::FailedPrecondition,
-            "IKD first: the resident activates IKD before anything else (StartActivation on the phone, then VerifyAtOffice at any service point)",
-        )
-        .with_reason(
-            ErrorReason::IkdActivationRequired,
-            [(
-                "how".to_owned(),
-                "StartActivation on the resident's phone, then VerifyAtOffice at any service point".to_owned(),
-            )],
-        )
-        .with_precondition("IKD", "nik", "the resident's IKD must be active"))
+        Ok(passed)
     }
 
     /// Writes what the gateway knows over the request's fields; `ikd` is
@@ -577,7 +586,7 @@ impl Gateway {
                             let nik = wire::string_field(message, nik)
                                 .map_err(malformed)?
                                 .unwrap_or_default();
-                            self.status_active(&nik).await?
+                            self.ikd_first.is_active(&nik).await?
                         }
                     };
                     wire::set_bool(message, tag, active);
@@ -698,22 +707,6 @@ impl Gateway {
             ),
         )
         .with_reason(ErrorReason::OutOfScope, [("field".to_owned(), field.to_owned())]))
-    }
-
-    /// Whether the resident of `nik` has an active IKD. A NIK the IKD service
-    /// refuses as malformed is not active; the service the call is for refuses
-    /// it in its own words.
-    async fn status_active(&self, nik: &str) -> Result<bool, ApiError> {
-        let nik = nik.to_owned();
-        let mut client = self.ikd.clone();
-        match client
-            .get_status(upstream::request(ikd::GetStatusRequest { nik }))
-            .await
-        {
-            Ok(status) => Ok(status.into_inner().status == ikd::IdentityStatus::Active as i32),
-            Err(status) if status.code() == tonic::Code::InvalidArgument => Ok(false),
-            Err(status) => Err(upstream::refusal("ikd", &status)),
-        }
     }
 
     async fn forward(
@@ -893,6 +886,7 @@ named! {
     IkdName = "adminduk.ikd.v1.IkdService";
     AgencyName = "adminduk.gateway.v1.AgencyService";
     BrokerWatchName = "adminduk.gateway.v1.BrokerWatchService";
+    ReportName = "adminduk.gateway.v1.ReportService";
 }
 
 /// The gateway's face for one service: every method of that name goes through [`Gateway`].
@@ -948,6 +942,7 @@ mod tests {
             IkdName::NAME,
             AgencyName::NAME,
             BrokerWatchName::NAME,
+            ReportName::NAME,
         ];
         let backends: Vec<&str> = Backend::ALL.iter().map(|b| b.service()).collect();
         assert_eq!(names.to_vec(), backends);

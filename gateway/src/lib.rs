@@ -13,6 +13,7 @@ mod brokers;
 mod caller;
 mod door;
 pub mod edge;
+mod ikd_first;
 pub mod limits;
 pub mod store;
 mod wire;
@@ -27,6 +28,7 @@ use adminduk_kit::server::{GrpcServer, RunningServer, ServeError};
 use adminduk_kit::storage::Db;
 use adminduk_proto::gateway::v1::agency_service_server::AgencyServiceServer;
 use adminduk_proto::gateway::v1::broker_watch_service_server::BrokerWatchServiceServer;
+use adminduk_proto::gateway::v1::report_service_server::ReportServiceServer;
 
 pub use agency::FEE_PER_CHECK_RUPIAH;
 pub use door::{OVERRIDE_HEADER, PRINCIPAL_HEADER, PURPOSE_HEADER, Upstreams};
@@ -38,8 +40,9 @@ use brokers::{BrokerApi, Brokers};
 use caller::Tokens;
 use door::{
     AgencyName, BrokerWatchName, Door, Gateway, IkdName, InventoryName, OwnParts, PopulationName,
-    PrintingName,
+    PrintingName, ReportName,
 };
+use ikd_first::ReportApi;
 
 /// What the gateway keeps and is given: its database (agreements, flags, the
 /// audit chain), the audit's keys (kept outside it), and its callers' allowances.
@@ -144,7 +147,13 @@ pub async fn start(
     let builder = GrpcServer::new(server);
     let store = store::Store::new(records.db.clone());
     let agencies = Agencies::new(store.clone());
-    let brokers = Brokers::new(store, cache.clone());
+    let brokers = Brokers::new(store.clone(), cache.clone());
+    let ikd_first = ikd_first::IkdFirst::new(
+        upstreams.ikd.clone(),
+        upstreams.inventory.clone(),
+        cache.clone(),
+        store,
+    );
     let (audit, writer) = AuditLog::start(
         records.db,
         records.audit_keys,
@@ -158,6 +167,7 @@ pub async fn start(
     .add_service(
         BrokerWatchServiceServer::new(BrokerApi::new(brokers.clone())).max_decoding_message_size(limit),
     )
+    .add_service(ReportServiceServer::new(ReportApi::new(ikd_first.clone())).max_decoding_message_size(limit))
     .prepare();
     let own = OwnParts {
         agencies,
@@ -165,6 +175,7 @@ pub async fn start(
         audit,
         routes,
         allowances: records.allowances,
+        ikd_first,
     };
     let gateway = Arc::new(Gateway::new(upstreams, tokens, cache, own, limit));
     let server = builder
@@ -174,6 +185,7 @@ pub async fn start(
         .add_service(Door::<IkdName>::new(gateway.clone()))
         .add_service(Door::<AgencyName>::new(gateway.clone()))
         .add_service(Door::<BrokerWatchName>::new(gateway.clone()))
+        .add_service(Door::<ReportName>::new(gateway.clone()))
         .with_descriptors(adminduk_proto::FILE_DESCRIPTOR_SET)
         .start()
         .await;

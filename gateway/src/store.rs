@@ -326,4 +326,60 @@ impl Store {
         .await?;
         Ok(done.rows_affected() > 0)
     }
+
+    /// Counts a deflection of the resident `reference` names: the first in a
+    /// window starts it (and forgets an activation that ended the last one).
+    pub async fn deflect(
+        &self,
+        reference: &str,
+        now: DateTime<Utc>,
+        window: chrono::Duration,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO ikd_deflections (reference, deflected_at, deflections) VALUES ($1, $2, 1)
+             ON CONFLICT (reference) DO UPDATE SET
+                 deflections = CASE WHEN ikd_deflections.activated_at IS NULL AND ikd_deflections.deflected_at >= $3
+                     THEN ikd_deflections.deflections + 1 ELSE 1 END,
+                 deflected_at = CASE WHEN ikd_deflections.activated_at IS NULL AND ikd_deflections.deflected_at >= $3
+                     THEN ikd_deflections.deflected_at ELSE $2 END,
+                 activated_at = NULL",
+        )
+        .bind(reference)
+        .bind(millis(now))
+        .bind(millis(now - window))
+        .execute(self.db().pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Marks the resident's open deflection (within `window`) as followed by an activation.
+    pub async fn activated_after_deflection(
+        &self,
+        reference: &str,
+        now: DateTime<Utc>,
+        window: chrono::Duration,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE ikd_deflections SET activated_at = $2
+             WHERE reference = $1 AND activated_at IS NULL AND deflected_at >= $3",
+        )
+        .bind(reference)
+        .bind(millis(now))
+        .bind(millis(now - window))
+        .execute(self.db().pool())
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Residents deflected since `since`, and of them those who activated after.
+    pub async fn deflections_since(&self, since: DateTime<Utc>) -> Result<(i64, i64), StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS deflected, COUNT(activated_at) AS activated
+             FROM ikd_deflections WHERE deflected_at >= $1",
+        )
+        .bind(millis(since))
+        .fetch_one(self.db().pool())
+        .await?;
+        Ok((row.try_get("deflected")?, row.try_get("activated")?))
+    }
 }

@@ -30,7 +30,7 @@ use crate::domain::{
 };
 use crate::store::{AuditEntry, NewActivation, OpenActivation, Store, StoreError};
 
-pub use adminduk_kit::token::revoked_device_key;
+pub use adminduk_kit::token::{ikd_status_key, revoked_device_key};
 
 /// The keys that sign session tokens: the newest signs, all verify.
 #[derive(Debug)]
@@ -575,6 +575,10 @@ impl IkdService for IkdApi {
             if let Err(err) = self.cache.delete(&revoked_device_key(&device)).await {
                 tracing::warn!(error = %err, "revocation mark not cleared; the gateway will ask the service");
             }
+            // The gateway's IKD-first view of the resident is stale now.
+            if let Err(err) = self.cache.delete(&ikd_status_key(&activation.nik)).await {
+                tracing::warn!(error = %err, "IKD status not refreshed at the gateway; it expires by itself");
+            }
             tracing::info!(nik = %adminduk_kit::mask::log_nik(&activation.nik), device = %device, "identity active");
             Ok(pb::CompleteActivationResponse {
                 status: pb::IdentityStatus::Active.into(),
@@ -592,14 +596,15 @@ impl IkdService for IkdApi {
         request: Request<pb::GetStatusRequest>,
     ) -> Result<Response<pb::GetStatusResponse>, Status> {
         let pb::GetStatusRequest { nik } = request.into_inner();
-        let nik = require_nik(&nik)?;
-        let nik = nik.as_str();
+        let parsed = require_nik(&nik)?;
+        let nik = parsed.as_str();
         let identity = self.store.identity(nik).await.map_err(store_error)?;
         let response = match identity {
             Some(i) if i.active => pb::GetStatusResponse {
                 status: pb::IdentityStatus::Active.into(),
                 device_id: i.device_id,
                 activate_time: Some(convert::timestamp(i.activated_at)),
+                ineligible: String::new(),
             },
             other => {
                 let pending = self
@@ -614,10 +619,21 @@ impl IkdService for IkdApi {
                 } else {
                     pb::IdentityStatus::NotActivated
                 };
+                // Whether the resident could activate (IKD first exempts those who cannot).
+                let ineligible = match self.resident_facts(&parsed).await {
+                    Ok((facts, _)) => check_eligibility(facts, adminduk_kit::time::today_wib())
+                        .err()
+                        .map_or_else(String::new, |why| why.as_str().to_owned()),
+                    Err(err) => {
+                        tracing::warn!(error = %err.message(), "eligibility unknown: population unanswered");
+                        "UNKNOWN".to_owned()
+                    }
+                };
                 pb::GetStatusResponse {
                     status: status.into(),
                     device_id: String::new(),
                     activate_time: None,
+                    ineligible,
                 }
             }
         };
@@ -798,6 +814,9 @@ impl IkdService for IkdApi {
             let ttl = (TOKEN_TTL + chrono::Duration::minutes(1)).to_std().unwrap_or(Duration::from_secs(960));
             if let Err(err) = self.cache.set(&revoked_device_key(&device), b"1", ttl).await {
                 tracing::error!(error = %err, "revocation not shared; gateways fall back to asking the service");
+            }
+            if let Err(err) = self.cache.delete(&ikd_status_key(&nik)).await {
+                tracing::warn!(error = %err, "IKD status not refreshed at the gateway; it expires by itself");
             }
             tracing::info!(nik = %adminduk_kit::mask::log_nik(&nik), device = %device, "identity revoked");
             Ok(pb::RevokeResponse {

@@ -88,6 +88,13 @@ pub fn nik_ref(nik: &str) -> String {
     nik_ref_with(reference_key(), nik)
 }
 
+/// A NIK as a key of shared records (a cache entry about the resident): the
+/// whole HMAC-SHA256 under the reference key, in hex, so two residents never
+/// share one and the NIK is not in the key.
+pub fn nik_key(nik: &str) -> String {
+    crate::hex::encode(hmac::sign(reference_key(), nik.as_bytes()).as_ref())
+}
+
 fn nik_ref_with(key: &hmac::Key, nik: &str) -> String {
     let tag = hmac::sign(key, nik.as_bytes());
     crate::hex::encode(&tag.as_ref()[..4])

@@ -17,6 +17,14 @@ pub fn revoked_device_key(device_id: &str) -> String {
     format!("revoked-device:{device_id}")
 }
 
+/// The shared-cache key of a resident's IKD status as the gateway last read
+/// it (IKD first); the IKD service deletes it whenever the status changes.
+/// Both must run with the same `telemetry.nik_ref_key` for the deletion to
+/// reach the gateway's entry (else the entry simply lives out its short TTL).
+pub fn ikd_status_key(nik: &str) -> String {
+    format!("ikd-status:{}", crate::mask::nik_key(nik))
+}
+
 /// What a session token says. Its `Debug` masks the subject as it would a NIK.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
