@@ -127,6 +127,8 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    // Lazily connected channels are made in the runtime's context.
+    let _entered = runtime.enter();
     let dir = tempfile::tempdir()?;
     let counted = Arc::new(Counted::default());
     let cache: Arc<dyn SharedCache> = counted.clone();
@@ -141,10 +143,14 @@ fn main() -> anyhow::Result<()> {
     // A resident with IKD and a token; a point whose day is full.
     let today = adminduk_kit::time::today_wib();
     let residents = runtime.block_on(mesh.population.store().eligible_niks(today, 300))?;
-    let nik = residents
-        .first()
-        .cloned()
-        .ok_or_else(|| anyhow::anyhow!("no resident"))?;
+    let mut nik = None;
+    for candidate in &residents {
+        if runtime.block_on(mesh.ikd.store().identity(candidate))?.is_none() {
+            nik = Some(candidate.clone());
+            break;
+        }
+    }
+    let nik = nik.ok_or_else(|| anyhow::anyhow!("no resident without IKD"))?;
     let key = adminduk::resident::device_key()?;
     let token = runtime.block_on(adminduk::resident::activate(&mesh, &nik, &key))?;
     let full_day = today + chrono::Days::new(3);
@@ -153,7 +159,7 @@ fn main() -> anyhow::Result<()> {
         adminduk::resident::gateway_channel(&mesh, Some((&mesh.certs.office_cert, &mesh.certs.office_key)))?;
     let mut counter = inventory::inventory_service_client::InventoryServiceClient::new(office);
     let mut filled = 0;
-    for applicant in residents.iter().skip(1) {
+    for applicant in residents.iter().filter(|r| **r != nik) {
         let mut reserve = tonic::Request::new(inventory::ReserveRequest {
             service_point_code: "3275-KEC-01".into(),
             date: Some(adminduk_proto::convert::date(full_day)),

@@ -2,7 +2,8 @@
 //! rows, from the data directory of `adminduk up` or the gateway's
 //! configuration (`serve gateway`'s file and environment).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use secrecy::ExposeSecret as _;
@@ -45,22 +46,27 @@ enum AuditCommand {
     /// A resident's rows, found by the keyed reference of their NIK (the NIK
     /// itself is in no row).
     Search {
-        /// The resident's NIK.
+        /// The resident's NIK; read from standard input when not given (so it
+        /// is not in the process list or the shell's history).
         #[arg(long)]
-        nik: String,
+        nik: Option<String>,
         /// At most this many rows, oldest first.
         #[arg(long, default_value_t = 100)]
         limit: i64,
     },
 }
 
-/// The audit's keys in hex (the hash key, the signing key's seed when known)
-/// and the gateway's database.
-fn open(args: &AuditArgs) -> anyhow::Result<(String, Option<String>, Db)> {
-    let runtime_db = |url: String| config::DatabaseConfig {
-        url: url.into(),
-        ..config::DatabaseConfig::default()
-    };
+/// What the checks need: the audit's keys in hex (the hash key, the signing
+/// key's seed when known), the gateway's database opened without changing
+/// it, and the writer's signing interval.
+struct Opened {
+    hash: String,
+    signing: Option<String>,
+    db: Db,
+    sign_every: Duration,
+}
+
+fn open(args: &AuditArgs) -> anyhow::Result<Opened> {
     match &args.config {
         Some(file) => {
             let config: ServiceConfig =
@@ -77,7 +83,12 @@ fn open(args: &AuditArgs) -> anyhow::Result<(String, Option<String>, Db)> {
                 .signing_key
                 .as_ref()
                 .map(|k| k.expose_secret().to_owned());
-            Ok((hash, signing, open_blocking(config.database)?))
+            Ok(Opened {
+                hash,
+                signing,
+                db: open_blocking(config.database)?,
+                sign_every: Duration::from_millis(config.audit.sign_interval_ms),
+            })
         }
         None => {
             let dir = &args.data_dir;
@@ -94,37 +105,62 @@ fn open(args: &AuditArgs) -> anyhow::Result<(String, Option<String>, Db)> {
                     .trim()
                     .to_owned())
             };
-            let hash = read("audit-hash.key")?;
-            let signing = read("audit-signing.key")?;
-            let db = database_file(dir)?;
-            Ok((hash, Some(signing), open_blocking(runtime_db(db))?))
+            let file = dir.join("gateway.db");
+            anyhow::ensure!(
+                file.is_file(),
+                "{} does not exist: the gateway has not run there",
+                file.display()
+            );
+            Ok(Opened {
+                hash: read("audit-hash.key")?,
+                signing: Some(read("audit-signing.key")?),
+                db: open_blocking(config::DatabaseConfig {
+                    url: format!("sqlite:{}?mode=ro", file.display()).into(),
+                    ..config::DatabaseConfig::default()
+                })?,
+                sign_every: Duration::from_millis(config::AuditConfig::default().sign_interval_ms),
+            })
         }
     }
 }
 
-fn database_file(dir: &Path) -> anyhow::Result<String> {
-    let file = dir.join("gateway.db");
-    anyhow::ensure!(
-        file.is_file(),
-        "{} does not exist: the gateway has not run there",
-        file.display()
-    );
-    Ok(format!("sqlite:{}", file.display()))
-}
-
+/// The gateway's database as it is: nothing created, nothing migrated.
 fn open_blocking(database: config::DatabaseConfig) -> anyhow::Result<Db> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        Db::connect(&database, adminduk_gateway::SCHEMA, adminduk_gateway::MIGRATIONS)
+        Db::connect_existing(&database, adminduk_gateway::SCHEMA)
             .await
             .context("opening the gateway's database")
     })
 }
 
+/// The NIK to search for: the argument, or a line of standard input (so it
+/// stays out of the process list and the shell's history).
+fn nik_to_search(given: Option<String>) -> anyhow::Result<String> {
+    let nik = match given {
+        Some(nik) => nik,
+        None => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the NIK from standard input")?;
+            line
+        }
+    };
+    let nik = nik.trim().to_owned();
+    anyhow::ensure!(adminduk_kit::is_digits(&nik, 16), "the NIK must be 16 digits");
+    Ok(nik)
+}
+
 pub(crate) fn run(args: AuditArgs) -> anyhow::Result<()> {
-    let (hash, signing, db) = open(&args)?;
+    let Opened {
+        hash,
+        signing,
+        db,
+        sign_every,
+    } = open(&args)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -144,7 +180,8 @@ pub(crate) fn run(args: AuditArgs) -> anyhow::Result<()> {
             }
             let mut broken = false;
             for chain in chains {
-                let report = runtime.block_on(audit::verify(&db, &keys, &chain))?;
+                let report =
+                    runtime.block_on(audit::verify(&db, &keys, &chain, sign_every, chrono::Utc::now()))?;
                 match &report.broken {
                     None => println!(
                         "chain {}: {} rows, whole; signed through row {} (good signatures: {}){}",
@@ -175,7 +212,7 @@ pub(crate) fn run(args: AuditArgs) -> anyhow::Result<()> {
             Ok(())
         }
         AuditCommand::Search { nik, limit } => {
-            anyhow::ensure!(adminduk_kit::is_digits(&nik, 16), "--nik must be 16 digits");
+            let nik = nik_to_search(nik)?;
             anyhow::ensure!((1..=10_000).contains(&limit), "--limit must be 1 to 10000");
             let keys = AuditKeys::for_search(&hash)?;
             let rows = runtime.block_on(audit::search_nik(&db, &keys, &nik, limit))?;

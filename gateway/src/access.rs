@@ -201,11 +201,24 @@ pub struct Rule {
     pub audit: Option<Subject>,
     /// An agency's call counts against its agreement (fields, daily quota, fee).
     pub metered: bool,
-    /// The field numbers of the service point and the date of an application:
-    /// a date the inventory said is full is refused at the edge (see [`crate::edge`]).
-    pub edge: Option<(u32, u32)>,
+    /// Where an application names its service point and date: a date the
+    /// inventory said is full is refused at the edge (see [`crate::edge`]).
+    pub edge: Option<EdgeFields>,
     /// Who may call it.
     pub grants: &'static [Grant],
+}
+
+/// The field numbers an application's edge check reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EdgeFields {
+    /// The service point.
+    pub point: u32,
+    /// The date.
+    pub date: u32,
+    /// What makes a request a retry of an earlier one (an idempotency key, the
+    /// applicant's NIK): a retry of a request the edge forwarded goes on again,
+    /// so the answer it lost is answered as the first time.
+    pub retry: u32,
 }
 
 impl Rule {
@@ -236,9 +249,9 @@ const fn rule(backend: Backend, method: &'static str, grants: &'static [Grant]) 
 }
 
 /// An application for a blank at a point and date (see [`Rule::edge`]).
-const fn at_the_edge(rule: Rule, point: u32, date: u32) -> Rule {
+const fn at_the_edge(rule: Rule, point: u32, date: u32, retry: u32) -> Rule {
     Rule {
-        edge: Some((point, date)),
+        edge: Some(EdgeFields { point, date, retry }),
         ..rule
     }
 }
@@ -350,6 +363,7 @@ pub const TABLE: &[Rule] = &[
         ),
         1,
         2,
+        4,
     ),
     rule(
         Inventory,
@@ -396,6 +410,7 @@ pub const TABLE: &[Rule] = &[
         ),
         3,
         4,
+        1,
     ),
     rule(Printing, "LeaseJobs", &[Grant::Office(&[(1, Device)])]),
     rule(Printing, "ReportPrinted", &[Grant::Office(&[(2, Device)])]),

@@ -54,6 +54,7 @@ pub(crate) fn store_failed(err: StoreError) -> ApiError {
             "a revoked agreement cannot be changed; a new agreement is a new agency code",
         )
         .with_reason(ErrorReason::AgreementRevoked, []),
+        StoreError::Db(db) => ApiError::from(db),
         other => ApiError::internal(&other),
     }
 }

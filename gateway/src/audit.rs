@@ -13,6 +13,7 @@
 //! moves the chain's head in its transaction, so replicas may share a chain.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -279,6 +280,45 @@ struct Pending {
 pub struct AuditLog {
     queue: mpsc::Sender<Pending>,
     keys: std::sync::Arc<AuditKeys>,
+    /// Rows dropped since the writer last wrote: it writes their number as a row of its own.
+    dropped: std::sync::Arc<AtomicU64>,
+}
+
+/// An event whose outcome is not known yet. Dropped before it is finished
+/// (the client went away and the request's work with it), it is recorded as
+/// CANCELLED, so no request that reached the door is missing from the chain.
+#[derive(Debug)]
+pub(crate) struct Unfinished {
+    log: AuditLog,
+    event: Option<Event>,
+}
+
+impl Unfinished {
+    pub(crate) fn new(log: AuditLog, event: Event) -> Self {
+        Self {
+            log,
+            event: Some(event),
+        }
+    }
+
+    /// The event, to add to (an exemption to its purpose).
+    pub(crate) fn event_mut(&mut self) -> Option<&mut Event> {
+        self.event.as_mut()
+    }
+
+    /// The event, for its outcome to be written; the guard is done.
+    pub(crate) fn finish(mut self) -> Option<Event> {
+        self.event.take()
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(mut event) = self.event.take() {
+            event.outcome = code_name(tonic::Code::Cancelled).to_owned();
+            self.log.record(event);
+        }
+    }
 }
 
 /// The writer, running: stop it to write what is queued and sign the head.
@@ -302,8 +342,9 @@ impl AuditLog {
     pub fn start(db: Db, keys: AuditKeys, chain: String, sign_every: Duration) -> (Self, Writer) {
         let (queue, rx) = mpsc::channel(QUEUE);
         let keys = std::sync::Arc::new(keys);
-        let task = tokio::spawn(write(db, keys.clone(), chain, sign_every, rx));
-        (Self { queue, keys }, Writer { task })
+        let dropped = std::sync::Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(write(db, keys.clone(), chain, sign_every, rx, dropped.clone()));
+        (Self { queue, keys, dropped }, Writer { task })
     }
 
     /// A resident's keyed reference under the audit's HMAC key (what `audit
@@ -335,7 +376,8 @@ impl AuditLog {
             trace_id: adminduk_kit::telemetry::current_trace_id().unwrap_or_default(),
         };
         if let Err(err) = self.queue.try_send(pending) {
-            tracing::error!(error = %err, "an audit row was dropped: the writer is behind");
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %err, "an audit row was dropped: the writer is behind (the chain will say how many)");
         }
     }
 }
@@ -441,6 +483,7 @@ async fn write(
     chain: String,
     sign_every: Duration,
     mut rx: mpsc::Receiver<Pending>,
+    dropped: std::sync::Arc<AtomicU64>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut ticker = tokio::time::interval(sign_every);
@@ -449,8 +492,24 @@ async fn write(
     loop {
         tokio::select! {
             received = rx.recv_many(&mut batch, BATCH) => {
-                if received == 0 {
+                                if received == 0 {
                     break;
+                }
+                // Rows that could not wait are not forgotten: their number is a row.
+                let lost = dropped.swap(0, Ordering::Relaxed);
+                if lost > 0 {
+                    batch.insert(0, Pending {
+                        at_ms: millis(Utc::now()),
+                        principal: "adminduk://gateway".to_owned(),
+                        subject_kind: "",
+                        subject_masked: String::new(),
+                        subject_hash: String::new(),
+                        key_id: keys.hash_key_id.clone(),
+                        method: "audit".to_owned(),
+                        purpose: "rows the writer could not take".to_owned(),
+                        outcome: format!("ROWS_DROPPED:{lost}"),
+                        trace_id: String::new(),
+                    });
                 }
                 let mut wait = Duration::from_millis(50);
                 while let Err(err) = append(&db, &chain, &batch).await {
@@ -585,7 +644,7 @@ async fn sign_head(db: &Db, keys: &AuditKeys, chain: &str, signed: Option<i64>) 
 pub struct Verification {
     /// The chain.
     pub chain: String,
-    /// Rows read.
+    /// Rows read (up to the head as it was when the check began).
     pub rows: i64,
     /// The last row a valid signature covers (0 when none).
     pub signed_through: i64,
@@ -595,9 +654,27 @@ pub struct Verification {
     pub broken: Option<(i64, String)>,
 }
 
-/// Checks a chain: every row's hash, every link to the row before, the head,
-/// and every signature of the head against `keys`' public key.
-pub async fn verify(db: &Db, keys: &AuditKeys, chain: &str) -> Result<Verification, sqlx::Error> {
+/// A head's signature as stored.
+struct Signed {
+    seq: i64,
+    hash: String,
+    signed_at: i64,
+}
+
+/// Checks a chain: every row's hash and its link to the row before, the head,
+/// every signature of the head against `keys`' public key, and that each row
+/// was signed within two of the writer's signing intervals (`sign_every`): a
+/// chain recomputed and its signatures removed leaves rows no signature
+/// covers. Only the rows up to the head read first are checked, so a gateway
+/// writing meanwhile is no fault; rows younger than two intervals may wait
+/// for their signature (as of `now`).
+pub async fn verify(
+    db: &Db,
+    keys: &AuditKeys,
+    chain: &str,
+    sign_every: Duration,
+    now: DateTime<Utc>,
+) -> Result<Verification, sqlx::Error> {
     let mut report = Verification {
         chain: chain.to_owned(),
         rows: 0,
@@ -605,15 +682,22 @@ pub async fn verify(db: &Db, keys: &AuditKeys, chain: &str) -> Result<Verificati
         signatures: 0,
         broken: None,
     };
-    let signatures = sqlx::query(
-        "SELECT seq, hash, key_id, signature FROM audit_signatures WHERE chain = $1 ORDER BY seq",
+    let head: i64 = sqlx::query_scalar("SELECT seq FROM audit_heads WHERE chain = $1")
+        .bind(chain)
+        .fetch_optional(db.pool())
+        .await?
+        .unwrap_or(0);
+    let stored = sqlx::query(
+        "SELECT seq, hash, signed_at, key_id, signature FROM audit_signatures
+         WHERE chain = $1 AND seq <= $2 ORDER BY seq",
     )
     .bind(chain)
+    .bind(head)
     .fetch_all(db.pool())
     .await?;
-    let mut signed = std::collections::BTreeMap::new();
     let public = UnparsedPublicKey::new(&ED25519, &keys.public);
-    for row in &signatures {
+    let mut signed = Vec::with_capacity(stored.len());
+    for row in &stored {
         let seq: i64 = row.try_get("seq")?;
         let hash: String = row.try_get("hash")?;
         let key: String = row.try_get("key_id")?;
@@ -628,25 +712,44 @@ pub async fn verify(db: &Db, keys: &AuditKeys, chain: &str) -> Result<Verificati
             ));
             return Ok(report);
         }
-        signed.insert(seq, hash);
+        signed.push(Signed {
+            seq,
+            hash,
+            signed_at: row.try_get("signed_at")?,
+        });
     }
+    let slack = i64::try_from((sign_every * 2 + Duration::from_secs(60)).as_millis()).unwrap_or(i64::MAX);
+    let now = millis(now);
+    let mut next_signed = signed.iter().peekable();
     let mut prev = GENESIS.to_owned();
     let mut after = 0i64;
-    loop {
-        let page = rows(db, chain, after, 1_000).await?;
+    while after < head {
+        let page = rows(db, chain, after, (head - after).min(1_000)).await?;
         if page.is_empty() {
             break;
         }
         for row in page {
             let expected = after + 1;
+            while next_signed.peek().is_some_and(|s| s.seq < row.seq) {
+                next_signed.next();
+            }
+            let covering = next_signed.peek();
             let fault = if row.seq != expected {
                 Some(format!("row {expected} is missing"))
             } else if row.prev_hash != prev {
                 Some("it does not link to the row before it".to_owned())
             } else if row.compute_hash() != row.hash {
                 Some("its fields do not match its hash (changed after it was written)".to_owned())
-            } else if signed.get(&row.seq).is_some_and(|hash| *hash != row.hash) {
+            } else if covering.is_some_and(|s| s.seq == row.seq && s.hash != row.hash) {
                 Some("its hash is not the one signed (the chain was recomputed)".to_owned())
+            } else if match covering {
+                Some(s) => s.signed_at > row.at_ms.saturating_add(slack),
+                None => row.at_ms.saturating_add(slack) < now,
+            } {
+                Some(
+                    "no signature came within two signing intervals of it (signatures removed, or the gateway stopped without signing)"
+                        .to_owned(),
+                )
             } else {
                 None
             };
@@ -654,7 +757,7 @@ pub async fn verify(db: &Db, keys: &AuditKeys, chain: &str) -> Result<Verificati
                 report.broken = Some((expected.min(row.seq), why));
                 return Ok(report);
             }
-            if signed.contains_key(&row.seq) {
+            if covering.is_some_and(|s| s.seq == row.seq) {
                 report.signed_through = row.seq;
                 report.signatures += 1;
             }
@@ -663,13 +766,8 @@ pub async fn verify(db: &Db, keys: &AuditKeys, chain: &str) -> Result<Verificati
             report.rows += 1;
         }
     }
-    // Rows cut from the end: a signature or the head beyond the last row.
-    let head: Option<i64> = sqlx::query_scalar("SELECT seq FROM audit_heads WHERE chain = $1")
-        .bind(chain)
-        .fetch_optional(db.pool())
-        .await?;
-    let last_signed = signed.keys().next_back().copied().unwrap_or(0);
-    if last_signed > after || head.is_some_and(|h| h > after) {
+    // Rows cut from the end: the head beyond the last row.
+    if head > after {
         report.broken = Some((
             after + 1,
             format!("row {} is missing (the chain was cut short)", after + 1),
@@ -784,10 +882,11 @@ mod tests {
             hash: String::new(),
         };
         let base = row.compute_hash();
+        // Fields are length-prefixed: moving a byte from one field to the next
+        // ("p"|"nik" against "pn"|"ik") changes the hash.
         let mut moved = row.clone();
-        moved.principal = String::new();
-        moved.subject_kind = "np".into();
-        // Fields are length-prefixed: moving a byte between two fields changes the hash.
+        moved.principal = "pn".into();
+        moved.subject_kind = "ik".into();
         assert_ne!(moved.compute_hash(), base);
         let mut outcome = row.clone();
         outcome.outcome = "PERMISSION_DENIED".into();

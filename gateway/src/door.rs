@@ -28,10 +28,10 @@ use tower::ServiceExt as _;
 
 use crate::access::{self, Backend, Fact, Grant, Own, Role, Rule, Subject};
 use crate::agency::Agencies;
-use crate::audit::{AuditLog, Event, SubjectKind, outcome};
+use crate::audit::{AuditLog, Event, SubjectKind, Unfinished, outcome};
 use crate::brokers::{BROKER_REFUSALS, Brokers, broker_suspected};
 use crate::caller::{self, Caller, Citizen, Tokens};
-use crate::edge::{Edge, Key};
+use crate::edge::{Edge, Key, RetryId};
 use crate::ikd_first::{IkdFirst, Passed};
 use crate::limits::{Kind, Limits};
 use crate::wire::{self, WireError};
@@ -113,6 +113,8 @@ struct Admitted<'a> {
     caller: &'a Caller,
     /// The point and date it applies for, when the edge watches them.
     edge_key: Option<Key>,
+    /// What its retries repeat, for the edge.
+    retry: Option<RetryId>,
     mode: Mode,
     /// Its audit row, while the outcome is not known yet.
     event: Option<&'a mut Event>,
@@ -192,17 +194,23 @@ impl Gateway {
         self.spend_named(rule, &message).await?;
         // A full date is a public fact: refused here, before anything is asked
         // about the caller or the resident, and not audited (nothing was read).
-        let edge_key = match rule.edge {
-            Some((point, date)) => edge_key(grant, &caller, &message, point, date)?,
-            None => None,
+        let (edge_key, retry) = match rule.edge {
+            Some(fields) => (
+                edge_key(grant, &caller, &message, fields.point, fields.date)?,
+                RetryId::of(&path, &message, fields.retry).map_err(malformed)?,
+            ),
+            None => (None, None),
         };
-        if let Some(refusal) = edge_key.as_ref().and_then(|key| self.edge.refusal(key)) {
+        if let Some(refusal) = edge_key.as_ref().and_then(|key| self.edge.refusal(key, retry)) {
             return Err(refusal);
         }
-        let mut event = match rule.audit {
-            Some(subject) if mode == Mode::Forward => {
-                Some(self.audit_event(subject, &caller, &parts.headers, &path, &message)?)
-            }
+        // Held in a guard until the outcome is known: a request whose client goes
+        // away mid-way is still in the chain, as CANCELLED.
+        let mut unfinished = match rule.audit {
+            Some(subject) if mode == Mode::Forward => Some(Unfinished::new(
+                self.audit.clone(),
+                self.audit_event(subject, &caller, &parts.headers, &path, &message)?,
+            )),
             _ => None,
         };
         let admitted = Admitted {
@@ -210,11 +218,12 @@ impl Gateway {
             grant,
             caller: &caller,
             edge_key,
+            retry,
             mode,
-            event: event.as_mut(),
+            event: unfinished.as_mut().and_then(Unfinished::event_mut),
         };
         let result = self.decide(admitted, parts, message).await;
-        match event {
+        match unfinished.and_then(Unfinished::finish) {
             None => result,
             Some(mut event) => match result {
                 Ok(response) => Ok(self.audited(event, response)),
@@ -242,6 +251,7 @@ impl Gateway {
             grant,
             caller,
             edge_key,
+            retry,
             mode,
             event,
         } = admitted;
@@ -290,6 +300,9 @@ impl Gateway {
             _ => None,
         };
         tracing::debug!(method = %path, caller = %caller.label(), "forwarded");
+        if let Some(retry) = retry {
+            self.edge.forwarded(retry);
+        }
         let response = self.forward(rule, caller, parts, &message).await;
         if let (Some(key), Ok(answer)) = (edge_key, &response) {
             // An answer that is only a status says how the inventory decided; any other was a grant.
@@ -299,11 +312,15 @@ impl Gateway {
             }
         }
         if let Some(metered) = metered {
-            // Only an answered verification counts: a refusal or an absent backend is taken back.
-            let answered = response.as_ref().is_ok_and(|r| {
-                tonic::Status::from_header_map(r.headers()).is_none_or(|s| s.code() == tonic::Code::Ok)
-            });
-            if !answered {
+            // A verification the population service answered counts, whatever the
+            // answer (a NIK not found is an answer too); one it never answered is taken back.
+            let unanswered = match &response {
+                Err(_) => true,
+                Ok(r) => tonic::Status::from_header_map(r.headers()).is_some_and(|s| {
+                    matches!(s.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded)
+                }),
+            };
+            if unanswered {
                 self.agencies.unmeter(metered).await;
             }
         }
@@ -328,14 +345,9 @@ impl Gateway {
             Subject::Kk(tag) => wire::string_field(message, tag)
                 .map_err(malformed)?
                 .map(|kk| (SubjectKind::Kk, kk)),
-            Subject::NestedNik { outer, nik } => {
-                match wire::bytes_field(message, outer).map_err(malformed)? {
-                    Some(inner) => wire::string_field(&inner, nik)
-                        .map_err(malformed)?
-                        .map(|nik| (SubjectKind::Nik, nik)),
-                    None => None,
-                }
-            }
+            Subject::NestedNik { outer, nik } => wire::nested_string_field(message, outer, nik)
+                .map_err(malformed)?
+                .map(|nik| (SubjectKind::Nik, nik)),
         };
         let purpose = headers
             .get(PURPOSE_HEADER)
@@ -637,7 +649,7 @@ impl Gateway {
             Ok(first) => first,
             Err(err) => {
                 tracing::warn!(error = %err, "proof ids unshared; remembering them here");
-                self.first_use_here(key)
+                self.first_use_here(key)?
             }
         };
         if !first {
@@ -650,17 +662,25 @@ impl Gateway {
         Ok(())
     }
 
-    /// Whether a proof id is new to this replica (the fallback when the shared cache is away).
-    fn first_use_here(&self, key: String) -> bool {
+    /// Whether a proof id is new to this replica (the fallback when the shared
+    /// cache is away). Past [`MAX_LOCAL_PROOFS`] ids still remembered, a change
+    /// waits (UNAVAILABLE) rather than let the memory grow or forget a proof.
+    fn first_use_here(&self, key: String) -> Result<bool, ApiError> {
         let now = Instant::now();
         let mut seen = self.local_proofs.lock().unwrap_or_else(PoisonError::into_inner);
         if seen.len() >= MAX_LOCAL_PROOFS {
             seen.retain(|_, at| now.duration_since(*at) < PROOF_MEMORY);
+            if seen.len() >= MAX_LOCAL_PROOFS {
+                return Err(ApiError::unavailable(
+                    "too many changes while the shared cache is away; try again shortly",
+                    Duration::from_secs(5),
+                ));
+            }
         }
-        match seen.entry(key) {
+        Ok(match seen.entry(key) {
             std::collections::hash_map::Entry::Occupied(mut used) => {
                 if now.duration_since(*used.get()) < PROOF_MEMORY {
-                    return false;
+                    return Ok(false);
                 }
                 used.insert(now);
                 true
@@ -669,7 +689,7 @@ impl Gateway {
                 new.insert(now);
                 true
             }
-        }
+        })
     }
 
     /// An account blocked as a suspected broker applies for no one until the block ends.

@@ -17,7 +17,7 @@
 //! - even then, one request per point and date goes on every [`RECHECK`], so
 //!   a date that has room again is found within that bound whatever the stream does.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -36,6 +36,10 @@ pub const REFUSAL_LIFE: Duration = Duration::from_secs(30);
 pub const RECHECK: Duration = Duration::from_secs(2);
 /// The most points and dates followed at once; past it, requests simply go on.
 const MAX_WATCHED: usize = 2_000;
+/// How long one stream follows a point's date; a refusal after it follows again.
+const FOLLOW_LIFE: Duration = Duration::from_secs(600);
+/// Retries remembered per generation (two are kept, so none is forgotten at once).
+const RETRIES_KEPT: usize = 100_000;
 
 /// The refusals of the inventory that say a point's date has no room.
 const FULL: [ErrorReason; 4] = [
@@ -69,6 +73,33 @@ struct Seen {
 pub(crate) struct Edge {
     inventory: InventoryServiceClient<Channel>,
     view: Arc<Mutex<HashMap<Key, Seen>>>,
+    /// The requests forwarded (their retry ids), this generation and the last.
+    forwarded: Arc<Mutex<[HashSet<u128>; 2]>>,
+}
+
+/// What identifies a request's retries: a hash of its method and the field
+/// that repeats (an idempotency key, an applicant's NIK), never the value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RetryId(u128);
+
+impl RetryId {
+    /// The retry id of `message`'s field `tag` for the method at `path`; `None` when the field is absent.
+    pub(crate) fn of(path: &str, message: &[u8], tag: u32) -> Result<Option<Self>, WireError> {
+        let Some(value) = wire::bytes_field(message, tag)? else {
+            return Ok(None);
+        };
+        if value.is_empty() {
+            return Ok(None);
+        }
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(path.as_bytes());
+        ctx.update(&[0]);
+        ctx.update(&value);
+        let digest = ctx.finish();
+        let mut first = [0u8; 16];
+        first.copy_from_slice(&digest.as_ref()[..16]);
+        Ok(Some(Self(u128::from_be_bytes(first))))
+    }
 }
 
 fn date_of(bytes: &[u8]) -> Result<(i32, i32, i32), WireError> {
@@ -84,6 +115,7 @@ impl Edge {
         Self {
             inventory: InventoryServiceClient::new(inventory),
             view: Arc::new(Mutex::new(HashMap::new())),
+            forwarded: Arc::new(Mutex::new([HashSet::new(), HashSet::new()])),
         }
     }
 
@@ -111,9 +143,26 @@ impl Edge {
         }))
     }
 
+    /// Remembers that a request was forwarded, so its retries go on too.
+    pub(crate) fn forwarded(&self, retry: RetryId) {
+        let mut kept = self.forwarded.lock().unwrap_or_else(PoisonError::into_inner);
+        if kept[0].len() >= RETRIES_KEPT {
+            kept[1] = std::mem::take(&mut kept[0]);
+        }
+        kept[0].insert(retry.0);
+    }
+
     /// The inventory's refusal, repeated, when the view says the date is full
-    /// and the refusal is fresh; `None` sends the request on.
-    pub(crate) fn refusal(&self, key: &Key) -> Option<ApiError> {
+    /// and the refusal is fresh; `None` sends the request on. A retry of a
+    /// request forwarded before always goes on: the inventory answers it as
+    /// it answered the first (the blank it holds, for an idempotency key).
+    pub(crate) fn refusal(&self, key: &Key, retry: Option<RetryId>) -> Option<ApiError> {
+        if let Some(retry) = retry {
+            let kept = self.forwarded.lock().unwrap_or_else(PoisonError::into_inner);
+            if kept.iter().any(|generation| generation.contains(&retry.0)) {
+                return None;
+            }
+        }
         let mut view = self.view.lock().unwrap_or_else(PoisonError::into_inner);
         let seen = view.get_mut(key)?;
         let (status, at) = seen.refusal.as_ref()?;
@@ -177,25 +226,30 @@ impl Edge {
             date: Some(Date { year, month, day }),
         };
         let mut client = self.inventory.clone();
-        match client.watch_availability(request).await {
-            Ok(stream) => {
-                let mut stream = stream.into_inner();
-                while let Ok(Some(update)) = stream.message().await {
-                    let remaining = update
-                        .points
-                        .iter()
-                        .find(|p| p.service_point_code == key.point)
-                        .map(|p| p.remaining);
-                    let mut view = self.view.lock().unwrap_or_else(PoisonError::into_inner);
-                    if let Some(seen) = view.get_mut(&key) {
-                        seen.remaining = remaining;
+        let followed = async {
+            match client.watch_availability(request).await {
+                Ok(stream) => {
+                    let mut stream = stream.into_inner();
+                    while let Ok(Some(update)) = stream.message().await {
+                        let remaining = update
+                            .points
+                            .iter()
+                            .find(|p| p.service_point_code == key.point)
+                            .map(|p| p.remaining);
+                        let mut view = self.view.lock().unwrap_or_else(PoisonError::into_inner);
+                        if let Some(seen) = view.get_mut(&key) {
+                            seen.remaining = remaining;
+                        }
                     }
                 }
+                Err(status) => {
+                    tracing::debug!(code = ?status.code(), "availability not followed; requests go on");
+                }
             }
-            Err(status) => {
-                tracing::debug!(code = ?status.code(), "availability not followed; requests go on");
-            }
-        }
+        };
+        // Ten minutes at most: a past date's stream ends with it, and the next
+        // refusal of a date still full follows it again.
+        let _ = tokio::time::timeout(FOLLOW_LIFE, followed).await;
         self.view
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -261,14 +315,17 @@ mod tests {
             point: "3275-KEC-01".into(),
             date: (2026, 12, 3),
         };
-        assert!(edge.refusal(&key).is_none(), "nothing known: on to the inventory");
+        assert!(
+            edge.refusal(&key, None).is_none(),
+            "nothing known: on to the inventory"
+        );
         assert_eq!(
             edge.observe(key.clone(), Some(&full())),
             Some(key.clone()),
             "followed"
         );
         assert_eq!(edge.observe(key.clone(), Some(&full())), None, "followed once");
-        let refused = edge.refusal(&key).expect("refused at the edge");
+        let refused = edge.refusal(&key, None).expect("refused at the edge");
         assert_eq!(refused.code(), ErrorCode::ResourceExhausted);
         assert_eq!(refused.reason(), Some("DATE_FULL"));
         let status = tonic::Status::from(refused);
@@ -284,7 +341,7 @@ mod tests {
             .get_mut(&key)
             .expect("seen")
             .remaining = Some(3);
-        assert!(edge.refusal(&key).is_none());
+        assert!(edge.refusal(&key, None).is_none());
         edge.view
             .lock()
             .expect("view")
@@ -298,14 +355,22 @@ mod tests {
             .get_mut(&key)
             .expect("seen")
             .last_recheck = Instant::now().checked_sub(RECHECK).expect("past");
-        assert!(edge.refusal(&key).is_none());
-        assert!(edge.refusal(&key).is_some());
+        assert!(edge.refusal(&key, None).is_none());
+        assert!(edge.refusal(&key, None).is_some());
+        // A retry of a request forwarded before goes on, whatever the view.
+        let retry = RetryId::of("/x/Reserve", b"\x22\x03key", 4)
+            .expect("read")
+            .expect("named");
+        assert!(edge.refusal(&key, Some(retry)).is_some());
+        edge.forwarded(retry);
+        assert!(edge.refusal(&key, Some(retry)).is_none());
+        assert!(edge.refusal(&key, None).is_some());
         // A grant forgets the refusal.
         assert_eq!(edge.observe(key.clone(), None), None);
-        assert!(edge.refusal(&key).is_none());
+        assert!(edge.refusal(&key, None).is_none());
         // Any other refusal is the backend's to give each time.
         let other: tonic::Status = ApiError::new(ErrorCode::PermissionDenied, "no").into();
         assert_eq!(edge.observe(key.clone(), Some(&other)), None);
-        assert!(edge.refusal(&key).is_none());
+        assert!(edge.refusal(&key, None).is_none());
     }
 }

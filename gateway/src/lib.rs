@@ -192,6 +192,8 @@ pub async fn start(
     let server = match server {
         Ok(server) => server,
         Err(err) => {
+            // The writer ends once every handle on the log is gone.
+            drop(gateway);
             writer.finish().await;
             return Err(err.into());
         }

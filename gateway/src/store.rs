@@ -152,13 +152,14 @@ impl Store {
             return Err(StoreError::Revoked);
         }
         let fields: Vec<&str> = agreement.allowed_fields.iter().map(|f| field_name(*f)).collect();
-        sqlx::query(
+        let written = sqlx::query(
             "INSERT INTO agreements (agency_code, name, allowed_fields, daily_quota, status, fee_exempt, reason, updated_at, updated_by)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              ON CONFLICT (agency_code) DO UPDATE SET name = excluded.name,
                  allowed_fields = excluded.allowed_fields, daily_quota = excluded.daily_quota,
-                 status = excluded.status, fee_exempt = excluded.fee_exempt, reason = excluded.reason,
-                 updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+                                  status = excluded.status, fee_exempt = excluded.fee_exempt, reason = excluded.reason,
+                 updated_at = excluded.updated_at, updated_by = excluded.updated_by
+             WHERE agreements.status <> 'REVOKED'",
         )
         .bind(&agreement.agency_code)
         .bind(&agreement.name)
@@ -168,9 +169,13 @@ impl Store {
         .bind(i64::from(agreement.fee_exempt))
         .bind(&agreement.reason)
         .bind(millis(agreement.updated_at))
-        .bind(&agreement.updated_by)
+                .bind(&agreement.updated_by)
         .execute(&mut *tx)
         .await?;
+        // Revoked by another writer since it was read: the revocation stands.
+        if written.rows_affected() == 0 {
+            return Err(StoreError::Revoked);
+        }
         tx.commit().await?;
         Ok(())
     }

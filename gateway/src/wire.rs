@@ -133,6 +133,33 @@ pub(crate) fn bytes_field(message: &[u8], tag: u32) -> Result<Option<Vec<u8>>, W
     Ok(found)
 }
 
+/// The string field `inner` of the message field `outer`, as a decoder reads
+/// it: protobuf merges every copy of a message field, so the last `inner`
+/// found across all the copies is the value.
+pub(crate) fn nested_string_field(
+    message: &[u8],
+    outer: u32,
+    inner: u32,
+) -> Result<Option<String>, WireError> {
+    let mut copies = Vec::new();
+    walk(message, |field| {
+        if field.number == outer {
+            if field.wire_type != 2 {
+                return Err(WireError::Message);
+            }
+            copies.push(field.value);
+        }
+        Ok(())
+    })?;
+    let mut found = None;
+    for copy in copies {
+        if let Some(value) = string_field(&message[copy], inner)? {
+            found = Some(value);
+        }
+    }
+    Ok(found)
+}
+
 /// The value of the varint field `tag` (its last occurrence), `None` when absent.
 pub(crate) fn varint_field(message: &[u8], tag: u32) -> Result<Option<u64>, WireError> {
     let mut found = None;
@@ -206,6 +233,36 @@ mod tests {
     use prost::Message as _;
 
     use super::*;
+
+    #[test]
+    fn a_nested_field_is_read_across_every_copy_as_a_decoder_merges_them() {
+        use adminduk_proto::population::v1 as population;
+        let named = population::UpdateResidentRequest {
+            resident: Some(population::Resident {
+                nik: "3275010101900001".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let unnamed = population::UpdateResidentRequest {
+            resident: Some(population::Resident {
+                full_name: "Nama".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let both = [named.clone(), unnamed].concat();
+        let decoded = population::UpdateResidentRequest::decode(&both[..]).expect("merged");
+        let nik = decoded.resident.expect("resident").nik;
+        assert_eq!(nested_string_field(&both, 1, 1), Ok(Some(nik)));
+        assert_eq!(
+            nested_string_field(&named, 1, 1),
+            Ok(Some("3275010101900001".to_owned()))
+        );
+        assert_eq!(nested_string_field(&[], 1, 1), Ok(None));
+    }
 
     #[test]
     fn present_fields_are_those_on_the_wire() {

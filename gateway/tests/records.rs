@@ -26,6 +26,9 @@ fn agreement(code: &str, quota: i64, status: AgreementStatus) -> Agreement {
     }
 }
 
+/// The writer's signing interval in these tests (it signs at its stop).
+const HOUR: Duration = Duration::from_secs(3600);
+
 fn keys() -> AuditKeys {
     AuditKeys::from_hex(&"5a".repeat(32), &"c3".repeat(32)).expect("keys")
 }
@@ -186,7 +189,9 @@ async fn the_audit_chain_holds_across_replicas_and_every_tampering_is_named() {
         b_writer.finish().await;
 
         let verifier = AuditKeys::for_checking(&"5a".repeat(32), &keys().public_key_hex()).expect("checker");
-        let report = audit::verify(&db, &verifier, "gateway").await.expect("verify");
+        let report = audit::verify(&db, &verifier, "gateway", HOUR, Utc::now())
+            .await
+            .expect("verify");
         assert_eq!(report.broken, None, "{label}");
         assert_eq!(
             (report.rows, report.signed_through),
@@ -222,7 +227,9 @@ async fn the_audit_chain_holds_across_replicas_and_every_tampering_is_named() {
             .execute(pool)
             .await
             .expect("cut");
-        let report = audit::verify(&db, &verifier, "gateway").await.expect("verify");
+        let report = audit::verify(&db, &verifier, "gateway", HOUR, Utc::now())
+            .await
+            .expect("verify");
         assert_eq!(report.broken.map(|b| b.0), Some(60), "{label}");
         sqlx::query(
             "INSERT INTO audit_rows (chain, seq, at_ms, principal, subject_kind, subject_masked, subject_hash,
@@ -247,19 +254,67 @@ async fn the_audit_chain_holds_across_replicas_and_every_tampering_is_named() {
         .await
         .expect("put back");
         assert_eq!(
-            audit::verify(&db, &verifier, "gateway")
+            audit::verify(&db, &verifier, "gateway", HOUR, Utc::now())
                 .await
                 .expect("verify")
                 .broken,
             None
         );
 
+        // Signatures removed: rows are not unsigned for long, so a check made
+        // later than two signing intervals names the first uncovered row.
+        let signatures = sqlx::query("SELECT seq, hash, signed_at, key_id, signature FROM audit_signatures")
+            .fetch_all(pool)
+            .await
+            .expect("signatures");
+        sqlx::query("DELETE FROM audit_signatures")
+            .execute(pool)
+            .await
+            .expect("removed");
+        let later = Utc::now() + chrono::Duration::hours(3);
+        let report = audit::verify(&db, &verifier, "gateway", HOUR, later)
+            .await
+            .expect("verify");
+        assert_eq!(
+            report.broken.as_ref().map(|b| b.0),
+            Some(1),
+            "{label}: {report:?}"
+        );
+        let now = audit::verify(&db, &verifier, "gateway", HOUR, Utc::now())
+            .await
+            .expect("verify");
+        assert_eq!(
+            now.broken, None,
+            "{label}: rows younger than two intervals may wait"
+        );
+        for row in &signatures {
+            use sqlx::Row as _;
+            sqlx::query(
+                "INSERT INTO audit_signatures (chain, seq, hash, signed_at, key_id, signature)
+                 VALUES ('gateway', $1, $2, $3, $4, $5)",
+            )
+            .bind(row.try_get::<i64, _>("seq").expect("seq"))
+            .bind(row.try_get::<String, _>("hash").expect("hash"))
+            .bind(row.try_get::<i64, _>("signed_at").expect("at"))
+            .bind(row.try_get::<String, _>("key_id").expect("key"))
+            .bind(row.try_get::<String, _>("signature").expect("signature"))
+            .execute(pool)
+            .await
+            .expect("put back");
+        }
+        let later = audit::verify(&db, &verifier, "gateway", HOUR, later)
+            .await
+            .expect("verify");
+        assert_eq!(later.broken, None, "{label}: signed in time, whenever checked");
+
         // A changed field breaks that row.
         sqlx::query("UPDATE audit_rows SET outcome = outcome || '!' WHERE chain = 'gateway' AND seq = 8")
             .execute(pool)
             .await
             .expect("tamper");
-        let report = audit::verify(&db, &verifier, "gateway").await.expect("verify");
+        let report = audit::verify(&db, &verifier, "gateway", HOUR, Utc::now())
+            .await
+            .expect("verify");
         assert_eq!(
             report.broken.as_ref().map(|b| b.0),
             Some(8),
@@ -282,14 +337,18 @@ async fn the_audit_chain_holds_across_replicas_and_every_tampering_is_named() {
                 .expect("recompute");
             prev = row.hash;
         }
-        let report = audit::verify(&db, &verifier, "gateway").await.expect("verify");
+        let report = audit::verify(&db, &verifier, "gateway", HOUR, Utc::now())
+            .await
+            .expect("verify");
         // At the first head signed after the change (each replica signed its last head).
         let (at, why) = report.broken.clone().expect("caught");
         assert!((9..=60).contains(&at), "{label}: {at}: {why}");
         assert!(why.contains("signed"), "{label}: {why}");
 
         let stranger = AuditKeys::from_hex(&"5a".repeat(32), &"99".repeat(32)).expect("keys");
-        let report = audit::verify(&db, &stranger, "gateway").await.expect("verify");
+        let report = audit::verify(&db, &stranger, "gateway", HOUR, Utc::now())
+            .await
+            .expect("verify");
         assert!(
             report.broken.is_some_and(|b| b.1.contains("not the audit key")),
             "{label}"

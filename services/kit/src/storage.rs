@@ -110,6 +110,21 @@ impl Db {
         schema: &str,
         migrations: Migrations,
     ) -> Result<Self, StorageError> {
+        Self::open(config, schema, Some(migrations)).await
+    }
+
+    /// Connects to a database another process keeps, changing nothing: no
+    /// schema is created and no migration runs (a checking tool's connection;
+    /// put `mode=ro` in a SQLite URL to open the file read-only).
+    pub async fn connect_existing(config: &DatabaseConfig, schema: &str) -> Result<Self, StorageError> {
+        Self::open(config, schema, None).await
+    }
+
+    async fn open(
+        config: &DatabaseConfig,
+        schema: &str,
+        migrations: Option<Migrations>,
+    ) -> Result<Self, StorageError> {
         sqlx::any::install_default_drivers();
         let url = config.url.expose_secret();
         let backend = if url.starts_with("sqlite:") {
@@ -159,18 +174,21 @@ impl Db {
                     .await
             }
             Backend::Postgres => {
-                let create = format!("CREATE SCHEMA IF NOT EXISTS {schema}");
                 let set_path = format!("SET search_path TO {schema}");
-                let mut first = <sqlx::AnyConnection as sqlx::Connection>::connect_with(&options)
-                    .await
-                    .map_err(StorageError::Connect)?;
-                first
-                    .execute(sqlx::AssertSqlSafe(create))
-                    .await
-                    .map_err(StorageError::Connect)?;
-                sqlx::Connection::close(first)
-                    .await
-                    .map_err(StorageError::Connect)?;
+                // A connection that migrates makes its schema; one that only reads finds it.
+                if migrations.is_some() {
+                    let create = format!("CREATE SCHEMA IF NOT EXISTS {schema}");
+                    let mut first = <sqlx::AnyConnection as sqlx::Connection>::connect_with(&options)
+                        .await
+                        .map_err(StorageError::Connect)?;
+                    first
+                        .execute(sqlx::AssertSqlSafe(create))
+                        .await
+                        .map_err(StorageError::Connect)?;
+                    sqlx::Connection::close(first)
+                        .await
+                        .map_err(StorageError::Connect)?;
+                }
                 pool_options
                     .after_connect(move |conn, _| {
                         let set_path = set_path.clone();
@@ -184,11 +202,13 @@ impl Db {
             }
         }
         .map_err(StorageError::Connect)?;
-        let migrator = match backend {
-            Backend::Sqlite => migrations.sqlite,
-            Backend::Postgres => migrations.postgres,
-        };
-        migrator.run(&pool).await?;
+        if let Some(migrations) = migrations {
+            let migrator = match backend {
+                Backend::Sqlite => migrations.sqlite,
+                Backend::Postgres => migrations.postgres,
+            };
+            migrator.run(&pool).await?;
+        }
         Ok(Self { pool, backend })
     }
 
