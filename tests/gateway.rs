@@ -1210,9 +1210,31 @@ async fn a_service_run_apart_answers_only_the_mesh_and_the_gateway_reaches_it() 
     // And the gateway refuses a service certificate as a client's.
     let gateway_url = format!("https://localhost:{}", gateway.local_addr().port());
     refused(
-        at(gateway_url, Some(service)).parse_nik(parse()).await,
+        at(gateway_url.clone(), Some(service)).parse_nik(parse()).await,
         Code::PermissionDenied,
         "CERTIFICATE_UNKNOWN",
+    );
+    // A backend that is down is UNAVAILABLE within the caller's deadline (a read
+    // is tried once more first), not a hang.
+    let admin = (certs.admin_cert.as_path(), certs.admin_key.as_path());
+    let mut stock = InventoryServiceClient::new(
+        Endpoint::from_shared(gateway_url)
+            .expect("endpoint")
+            .tls_config(client_tls(Some(admin)))
+            .expect("TLS")
+            .connect_lazy(),
+    );
+    let started = std::time::Instant::now();
+    let mut request = tonic::Request::new(inventory::GetStockRequest {
+        region_code: "3275".into(),
+    });
+    request.set_timeout(Duration::from_secs(2));
+    let status = stock.get_stock(request).await.expect_err("the inventory is down");
+    assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
     );
     gateway.shutdown().await.expect("stops");
     population.shutdown().await.expect("stops");

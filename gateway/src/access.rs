@@ -201,6 +201,9 @@ pub struct Rule {
     pub audit: Option<Subject>,
     /// An agency's call counts against its agreement (fields, daily quota, fee).
     pub metered: bool,
+    /// An idempotent read: one the backend did not answer is tried once more
+    /// (within the retry budget, see [`crate::retry`]).
+    pub read: bool,
     /// Where an application names its service point and date: a date the
     /// inventory said is full is refused at the edge (see [`crate::edge`]).
     pub edge: Option<EdgeFields>,
@@ -243,9 +246,15 @@ const fn rule(backend: Backend, method: &'static str, grants: &'static [Grant]) 
         limits: &[],
         audit: None,
         metered: false,
+        read: false,
         edge: None,
         grants,
     }
+}
+
+/// An idempotent read (see [`Rule::read`]).
+const fn read(rule: Rule) -> Rule {
+    Rule { read: true, ..rule }
 }
 
 /// An application for a blank at a point and date (see [`Rule::edge`]).
@@ -296,8 +305,8 @@ const AGENCY_OR_ADMIN: &[Grant] = &[Grant::Agency, Grant::Admin(&[])];
 pub const TABLE: &[Rule] = &[
     // --- population ---
     // Parsing a NIK reads nothing stored: the number's own structure.
-    rule(Population, "ParseNik", &[Grant::Anyone]),
-    personal(
+    read(rule(Population, "ParseNik", &[Grant::Anyone])),
+    read(personal(
         rule(
             Population,
             "GetResident",
@@ -308,8 +317,8 @@ pub const TABLE: &[Rule] = &[
             ],
         ),
         Nik(1),
-    ),
-    personal(
+    )),
+    read(personal(
         rule(
             Population,
             "GetFamily",
@@ -320,8 +329,11 @@ pub const TABLE: &[Rule] = &[
             ],
         ),
         Kk(1),
-    ),
-    personal(rule(Population, "SearchResidents", STAFF), Subject::Unnamed),
+    )),
+    read(personal(
+        rule(Population, "SearchResidents", STAFF),
+        Subject::Unnamed,
+    )),
     personal(rule(Population, "RegisterResident", STAFF), Nik(1)),
     personal(
         rule(Population, "UpdateResident", STAFF),
@@ -343,7 +355,7 @@ pub const TABLE: &[Rule] = &[
     rule(Inventory, "TransferStock", &[Grant::Admin(&[(5, AdminName)])]),
     rule(Inventory, "SetQuotaPolicy", ADMIN),
     // Stock is a public fact: anyone signed in may read it.
-    rule(
+    read(rule(
         Inventory,
         "GetStock",
         &[
@@ -351,7 +363,7 @@ pub const TABLE: &[Rule] = &[
             Grant::Admin(&[]),
             Grant::Citizen(Own::Nothing, &[]),
         ],
-    ),
+    )),
     // A counter books, commits and releases blanks at its own service point only.
     at_the_edge(
         personal(
@@ -388,7 +400,7 @@ pub const TABLE: &[Rule] = &[
             ],
         )
     },
-    rule(Inventory, "ListLedger", STAFF),
+    read(rule(Inventory, "ListLedger", STAFF)),
     // --- printing ---
     // An office applies at its own point, for whoever stands at the counter; a
     // resident applies for themselves or their family, from a phone whose IKD
@@ -426,8 +438,8 @@ pub const TABLE: &[Rule] = &[
     rule(Printing, "Dispatch", &[Grant::Office(&[])]),
     rule(Printing, "RecordDelivery", &[Grant::Office(&[])]),
     rule(Printing, "Recall", ADMIN),
-    rule(Printing, "GetFunnel", STAFF),
-    rule(Printing, "GetBacklog", STAFF),
+    read(rule(Printing, "GetFunnel", STAFF)),
+    read(rule(Printing, "GetBacklog", STAFF)),
     // --- IKD ---
     // What a phone without a token needs to become one with a token.
     personal(
@@ -444,7 +456,7 @@ pub const TABLE: &[Rule] = &[
         &[Grant::Office(&[(3, Device), (4, ServicePoint)])],
     ),
     rule(Ikd, "CompleteActivation", &[Grant::Anyone]),
-    personal(
+    read(personal(
         rule(
             Ikd,
             "GetStatus",
@@ -455,7 +467,7 @@ pub const TABLE: &[Rule] = &[
             ],
         ),
         Nik(1),
-    ),
+    )),
     personal(
         limited(
             rule(Ikd, "CreateTokenChallenge", &[Grant::Anyone]),
@@ -470,7 +482,7 @@ pub const TABLE: &[Rule] = &[
         ),
         Nik(1),
     ),
-    rule(
+    read(rule(
         Ikd,
         "ListSigningKeys",
         &[
@@ -479,7 +491,7 @@ pub const TABLE: &[Rule] = &[
             Grant::Admin(&[]),
             Grant::Citizen(Own::Nothing, &[]),
         ],
-    ),
+    )),
     personal(
         rule(
             Ikd,
@@ -491,7 +503,7 @@ pub const TABLE: &[Rule] = &[
         ),
         Nik(1),
     ),
-    rule(Ikd, "GetAdoption", STAFF),
+    read(rule(Ikd, "GetAdoption", STAFF)),
     // --- the gateway's own ---
     // Agreements are written by administrators; an agency reads its own.
     rule(Agencies, "SetAgreement", ADMIN),
@@ -705,6 +717,30 @@ mod tests {
             } else {
                 assert!(!rule.proof, "{}: only a resident sends a proof", rule.method);
             }
+        }
+    }
+
+    #[test]
+    fn only_reads_are_retried() {
+        let reads: Vec<&str> = TABLE.iter().filter(|r| r.read).map(|r| r.method).collect();
+        assert_eq!(
+            reads,
+            [
+                "ParseNik",
+                "GetResident",
+                "GetFamily",
+                "SearchResidents",
+                "GetStock",
+                "ListLedger",
+                "GetFunnel",
+                "GetBacklog",
+                "GetStatus",
+                "ListSigningKeys",
+                "GetAdoption"
+            ]
+        );
+        for rule in TABLE.iter().filter(|r| r.read) {
+            assert!(!rule.proof && !rule.streams && !rule.metered, "{}", rule.method);
         }
     }
 

@@ -132,6 +132,7 @@ pub(crate) struct Gateway {
     audit: AuditLog,
     edge: Edge,
     ikd_first: IkdFirst,
+    retries: crate::retry::RetryBudget,
     /// The gateway's own services, reached through the door like the others.
     own: tonic::service::Routes,
     /// Proof ids seen while the shared cache could not be reached.
@@ -150,6 +151,7 @@ impl Gateway {
         Self {
             edge: Edge::new(upstreams.inventory.clone()),
             ikd_first: own.ikd_first,
+            retries: crate::retry::RetryBudget::default(),
             upstreams,
             tokens,
             limits: Limits::new(cache.clone(), own.allowances),
@@ -778,11 +780,15 @@ impl Gateway {
             http::HeaderValue::from_str(&caller.label()).map_err(|_| table_error())?,
         );
         let body = wire::frame(message).map_err(malformed)?;
-        let mut forwarded = http::Request::new(Body::new(http_body_util::Full::new(body)));
-        *forwarded.method_mut() = parts.method;
-        *forwarded.uri_mut() = parts.uri;
-        *forwarded.headers_mut() = headers;
+        let request = |headers: http::HeaderMap| {
+            let mut forwarded = http::Request::new(Body::new(http_body_util::Full::new(body.clone())));
+            *forwarded.method_mut() = parts.method.clone();
+            *forwarded.uri_mut() = parts.uri.clone();
+            *forwarded.headers_mut() = headers;
+            forwarded
+        };
         let Some(channel) = self.upstreams.of(rule.backend) else {
+            let mut forwarded = request(headers);
             // The gateway's own services read the caller from here, never from metadata.
             if let Caller::Certified(principal) = caller {
                 forwarded.extensions_mut().insert(principal.clone());
@@ -792,7 +798,33 @@ impl Gateway {
                 Err(never) => match never {},
             };
         };
-        channel.clone().oneshot(forwarded).await.map_err(|err| {
+        if rule.read {
+            self.retries.attempted();
+        }
+        let first = channel.clone().oneshot(request(headers.clone())).await;
+        // An idempotent read the backend did not answer is tried once more, within the budget.
+        let unanswered = match &first {
+            Err(_) => true,
+            Ok(answer) => tonic::Status::from_header_map(answer.headers())
+                .is_some_and(|s| s.code() == tonic::Code::Unavailable),
+        };
+        let answer = if unanswered
+            && rule.read
+            && upstream::time_left() > crate::retry::ROOM_NEEDED + crate::retry::PAUSE
+            && self.retries.may_retry()
+        {
+            tokio::time::sleep(crate::retry::PAUSE).await;
+            let mut headers = headers;
+            let left = format!("{}m", upstream::time_left().as_millis().max(1));
+            headers.insert(
+                "grpc-timeout",
+                http::HeaderValue::from_str(&left).map_err(|_| table_error())?,
+            );
+            channel.clone().oneshot(request(headers)).await
+        } else {
+            first
+        };
+        answer.map_err(|err| {
             tracing::warn!(backend = rule.backend.label(), error = %err, "backend unreachable");
             ApiError::unavailable(
                 format!("the {} service is unavailable", rule.backend.label()),

@@ -61,7 +61,7 @@ struct Seen {
     /// Blanks left, as the stream last said; `None` while no stream speaks for it.
     remaining: Option<i64>,
     /// The inventory's last refusal, and when it came.
-    refusal: Option<(tonic::Status, Instant)>,
+    refusal: Option<(ApiError, Instant)>,
     /// When a request last went on while the view said full.
     last_recheck: Instant,
     /// Whether a stream follows it.
@@ -165,7 +165,7 @@ impl Edge {
         }
         let mut view = self.view.lock().unwrap_or_else(PoisonError::into_inner);
         let seen = view.get_mut(key)?;
-        let (status, at) = seen.refusal.as_ref()?;
+        let (refusal, at) = seen.refusal.as_ref()?;
         if seen.remaining != Some(0) || at.elapsed() > REFUSAL_LIFE {
             return None;
         }
@@ -173,11 +173,7 @@ impl Edge {
             seen.last_recheck = Instant::now();
             return None;
         }
-        Some(ApiError::passthrough(
-            ErrorCode::ResourceExhausted,
-            status.message(),
-            status.get_error_details(),
-        ))
+        Some(refusal.clone())
     }
 
     /// What the inventory answered for `key`: a refusal for a full date is kept,
@@ -206,7 +202,13 @@ impl Edge {
             last_recheck: Instant::now(),
             watched: false,
         });
-        seen.refusal = Some((status.clone(), Instant::now()));
+        // Decoded once, answered many times.
+        let refusal = ApiError::passthrough(
+            ErrorCode::ResourceExhausted,
+            status.message(),
+            status.get_error_details(),
+        );
+        seen.refusal = Some((refusal, Instant::now()));
         if seen.watched {
             return None;
         }

@@ -15,6 +15,7 @@ mod door;
 pub mod edge;
 mod ikd_first;
 pub mod limits;
+mod retry;
 pub mod store;
 mod wire;
 
