@@ -63,19 +63,13 @@ impl Brokers {
         Self { store, cache }
     }
 
-    /// Whether an account is blocked from applying: the shared mark, or, when
-    /// the shared cache cannot be read, a flag on record.
-    pub(crate) async fn is_blocked(&self, account: &str) -> Result<bool, ApiError> {
-        match self.cache.exists(&block_key(account)).await {
-            Ok(blocked) => Ok(blocked),
-            Err(err) => {
-                tracing::warn!(error = %err, "broker blocks unshared; reading the recorded flags");
-                self.store
-                    .is_flagged(account, Utc::now())
-                    .await
-                    .map_err(store_failed)
-            }
-        }
+    /// Whether an account is blocked from applying, by the flags on record:
+    /// what the door reads when the shared cache's block marks cannot be read.
+    pub(crate) async fn is_flagged(&self, account: &str) -> Result<bool, ApiError> {
+        self.store
+            .is_flagged(account, Utc::now())
+            .await
+            .map_err(store_failed)
     }
 
     /// Counts a broker-like refusal of the account, flagging and blocking it at

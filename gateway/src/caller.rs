@@ -12,7 +12,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use adminduk_kit::cache::SharedCache;
 use adminduk_kit::principal::{Principal, principal_of_certificate};
 use adminduk_kit::token::{self, Claims, TokenError, VerifyingKey};
 use adminduk_kit::{ApiError, ErrorCode, ErrorReason, upstream};
@@ -38,6 +37,8 @@ const MAX_CACHED_TOKENS: usize = 100_000;
 pub(crate) struct Citizen {
     /// The resident's NIK (never logged whole).
     pub(crate) nik: String,
+    /// The opaque subject the token names the resident by.
+    pub(crate) subject: String,
     /// The bound device.
     pub(crate) device: String,
     /// The thumbprint of the device key the token is bound to (`cnf.jkt`).
@@ -156,7 +157,6 @@ pub(crate) struct Tokens {
 struct TokensInner {
     ikd: IkdServiceClient<Channel>,
     population: PopulationServiceClient<Channel>,
-    cache: Arc<dyn SharedCache>,
     keys: RwLock<Vec<VerifyingKey>>,
     fetched: tokio::sync::Mutex<Option<Instant>>,
     verified: Mutex<HashMap<[u8; 32], Arc<Verified>>>,
@@ -182,14 +182,13 @@ fn digest(token: &str) -> [u8; 32] {
 }
 
 impl Tokens {
-    /// A verifier asking the IKD service for keys and subjects, the population
-    /// service for families, and the shared cache for revocations.
-    pub(crate) fn new(ikd: Channel, population: Channel, cache: Arc<dyn SharedCache>) -> Self {
+    /// A verifier asking the IKD service for keys and subjects, and the
+    /// population service for families.
+    pub(crate) fn new(ikd: Channel, population: Channel) -> Self {
         Self {
             inner: Arc::new(TokensInner {
                 ikd: IkdServiceClient::new(ikd),
                 population: PopulationServiceClient::new(population),
-                cache,
                 keys: RwLock::new(Vec::new()),
                 fetched: tokio::sync::Mutex::new(None),
                 verified: Mutex::new(HashMap::new()),
@@ -197,7 +196,11 @@ impl Tokens {
         }
     }
 
-    /// The resident a token speaks for, or why it is refused.
+    /// The resident a token speaks for, or why it is refused: its signature,
+    /// expiry and binding (asked of the IKD service at most once a minute).
+    /// Whether the device was revoked since is the shared mark's to say, which
+    /// the door reads with the request's other checks in one round trip
+    /// ([`Tokens::confirm_with_ikd`] when the shared cache cannot answer).
     pub(crate) async fn citizen(&self, token: &str) -> Result<Citizen, ApiError> {
         let now = now_seconds();
         let hash = digest(token);
@@ -216,7 +219,6 @@ impl Tokens {
             Some(_) => return Err(expired()),
             None => self.verify(token, hash, now).await?,
         };
-        self.check_not_revoked(&verified).await?;
         Ok(verified.citizen.clone())
     }
 
@@ -239,6 +241,7 @@ impl Tokens {
         let verified = Arc::new(Verified {
             citizen: Citizen {
                 nik: resolved.nik,
+                subject: claims.sub.clone(),
                 device: claims.dev.clone(),
                 jkt: claims.cnf.jkt.clone(),
                 family: Arc::default(),
@@ -301,24 +304,14 @@ impl Tokens {
         }
     }
 
-    /// A revoked device's tokens end at once: the shared mark is checked on
-    /// every request. When the cache cannot answer, the IKD service is asked.
-    async fn check_not_revoked(&self, verified: &Verified) -> Result<(), ApiError> {
-        let key = token::revoked_device_key(&verified.claims.dev);
-        match self.inner.cache.exists(&key).await {
-            Ok(false) => Ok(()),
-            Ok(true) => Err(revoked()),
-            Err(err) => {
-                tracing::warn!(error = %err, "revocations unreadable; asking the IKD service");
-                let resolved = self.resolve(&verified.claims.sub).await?;
-                if resolved.status == ikd::IdentityStatus::Active as i32
-                    && resolved.device_id == verified.claims.dev
-                {
-                    Ok(())
-                } else {
-                    Err(revoked())
-                }
-            }
+    /// Whether the resident's binding still holds, asked of the IKD service:
+    /// what the door does when the shared revocation marks cannot be read.
+    pub(crate) async fn confirm_with_ikd(&self, citizen: &Citizen) -> Result<(), ApiError> {
+        let resolved = self.resolve(&citizen.subject).await?;
+        if resolved.status == ikd::IdentityStatus::Active as i32 && resolved.device_id == citizen.device {
+            Ok(())
+        } else {
+            Err(revoked())
         }
     }
 
@@ -363,7 +356,7 @@ fn expired() -> ApiError {
     )
 }
 
-fn revoked() -> ApiError {
+pub(crate) fn revoked() -> ApiError {
     unauthenticated(
         ErrorReason::DeviceRevoked,
         "this device's IKD binding is no longer active; activate IKD again",
@@ -397,6 +390,7 @@ mod tests {
     fn a_citizen_is_labelled_by_device_never_by_nik() {
         let citizen = Citizen {
             nik: "3275014101900001".to_owned(),
+            subject: "5b1f0c3e9d2a47a8b6c4e0f1a2b3c4d5".to_owned(),
             device: "dev-1".to_owned(),
             jkt: String::new(),
             family: Arc::default(),

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use adminduk_kit::cache::SharedCache;
+use adminduk_kit::cache::{Admission, Checks, SharedCache};
 use adminduk_kit::principal::Principal;
 use adminduk_kit::proof::{self, PROOF_HEADER, ProofError};
 use adminduk_kit::{ApiError, ErrorCode, ErrorReason, upstream};
@@ -96,6 +96,11 @@ const PROOF_SKEW: Duration = Duration::from_secs(120);
 /// How long a proof's id is remembered: past the skew on both sides, so a
 /// proof is never accepted twice.
 const PROOF_MEMORY: Duration = Duration::from_secs(300);
+/// How long the shared cache may take to answer a resident's request's checks
+/// before each falls back (longer than the rate limit's alone: a revocation
+/// and a block are on the line, and their fallbacks cost more).
+const SHARED_CHECKS_BUDGET: Duration = Duration::from_millis(20);
+
 /// The most proof ids remembered here when the shared cache cannot be reached.
 const MAX_LOCAL_PROOFS: usize = 100_000;
 
@@ -190,7 +195,10 @@ impl Gateway {
         let caller = self.authenticate(&parts).await?;
         let role = caller.role();
         let grant = rule.grant_for(role).ok_or_else(|| not_allowed(role, rule))?;
-        self.spend_allowance(&caller, &parts).await?;
+        // A resident's allowance is spent with the request's other shared checks, below.
+        if !matches!(caller, Caller::Citizen(_)) {
+            self.spend_allowance(&caller, &parts).await?;
+        }
         let body = self.read_body(body).await?;
         let message = wire::unframe(&body).map_err(malformed)?.to_vec();
         self.spend_named(rule, &message).await?;
@@ -205,6 +213,9 @@ impl Gateway {
         };
         if let Some(refusal) = edge_key.as_ref().and_then(|key| self.edge.refusal(key, retry)) {
             return Err(refusal);
+        }
+        if let Caller::Citizen(citizen) = &caller {
+            self.confirm_citizen(rule, citizen, &path, &parts.headers).await?;
         }
         // Held in a guard until the outcome is known: a request whose client goes
         // away mid-way is still in the chain, as CANCELLED.
@@ -258,27 +269,19 @@ impl Gateway {
             event,
         } = admitted;
         let path = parts.uri.path().to_owned();
-        if let Caller::Citizen(citizen) = caller {
-            if rule.proof {
-                self.check_proof(&path, citizen, &parts.headers).await?;
-            }
-            // Whom the resident may name is settled before anything is asked about them.
-            if let Grant::Citizen(own, _) = grant {
-                if rule.proof {
-                    self.check_not_blocked(citizen).await?;
-                }
-                if let Err(refusal) = self.check_own(own, citizen, &message).await {
-                    // Naming a stranger in a change is what a broker does; in a read, a
-                    // mistake. Any other failure (population away, bad bytes) is itself.
-                    let stranger =
-                        refusal.reason() == Some(adminduk_kit::error::reason_name(ErrorReason::OutOfScope));
-                    return Err(if rule.proof && stranger {
-                        self.brokers.refuse(&citizen.device, &citizen.nik).await
-                    } else {
-                        refusal
-                    });
-                }
-            }
+        // Whom a resident may name is settled before anything is asked about them.
+        if let (Caller::Citizen(citizen), Grant::Citizen(own, _)) = (caller, grant)
+            && let Err(refusal) = self.check_own(own, citizen, &message).await
+        {
+            // Naming a stranger in a change is what a broker does; in a read, a
+            // mistake. Any other failure (population away, bad bytes) is itself.
+            let stranger =
+                refusal.reason() == Some(adminduk_kit::error::reason_name(ErrorReason::OutOfScope));
+            return Err(if rule.proof && stranger {
+                self.brokers.refuse(&citizen.device, &citizen.nik).await
+            } else {
+                refusal
+            });
         }
         let ikd = match rule.ikd_first {
             Some(tag) => {
@@ -611,14 +614,102 @@ impl Gateway {
         Ok(())
     }
 
+    /// The checks of a resident's request that the shared cache answers, in
+    /// one round trip: the device's allowance, its revocation mark, and for a
+    /// change the account's block and the proof's one-time id (the proof's
+    /// signature is checked first, here). When the cache cannot answer in
+    /// time, each falls back: the allowance is this replica's, the binding is
+    /// asked of the IKD service, the block is read from the flags on record,
+    /// and the proof's id is remembered here.
+    async fn confirm_citizen(
+        &self,
+        rule: &Rule,
+        citizen: &Citizen,
+        method: &str,
+        headers: &http::HeaderMap,
+    ) -> Result<(), ApiError> {
+        let proof_key = if rule.proof {
+            Some(self.proof_key(method, citizen, headers)?)
+        } else {
+            None
+        };
+        let (rate_key, interval, burst) = self.limits.shared(Kind::Citizen, &citizen.device);
+        let revoked = adminduk_kit::token::revoked_device_key(&citizen.device);
+        let blocked = crate::brokers::block_key(&citizen.device);
+        let with_block = [revoked.as_str(), blocked.as_str()];
+        let checks = Checks {
+            rate: Some((rate_key.as_str(), interval, burst)),
+            absent: if rule.proof {
+                &with_block[..]
+            } else {
+                &with_block[..1]
+            },
+            claim: proof_key.as_deref().map(|key| (key, PROOF_MEMORY)),
+        };
+        let checked = match tokio::time::timeout(SHARED_CHECKS_BUDGET, self.cache.check_all(&checks)).await {
+            Ok(Ok(checked)) => checked,
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "shared checks unanswered; falling back");
+                return self.confirm_citizen_alone(rule, citizen, proof_key).await;
+            }
+            Err(_) => {
+                tracing::warn!("shared checks too slow; falling back");
+                return self.confirm_citizen_alone(rule, citizen, proof_key).await;
+            }
+        };
+        match checked.rate {
+            Some(Admission::Refused { retry_after }) => return Err(rate_limited(Kind::Citizen, retry_after)),
+            Some(Admission::Allowed) => {}
+            // The cache is no shared limiter (one replica): the limit is this replica's.
+            None => self
+                .limits
+                .spend_here(Kind::Citizen, &citizen.device)
+                .map_err(|wait| rate_limited(Kind::Citizen, wait))?,
+        }
+        if checked.present.first() == Some(&true) {
+            return Err(caller::revoked());
+        }
+        if checked.present.get(1) == Some(&true) {
+            return Err(broker_suspected(BROKER_REFUSALS, true));
+        }
+        if checked.claimed == Some(false) {
+            return Err(proof_replayed());
+        }
+        Ok(())
+    }
+
+    /// [`Gateway::confirm_citizen`]'s checks without the shared cache.
+    async fn confirm_citizen_alone(
+        &self,
+        rule: &Rule,
+        citizen: &Citizen,
+        proof_key: Option<String>,
+    ) -> Result<(), ApiError> {
+        self.limits
+            .spend_here(Kind::Citizen, &citizen.device)
+            .map_err(|wait| rate_limited(Kind::Citizen, wait))?;
+        self.tokens.confirm_with_ikd(citizen).await?;
+        if rule.proof && self.brokers.is_flagged(&citizen.device).await? {
+            return Err(broker_suspected(BROKER_REFUSALS, true));
+        }
+        if let Some(key) = proof_key
+            && !self.first_use_here(key)?
+        {
+            return Err(proof_replayed());
+        }
+        Ok(())
+    }
+
     /// A resident's change carries a proof signed by the token's device key,
-    /// for this method and this token, made in the last two minutes, once.
-    async fn check_proof(
+    /// for this method and this token, made in the last two minutes; the key
+    /// its one-time id is claimed under (ids are the phone's: kept per device
+    /// key, so no one spends another phone's).
+    fn proof_key(
         &self,
         method: &str,
         citizen: &Citizen,
         headers: &http::HeaderMap,
-    ) -> Result<(), ApiError> {
+    ) -> Result<String, ApiError> {
         let Some(header) = headers.get(PROOF_HEADER) else {
             return Err(ApiError::new(
                 ErrorCode::Unauthenticated,
@@ -645,23 +736,7 @@ impl Gateway {
         if citizen.jkt.is_empty() || proof.thumbprint != citizen.jkt {
             return Err(proof_invalid(ProofError::BadSignature));
         }
-        // Ids are the phone's: kept per device key, so no one spends another phone's.
-        let key = format!("proof:{}:{}", citizen.jkt, proof.id);
-        let first = match self.cache.set_if_absent(&key, b"1", PROOF_MEMORY).await {
-            Ok(first) => first,
-            Err(err) => {
-                tracing::warn!(error = %err, "proof ids unshared; remembering them here");
-                self.first_use_here(key)?
-            }
-        };
-        if !first {
-            return Err(ApiError::new(
-                ErrorCode::Unauthenticated,
-                "this proof was used already; sign a new one",
-            )
-            .with_reason(ErrorReason::ProofReplayed, []));
-        }
-        Ok(())
+        Ok(format!("proof:{}:{}", citizen.jkt, proof.id))
     }
 
     /// Whether a proof id is new to this replica (the fallback when the shared
@@ -692,14 +767,6 @@ impl Gateway {
                 true
             }
         })
-    }
-
-    /// An account blocked as a suspected broker applies for no one until the block ends.
-    async fn check_not_blocked(&self, citizen: &Citizen) -> Result<(), ApiError> {
-        if self.brokers.is_blocked(&citizen.device).await? {
-            return Err(broker_suspected(BROKER_REFUSALS, true));
-        }
-        Ok(())
     }
 
     async fn check_own(&self, own: Own, citizen: &Citizen, message: &[u8]) -> Result<(), ApiError> {
@@ -893,6 +960,14 @@ fn rate_limited(kind: Kind, wait: Duration) -> ApiError {
         [("kind".to_owned(), kind.as_str().to_owned())],
     )
     .with_retry_after(wait)
+}
+
+fn proof_replayed() -> ApiError {
+    ApiError::new(
+        ErrorCode::Unauthenticated,
+        "this proof was used already; sign a new one",
+    )
+    .with_reason(ErrorReason::ProofReplayed, [])
 }
 
 fn proof_invalid(err: ProofError) -> ApiError {

@@ -144,7 +144,7 @@ pub async fn start(
         Some(tls) if tls.client_ca.is_some() => tls.client_certificate_optional = true,
         _ => return Err(StartError::NoTls),
     }
-    let tokens = Tokens::new(upstreams.ikd.clone(), upstreams.population.clone(), cache.clone());
+    let tokens = Tokens::new(upstreams.ikd.clone(), upstreams.population.clone());
     let builder = GrpcServer::new(server);
     let store = store::Store::new(records.db.clone());
     let agencies = Agencies::new(store.clone());

@@ -139,11 +139,16 @@ impl Limits {
         }
     }
 
-    /// Spends one request of `kind`'s allowance at `key`; `Err` with the wait when none is left.
-    pub(crate) async fn spend(&self, kind: Kind, key: &str) -> Result<(), Duration> {
+    /// The shared store's key, interval and burst of `kind`'s allowance at `key`.
+    pub(crate) fn shared(&self, kind: Kind, key: &str) -> (String, Duration, u32) {
         let (per_minute, burst) = self.allowances.of(kind);
         let interval = Duration::from_millis(60_000 / u64::from(per_minute.max(1)));
-        let shared_key = format!("rate:{}:{key}", kind.as_str());
+        (format!("rate:{}:{key}", kind.as_str()), interval, burst)
+    }
+
+    /// Spends one request of `kind`'s allowance at `key`; `Err` with the wait when none is left.
+    pub(crate) async fn spend(&self, kind: Kind, key: &str) -> Result<(), Duration> {
+        let (shared_key, interval, burst) = self.shared(kind, key);
         match tokio::time::timeout(SHARED_BUDGET, self.shared.admit(&shared_key, interval, burst)).await {
             Ok(Ok(Some(Admission::Allowed))) => Ok(()),
             Ok(Ok(Some(Admission::Refused { retry_after }))) => Err(retry_after),
@@ -156,7 +161,8 @@ impl Limits {
         }
     }
 
-    fn spend_here(&self, kind: Kind, key: &str) -> Result<(), Duration> {
+    /// Spends it in this replica alone (the shared store is away, or is no shared store).
+    pub(crate) fn spend_here(&self, kind: Kind, key: &str) -> Result<(), Duration> {
         let Some(limiter) = self.local.get(kind.index()) else {
             return Ok(());
         };

@@ -66,6 +66,60 @@ pub trait SharedCache: Send + Sync + fmt::Debug {
         let _ = (key, interval, burst);
         Ok(None)
     }
+
+    /// Several checks of one request in one round trip to the shared store, in
+    /// this order: the rate limit (when it refuses, nothing else is done), the
+    /// keys that must be absent (a revocation mark, a block), and a key to
+    /// claim (a proof's id: set if absent). A shared store does them in one
+    /// atomic step; this default does them one after another.
+    async fn check_all(&self, checks: &Checks<'_>) -> Result<Checked, CacheError> {
+        let rate = match checks.rate {
+            Some((key, interval, burst)) => self.admit(key, interval, burst).await?,
+            None => None,
+        };
+        if matches!(rate, Some(Admission::Refused { .. })) {
+            return Ok(Checked {
+                rate,
+                present: Vec::new(),
+                claimed: None,
+            });
+        }
+        let mut present = Vec::with_capacity(checks.absent.len());
+        for key in checks.absent {
+            present.push(self.exists(key).await?);
+        }
+        let claimed = match checks.claim {
+            Some((key, ttl)) => Some(self.set_if_absent(key, b"1", ttl).await?),
+            None => None,
+        };
+        Ok(Checked {
+            rate,
+            present,
+            claimed,
+        })
+    }
+}
+
+/// What [`SharedCache::check_all`] is asked.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Checks<'a> {
+    /// A GCRA admission: the key, the interval between cells, the burst.
+    pub rate: Option<(&'a str, Duration, u32)>,
+    /// Keys that must not be set.
+    pub absent: &'a [&'a str],
+    /// A key to set if absent, with its TTL.
+    pub claim: Option<(&'a str, Duration)>,
+}
+
+/// What [`SharedCache::check_all`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    /// The rate limit's answer; `None` when not asked or not shared (limit in process).
+    pub rate: Option<Admission>,
+    /// For each key of [`Checks::absent`], whether it is set; empty when the rate refused.
+    pub present: Vec<bool>,
+    /// Whether the claim was this call's; `None` when not asked or the rate refused.
+    pub claimed: Option<bool>,
 }
 
 /// A rate limit's answer to one request.
@@ -103,6 +157,9 @@ pub enum CacheError {
     /// Redis reports the same as [`CacheError::Command`]).
     #[error("the value at the key is not a counter")]
     NotACounter,
+    /// Redis answered something the script does not answer.
+    #[error("redis answered in an unexpected shape")]
+    Unexpected,
 }
 
 /// The TTL in whole milliseconds, rounded up and at least 1, as Redis takes it.
@@ -147,22 +204,39 @@ end
 return n
 ";
 
-/// GCRA (the generic cell rate algorithm) in one atomic step, on Redis's clock:
-/// KEYS[1] holds the theoretical arrival time (ms); ARGV[1] is the interval
-/// between cells (ms), ARGV[2] the burst. Answers {1, 0} when admitted (and
-/// moves the arrival time on), {0, ms to wait} when not (and changes nothing).
-const GCRA_LUA: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local interval = tonumber(ARGV[1])
-local tolerance = interval * (tonumber(ARGV[2]) - 1)
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-local wait = tat - tolerance - now
-if wait > 0 then return {0, wait} end
-local next_tat = tat + interval
-redis.call('SET', KEYS[1], next_tat, 'PX', next_tat - now)
-return {1, 0}
+/// The checks of [`SharedCache::check_all`] in one atomic step, on Redis's
+/// clock. With ARGV[1] = 1, KEYS[1] holds a GCRA theoretical arrival time (ms),
+/// ARGV[2] is the interval between cells (ms) and ARGV[3] the burst: over the
+/// limit, the answer is {0, ms to wait} and nothing else is done or changed.
+/// Then the ARGV[4] keys that follow are checked for existence, and with
+/// ARGV[5] = 1 the last key is set if absent for ARGV[6] ms. The answer is
+/// {1, 0, exists..., claimed} (claimed -1 when no claim was asked).
+const CHECK_ALL_LUA: &str = r"
+local k = 1
+if ARGV[1] == '1' then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local interval = tonumber(ARGV[2])
+  local tolerance = interval * (tonumber(ARGV[3]) - 1)
+  local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+  if tat < now then tat = now end
+  local wait = tat - tolerance - now
+  if wait > 0 then return {0, wait} end
+  local next_tat = tat + interval
+  redis.call('SET', KEYS[1], next_tat, 'PX', next_tat - now)
+  k = 2
+end
+local out = {1, 0}
+local n = tonumber(ARGV[4])
+for j = 0, n - 1 do
+  out[#out + 1] = redis.call('EXISTS', KEYS[k + j])
+end
+local claimed = -1
+if ARGV[5] == '1' then
+  if redis.call('SET', KEYS[k + n], '1', 'NX', 'PX', ARGV[6]) then claimed = 1 else claimed = 0 end
+end
+out[#out + 1] = claimed
+return out
 ";
 
 /// The longest any one cache call waits. The client's own response timeout
@@ -184,7 +258,7 @@ pub struct RedisCache {
     conn: ConnectionManager,
     key_prefix: String,
     incr_window: redis::Script,
-    gcra: redis::Script,
+    check_all: redis::Script,
 }
 
 impl fmt::Debug for RedisCache {
@@ -218,7 +292,7 @@ impl RedisCache {
             conn,
             key_prefix: format!("adminduk:{prefix}:"),
             incr_window: redis::Script::new(INCR_WINDOW_LUA),
-            gcra: redis::Script::new(GCRA_LUA),
+            check_all: redis::Script::new(CHECK_ALL_LUA),
         })
     }
 
@@ -278,16 +352,59 @@ impl SharedCache for RedisCache {
         interval: Duration,
         burst: u32,
     ) -> Result<Option<Admission>, CacheError> {
-        let mut invocation = self.gcra.key(self.key(key));
-        invocation.arg(ttl_millis(interval)).arg(burst.max(1));
-        let (admitted, wait): (u8, u64) = bounded(invocation.invoke_async(&mut self.conn.clone())).await?;
-        Ok(Some(if admitted == 1 {
-            Admission::Allowed
-        } else {
-            Admission::Refused {
-                retry_after: Duration::from_millis(wait.max(1)),
-            }
-        }))
+        let checks = Checks {
+            rate: Some((key, interval, burst)),
+            ..Checks::default()
+        };
+        Ok(self.check_all(&checks).await?.rate)
+    }
+
+    async fn check_all(&self, checks: &Checks<'_>) -> Result<Checked, CacheError> {
+        let mut invocation = self.check_all.prepare_invoke();
+        let (interval, burst) = checks.rate.map_or((1, 1), |(_, interval, burst)| {
+            (ttl_millis(interval), burst.max(1))
+        });
+        if let Some((key, _, _)) = checks.rate {
+            invocation.key(self.key(key));
+        }
+        for key in checks.absent {
+            invocation.key(self.key(key));
+        }
+        if let Some((key, _)) = checks.claim {
+            invocation.key(self.key(key));
+        }
+        invocation
+            .arg(u8::from(checks.rate.is_some()))
+            .arg(interval)
+            .arg(burst)
+            .arg(checks.absent.len())
+            .arg(u8::from(checks.claim.is_some()))
+            .arg(checks.claim.map_or(1, |(_, ttl)| ttl_millis(ttl)));
+        let answer: Vec<i64> = bounded(invocation.invoke_async(&mut self.conn.clone())).await?;
+        let (Some(&admitted), Some(&wait)) = (answer.first(), answer.get(1)) else {
+            return Err(CacheError::Unexpected);
+        };
+        if admitted == 0 {
+            return Ok(Checked {
+                rate: Some(Admission::Refused {
+                    retry_after: Duration::from_millis(u64::try_from(wait).unwrap_or(1).max(1)),
+                }),
+                present: Vec::new(),
+                claimed: None,
+            });
+        }
+        let flags = &answer[2..];
+        if flags.len() != checks.absent.len() + 1 {
+            return Err(CacheError::Unexpected);
+        }
+        Ok(Checked {
+            rate: checks.rate.map(|_| Admission::Allowed),
+            present: flags[..checks.absent.len()].iter().map(|f| *f > 0).collect(),
+            claimed: match flags[checks.absent.len()] {
+                -1 => None,
+                claimed => Some(claimed == 1),
+            },
+        })
     }
 }
 
@@ -463,6 +580,62 @@ mod tests {
             all.push(("redis", Arc::new(cache)));
         }
         all
+    }
+
+    #[tokio::test]
+    async fn check_all_answers_each_check_and_a_refused_rate_does_nothing_else() {
+        let caches = caches("check_all").await;
+        if let Some(url) = testing::redis_url() {
+            let redis = RedisCache::connect(&url, &unique_prefix("check_all"))
+                .await
+                .expect("redis at ADMINDUK_TEST_REDIS_URL");
+            // Redis also limits: one at once, then a refusal that claims nothing.
+            let minute = Duration::from_secs(60);
+            let limited = Checks {
+                rate: Some(("rate", minute, 1)),
+                absent: &["mark"],
+                claim: Some(("proof", minute)),
+            };
+            let first = redis.check_all(&limited).await.expect("redis");
+            assert_eq!(first.rate, Some(Admission::Allowed));
+            assert_eq!((first.present, first.claimed), (vec![false], Some(true)));
+            let limited = Checks {
+                claim: Some(("proof-2", minute)),
+                ..limited
+            };
+            let second = redis.check_all(&limited).await.expect("redis");
+            assert!(
+                matches!(second.rate, Some(Admission::Refused { .. })),
+                "{second:?}"
+            );
+            assert_eq!((second.present.len(), second.claimed), (0, None));
+            assert!(
+                !redis.exists("proof-2").await.expect("redis"),
+                "a refusal claims nothing"
+            );
+        }
+        for (name, cache) in caches {
+            cache
+                .set("revoked", b"1", Duration::from_secs(60))
+                .await
+                .expect("set");
+            let checks = Checks {
+                rate: None,
+                absent: &["revoked", "blocked"],
+                claim: Some(("claim", Duration::from_secs(60))),
+            };
+            let first = cache.check_all(&checks).await.expect("checked");
+            assert_eq!(first.present, [true, false], "{name}");
+            assert_eq!(first.claimed, Some(true), "{name}");
+            let again = cache.check_all(&checks).await.expect("checked");
+            assert_eq!(again.claimed, Some(false), "{name}: a claim is once");
+            let none = cache.check_all(&Checks::default()).await.expect("checked");
+            assert_eq!(
+                (none.rate, none.present, none.claimed),
+                (None, vec![], None),
+                "{name}"
+            );
+        }
     }
 
     #[tokio::test]
