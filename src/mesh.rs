@@ -314,6 +314,7 @@ fn tls_server(listen: SocketAddr, certs: &crate::certs::DevCerts) -> ServerConfi
             client_ca: Some(certs.ca_cert.clone()),
             client_certificate_optional: true,
             services_only: false,
+            check_client_chain_in_service: false,
         }),
         // A page on any origin may call the gateway from a browser (development).
         grpc_web: Some(config::GrpcWebConfig::default()),

@@ -28,6 +28,7 @@ async fn start_mtls_server(certs: &DevCerts) -> RunningServer {
             client_ca: Some(certs.ca_cert.clone()),
             client_certificate_optional: false,
             services_only: false,
+            check_client_chain_in_service: false,
         }),
         ..ServerConfig::default()
     };

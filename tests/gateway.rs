@@ -1114,6 +1114,7 @@ async fn a_service_run_apart_answers_only_the_mesh_and_the_gateway_reaches_it() 
         client_ca: Some(certs.ca_cert.clone()),
         client_certificate_optional: optional,
         services_only,
+        check_client_chain_in_service: false,
     };
     let population = adminduk_population::start(
         ServerConfig {
@@ -1463,6 +1464,7 @@ async fn a_full_date_is_refused_at_the_edge_without_a_backend_call_until_a_blank
                 client_ca: Some(mesh.certs.ca_cert.clone()),
                 client_certificate_optional: true,
                 services_only: false,
+                check_client_chain_in_service: false,
             }),
             ..adminduk_kit::testing::server_config()
         },
@@ -1789,6 +1791,18 @@ async fn ikd_first_deflects_the_eligible_exempts_a_child_and_counts_the_activati
             .into_inner()
     };
 
+    // Nothing is booked for someone who is no resident, not even with a reason.
+    let mut stranger = tonic::Request::new(reserve(STRANGER_NIK, "stranger"));
+    stranger.metadata_mut().insert(
+        adminduk_gateway::OVERRIDE_HEADER,
+        "lansia tanpa ponsel pintar".parse().expect("header"),
+    );
+    refused(
+        counter.reserve(stranger).await,
+        Code::NotFound,
+        "RESIDENT_NOT_FOUND",
+    );
+
     // An eligible resident without IKD is deflected, told how and where.
     let nik = door.resident_without_ikd(12).await;
     let status = refused(
@@ -1887,4 +1901,32 @@ async fn ikd_first_deflects_the_eligible_exempts_a_child_and_counts_the_activati
         "{rows:?}"
     );
     db.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_of_another_ca_is_unauthenticated_before_any_backend() {
+    let door = Door::open().await;
+    // A whole other PKI, whose office certificate names a real service point.
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let other = adminduk::certs::generate(elsewhere.path(), &adminduk::certs::CertOptions::default())
+        .expect("another CA's certificates");
+    let stranger = door.channel(Some((&other.office_cert, &other.office_key)));
+    let status = refused(
+        InventoryServiceClient::new(stranger)
+            .get_stock(inventory::GetStockRequest {
+                region_code: "3275".into(),
+            })
+            .await,
+        Code::Unauthenticated,
+        "CERTIFICATE_UNTRUSTED",
+    );
+    assert!(status.message().contains("CA"), "{}", status.message());
+    // The CA's own certificate still names its office.
+    InventoryServiceClient::new(door.office())
+        .get_stock(inventory::GetStockRequest {
+            region_code: "3275".into(),
+        })
+        .await
+        .expect("the office reads the stock");
+    door.close().await;
 }

@@ -138,6 +138,8 @@ pub(crate) struct Gateway {
     edge: Edge,
     ikd_first: IkdFirst,
     retries: crate::retry::RetryBudget,
+    /// The client CA's check of a presented certificate's chain.
+    client_chain: adminduk_kit::tls::ClientChain,
     /// The gateway's own services, reached through the door like the others.
     own: tonic::service::Routes,
     /// Proof ids seen while the shared cache could not be reached.
@@ -151,12 +153,14 @@ impl Gateway {
         tokens: Tokens,
         cache: Arc<dyn SharedCache>,
         own: OwnParts,
+        client_chain: adminduk_kit::tls::ClientChain,
         max_message_bytes: usize,
     ) -> Self {
         Self {
             edge: Edge::new(upstreams.inventory.clone()),
             ikd_first: own.ikd_first,
             retries: crate::retry::RetryBudget::default(),
+            client_chain,
             upstreams,
             tokens,
             limits: Limits::new(cache.clone(), own.allowances),
@@ -399,6 +403,17 @@ impl Gateway {
             .extensions
             .get::<TlsConnectInfo<TcpConnectInfo>>()
             .and_then(TlsConnectInfo::peer_certs);
+        if let Some(chain) = certs.as_ref().filter(|certs| !certs.is_empty())
+            && !self.client_chain.verifies(chain)
+        {
+            // Like a failed token, it costs its sender's address.
+            self.spend_allowance(&Caller::Anonymous, request).await?;
+            return Err(ApiError::new(
+                ErrorCode::Unauthenticated,
+                "the client certificate is not one the gateway's CA signed, or it has expired",
+            )
+            .with_reason(ErrorReason::CertificateUntrusted, []));
+        }
         let leaf = certs.as_ref().and_then(|certs| certs.first()).map(|c| c.as_ref());
         if let Some(principal) = caller::certified(leaf)? {
             return Ok(Caller::Certified(principal));

@@ -8,6 +8,9 @@
 //!   (the seeds' child in hospital): both exemptions are in the audit row.
 //! - Anyone else is deflected: FAILED_PRECONDITION, `IKD_ACTIVATION_REQUIRED`,
 //!   with how to activate and the nearest service points that verify it.
+//! - Nothing is done for someone who is no resident here (no such NIK, or
+//!   deceased, or moved out): NOT_FOUND `RESIDENT_NOT_FOUND`, or
+//!   FAILED_PRECONDITION `RESIDENT_NOT_ACTIVE`, override or not.
 //! - The status is read from the IKD service and kept in the shared cache
 //!   (60 s for an answer, 15 s for "not active"), which the IKD service clears
 //!   whenever the resident's status changes.
@@ -48,8 +51,11 @@ pub(crate) const CONVERSION_WINDOW: chrono::Duration = chrono::Duration::days(30
 enum Standing {
     /// IKD is active.
     Active,
-    /// The resident cannot activate yet: why, as the IKD service says.
+    /// The resident cannot activate yet (under 17 and unmarried, no recorded
+    /// KTP-el): why, as the IKD service says.
     Exempt(String),
+    /// No resident here to act for: not found, deceased or moved out.
+    NotResident(String),
     /// The resident could activate and has not.
     Inactive,
     /// The NIK is not one (the service the call is for refuses it in its own words).
@@ -61,6 +67,7 @@ impl Standing {
         match self {
             Standing::Active => Some(b"A".to_vec()),
             Standing::Exempt(why) => Some(format!("E{why}").into_bytes()),
+            Standing::NotResident(why) => Some(format!("N{why}").into_bytes()),
             Standing::Inactive => Some(b"I".to_vec()),
             Standing::Malformed => None,
         }
@@ -72,6 +79,9 @@ impl Standing {
             (b'I', []) => Some(Standing::Inactive),
             (b'E', why) if !why.is_empty() => {
                 Some(Standing::Exempt(String::from_utf8_lossy(why).into_owned()))
+            }
+            (b'N', why) if !why.is_empty() => {
+                Some(Standing::NotResident(String::from_utf8_lossy(why).into_owned()))
             }
             _ => None,
         }
@@ -147,6 +157,15 @@ impl IkdFirst {
                 active: false,
                 exemption: None,
             }),
+            // Nothing is done for a resident who is not one here, override or not.
+            Standing::NotResident(why) if why == "NOT_FOUND" => Err(ApiError::not_found("resident")
+                .with_reason(ErrorReason::ResidentNotFound, [])
+                .with_resource("resident", adminduk_kit::mask_nik(nik))),
+            Standing::NotResident(why) => Err(ApiError::new(
+                ErrorCode::FailedPrecondition,
+                "the resident is not living here (deceased or moved out): nothing is done for them here",
+            )
+            .with_reason(ErrorReason::ResidentNotActive, [("why".to_owned(), why)])),
             Standing::Inactive => match override_reason {
                 Some(reason) => Ok(Passed {
                     active: false,
@@ -179,11 +198,13 @@ impl IkdFirst {
                 let status = status.into_inner();
                 if status.status == ikd::IdentityStatus::Active as i32 {
                     Standing::Active
-                } else if status.ineligible.is_empty() || status.ineligible == "UNKNOWN" {
-                    // Unknown eligibility deflects: it is the IKD service's to say who is exempt.
-                    Standing::Inactive
                 } else {
-                    Standing::Exempt(status.ineligible)
+                    match status.ineligible.as_str() {
+                        // Unknown eligibility deflects: it is the IKD service's to say who is exempt.
+                        "" | "UNKNOWN" => Standing::Inactive,
+                        "NOT_FOUND" | "DECEASED" | "MOVED_OUT" => Standing::NotResident(status.ineligible),
+                        _ => Standing::Exempt(status.ineligible),
+                    }
                 }
             }
             Err(status) if status.code() == tonic::Code::InvalidArgument => Standing::Malformed,
@@ -336,6 +357,7 @@ mod tests {
             Standing::Active,
             Standing::Inactive,
             Standing::Exempt("UNDER_17".into()),
+            Standing::NotResident("DECEASED".into()),
         ] {
             let bytes = standing.encode().expect("kept");
             assert_eq!(Standing::decode(&bytes), Some(standing));

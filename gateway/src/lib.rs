@@ -140,10 +140,20 @@ pub async fn start(
     cache: Arc<dyn SharedCache>,
     records: Records,
 ) -> Result<Running, StartError> {
-    match &mut server.tls {
-        Some(tls) if tls.client_ca.is_some() => tls.client_certificate_optional = true,
-        _ => return Err(StartError::NoTls),
-    }
+    // A client certificate is optional (residents present tokens), and its
+    // chain is checked here, per request, so a certificate of another CA is
+    // answered UNAUTHENTICATED rather than cut off in the handshake.
+    let client_chain = match &mut server.tls {
+        Some(tls) => match tls.client_ca.clone() {
+            Some(ca) => {
+                tls.client_certificate_optional = true;
+                tls.check_client_chain_in_service = true;
+                adminduk_kit::tls::ClientChain::from_ca(&ca).map_err(ServeError::from)?
+            }
+            None => return Err(StartError::NoTls),
+        },
+        None => return Err(StartError::NoTls),
+    };
     let tokens = Tokens::new(upstreams.ikd.clone(), upstreams.population.clone());
     let builder = GrpcServer::new(server);
     let store = store::Store::new(records.db.clone());
@@ -178,7 +188,7 @@ pub async fn start(
         allowances: records.allowances,
         ikd_first,
     };
-    let gateway = Arc::new(Gateway::new(upstreams, tokens, cache, own, limit));
+    let gateway = Arc::new(Gateway::new(upstreams, tokens, cache, own, client_chain, limit));
     let server = builder
         .add_service(Door::<PopulationName>::new(gateway.clone()))
         .add_service(Door::<InventoryName>::new(gateway.clone()))

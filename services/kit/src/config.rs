@@ -240,6 +240,13 @@ pub struct TlsConfig {
     /// which the outside reaches only through the gateway.
     #[serde(default)]
     pub services_only: bool,
+    /// With `client_ca`: the handshake takes any client certificate whose key
+    /// the client holds, and the service checks its chain against the CA on
+    /// each request, so a certificate from another CA is answered (the
+    /// gateway: UNAUTHENTICATED, CERTIFICATE_UNTRUSTED) rather than cut off
+    /// mid-handshake. The gateway sets it itself.
+    #[serde(default)]
+    pub check_client_chain_in_service: bool,
 }
 
 /// How a service reaches the others over TLS: the mesh CA to trust and its

@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -144,7 +145,17 @@ impl GrpcServer {
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)));
-        if let Some(tls) = &self.config.tls {
+        // A service that checks its clients' chains itself terminates TLS in its
+        // own accept loop (below); any other uses tonic's.
+        let own_tls = match &self.config.tls {
+            Some(tls) if tls.check_client_chain_in_service && tls.client_ca.is_some() => Some(Arc::new(
+                crate::tls::server_config_checking_chain_in_service(tls)?,
+            )),
+            _ => None,
+        };
+        if let Some(tls) = &self.config.tls
+            && own_tls.is_none()
+        {
             builder = builder.tls_config(crate::tls::server_tls(tls)?)?;
         }
         // gRPC-Web comes over HTTP/1.1 too (a browser's fetch); gRPC itself stays HTTP/2.
@@ -192,15 +203,29 @@ impl GrpcServer {
             .into_inner();
 
         let (stop_tx, mut stop_rx) = watch::channel(false);
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let router = builder.layer(stack).add_routes(routes.routes());
-        let task = tokio::spawn(async move {
-            router
-                .serve_with_incoming_shutdown(incoming, async move {
-                    let _ = stop_rx.wait_for(|stop| *stop).await;
+        let task = match own_tls {
+            None => {
+                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                tokio::spawn(async move {
+                    router
+                        .serve_with_incoming_shutdown(incoming, async move {
+                            let _ = stop_rx.wait_for(|stop| *stop).await;
+                        })
+                        .await
                 })
-                .await
-        });
+            }
+            Some(tls) => {
+                let incoming = tls_incoming(listener, tls, stop_rx.clone());
+                tokio::spawn(async move {
+                    router
+                        .serve_with_incoming_shutdown(incoming, async move {
+                            let _ = stop_rx.wait_for(|stop| *stop).await;
+                        })
+                        .await
+                })
+            }
+        };
         tracing::info!(addr = %local_addr, services = ?self.names, "listening");
         Ok(RunningServer {
             addr: local_addr,
@@ -209,6 +234,52 @@ impl GrpcServer {
             drain: self.config.drain_timeout(),
         })
     }
+}
+
+/// How long a client has to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TLS connections accepted on `listener`, each handshake in a task of its
+/// own (a slow or failed one holds up no other), until `stop`.
+fn tls_incoming(
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    mut stop: watch::Receiver<bool>,
+) -> tokio_stream::wrappers::ReceiverStream<
+    Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>,
+> {
+    let (tx, rx) = tokio::sync::mpsc::channel(128);
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                _ = stop.wait_for(|stop| *stop) => break,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((tcp, _)) => {
+                    let _ = tcp.set_nodelay(true);
+                    let acceptor = acceptor.clone();
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                            Ok(Ok(stream)) => {
+                                let _ = tx.send(Ok(stream)).await;
+                            }
+                            Ok(Err(err)) => tracing::debug!(error = %err, "TLS handshake failed"),
+                            Err(_) => tracing::debug!("TLS handshake timed out"),
+                        }
+                    });
+                }
+                Err(err) => {
+                    // Out of descriptors or the like: wait a moment rather than spin.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
 /// CORS for gRPC-Web: the configured origins may POST with any request header
