@@ -244,6 +244,9 @@ pub struct MeshOptions {
     pub cache: Option<Arc<dyn SharedCache>>,
     /// The gateway's allowances per kind of caller.
     pub allowances: adminduk_gateway::limits::Allowances,
+    /// Keep every service's records in PostgreSQL instead of SQLite files:
+    /// the URL, and a prefix for the services' schemas (`<prefix>_population`, ...).
+    pub postgres: Option<(String, String)>,
 }
 
 impl MeshOptions {
@@ -261,6 +264,7 @@ impl MeshOptions {
             verbose: false,
             cache: None,
             allowances: Default::default(),
+            postgres: None,
         }
     }
 }
@@ -285,6 +289,8 @@ pub struct Mesh {
     pub mailbox: PathBuf,
     /// The data directory.
     pub data_dir: PathBuf,
+    /// The gateway's database (agreements, flags, the audit chain).
+    pub gateway_db: Db,
 }
 
 impl Mesh {
@@ -348,7 +354,17 @@ pub async fn start(options: MeshOptions) -> anyhow::Result<Mesh> {
         .context("writing development certificates")?;
 
     let open = async |name: &str, schema: &str, migrations| {
-        Db::connect(&local_database(&data_dir, name), schema, migrations)
+        let (database, schema) = match &options.postgres {
+            Some((url, prefix)) => (
+                DatabaseConfig {
+                    url: url.clone().into(),
+                    max_connections: 4,
+                },
+                format!("{prefix}_{schema}"),
+            ),
+            None => (local_database(&data_dir, name), schema.to_owned()),
+        };
+        Db::connect(&database, &schema, migrations)
             .await
             .with_context(|| format!("opening the {name} database"))
     };
@@ -424,7 +440,7 @@ pub async fn start(options: MeshOptions) -> anyhow::Result<Mesh> {
         ikd: upstream(&ikd_url)?,
     };
     let records = adminduk_gateway::Records {
-        db: gateway_db,
+        db: gateway_db.clone(),
         audit_keys: data_dir_audit_keys(&data_dir)?,
         audit_chain: config::AuditConfig::default().chain,
         sign_every: std::time::Duration::from_millis(config::AuditConfig::default().sign_interval_ms),
@@ -441,6 +457,7 @@ pub async fn start(options: MeshOptions) -> anyhow::Result<Mesh> {
         certs,
         mailbox,
         data_dir,
+        gateway_db,
     })
 }
 
@@ -479,6 +496,7 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<()> {
         verbose: true,
         cache: None,
         allowances: Default::default(),
+        postgres: None,
     };
 
     let runtime = tokio::runtime::Runtime::new()?;

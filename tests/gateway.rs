@@ -43,8 +43,16 @@ impl Door {
     async fn open_with(cache: Option<std::sync::Arc<dyn adminduk_kit::cache::SharedCache>>) -> Self {
         capture_logs();
         let dir = tempfile::tempdir().expect("tempdir");
+        // On PostgreSQL when the tests have one (as in CI), each mesh in schemas of its own.
+        let postgres = adminduk_kit::testing::postgres("gw").map(|db| {
+            (
+                secrecy::ExposeSecret::expose_secret(&db.config.url).to_owned(),
+                db.schema,
+            )
+        });
         let mesh = adminduk::mesh::start(MeshOptions {
             cache,
+            postgres,
             ..MeshOptions::on_free_ports(dir.path(), 300)
         })
         .await
@@ -53,11 +61,18 @@ impl Door {
     }
 
     /// Stops the mesh (the gateway writes its last audit rows and signs the
-    /// chain's head) and hands back its data directory.
-    async fn close(self) -> tempfile::TempDir {
+    /// chain's head).
+    async fn close(self) {
+        self.close_keeping_records().await;
+    }
+
+    /// Stops the mesh, handing back its data directory (the audit's keys) and
+    /// the gateway's database, to read what it recorded.
+    async fn close_keeping_records(self) -> (tempfile::TempDir, adminduk_kit::storage::Db) {
+        let db = self.mesh.gateway_db.clone();
         self.mesh.shutdown().await.expect("stops");
         assert_no_nik_logged();
-        self.dir
+        (self.dir, db)
     }
 
     /// A TLS channel to the gateway, with a client certificate or without.
@@ -814,17 +829,7 @@ async fn an_agency_verifies_within_its_agreement_and_every_read_is_in_the_audit_
 
     // Stopped, the gateway has written and signed every row: the chain is whole,
     // the resident's rows are found by the keyed reference, and none holds the NIK.
-    let dir = door.close().await;
-    let db = adminduk_kit::storage::Db::connect(
-        &adminduk_kit::config::DatabaseConfig {
-            url: format!("sqlite:{}", dir.path().join("gateway.db").display()).into(),
-            max_connections: 1,
-        },
-        adminduk_gateway::SCHEMA,
-        adminduk_gateway::MIGRATIONS,
-    )
-    .await
-    .expect("the gateway's database");
+    let (dir, db) = door.close_keeping_records().await;
     let keys = adminduk::mesh::data_dir_audit_keys(dir.path()).expect("keys");
     let report =
         adminduk_gateway::audit::verify(&db, &keys, "gateway", Duration::from_secs(60), chrono::Utc::now())
@@ -1880,17 +1885,7 @@ async fn ikd_first_deflects_the_eligible_exempts_a_child_and_counts_the_activati
         1,
         "an exemption is no deflection"
     );
-    let dir = door.close().await;
-    let db = adminduk_kit::storage::Db::connect(
-        &adminduk_kit::config::DatabaseConfig {
-            url: format!("sqlite:{}", dir.path().join("gateway.db").display()).into(),
-            max_connections: 1,
-        },
-        adminduk_gateway::SCHEMA,
-        adminduk_gateway::MIGRATIONS,
-    )
-    .await
-    .expect("the gateway's database");
+    let (dir, db) = door.close_keeping_records().await;
     let keys = adminduk::mesh::data_dir_audit_keys(dir.path()).expect("keys");
     let rows = adminduk_gateway::audit::search_nik(&db, &keys, &child, 10)
         .await
