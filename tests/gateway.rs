@@ -1155,22 +1155,7 @@ async fn a_service_run_apart_answers_only_the_mesh_and_the_gateway_reaches_it() 
             ikd: nowhere,
         },
         std::sync::Arc::new(adminduk_kit::cache::MemoryCache::new()),
-        adminduk_gateway::Records {
-            db: adminduk_kit::storage::Db::connect(
-                &DatabaseConfig {
-                    url: format!("sqlite:{}", dir.path().join("gateway.db").display()).into(),
-                    max_connections: 2,
-                },
-                adminduk_gateway::SCHEMA,
-                adminduk_gateway::MIGRATIONS,
-            )
-            .await
-            .expect("the gateway's database"),
-            audit_keys: adminduk::mesh::data_dir_audit_keys(dir.path()).expect("audit keys"),
-            audit_chain: "gateway".to_owned(),
-            sign_every: Duration::from_secs(60),
-            allowances: Default::default(),
-        },
+        gateway_records(dir.path(), "gateway").await,
     )
     .await
     .expect("the gateway starts");
@@ -1244,6 +1229,27 @@ async fn a_service_run_apart_answers_only_the_mesh_and_the_gateway_reaches_it() 
     );
     gateway.shutdown().await.expect("stops");
     population.shutdown().await.expect("stops");
+}
+
+/// The records of a gateway started by a test itself: a SQLite file and audit
+/// keys in `dir`, appending to `chain`.
+async fn gateway_records(dir: &Path, chain: &str) -> adminduk_gateway::Records {
+    adminduk_gateway::Records {
+        db: adminduk_kit::storage::Db::connect(
+            &adminduk_kit::config::DatabaseConfig {
+                url: format!("sqlite:{}", dir.join("gateway.db").display()).into(),
+                max_connections: 2,
+            },
+            adminduk_gateway::SCHEMA,
+            adminduk_gateway::MIGRATIONS,
+        )
+        .await
+        .expect("the gateway's database"),
+        audit_keys: adminduk::mesh::data_dir_audit_keys(dir).expect("audit keys"),
+        audit_chain: chain.to_owned(),
+        sign_every: Duration::from_secs(60),
+        allowances: Default::default(),
+    }
 }
 
 /// One HTTP/1.1 exchange with the gateway over TLS, as a browser's fetch makes
@@ -1439,7 +1445,7 @@ impl tower::Service<http::Request<tonic::body::Body>> for Counting {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_date_is_refused_at_the_edge_without_a_backend_call_until_a_blank_is_free() {
-    use adminduk_kit::config::{DatabaseConfig, ServerConfig, TlsConfig};
+    use adminduk_kit::config::{ServerConfig, TlsConfig};
 
     let door = Door::open().await;
     let mesh = &door.mesh;
@@ -1480,22 +1486,7 @@ async fn a_full_date_is_refused_at_the_edge_without_a_backend_call_until_a_blank
             ikd: to(mesh.ikd.local_addr()),
         },
         std::sync::Arc::new(adminduk_kit::cache::MemoryCache::new()),
-        adminduk_gateway::Records {
-            db: adminduk_kit::storage::Db::connect(
-                &DatabaseConfig {
-                    url: format!("sqlite:{}", dir.path().join("gateway.db").display()).into(),
-                    max_connections: 2,
-                },
-                adminduk_gateway::SCHEMA,
-                adminduk_gateway::MIGRATIONS,
-            )
-            .await
-            .expect("database"),
-            audit_keys: adminduk::mesh::data_dir_audit_keys(dir.path()).expect("keys"),
-            audit_chain: "edge".to_owned(),
-            sign_every: Duration::from_secs(60),
-            allowances: Default::default(),
-        },
+        gateway_records(dir.path(), "edge").await,
     )
     .await
     .expect("the second gateway starts");
