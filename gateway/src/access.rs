@@ -377,15 +377,21 @@ pub const TABLE: &[Rule] = &[
         2,
         4,
     ),
-    rule(
-        Inventory,
-        "Commit",
-        &[Grant::Office(&[(2, ServicePoint)]), Grant::Admin(&[])],
+    personal(
+        rule(
+            Inventory,
+            "Commit",
+            &[Grant::Office(&[(2, ServicePoint)]), Grant::Admin(&[])],
+        ),
+        Subject::Unnamed,
     ),
-    rule(
-        Inventory,
-        "Release",
-        &[Grant::Office(&[(2, ServicePoint)]), Grant::Admin(&[])],
+    personal(
+        rule(
+            Inventory,
+            "Release",
+            &[Grant::Office(&[(2, ServicePoint)]), Grant::Admin(&[])],
+        ),
+        Subject::Unnamed,
     ),
     rule(Inventory, "RecordSpoilage", ADMIN),
     Rule {
@@ -424,20 +430,35 @@ pub const TABLE: &[Rule] = &[
         4,
         1,
     ),
-    rule(Printing, "LeaseJobs", &[Grant::Office(&[(1, Device)])]),
-    rule(Printing, "ReportPrinted", &[Grant::Office(&[(2, Device)])]),
-    rule(
-        Printing,
-        "ReportSpoiled",
-        &[Grant::Office(&[(5, Fact::DeviceWhenNamed)])],
+    personal(
+        rule(Printing, "LeaseJobs", &[Grant::Office(&[(1, Device)])]),
+        Subject::Unnamed,
+    ),
+    personal(
+        rule(Printing, "ReportPrinted", &[Grant::Office(&[(2, Device)])]),
+        Subject::Unnamed,
+    ),
+    personal(
+        rule(
+            Printing,
+            "ReportSpoiled",
+            &[Grant::Office(&[(5, Fact::DeviceWhenNamed)])],
+        ),
+        Subject::Unnamed,
     ),
     personal(
         rule(Printing, "IssueSuket", &[Grant::Office(&[(2, ServicePoint)])]),
         Nik(1),
     ),
-    rule(Printing, "Dispatch", &[Grant::Office(&[])]),
-    rule(Printing, "RecordDelivery", &[Grant::Office(&[])]),
-    rule(Printing, "Recall", ADMIN),
+    personal(
+        rule(Printing, "Dispatch", &[Grant::Office(&[])]),
+        Subject::Unnamed,
+    ),
+    personal(
+        rule(Printing, "RecordDelivery", &[Grant::Office(&[])]),
+        Subject::Unnamed,
+    ),
+    personal(rule(Printing, "Recall", ADMIN), Subject::Unnamed),
     read(rule(Printing, "GetFunnel", STAFF)),
     read(rule(Printing, "GetBacklog", STAFF)),
     // --- IKD ---
@@ -450,12 +471,18 @@ pub const TABLE: &[Rule] = &[
         Nik(1),
     ),
     // The face-to-face check: the officer and the point are the office's certificate's.
-    rule(
-        Ikd,
-        "VerifyAtOffice",
-        &[Grant::Office(&[(3, Device), (4, ServicePoint)])],
+    personal(
+        rule(
+            Ikd,
+            "VerifyAtOffice",
+            &[Grant::Office(&[(3, Device), (4, ServicePoint)])],
+        ),
+        Subject::Unnamed,
     ),
-    rule(Ikd, "CompleteActivation", &[Grant::Anyone]),
+    personal(
+        rule(Ikd, "CompleteActivation", &[Grant::Anyone]),
+        Subject::Unnamed,
+    ),
     read(personal(
         rule(
             Ikd,
@@ -678,9 +705,28 @@ mod tests {
                 }
             }
         }
+                // Work on a resident's records named by another id (a job, a reservation,
+        // an activation) is audited too, without a subject of its own.
+        let unnamed: Vec<&str> = TABLE
+            .iter()
+            .filter(|r| r.audit == Some(Subject::Unnamed))
+            .map(|r| r.method)
+            .collect();
         assert_eq!(
-            rule_for("/adminduk.population.v1.PopulationService/SearchResidents").and_then(|r| r.audit),
-            Some(Subject::Unnamed)
+            unnamed,
+            [
+                "SearchResidents",
+                "Commit",
+                "Release",
+                "LeaseJobs",
+                "ReportPrinted",
+                "ReportSpoiled",
+                "Dispatch",
+                "RecordDelivery",
+                "Recall",
+                "VerifyAtOffice",
+                "CompleteActivation"
+            ]
         );
     }
 
