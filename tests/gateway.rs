@@ -1139,6 +1139,8 @@ async fn a_service_run_apart_answers_only_the_mesh_and_the_gateway_reaches_it() 
     let channel = |url: &str| adminduk_kit::upstream::channel_to(url, Some(&mesh_tls)).expect("channel");
     // The other services are not needed for parsing a NIK.
     let nowhere = adminduk_kit::upstream::channel("http://127.0.0.1:9").expect("channel");
+    // The inventory is down: a proxy that counts the gateway's attempts answers for it.
+    let (dead_inventory, attempts) = counting_proxy("http://127.0.0.1:9").await;
     let gateway = adminduk_gateway::start(
         ServerConfig {
             tls: Some(TlsConfig {
@@ -1150,7 +1152,7 @@ async fn a_service_run_apart_answers_only_the_mesh_and_the_gateway_reaches_it() 
         },
         adminduk_gateway::Upstreams {
             population: channel(&population_url),
-            inventory: nowhere.clone(),
+            inventory: adminduk_kit::upstream::channel(&format!("http://{dead_inventory}")).expect("channel"),
             printing: nowhere.clone(),
             ikd: nowhere,
         },
@@ -1227,6 +1229,12 @@ async fn a_service_run_apart_answers_only_the_mesh_and_the_gateway_reaches_it() 
         "{:?}",
         started.elapsed()
     );
+    let tried = attempts
+        .lock()
+        .expect("calls")
+        .get("/adminduk.inventory.v1.InventoryService/GetStock")
+        .copied();
+    assert_eq!(tried, Some(2), "a read is tried once more, and only once");
     gateway.shutdown().await.expect("stops");
     population.shutdown().await.expect("stops");
 }
@@ -1409,7 +1417,7 @@ async fn a_browser_calls_the_gateway_with_grpc_web_and_reads_the_status() {
 #[derive(Clone)]
 struct Counting {
     inner: Channel,
-    calls: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    calls: Calls,
 }
 
 impl tonic::server::NamedService for Counting {
@@ -1443,6 +1451,26 @@ impl tower::Service<http::Request<tonic::body::Body>> for Counting {
     }
 }
 
+/// The requests reaching the inventory, by path.
+type Calls = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>;
+
+/// A [`Counting`] proxy on a free port in front of the inventory at `target`.
+async fn counting_proxy(target: &str) -> (std::net::SocketAddr, Calls) {
+    let calls: Calls = std::sync::Arc::default();
+    let proxy = Counting {
+        inner: adminduk_kit::upstream::channel(target).expect("channel"),
+        calls: calls.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(proxy)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    (addr, calls)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_date_is_refused_at_the_edge_without_a_backend_call_until_a_blank_is_free() {
     use adminduk_kit::config::{ServerConfig, TlsConfig};
@@ -1450,19 +1478,7 @@ async fn a_full_date_is_refused_at_the_edge_without_a_backend_call_until_a_blank
     let door = Door::open().await;
     let mesh = &door.mesh;
     // A second gateway whose calls to the inventory pass a counting proxy.
-    let calls = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
-    let proxy = Counting {
-        inner: adminduk_kit::upstream::channel(&format!("http://{}", mesh.inventory.local_addr()))
-            .expect("channel"),
-        calls: calls.clone(),
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let proxy_addr = listener.local_addr().expect("addr");
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(proxy)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+    let (proxy_addr, calls) = counting_proxy(&format!("http://{}", mesh.inventory.local_addr())).await;
     let to = |addr: std::net::SocketAddr| {
         adminduk_kit::upstream::channel(&format!("http://{addr}")).expect("channel")
     };
@@ -1754,6 +1770,28 @@ async fn with_redis_gone_the_gateway_keeps_serving_and_lets_no_broker_through() 
             .await,
         Code::Unauthenticated,
         "PROOF_REPLAYED",
+    );
+    // A device revoked while Redis is down: its mark cannot be shared, so the
+    // gateway asks the IKD service, and the token is refused.
+    IkdServiceClient::new(door.office())
+        .revoke(ikd::RevokeRequest {
+            nik: other_nik.clone(),
+            reason: "ponsel hilang".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("revoked at the office");
+    refused(
+        PopulationServiceClient::new(door.anonymous())
+            .get_resident(with_token(
+                population::GetResidentRequest {
+                    nik: other_nik.clone(),
+                },
+                &other,
+            ))
+            .await,
+        Code::Unauthenticated,
+        "DEVICE_REVOKED",
     );
     // Offices still see the flag.
     let flagged = BrokerWatchServiceClient::new(door.office())

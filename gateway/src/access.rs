@@ -705,7 +705,7 @@ mod tests {
                 }
             }
         }
-                // Work on a resident's records named by another id (a job, a reservation,
+        // Work on a resident's records named by another id (a job, a reservation,
         // an activation) is audited too, without a subject of its own.
         let unnamed: Vec<&str> = TABLE
             .iter()

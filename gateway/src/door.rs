@@ -100,6 +100,9 @@ const PROOF_MEMORY: Duration = Duration::from_secs(300);
 /// before each falls back (longer than the rate limit's alone: a revocation
 /// and a block are on the line, and their fallbacks cost more).
 const SHARED_CHECKS_BUDGET: Duration = Duration::from_millis(20);
+/// How long a change's checks wait for the shared cache: its proof's id is
+/// remembered there for every replica, and only there.
+const CLAIM_BUDGET: Duration = Duration::from_secs(1);
 
 /// The most proof ids remembered here when the shared cache cannot be reached.
 const MAX_LOCAL_PROOFS: usize = 100_000;
@@ -205,21 +208,17 @@ impl Gateway {
         }
         let body = self.read_body(body).await?;
         let message = wire::unframe(&body).map_err(malformed)?.to_vec();
-        self.spend_named(rule, &message).await?;
         // A full date is a public fact: refused here, before anything is asked
         // about the caller or the resident, and not audited (nothing was read).
         let (edge_key, retry) = match rule.edge {
             Some(fields) => (
                 edge_key(grant, &caller, &message, fields.point, fields.date)?,
-                RetryId::of(&path, &message, fields.retry).map_err(malformed)?,
+                RetryId::of(&path, &caller.label(), &message, fields.retry).map_err(malformed)?,
             ),
             None => (None, None),
         };
         if let Some(refusal) = edge_key.as_ref().and_then(|key| self.edge.refusal(key, retry)) {
             return Err(refusal);
-        }
-        if let Caller::Citizen(citizen) = &caller {
-            self.confirm_citizen(rule, citizen, &path, &parts.headers).await?;
         }
         // Held in a guard until the outcome is known: a request whose client goes
         // away mid-way is still in the chain, as CANCELLED.
@@ -273,6 +272,13 @@ impl Gateway {
             event,
         } = admitted;
         let path = parts.uri.path().to_owned();
+        // A resident's shared checks (allowance, revocation, block, proof) come
+        // before what the request names spends its own allowances, so a
+        // throttled or revoked device cannot use up a stranger's NIK allowance.
+        if let Caller::Citizen(citizen) = caller {
+            self.confirm_citizen(rule, citizen, &path, &parts.headers).await?;
+        }
+        self.spend_named(rule, &message).await?;
         // Whom a resident may name is settled before anything is asked about them.
         if let (Caller::Citizen(citizen), Grant::Citizen(own, _)) = (caller, grant)
             && let Err(refusal) = self.check_own(own, citizen, &message).await
@@ -309,10 +315,13 @@ impl Gateway {
             _ => None,
         };
         tracing::debug!(method = %path, caller = %caller.label(), "forwarded");
-        if let Some(retry) = retry {
+        let response = self.forward(rule, caller, parts, &message).await;
+        // A retry of a request the backend took goes past the edge later.
+        if let (Some(retry), Ok(answer)) = (retry, &response)
+            && tonic::Status::from_header_map(answer.headers()).is_none()
+        {
             self.edge.forwarded(retry);
         }
-        let response = self.forward(rule, caller, parts, &message).await;
         if let (Some(key), Ok(answer)) = (edge_key, &response) {
             // An answer that is only a status says how the inventory decided; any other was a grant.
             let status = tonic::Status::from_header_map(answer.headers());
@@ -661,7 +670,15 @@ impl Gateway {
             },
             claim: proof_key.as_deref().map(|key| (key, PROOF_MEMORY)),
         };
-        let checked = match tokio::time::timeout(SHARED_CHECKS_BUDGET, self.cache.check_all(&checks)).await {
+        // A proof's one-time id is claimed in the shared cache or not at all
+        // across replicas: a change waits for it as long as any cache call may
+        // take; a read falls back after a few milliseconds.
+        let budget = if checks.claim.is_some() {
+            CLAIM_BUDGET
+        } else {
+            SHARED_CHECKS_BUDGET
+        };
+        let checked = match tokio::time::timeout(budget, self.cache.check_all(&checks)).await {
             Ok(Ok(checked)) => checked,
             Ok(Err(err)) => {
                 tracing::warn!(error = %err, "shared checks unanswered; falling back");

@@ -83,8 +83,9 @@ pub(crate) struct Edge {
 pub(crate) struct RetryId(u128);
 
 impl RetryId {
-    /// The retry id of `message`'s field `tag` for the method at `path`; `None` when the field is absent.
-    pub(crate) fn of(path: &str, message: &[u8], tag: u32) -> Result<Option<Self>, WireError> {
+    /// The retry id of `message`'s field `tag` for the method at `path`, sent by
+    /// `caller` (its label: a retry is the same caller's); `None` when the field is absent.
+    pub(crate) fn of(path: &str, caller: &str, message: &[u8], tag: u32) -> Result<Option<Self>, WireError> {
         let Some(value) = wire::bytes_field(message, tag)? else {
             return Ok(None);
         };
@@ -92,9 +93,10 @@ impl RetryId {
             return Ok(None);
         }
         let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-        ctx.update(path.as_bytes());
-        ctx.update(&[0]);
-        ctx.update(&value);
+        for part in [path.as_bytes(), caller.as_bytes(), &value] {
+            ctx.update(&(part.len() as u64).to_be_bytes());
+            ctx.update(part);
+        }
         let digest = ctx.finish();
         let mut first = [0u8; 16];
         first.copy_from_slice(&digest.as_ref()[..16]);
@@ -360,12 +362,19 @@ mod tests {
         assert!(edge.refusal(&key, None).is_none());
         assert!(edge.refusal(&key, None).is_some());
         // A retry of a request forwarded before goes on, whatever the view.
-        let retry = RetryId::of("/x/Reserve", b"\x22\x03key", 4)
+        let retry = RetryId::of("/x/Reserve", "adminduk://office/p/d", b"\x22\x03key", 4)
+            .expect("read")
+            .expect("named");
+        let other_caller = RetryId::of("/x/Reserve", "adminduk://office/p/e", b"\x22\x03key", 4)
             .expect("read")
             .expect("named");
         assert!(edge.refusal(&key, Some(retry)).is_some());
         edge.forwarded(retry);
         assert!(edge.refusal(&key, Some(retry)).is_none());
+        assert!(
+            edge.refusal(&key, Some(other_caller)).is_some(),
+            "another caller's key is not a retry"
+        );
         assert!(edge.refusal(&key, None).is_some());
         // A grant forgets the refusal.
         assert_eq!(edge.observe(key.clone(), None), None);

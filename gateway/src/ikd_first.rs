@@ -211,10 +211,11 @@ impl IkdFirst {
             Err(status) => return Err(upstream::refusal("ikd", &status)),
         };
         if let Some(bytes) = standing.encode() {
-            let life = if standing == Standing::Inactive {
-                INACTIVE_LIFE
-            } else {
-                STATUS_LIFE
+            // "Not active" and "no resident" change without the IKD service
+            // knowing (an activation under way, a resident just registered).
+            let life = match standing {
+                Standing::Inactive | Standing::NotResident(_) => INACTIVE_LIFE,
+                _ => STATUS_LIFE,
             };
             if let Err(err) = self.cache.set(&key, &bytes, life).await {
                 tracing::debug!(error = %err, "IKD status not kept");

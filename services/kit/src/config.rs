@@ -244,8 +244,9 @@ pub struct TlsConfig {
     /// the client holds, and the service checks its chain against the CA on
     /// each request, so a certificate from another CA is answered (the
     /// gateway: UNAUTHENTICATED, CERTIFICATE_UNTRUSTED) rather than cut off
-    /// mid-handshake. The gateway sets it itself.
-    #[serde(default)]
+    /// mid-handshake. Only the gateway sets it, itself (it checks every
+    /// chain); no configuration file can, so no service is left unchecked.
+    #[serde(skip)]
     pub check_client_chain_in_service: bool,
 }
 

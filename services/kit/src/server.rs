@@ -149,7 +149,7 @@ impl GrpcServer {
         // own accept loop (below); any other uses tonic's.
         let own_tls = match &self.config.tls {
             Some(tls) if tls.check_client_chain_in_service && tls.client_ca.is_some() => Some(Arc::new(
-                crate::tls::server_config_checking_chain_in_service(tls)?,
+                crate::tls::server_config_checking_chain_in_service(tls, self.config.grpc_web.is_some())?,
             )),
             _ => None,
         };
@@ -238,6 +238,8 @@ impl GrpcServer {
 
 /// How long a client has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes under way at once; past it, new connections wait to be accepted.
+const HANDSHAKES_AT_ONCE: usize = 256;
 
 /// TLS connections accepted on `listener`, each handshake in a task of its
 /// own (a slow or failed one holds up no other), until `stop`.
@@ -250,10 +252,22 @@ fn tls_incoming(
 > {
     let (tx, rx) = tokio::sync::mpsc::channel(128);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_AT_ONCE));
     tokio::spawn(async move {
         loop {
+            // A slot for one more handshake first, so slow clients cannot pile up tasks.
+            let permit = tokio::select! {
+                _ = stop.wait_for(|stop| *stop) => break,
+                // The server is gone (the stream's receiver dropped): so is this loop.
+                () = tx.closed() => break,
+                permit = handshakes.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+            };
             let accepted = tokio::select! {
                 _ = stop.wait_for(|stop| *stop) => break,
+                () = tx.closed() => break,
                 accepted = listener.accept() => accepted,
             };
             match accepted {
@@ -262,6 +276,7 @@ fn tls_incoming(
                     let acceptor = acceptor.clone();
                     let tx = tx.clone();
                     tokio::spawn(async move {
+                        let _permit = permit;
                         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                             Ok(Ok(stream)) => {
                                 let _ = tx.send(Ok(stream)).await;

@@ -175,8 +175,11 @@ impl ClientCertVerifier for AnyClientCertificate {
 
 /// The server side for [`TlsConfig::check_client_chain_in_service`]: the
 /// server's certificate, any client certificate taken (its key proven), and
-/// HTTP/2 and HTTP/1.1 offered (gRPC, and gRPC-Web from browsers).
-pub fn server_config_checking_chain_in_service(config: &TlsConfig) -> Result<rustls::ServerConfig, TlsError> {
+/// HTTP/2 offered, with HTTP/1.1 beside it when `http1` (gRPC-Web from browsers).
+pub fn server_config_checking_chain_in_service(
+    config: &TlsConfig,
+    http1: bool,
+) -> Result<rustls::ServerConfig, TlsError> {
     install_crypto_provider();
     let ca = config
         .client_ca
@@ -196,6 +199,9 @@ pub fn server_config_checking_chain_in_service(config: &TlsConfig) -> Result<rus
             .with_client_cert_verifier(Arc::new(AnyClientCertificate { chain }))
             .with_single_cert(certs, key)
             .map_err(|err| invalid("certificate", &config.cert, err))?;
-    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    server.alpn_protocols = vec![b"h2".to_vec()];
+    if http1 {
+        server.alpn_protocols.push(b"http/1.1".to_vec());
+    }
     Ok(server)
 }
