@@ -402,7 +402,8 @@ async fn a_resident_activates_then_reads_only_their_own_record_until_the_device_
     let mut forged = token.clone();
     forged.pop();
     forged.push(if token.ends_with('A') { 'B' } else { 'A' });
-    for bad in [forged.as_str(), "not-a-token", "a.b.c"] {
+    let oversized = "x".repeat(5_000);
+    for bad in [forged.as_str(), "not-a-token", "a.b.c", oversized.as_str()] {
         refused(
             people
                 .get_resident(with_token(
