@@ -717,6 +717,10 @@ mod tests {
             write("[serverr]\n")?;
             let err = load::<ServiceConfig>(Some(&path)).expect_err("unknown section");
             assert!(err.to_string().contains("serverr"), "{err}");
+            // No file turns off a service's check of its clients' chains.
+            write("[server.tls]\ncert = \"c\"\nkey = \"k\"\ncheck_client_chain_in_service = true\n")?;
+            let err = load::<ServiceConfig>(Some(&path)).expect_err("not a setting");
+            assert!(err.to_string().contains("check_client_chain_in_service"), "{err}");
             Ok(())
         });
     }
