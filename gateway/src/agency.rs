@@ -31,6 +31,15 @@ const COMPARED: [(u32, VerificationField); 5] = [
     (6, VerificationField::VillageCode),
 ];
 
+/// What one check costs an agency under its agreement, in rupiah.
+fn fee_per_check(agreement: &Agreement) -> i64 {
+    if agreement.fee_exempt {
+        0
+    } else {
+        FEE_PER_CHECK_RUPIAH
+    }
+}
+
 fn field_label(field: VerificationField) -> String {
     let name = field.as_str_name();
     name.strip_prefix("VERIFICATION_FIELD_")
@@ -140,11 +149,7 @@ impl Agencies {
             ));
         }
         let day = adminduk_kit::time::today_wib();
-        let fee_rupiah = if agreement.fee_exempt {
-            0
-        } else {
-            FEE_PER_CHECK_RUPIAH
-        };
+        let fee_rupiah = fee_per_check(&agreement);
         let counted = self
             .store
             .count_check(agency_code, day, fee_rupiah, agreement.daily_quota)
@@ -197,6 +202,14 @@ pub(crate) struct AgencyApi {
 impl AgencyApi {
     pub(crate) fn new(agencies: Agencies) -> Self {
         Self { agencies }
+    }
+
+    /// The agreement a request asks about: an administrator names the agency,
+    /// an agency asks of itself (`named` empty or its own code).
+    async fn asked<T>(&self, request: &Request<T>, named: &str) -> Result<Agreement, ApiError> {
+        let principal = principal_of(request)?;
+        let code = agency_named(&principal, named)?;
+        self.agencies.agreement_of(&code, missing_code(&principal)).await
     }
 }
 
@@ -367,12 +380,7 @@ impl pb::agency_service_server::AgencyService for AgencyApi {
         &self,
         request: Request<pb::GetAgreementRequest>,
     ) -> Result<Response<pb::GetAgreementResponse>, Status> {
-        let principal = principal_of(&request)?;
-        let code = agency_named(&principal, &request.get_ref().agency_code)?;
-        let agreement = self
-            .agencies
-            .agreement_of(&code, missing_code(&principal))
-            .await?;
+        let agreement = self.asked(&request, &request.get_ref().agency_code).await?;
         Ok(Response::new(pb::GetAgreementResponse {
             agreement: Some(agreement_pb(agreement)),
         }))
@@ -382,12 +390,8 @@ impl pb::agency_service_server::AgencyService for AgencyApi {
         &self,
         request: Request<pb::GetUsageRequest>,
     ) -> Result<Response<pb::GetUsageResponse>, Status> {
-        let principal = principal_of(&request)?;
-        let code = agency_named(&principal, &request.get_ref().agency_code)?;
-        let agreement = self
-            .agencies
-            .agreement_of(&code, missing_code(&principal))
-            .await?;
+        let agreement = self.asked(&request, &request.get_ref().agency_code).await?;
+        let code = agreement.agency_code.clone();
         let day = adminduk_kit::time::today_wib();
         let checks = self
             .agencies
@@ -411,13 +415,11 @@ impl pb::agency_service_server::AgencyService for AgencyApi {
         &self,
         request: Request<pb::GetStatementRequest>,
     ) -> Result<Response<pb::GetStatementResponse>, Status> {
-        let principal = principal_of(&request)?;
         let pb::GetStatementRequest {
             agency_code,
             year,
             month,
         } = request.get_ref().clone();
-        let code = agency_named(&principal, &agency_code)?;
         let mut v = Violations::new();
         if !(2000..=2100).contains(&year) {
             v.add("year", "must be 2000 to 2100");
@@ -436,10 +438,8 @@ impl pb::agency_service_server::AgencyService for AgencyApi {
             .checked_add_months(chrono::Months::new(1))
             .and_then(|next| next.pred_opt())
             .unwrap_or(first);
-        let agreement = self
-            .agencies
-            .agreement_of(&code, missing_code(&principal))
-            .await?;
+        let agreement = self.asked(&request, &agency_code).await?;
+        let code = agreement.agency_code.clone();
         let days = self
             .agencies
             .store
@@ -451,11 +451,7 @@ impl pb::agency_service_server::AgencyService for AgencyApi {
             year,
             month,
             checks: days.iter().map(|d| d.checks).sum(),
-            fee_per_check_rupiah: if agreement.fee_exempt {
-                0
-            } else {
-                FEE_PER_CHECK_RUPIAH
-            },
+            fee_per_check_rupiah: fee_per_check(&agreement),
             amount_rupiah: days.iter().map(|d| d.amount_rupiah).sum(),
             days: days
                 .into_iter()
