@@ -1,12 +1,18 @@
 //! IKD (Identitas Kependudukan Digital): activation verified at an office,
 //! one device per identity, and device-bound session tokens for the gateway.
 
+mod convert;
 pub mod domain;
 pub mod grpc;
+mod keys;
 pub mod mail;
+mod population;
+mod refusal;
+pub mod service;
 pub mod store;
 
-pub use grpc::{IkdApi, KeyRing};
+pub use grpc::IkdApi;
+pub use keys::KeyRing;
 pub use mail::MailSender;
 pub use store::{MIGRATIONS, Store};
 

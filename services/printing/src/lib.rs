@@ -1,11 +1,16 @@
 //! Printing and delivery of KTP-el cards: the print queue from PRR to the
 //! resident's hands, accounting for every card.
 
+pub mod convert;
 pub mod domain;
+mod error;
 pub mod grpc;
+pub mod peers;
+pub mod service;
 pub mod store;
 
 pub use grpc::PrintingApi;
+pub use service::Printing;
 pub use store::{MIGRATIONS, Store};
 
 /// The schema this service's tables live in on a shared Postgres database.
@@ -25,7 +30,7 @@ pub use adminduk_proto::printing::v1::printing_service_server::SERVICE_NAME;
 #[derive(Debug)]
 pub struct Running {
     server: RunningServer,
-    api: PrintingApi,
+    printing: Printing,
     store: Store,
 }
 
@@ -40,9 +45,9 @@ impl Running {
         &self.store
     }
 
-    /// The handlers the server runs (for work outside a request, such as converting sukets).
-    pub fn api(&self) -> &PrintingApi {
-        &self.api
+    /// The workflows the server runs (for work outside a request, such as converting sukets).
+    pub fn printing(&self) -> &Printing {
+        &self.printing
     }
 
     /// Stops accepting, drains in-flight requests (up to the drain timeout), then closes the database.
@@ -65,14 +70,18 @@ pub async fn start(
     inventory: Channel,
 ) -> Result<Running, ServeError> {
     let store = Store::new(db);
-    let api = PrintingApi::new(store.clone(), population, inventory);
+    let printing = Printing::new(store.clone(), peers::Peers::new(population, inventory));
     let builder = GrpcServer::new(server);
-    let service =
-        PrintingServiceServer::new(api.clone()).max_decoding_message_size(builder.max_message_bytes());
+    let service = PrintingServiceServer::new(PrintingApi::new(printing.clone()))
+        .max_decoding_message_size(builder.max_message_bytes());
     let server = builder
         .add_service(service)
         .with_descriptors(adminduk_proto::FILE_DESCRIPTOR_SET)
         .start()
         .await?;
-    Ok(Running { server, api, store })
+    Ok(Running {
+        server,
+        printing,
+        store,
+    })
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use adminduk_inventory::{GroupCommit, Inventory};
 use adminduk_kit::testing::{self, TestDatabase};
-use adminduk_printing::{MIGRATIONS, PrintingApi, Store};
+use adminduk_printing::{MIGRATIONS, Store};
 use adminduk_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 use adminduk_proto::population::v1::population_service_client::PopulationServiceClient;
 use adminduk_proto::printing::v1::printing_service_client::PrintingServiceClient;
@@ -81,8 +81,8 @@ pub(crate) struct Printing {
     pub(crate) client: PrintingServiceClient<Channel>,
     /// Its store.
     pub(crate) store: Store,
-    /// Its handlers, for work outside a request.
-    pub(crate) api: PrintingApi,
+    /// Its workflows, for work outside a request.
+    pub(crate) api: adminduk_printing::Printing,
     /// `sqlite` or `postgres`, for assertion messages.
     pub(crate) label: &'static str,
     running: adminduk_printing::Running,
@@ -105,7 +105,7 @@ impl Printing {
                 testing::ready(running.local_addr(), adminduk_printing::SERVICE_NAME).await,
             ),
             store: running.store().clone(),
-            api: running.api().clone(),
+            api: running.printing().clone(),
             label: db.label,
             running,
             _db: db,
@@ -122,8 +122,8 @@ impl Printing {
 pub(crate) struct Mesh {
     /// A printing client.
     pub(crate) printing: PrintingServiceClient<Channel>,
-    /// Printing's handlers, for work outside a request.
-    pub(crate) api: PrintingApi,
+    /// Printing's workflows, for work outside a request.
+    pub(crate) api: adminduk_printing::Printing,
     /// A population client.
     pub(crate) people: PopulationServiceClient<Channel>,
     /// An inventory client.
