@@ -97,6 +97,9 @@ struct UpArgs {
     /// Address of the IKD service.
     #[arg(long, default_value = "127.0.0.1:50064")]
     ikd_addr: SocketAddr,
+    /// Address of the admin port: Prometheus metrics, health and readiness (plaintext).
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    admin_addr: SocketAddr,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormatArg::Pretty)]
     log_format: LogFormatArg,

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use adminduk_inventory::{GroupCommit, Inventory};
+use adminduk_kit::admin::{AdminServer, ReadyCheck};
 use adminduk_kit::cache::{MemoryCache, SharedCache};
 use adminduk_kit::config::{
     self, DatabaseConfig, LogFormat, MailConfig, ServerConfig, ServiceConfig, TelemetryConfig, Validate as _,
@@ -247,6 +248,8 @@ pub struct MeshOptions {
     /// Keep every service's records in PostgreSQL instead of SQLite files:
     /// the URL, and a prefix for the services' schemas (`<prefix>_population`, ...).
     pub postgres: Option<(String, String)>,
+    /// The admin port (metrics, health, readiness of every service); none when `None`.
+    pub admin: Option<SocketAddr>,
 }
 
 impl MeshOptions {
@@ -265,6 +268,7 @@ impl MeshOptions {
             cache: None,
             allowances: Default::default(),
             postgres: None,
+            admin: Some(any),
         }
     }
 }
@@ -291,11 +295,16 @@ pub struct Mesh {
     pub data_dir: PathBuf,
     /// The gateway's database (agreements, flags, the audit chain).
     pub gateway_db: Db,
+    /// The admin port, when asked for.
+    pub admin: Option<AdminServer>,
 }
 
 impl Mesh {
     /// Stops the gateway first (no new calls come in), then the services.
     pub async fn shutdown(self) -> anyhow::Result<()> {
+        if let Some(admin) = self.admin {
+            admin.shutdown().await;
+        }
         self.gateway.shutdown().await?;
         let (a, b, c, d) = tokio::join!(
             self.population.shutdown(),
@@ -409,6 +418,7 @@ pub async fn start(options: MeshOptions) -> anyhow::Result<Mesh> {
 
     let population = adminduk_population::start(population_server, population_db).await?;
     let population_url = format!("http://{}", population.local_addr());
+    let inventory_check_db = inventory_db.clone();
     let inventory = adminduk_inventory::start(inventory_server, inventory_db, GroupCommit::default()).await?;
     seed_inventory(inventory.inventory()).await?;
     let inventory_url = format!("http://{}", inventory.local_addr());
@@ -446,9 +456,29 @@ pub async fn start(options: MeshOptions) -> anyhow::Result<Mesh> {
         sign_every: std::time::Duration::from_millis(config::AuditConfig::default().sign_interval_ms),
         allowances: options.allowances,
     };
+    let mut checks = gateway_checks(&gateway_db, &upstreams);
+    checks.extend([
+        ReadyCheck::database("population", population.store().db().clone()),
+        ReadyCheck::database("inventory", inventory_check_db),
+        ReadyCheck::database("printing", printing.store().db().clone()),
+        ReadyCheck::database("ikd", ikd.store().db().clone()),
+    ]);
     let gateway =
         adminduk_gateway::start(tls_server(options.gateway, &certs), upstreams, cache, records).await?;
+    let admin = match options.admin {
+        Some(listen) => Some(
+            AdminServer::start(
+                listen,
+                &["population", "inventory", "printing", "ikd", "gateway"],
+                checks,
+            )
+            .await
+            .context("opening the admin port")?,
+        ),
+        None => None,
+    };
     Ok(Mesh {
+        admin,
         gateway,
         population,
         inventory,
@@ -475,6 +505,7 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<()> {
         ..TelemetryConfig::default()
     };
     for addr in [
+        args.admin_addr,
         args.gateway_addr,
         args.population_addr,
         args.inventory_addr,
@@ -497,6 +528,7 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<()> {
         cache: None,
         allowances: Default::default(),
         postgres: None,
+        admin: Some(args.admin_addr),
     };
 
     let runtime = tokio::runtime::Runtime::new()?;
@@ -518,6 +550,9 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<()> {
         println!("  inventory   grpc://{inventory_addr}  (internal: plaintext on loopback)");
         println!("  printing    grpc://{printing_addr}  (internal: plaintext on loopback)");
         println!("  ikd         grpc://{ikd_addr}  (internal: plaintext on loopback)");
+        if let Some(admin) = &mesh.admin {
+            println!("  admin       http://{}/metrics  (Prometheus metrics; /healthz, /readyz)", admin.local_addr());
+        }
         println!("  certificates {}  (ca.crt to trust; office, agency and admin client certificates)", certs.dir.display());
         println!("  mailbox      {}  (mail to residents, one .eml file each; `adminduk outbox` shows the newest)", mesh.mailbox.display());
         println!();
@@ -626,6 +661,9 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
         } else {
             tracing::info!(database = %describe_database(url), "database");
         }
+        if let Some(tls) = &config.upstreams.tls {
+            adminduk_kit::server::record_expiry(metrics_label(args.service), "upstream_client", &tls.cert);
+        }
         let stop = shutdown_signal();
         match args.service {
             ServiceName::Gateway => {
@@ -636,16 +674,20 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     printing: configured_upstream(&config.upstreams.printing, config.upstreams.tls.as_ref())?,
                     ikd: configured_upstream(&config.upstreams.ikd, config.upstreams.tls.as_ref())?,
                 };
+                let db = Db::connect(&config.database, adminduk_gateway::SCHEMA, adminduk_gateway::MIGRATIONS).await?;
+                let checks = gateway_checks(&db, &upstreams);
                 let records = adminduk_gateway::Records {
                     audit_keys: configured_audit_keys(&config.audit)?,
-                    db: Db::connect(&config.database, adminduk_gateway::SCHEMA, adminduk_gateway::MIGRATIONS).await?,
+                    db,
                     audit_chain: config.audit.chain.clone(),
                     sign_every: std::time::Duration::from_millis(config.audit.sign_interval_ms),
                     allowances: Default::default(),
                 };
                 let running = adminduk_gateway::start(config.server.clone(), upstreams, cache, records).await?;
+                let admin = admin_port(&config, "gateway", checks).await?;
                 stop.await;
                 running.shutdown().await?;
+                stop_admin(admin).await;
             }
             ServiceName::Population => {
                 let db = Db::connect(
@@ -655,9 +697,11 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 )
                 .await
                 .context("opening the population database")?;
+                let admin = admin_port(&config, "population", vec![ReadyCheck::database("population", db.clone())]).await?;
                 let running = adminduk_population::start(config.server.clone(), db).await?;
                 stop.await;
                 running.shutdown().await?;
+                stop_admin(admin).await;
             }
             ServiceName::Inventory => {
                 let db = Db::connect(
@@ -667,10 +711,12 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 )
                 .await
                 .context("opening the inventory database")?;
+                let admin = admin_port(&config, "inventory", vec![ReadyCheck::database("inventory", db.clone())]).await?;
                 let running =
                     adminduk_inventory::start(config.server.clone(), db, GroupCommit::default()).await?;
                 stop.await;
                 running.shutdown().await?;
+                stop_admin(admin).await;
             }
             ServiceName::Printing => {
                 let db = Db::connect(
@@ -680,6 +726,7 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 )
                 .await
                 .context("opening the printing database")?;
+                let admin = admin_port(&config, "printing", vec![ReadyCheck::database("printing", db.clone())]).await?;
                 let running = adminduk_printing::start(
                     config.server.clone(),
                     db,
@@ -689,11 +736,13 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .await?;
                 stop.await;
                 running.shutdown().await?;
+                stop_admin(admin).await;
             }
             ServiceName::Ikd => {
                 let db = Db::connect(&config.database, adminduk_ikd::SCHEMA, adminduk_ikd::MIGRATIONS)
                     .await
                     .context("opening the IKD database")?;
+                let admin = admin_port(&config, "ikd", vec![ReadyCheck::database("ikd", db.clone())]).await?;
                 let cache = mesh_cache(&config).await?;
                 let running = adminduk_ikd::start(
                     config.server.clone(),
@@ -705,10 +754,55 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .await?;
                 stop.await;
                 running.shutdown().await?;
+                stop_admin(admin).await;
             }
         }
         anyhow::Ok(())
     })
+}
+
+/// The admin port of a service run by `serve`, when `[admin] listen` is set.
+async fn admin_port(
+    config: &ServiceConfig,
+    service: &'static str,
+    checks: Vec<ReadyCheck>,
+) -> anyhow::Result<Option<AdminServer>> {
+    let Some(listen) = config.admin.listen else {
+        return Ok(None);
+    };
+    let admin = AdminServer::start(listen, &[service], checks)
+        .await
+        .context("opening the admin port")?;
+    tracing::info!(addr = %admin.local_addr(), "metrics on /metrics, readiness on /readyz");
+    Ok(Some(admin))
+}
+
+async fn stop_admin(admin: Option<AdminServer>) {
+    if let Some(admin) = admin {
+        admin.shutdown().await;
+    }
+}
+
+/// The gateway is ready when its database and its four backends answer.
+fn gateway_checks(db: &Db, upstreams: &adminduk_gateway::Upstreams) -> Vec<ReadyCheck> {
+    vec![
+        ReadyCheck::database("gateway", db.clone()),
+        ReadyCheck::upstream("gateway", "population", upstreams.population.clone()),
+        ReadyCheck::upstream("gateway", "inventory", upstreams.inventory.clone()),
+        ReadyCheck::upstream("gateway", "printing", upstreams.printing.clone()),
+        ReadyCheck::upstream("gateway", "ikd", upstreams.ikd.clone()),
+    ]
+}
+
+/// The service's name in its metrics.
+fn metrics_label(service: ServiceName) -> &'static str {
+    match service {
+        ServiceName::Population => "population",
+        ServiceName::Inventory => "inventory",
+        ServiceName::Ikd => "ikd",
+        ServiceName::Printing => "printing",
+        ServiceName::Gateway => "gateway",
+    }
 }
 
 fn service_label(service: ServiceName) -> &'static str {

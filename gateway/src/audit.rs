@@ -325,12 +325,14 @@ impl Drop for Unfinished {
 #[derive(Debug)]
 pub struct Writer {
     task: tokio::task::JoinHandle<()>,
+    checker: tokio::task::JoinHandle<()>,
 }
 
 impl Writer {
     /// Waits for the writer to drain its queue and sign the head (every
     /// [`AuditLog`] must be dropped first).
     pub async fn finish(self) {
+        self.checker.abort();
         if let Err(err) = self.task.await {
             tracing::error!(error = %err, "the audit writer failed");
         }
@@ -343,8 +345,9 @@ impl AuditLog {
         let (queue, rx) = mpsc::channel(QUEUE);
         let keys = std::sync::Arc::new(keys);
         let dropped = std::sync::Arc::new(AtomicU64::new(0));
+        let checker = tokio::spawn(check_forever(db.clone(), keys.clone(), chain.clone(), sign_every));
         let task = tokio::spawn(write(db, keys.clone(), chain, sign_every, rx, dropped.clone()));
-        (Self { queue, keys, dropped }, Writer { task })
+        (Self { queue, keys, dropped }, Writer { task, checker })
     }
 
     /// A resident's keyed reference under the audit's HMAC key (what `audit
@@ -377,6 +380,7 @@ impl AuditLog {
         };
         if let Err(err) = self.queue.try_send(pending) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            count_rows("dropped", 1);
             tracing::error!(error = %err, "an audit row was dropped: the writer is behind (the chain will say how many)");
         }
     }
@@ -517,6 +521,7 @@ async fn write(
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(5));
                 }
+                count_rows("written", batch.len());
                 batch.clear();
             }
             _ = ticker.tick() => {
@@ -528,6 +533,48 @@ async fn write(
 }
 
 /// Appends a batch after the chain's head, moving the head, in one transaction.
+/// How often the gateway checks its own chain (as `adminduk audit verify` does).
+const CHECK_CHAIN_EVERY: Duration = Duration::from_secs(600);
+
+/// Checks the chain a minute after the start, then every
+/// [`CHECK_CHAIN_EVERY`], and keeps the outcome in
+/// `adminduk_gateway_audit_chain_ok` (1 whole, 0 broken) and the time of
+/// the check in `adminduk_gateway_audit_chain_checked_timestamp_seconds`. A
+/// check that cannot read the database changes neither.
+async fn check_forever(db: Db, keys: std::sync::Arc<AuditKeys>, chain: String, sign_every: Duration) {
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let mut tick = tokio::time::interval(CHECK_CHAIN_EVERY);
+    loop {
+        tick.tick().await;
+        let now = Utc::now();
+        match verify(&db, &keys, &chain, sign_every, now).await {
+            Ok(report) => {
+                let m = adminduk_kit::metrics::get();
+                let gateway = adminduk_kit::metrics::ServiceLabel { service: "gateway" };
+                if let Some((seq, why)) = &report.broken {
+                    tracing::error!(chain = %chain, seq, why = %why, "the audit chain is broken");
+                }
+                m.audit_chain_ok
+                    .get_or_create(&gateway)
+                    .set(i64::from(report.broken.is_none()));
+                m.audit_chain_checked.get_or_create(&gateway).set(now.timestamp());
+            }
+            Err(err) => tracing::warn!(error = %err, "the audit chain was not checked"),
+        }
+    }
+}
+
+/// Counts audit rows by what became of them (`written` or `dropped`).
+fn count_rows(outcome: &'static str, rows: usize) {
+    adminduk_kit::metrics::get()
+        .audit_rows
+        .get_or_create(&adminduk_kit::metrics::OutcomeLabels {
+            service: "gateway",
+            outcome,
+        })
+        .inc_by(u64::try_from(rows).unwrap_or(u64::MAX));
+}
+
 async fn append(db: &Db, chain: &str, batch: &[Pending]) -> Result<(), sqlx::Error> {
     let mut tx = db.begin_write().await?;
     sqlx::query(

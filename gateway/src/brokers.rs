@@ -37,6 +37,8 @@ pub(crate) fn block_key(account: &str) -> String {
 
 /// The refusal a suspected broker gets.
 pub(crate) fn broker_suspected(refusals: u64, blocked: bool) -> ApiError {
+    let m = adminduk_kit::metrics::get();
+    adminduk_kit::metrics::Metrics::count(&m.broker_refusals, "gateway");
     let message = if blocked {
         "this account may not apply for 24 hours: it applied for people outside its family card"
     } else {
@@ -99,8 +101,12 @@ impl Brokers {
                 flagged_at: now,
                 blocked_until: now + chrono::Duration::from_std(BROKER_WINDOW).unwrap_or_default(),
             };
-            if let Err(err) = self.store.flag(&flag).await {
-                tracing::warn!(error = %err, "broker flag not recorded");
+            match self.store.flag(&flag).await {
+                Ok(_) => {
+                    let m = adminduk_kit::metrics::get();
+                    adminduk_kit::metrics::Metrics::count(&m.broker_flags, "gateway");
+                }
+                Err(err) => tracing::warn!(error = %err, "broker flag not recorded"),
             }
             tracing::warn!(account = %account, refusals = count, "account flagged and blocked from applying as a suspected broker");
         }

@@ -979,6 +979,13 @@ fn not_allowed(role: Role, rule: &Rule) -> ApiError {
 }
 
 fn rate_limited(kind: Kind, wait: Duration) -> ApiError {
+    adminduk_kit::metrics::get()
+        .rate_limit_refusals
+        .get_or_create(&adminduk_kit::metrics::PrincipalKindLabels {
+            service: "gateway",
+            principal_kind: kind.principal_kind(),
+        })
+        .inc();
     ApiError::new(
         ErrorCode::ResourceExhausted,
         format!(

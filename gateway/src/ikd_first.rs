@@ -242,6 +242,8 @@ impl IkdFirst {
 
     /// The refusal of IKD first, with how to activate and where.
     async fn deflection(&self, nik: &str) -> ApiError {
+        let m = adminduk_kit::metrics::get();
+        adminduk_kit::metrics::Metrics::count(&m.ikd_deflections, "gateway");
         let nearest = self.nearest_offices(nik).await;
         let mut metadata = vec![(
             "how".to_owned(),

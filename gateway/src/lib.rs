@@ -155,7 +155,7 @@ pub async fn start(
         None => return Err(StartError::NoTls),
     };
     let tokens = Tokens::new(upstreams.ikd.clone(), upstreams.population.clone());
-    let builder = GrpcServer::new(server);
+    let builder = GrpcServer::new(server).named("gateway");
     let store = store::Store::new(records.db.clone());
     let agencies = Agencies::new(store.clone());
     let brokers = Brokers::new(store.clone(), cache.clone());

@@ -39,6 +39,19 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The kind of caller in the metrics: `resident`, `office`, `agency`,
+    /// `admin`, or `anonymous` (limits on an address, a NIK or a device key
+    /// an unauthenticated call names).
+    pub fn principal_kind(self) -> &'static str {
+        match self {
+            Kind::Office => "office",
+            Kind::Agency => "agency",
+            Kind::Citizen => "resident",
+            Kind::Admin => "admin",
+            Kind::Address | Kind::Nik | Kind::DeviceKey => "anonymous",
+        }
+    }
+
     const ALL: [Kind; 7] = [
         Kind::Office,
         Kind::Agency,

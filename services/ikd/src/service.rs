@@ -157,3 +157,14 @@ pub struct Office {
     /// The officer's id.
     pub officer_id: String,
 }
+
+/// Counts an activation reaching a stage: `started`, `completed` or `revoked`.
+pub(crate) fn count_stage(stage: &'static str) {
+    adminduk_kit::metrics::get()
+        .ikd_activations
+        .get_or_create(&adminduk_kit::metrics::StageLabels {
+            service: "ikd",
+            stage,
+        })
+        .inc();
+}

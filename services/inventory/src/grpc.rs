@@ -308,6 +308,29 @@ fn level_reason(level: Level) -> (ErrorReason, &'static str) {
     }
 }
 
+/// Counts a refused reservation by its reason.
+fn count_refusal(failure: &ReserveFailure) {
+    let reason = match failure {
+        ReserveFailure::Refused(ReserveError::Exhausted(level)) => {
+            adminduk_kit::error::reason_name(level_reason(*level).0)
+        }
+        ReserveFailure::Refused(ReserveError::ApplicantHolds(_)) => {
+            adminduk_kit::error::reason_name(ErrorReason::ApplicantHasHold)
+        }
+        ReserveFailure::Refused(ReserveError::KeyReused(_)) => "IDEMPOTENCY_KEY_REUSED",
+        ReserveFailure::Refused(ReserveError::Contended) => "CONTENDED",
+        ReserveFailure::Refused(ReserveError::UnknownPoint) => "UNKNOWN_POINT",
+        ReserveFailure::Unavailable(_) => "UNAVAILABLE",
+    };
+    adminduk_kit::metrics::get()
+        .refusals
+        .get_or_create(&adminduk_kit::metrics::ReasonLabels {
+            service: "inventory",
+            reason,
+        })
+        .inc();
+}
+
 fn exhausted(level: Level, point: &str, day: NaiveDate, suggestions: &Suggestions) -> ApiError {
     let (reason, message) = level_reason(level);
     let next_dates = suggestions
@@ -621,7 +644,11 @@ impl InventoryService for InventoryApi {
             idempotency_key: &idempotency_key,
             expires_at: adminduk_kit::time::end_of_day_wib(day),
         };
-        match self.inventory.reserve(&req, Utc::now()).await {
+        let reserved = self.inventory.reserve(&req, Utc::now()).await;
+        if let Err(failure) = &reserved {
+            count_refusal(failure);
+        }
+        match reserved {
             Ok(reservation) => Ok(Response::new(pb::ReserveResponse {
                 reservation: Some(reservation_msg(&reservation)),
             })),

@@ -14,6 +14,7 @@ use adminduk_inventory_core::engine::{
 };
 use adminduk_inventory_core::policy::{Policy, PolicyViolation, pacing_budget, runway_days};
 use adminduk_inventory_core::state::Transition;
+use adminduk_kit::metrics::{Metrics, PointLabels, QuotaLabels};
 use adminduk_kit::storage::Db;
 
 use crate::store::{GroupCommit, LedgerEntry, LoadReport, Store, StoreError, WriteOp, Writer};
@@ -48,6 +49,18 @@ pub struct StockLevel {
     pub month_used: i64,
     /// The monthly cap.
     pub monthly_cap: i64,
+}
+
+/// Keeps the quota gauge of a point's day at what is left.
+fn record_remaining(path: &adminduk_inventory_core::engine::Path) {
+    adminduk_kit::metrics::get()
+        .quota_remaining
+        .get_or_create(&QuotaLabels {
+            service: "inventory",
+            service_point: path.point.spec.code.clone(),
+            date: path.day.to_string(),
+        })
+        .set(path.remaining());
 }
 
 /// Why a reservation was not made.
@@ -178,6 +191,14 @@ impl Inventory {
             Ok(()) => {
                 reservation.mark_durable();
                 self.changed();
+                let m = adminduk_kit::metrics::get();
+                m.grants
+                    .get_or_create(&PointLabels {
+                        service: "inventory",
+                        service_point: reservation.point_code().to_owned(),
+                    })
+                    .inc();
+                record_remaining(&reservation.path);
                 Ok(reservation)
             }
             Err(err) => {
@@ -215,6 +236,13 @@ impl Inventory {
             Ok(()) => {
                 self.engine.complete(&reservation, transition);
                 self.changed();
+                if transition != Transition::Commit {
+                    // A released or expired hold is room again.
+                    record_remaining(&reservation.path);
+                }
+                if transition == Transition::Expire {
+                    Metrics::count(&adminduk_kit::metrics::get().expiries, "inventory");
+                }
                 Ok(reservation)
             }
             Err(err) => {

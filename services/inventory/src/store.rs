@@ -925,7 +925,18 @@ async fn run_writer(db: Db, mut rx: mpsc::Receiver<Job>, settings: GroupCommit) 
 /// Writes one batch and answers each of its callers.
 async fn commit_batch(db: &Db, mut batch: Vec<Job>) {
     let ops: Vec<&WriteOp> = batch.iter().map(|j| &j.op).collect();
-    match write_batch(db, &ops).await {
+    let started = std::time::Instant::now();
+    let written = write_batch(db, &ops).await;
+    let m = adminduk_kit::metrics::get();
+    let inventory = adminduk_kit::metrics::ServiceLabel { service: "inventory" };
+    m.group_commit_batch
+        .get_or_create(&inventory)
+        .observe(ops.len() as f64);
+    m.group_commit_duration
+        .get_or_create(&inventory)
+        .observe(started.elapsed().as_secs_f64());
+    drop(ops);
+    match written {
         Ok(()) => {
             for job in batch.drain(..) {
                 let _ = job.reply.send(Ok(()));

@@ -600,6 +600,15 @@ impl Validate for AuditConfig {
     }
 }
 
+/// The admin port: metrics, health and readiness in plaintext (see
+/// [`crate::admin`]).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Where it listens (`ADMINDUK_ADMIN__LISTEN=0.0.0.0:9464`); off when not set.
+    pub listen: Option<SocketAddr>,
+}
+
 /// The configuration of one service run by `adminduk serve`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -618,6 +627,8 @@ pub struct ServiceConfig {
     pub mail: MailConfig,
     /// The audit chain (the gateway).
     pub audit: AuditConfig,
+    /// The admin port.
+    pub admin: AdminConfig,
 }
 
 impl Validate for ServiceConfig {
@@ -628,7 +639,11 @@ impl Validate for ServiceConfig {
         self.cache.validate()?;
         self.upstreams.validate()?;
         self.mail.validate()?;
-        self.audit.validate()
+        self.audit.validate()?;
+        if self.admin.listen.is_some_and(|admin| admin == self.server.listen) {
+            return Err(ConfigError::new("admin.listen", "must differ from server.listen"));
+        }
+        Ok(())
     }
 }
 

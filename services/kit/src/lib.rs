@@ -1,6 +1,7 @@
 //! What every adminduk server shares, written once: configuration, telemetry,
 //! server bootstrap with TLS, storage pools, error mapping and masking.
 
+pub mod admin;
 pub mod cache;
 pub mod codes;
 pub mod config;
@@ -8,7 +9,9 @@ pub mod error;
 pub mod hex;
 pub mod kk;
 pub mod mask;
+pub mod metrics;
 pub mod nik;
+pub mod observe;
 pub mod principal;
 pub mod proof;
 pub mod region;

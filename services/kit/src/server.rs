@@ -54,6 +54,7 @@ pub struct GrpcServer {
     routes: RoutesBuilder,
     names: Vec<&'static str>,
     descriptors: Vec<&'static [u8]>,
+    label: Option<&'static str>,
 }
 
 impl GrpcServer {
@@ -64,6 +65,7 @@ impl GrpcServer {
             routes: RoutesBuilder::default(),
             names: Vec::new(),
             descriptors: Vec::new(),
+            label: None,
         }
     }
 
@@ -87,6 +89,24 @@ impl GrpcServer {
         self.names.push(S::NAME);
         self.routes.add_service(service);
         self
+    }
+
+    /// Names the server in its metrics (`service="gateway"`); otherwise the
+    /// package of its first service names it (`adminduk.inventory.v1...` is
+    /// `inventory`).
+    pub fn named(mut self, label: &'static str) -> Self {
+        self.label = Some(label);
+        self
+    }
+
+    /// The server's name in its metrics.
+    fn label(&self) -> &'static str {
+        self.label.unwrap_or_else(|| {
+            self.names
+                .first()
+                .and_then(|name| name.split('.').nth(1))
+                .unwrap_or("unknown")
+        })
     }
 
     /// Adds an encoded `FileDescriptorSet` for server reflection.
@@ -133,6 +153,10 @@ impl GrpcServer {
         // v1alpha too: older clients (grpcio-reflection, some grpcurl builds) speak only it.
         let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
         let reflection = reflection().build_v1().map_err(reflection_error)?;
+        let observe = crate::observe::ObserveLayer::new(self.label(), &self.names);
+        if let Some(tls) = &self.config.tls {
+            record_expiry(self.label(), "server", &tls.cert);
+        }
         let mut routes = self.routes;
         routes
             .add_service(health_service)
@@ -177,6 +201,9 @@ impl GrpcServer {
                     .as_ref()
                     .map(|_| tonic_web::GrpcWebLayer::new()),
             )
+            // Counts and times every answer by method and code, as the client sees it
+            // (after the rewrite below), and puts the code on the request's span.
+            .layer(observe)
             // gRPC says an oversized message is RESOURCE_EXHAUSTED and a malformed one
             // INVALID_ARGUMENT; tonic's decoder says OUT_OF_RANGE and INTERNAL, so its
             // answers are rewritten here, in one place for every service.
@@ -234,6 +261,21 @@ impl GrpcServer {
             drain: self.config.drain_timeout(),
         })
     }
+}
+
+/// Keeps a certificate's expiry in `adminduk_tls_certificate_expiry_timestamp_seconds`.
+pub fn record_expiry(service: &'static str, certificate: &'static str, path: &std::path::Path) {
+    let Some(expiry) = std::fs::read(path)
+        .ok()
+        .and_then(|pem| crate::tls::not_after(&pem))
+    else {
+        tracing::warn!(path = %path.display(), "the certificate's expiry could not be read");
+        return;
+    };
+    crate::metrics::get()
+        .certificate_expiry
+        .get_or_create(&crate::metrics::CertificateLabels { service, certificate })
+        .set(expiry);
 }
 
 /// How long a client has to finish its TLS handshake.

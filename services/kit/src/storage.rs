@@ -232,7 +232,12 @@ impl Db {
         }
     }
 
-    /// Closes the pool, waiting for connections to be returned.
+    /// Whether the database answers a query (readiness).
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1").execute(self.pool()).await.map(drop)
+    }
+
+    /// Closes the pool, waiting for connections in use to come back.
     pub async fn close(&self) {
         self.pool.close().await;
     }

@@ -32,6 +32,7 @@ pub struct Running {
     server: RunningServer,
     printing: Printing,
     store: Store,
+    gauges: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
@@ -52,6 +53,7 @@ impl Running {
 
     /// Stops accepting, drains in-flight requests (up to the drain timeout), then closes the database.
     pub async fn shutdown(self) -> Result<(), ServeError> {
+        self.gauges.abort();
         let result = self.server.shutdown().await;
         self.store.db().close().await;
         result
@@ -79,9 +81,52 @@ pub async fn start(
         .with_descriptors(adminduk_proto::FILE_DESCRIPTOR_SET)
         .start()
         .await?;
+    let gauges = tokio::spawn(keep_gauges(store.clone()));
     Ok(Running {
         server,
         printing,
         store,
+        gauges,
     })
+}
+
+/// How often the job gauges are read from the database.
+const GAUGES_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Keeps `adminduk_printing_jobs` and `adminduk_printing_backlog` at what the
+/// database says, every [`GAUGES_EVERY`].
+async fn keep_gauges(store: Store) {
+    const STATES: [&str; 7] = [
+        "QUEUED",
+        "LEASED",
+        "PRINTED",
+        "IN_TRANSIT",
+        "AT_SERVICE_POINT",
+        "DELIVERED",
+        "CANCELLED",
+    ];
+    let mut tick = tokio::time::interval(GAUGES_EVERY);
+    loop {
+        tick.tick().await;
+        let (states, waiting) = match store.job_states().await {
+            Ok(counts) => counts,
+            Err(err) => {
+                tracing::warn!(error = %err, "job gauges not read");
+                continue;
+            }
+        };
+        let m = adminduk_kit::metrics::get();
+        for state in STATES {
+            let n = states.iter().find(|(s, _)| s == state).map_or(0, |(_, n)| *n);
+            m.print_jobs
+                .get_or_create(&adminduk_kit::metrics::StateLabels {
+                    service: "printing",
+                    state,
+                })
+                .set(n);
+        }
+        m.print_backlog
+            .get_or_create(&adminduk_kit::metrics::ServiceLabel { service: "printing" })
+            .set(waiting);
+    }
 }

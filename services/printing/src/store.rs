@@ -1030,6 +1030,26 @@ impl Store {
         })
     }
 
+    /// Jobs by where they stand (the job's state, or its card's once
+    /// printed), and how many wait to print (queued or leased, with a blank).
+    pub async fn job_states(&self) -> Result<(Vec<(String, i64)>, i64), StoreError> {
+        let rows = sqlx::query(
+            "SELECT COALESCE(card_state, state) AS s, COUNT(*) AS n FROM jobs GROUP BY COALESCE(card_state, state)",
+        )
+        .fetch_all(self.db.pool())
+        .await?;
+        let states = rows
+            .iter()
+            .map(|r| Ok((r.try_get("s")?, r.try_get("n")?)))
+            .collect::<Result<Vec<(String, i64)>, StoreError>>()?;
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM jobs WHERE state IN ('QUEUED', 'LEASED') AND reservation_id IS NOT NULL",
+        )
+        .fetch_one(self.db.pool())
+        .await?;
+        Ok((states, waiting))
+    }
+
     /// Jobs waiting, by priority.
     pub async fn waiting_by_priority(&self, region: &str) -> Result<Vec<(i64, i64)>, StoreError> {
         let rows = sqlx::query(

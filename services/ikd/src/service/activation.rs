@@ -133,6 +133,7 @@ impl Ikd {
             expires_at: started.expires_at,
         };
         self.store.start_activation(&activation, now).await?;
+        crate::service::count_stage("started");
         tracing::info!(nik = %adminduk_kit::mask::log_nik(nik.as_str()), activation = %started.activation_id, "activation started");
         Ok(started)
     }
@@ -220,6 +221,7 @@ impl Ikd {
         }
         let device = device_id(&activation.device_public_key);
         self.store.complete(&activation, &device, now).await?;
+        crate::service::count_stage("completed");
         // A device bound again after a revocation may use tokens once more.
         if let Err(err) = self.cache.delete(&revoked_device_key(&device)).await {
             tracing::warn!(error = %err, "revocation mark not cleared; the gateway will ask the service");

@@ -164,7 +164,10 @@ impl Ikd {
         attempt.at_office(&office);
         let nik = nik.as_str();
         let device = match self.store.revoke(nik, Utc::now()).await? {
-            Some(device) => device,
+            Some(device) => {
+                crate::service::count_stage("revoked");
+                device
+            }
             None => match self.store.identity(nik).await? {
                 Some(identity) if !identity.active => identity.device_id,
                 _ => return Err(not_active()),
