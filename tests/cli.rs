@@ -52,6 +52,8 @@ async fn up_starts_on_an_empty_directory_answers_and_stops_cleanly() {
             "127.0.0.1:0",
             "--ikd-addr",
             "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
             "--data-dir",
         ])
         .arg(&data)
@@ -67,12 +69,16 @@ async fn up_starts_on_an_empty_directory_answers_and_stops_cleanly() {
         let mut tx = Some(tx);
         let mut found: Vec<String> = Vec::new();
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            for prefix in ["population  grpc://", "inventory   grpc://"] {
+            for prefix in [
+                "population  grpc://",
+                "inventory   grpc://",
+                "admin       http://",
+            ] {
                 if let Some(rest) = line.trim().strip_prefix(prefix) {
                     found.extend(rest.split_whitespace().next().map(str::to_owned));
                 }
             }
-            if found.len() == 2
+            if found.len() == 3
                 && let Some(tx) = tx.take()
             {
                 let _ = tx.send(found.clone());
@@ -82,8 +88,27 @@ async fn up_starts_on_an_empty_directory_answers_and_stops_cleanly() {
     let addrs = tokio::time::timeout(Duration::from_secs(60), rx)
         .await
         .expect("up is ready within a minute")
-        .expect("up prints the population and inventory addresses");
+        .expect("up prints the population, inventory and admin addresses");
     let (addr, inventory) = (addrs[0].clone(), addrs[1].clone());
+    // The admin port answers Prometheus with every service's metrics.
+    let admin = addrs[2].trim_end_matches("/metrics").to_owned();
+    let metrics = {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut tcp = tokio::net::TcpStream::connect(&admin).await.expect("admin port");
+        tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut raw = String::new();
+        tcp.read_to_string(&mut raw).await.expect("read");
+        raw
+    };
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    for service in ["population", "inventory", "printing", "ikd", "gateway"] {
+        assert!(
+            metrics.contains(&format!("adminduk_build_info{{service=\"{service}\"")),
+            "{service} in {metrics}"
+        );
+    }
 
     let mut client = PopulationServiceClient::connect(format!("http://{addr}"))
         .await
@@ -414,6 +439,7 @@ async fn up_delivers_the_activation_code_to_its_mailbox_and_outbox_shows_it_sent
         .args(["--inventory-addr", "127.0.0.1:0"])
         .args(["--printing-addr", "127.0.0.1:0"])
         .args(["--ikd-addr", "127.0.0.1:0"])
+        .args(["--admin-addr", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(&data)
         .stdout(Stdio::piped())
