@@ -805,6 +805,8 @@ pub enum WriteOp {
 struct Job {
     op: WriteOp,
     reply: oneshot::Sender<Result<(), String>>,
+    /// The request's span: its batch's commit is traced under it.
+    span: tracing::Span,
 }
 
 /// Group-commit settings.
@@ -865,7 +867,11 @@ impl Writer {
     pub async fn write(&self, op: WriteOp) -> Result<(), StoreError> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send(Job { op, reply })
+            .send(Job {
+                op,
+                reply,
+                span: tracing::Span::current(),
+            })
             .await
             .map_err(|_| StoreError::WriterStopped)?;
         match answer.await {
@@ -925,8 +931,23 @@ async fn run_writer(db: Db, mut rx: mpsc::Receiver<Job>, settings: GroupCommit) 
 /// Writes one batch and answers each of its callers.
 async fn commit_batch(db: &Db, mut batch: Vec<Job>) {
     let ops: Vec<&WriteOp> = batch.iter().map(|j| &j.op).collect();
+    // One span per commit, under the first request's span and linked from the others'.
+    let span = tracing::info_span!(
+        parent: batch.first().and_then(|job| job.span.id()),
+        "inventory.group_commit",
+        otel.kind = "client",
+        db.system = match db.backend() {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgresql",
+        },
+        db.operation = "COMMIT",
+        adminduk.batch_size = ops.len(),
+    );
+    for job in batch.iter().skip(1) {
+        span.follows_from(&job.span);
+    }
     let started = std::time::Instant::now();
-    let written = write_batch(db, &ops).await;
+    let written = tracing::Instrument::instrument(write_batch(db, &ops), span).await;
     let m = adminduk_kit::metrics::get();
     let inventory = adminduk_kit::metrics::ServiceLabel { service: "inventory" };
     m.group_commit_batch

@@ -121,12 +121,14 @@ where
             }
             _ => ("unknown".to_owned(), "unknown".to_owned()),
         };
+        let span = tracing::Span::current();
+        span.record("adminduk.server", self.layer.service);
         let observation = Observation {
             service: self.layer.service,
             rpc_service,
             rpc_method,
             started: Instant::now(),
-            span: tracing::Span::current(),
+            span,
         };
         let answer = self.inner.call(request);
         Box::pin(async move {

@@ -77,9 +77,16 @@ pub fn init(service_name: &'static str, config: &TelemetryConfig) -> Result<Tele
             .with_endpoint(endpoint)
             .build()
             .map_err(|err| TelemetryError(err.to_string()))?;
-        let resource = opentelemetry_sdk::Resource::builder()
-            .with_service_name(service_name)
-            .build();
+        // OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES are read by the
+        // builder; the process's own name stands in only when none is given.
+        let named = std::env::var_os("OTEL_SERVICE_NAME").is_some_and(|name| !name.is_empty());
+        let resource = if named {
+            opentelemetry_sdk::Resource::builder().build()
+        } else {
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name(service_name)
+                .build()
+        };
         Some(
             SdkTracerProvider::builder()
                 .with_batch_exporter(exporter)
@@ -164,13 +171,34 @@ pub fn current_trace_id() -> Option<String> {
 /// The span for one incoming gRPC request, parented on the caller's trace.
 /// It names the method only: request bodies (which may hold NIKs) are never recorded.
 pub fn request_span<B>(request: &http::Request<B>) -> tracing::Span {
+    // The path is the client's to choose; a NIK typed into it is masked.
+    let path = crate::mask::mask_digit_runs(request.uri().path());
+    let (service, method) = path
+        .strip_prefix('/')
+        .and_then(|p| p.split_once('/'))
+        .unwrap_or(("", path.as_str()));
+    // The address the client dialled (the authority of the request).
+    let authority = request
+        .uri()
+        .authority()
+        .map(|a| (a.host().to_owned(), a.port_u16()))
+        .or_else(|| {
+            let host = request.headers().get(http::header::HOST)?.to_str().ok()?;
+            let authority = host.parse::<http::uri::Authority>().ok()?;
+            Some((authority.host().to_owned(), authority.port_u16()))
+        });
     let span = tracing::info_span!(
         "grpc.request",
+        otel.name = %format!("{service}/{method}"),
         otel.kind = "server",
         rpc.system = "grpc",
-        // The path is the client's to choose; a NIK typed into it is masked.
-        rpc.method = %crate::mask::mask_digit_runs(request.uri().path()),
+        rpc.service = %service,
+        rpc.method = %method,
         rpc.grpc.status_code = tracing::field::Empty,
+        server.address = authority.as_ref().map(|(host, _)| host.as_str()),
+        server.port = authority.as_ref().and_then(|(_, port)| *port),
+        // Which server of the mesh answers (five share a process in `adminduk up`).
+        adminduk.server = tracing::field::Empty,
     );
     // A request without trace context starts a new trace; that is not an error.
     let _ = span.set_parent(extract_context(request.headers()));

@@ -1,0 +1,175 @@
+//! One application through the gateway is one trace: the spans an OTLP
+//! receiver in this process gets form a tree from the gateway's server span
+//! to the inventory's and on to the group commit that made the grant
+//! durable, with the semantic conventions' attributes and no NIK.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use adminduk::mesh::MeshOptions;
+use adminduk_kit::config::TelemetryConfig;
+use adminduk_proto::inventory::v1 as inventory;
+use inventory::inventory_service_client::InventoryServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::Span;
+
+/// An OTLP/gRPC trace receiver that keeps every span it is sent.
+#[derive(Clone, Default)]
+struct Receiver {
+    spans: Arc<Mutex<Vec<Span>>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut kept = self.spans.lock().expect("spans");
+        for resource in request.into_inner().resource_spans {
+            for scope in resource.scope_spans {
+                kept.extend(scope.spans);
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+/// A span's attributes as text (numbers written out).
+fn attributes(span: &Span) -> HashMap<String, String> {
+    span.attributes
+        .iter()
+        .filter_map(|kv| {
+            let value = match kv.value.as_ref()?.value.as_ref()? {
+                Value::StringValue(s) => s.clone(),
+                Value::IntValue(n) => n.to_string(),
+                Value::BoolValue(b) => b.to_string(),
+                Value::DoubleValue(d) => d.to_string(),
+                _ => return None,
+            };
+            Some((kv.key.clone(), value))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_application_through_the_gateway_is_one_trace_down_to_its_group_commit() {
+    let receiver = Receiver::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let otlp = listener.local_addr().expect("addr");
+    let server = tonic::transport::Server::builder()
+        .add_service(TraceServiceServer::new(receiver.clone()))
+        .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
+    let receiving = tokio::spawn(server);
+
+    let guard = adminduk_kit::telemetry::init(
+        "adminduk",
+        &TelemetryConfig {
+            otlp_endpoint: Some(format!("http://{otlp}")),
+            log_filter: "info".to_owned(),
+            ..TelemetryConfig::default()
+        },
+    )
+    .expect("telemetry");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mesh = adminduk::mesh::start(MeshOptions::on_free_ports(dir.path(), 300))
+        .await
+        .expect("the mesh starts");
+    let c = &mesh.certs;
+    let office =
+        adminduk::resident::gateway_channel(&mesh, Some((&c.office_cert, &c.office_key))).expect("channel");
+    let nik = mesh
+        .population
+        .store()
+        .eligible_niks(adminduk_kit::time::today_wib(), 5)
+        .await
+        .expect("residents")
+        .into_iter()
+        .next()
+        .expect("a resident");
+    let day = adminduk_kit::time::today_wib() + chrono::Days::new(3);
+    let mut request = tonic::Request::new(inventory::ReserveRequest {
+        service_point_code: "3275-KEC-02".into(),
+        date: Some(adminduk_proto::convert::date(day)),
+        applicant_nik: nik.clone(),
+        idempotency_key: "trace-1".into(),
+        ..Default::default()
+    });
+    request.metadata_mut().insert(
+        adminduk_gateway::OVERRIDE_HEADER,
+        "lansia tanpa ponsel pintar".parse().expect("header"),
+    );
+    InventoryServiceClient::new(office)
+        .reserve(request)
+        .await
+        .expect("a grant");
+    mesh.shutdown().await.expect("a clean stop");
+    // Dropping the guard flushes the batch exporter (a blocking call).
+    tokio::task::spawn_blocking(move || drop(guard))
+        .await
+        .expect("flushed");
+
+    let spans = receiver.spans.lock().expect("spans").clone();
+    receiving.abort();
+    let reserve = |server: &str| {
+        spans
+            .iter()
+            .find(|span| {
+                let a = attributes(span);
+                a.get("rpc.method").map(String::as_str) == Some("Reserve")
+                    && a.get("adminduk.server").map(String::as_str) == Some(server)
+            })
+            .unwrap_or_else(|| panic!("the {server}'s Reserve span among {} spans", spans.len()))
+    };
+    let gateway = reserve("gateway");
+    let backend = reserve("inventory");
+    assert_eq!(backend.trace_id, gateway.trace_id, "one trace");
+    assert_eq!(
+        backend.parent_span_id, gateway.span_id,
+        "the inventory's span is the gateway's child"
+    );
+    for span in [gateway, backend] {
+        let a = attributes(span);
+        assert_eq!(a.get("rpc.system").map(String::as_str), Some("grpc"));
+        assert_eq!(
+            a.get("rpc.service").map(String::as_str),
+            Some("adminduk.inventory.v1.InventoryService")
+        );
+        assert_eq!(
+            a.get("rpc.grpc.status_code").map(String::as_str),
+            Some("0"),
+            "recorded"
+        );
+        assert!(a.contains_key("server.address"), "{a:?}");
+        assert_eq!(span.name, "adminduk.inventory.v1.InventoryService/Reserve");
+    }
+    let commit = spans
+        .iter()
+        .find(|span| span.name == "inventory.group_commit" && span.trace_id == backend.trace_id)
+        .expect("the grant's group commit in the same trace");
+    let a = attributes(commit);
+    assert!(
+        commit.parent_span_id == backend.span_id || commit.links.iter().any(|l| l.span_id == backend.span_id),
+        "the commit hangs under (or links to) the inventory's span"
+    );
+    assert_eq!(a.get("db.system").map(String::as_str), Some("sqlite"));
+    assert!(
+        a.get("adminduk.batch_size").and_then(|n| n.parse::<u64>().ok()) >= Some(1),
+        "{a:?}"
+    );
+
+    // No span anywhere carries the NIK.
+    for span in &spans {
+        for value in attributes(span).values() {
+            assert!(!value.contains(&nik), "a NIK in {}", span.name);
+        }
+        assert!(!span.name.contains(&nik));
+    }
+}
