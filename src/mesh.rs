@@ -697,8 +697,9 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 )
                 .await
                 .context("opening the population database")?;
-                let admin = admin_port(&config, "population", vec![ReadyCheck::database("population", db.clone())]).await?;
+                let check = ReadyCheck::database("population", db.clone());
                 let running = adminduk_population::start(config.server.clone(), db).await?;
+                let admin = admin_port(&config, "population", vec![check]).await?;
                 stop.await;
                 running.shutdown().await?;
                 stop_admin(admin).await;
@@ -711,9 +712,10 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 )
                 .await
                 .context("opening the inventory database")?;
-                let admin = admin_port(&config, "inventory", vec![ReadyCheck::database("inventory", db.clone())]).await?;
+                let check = ReadyCheck::database("inventory", db.clone());
                 let running =
                     adminduk_inventory::start(config.server.clone(), db, GroupCommit::default()).await?;
+                let admin = admin_port(&config, "inventory", vec![check]).await?;
                 stop.await;
                 running.shutdown().await?;
                 stop_admin(admin).await;
@@ -726,7 +728,7 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 )
                 .await
                 .context("opening the printing database")?;
-                let admin = admin_port(&config, "printing", vec![ReadyCheck::database("printing", db.clone())]).await?;
+                let check = ReadyCheck::database("printing", db.clone());
                 let running = adminduk_printing::start(
                     config.server.clone(),
                     db,
@@ -734,6 +736,7 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     configured_upstream(&config.upstreams.inventory, config.upstreams.tls.as_ref())?,
                 )
                 .await?;
+                let admin = admin_port(&config, "printing", vec![check]).await?;
                 stop.await;
                 running.shutdown().await?;
                 stop_admin(admin).await;
@@ -742,7 +745,7 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 let db = Db::connect(&config.database, adminduk_ikd::SCHEMA, adminduk_ikd::MIGRATIONS)
                     .await
                     .context("opening the IKD database")?;
-                let admin = admin_port(&config, "ikd", vec![ReadyCheck::database("ikd", db.clone())]).await?;
+                let check = ReadyCheck::database("ikd", db.clone());
                 let cache = mesh_cache(&config).await?;
                 let running = adminduk_ikd::start(
                     config.server.clone(),
@@ -752,6 +755,7 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     &config.mail,
                 )
                 .await?;
+                let admin = admin_port(&config, "ikd", vec![check]).await?;
                 stop.await;
                 running.shutdown().await?;
                 stop_admin(admin).await;

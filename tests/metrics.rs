@@ -130,6 +130,7 @@ async fn the_admin_port_serves_metrics_health_and_readiness_and_a_grant_moves_th
     let c = &mesh.certs;
     let office =
         adminduk::resident::gateway_channel(&mesh, Some((&c.office_cert, &c.office_key))).expect("channel");
+    let counter_channel = office.clone();
     let mut counter = InventoryServiceClient::new(office);
     let nik = mesh
         .population
@@ -163,8 +164,35 @@ async fn the_admin_port_serves_metrics_health_and_readiness_and_a_grant_moves_th
         .expect_err("one hold per applicant");
     assert_eq!(refused.code(), tonic::Code::AlreadyExists);
 
+    // A made-up method, with a NIK for its name: refused, and counted as `unknown`.
+    let made_up = format!("/adminduk.inventory.v1.InventoryService/{nik}");
+    let mut raw = tonic::client::Grpc::new(counter_channel.clone());
+    raw.ready().await.expect("ready");
+    let answer: Result<tonic::Response<()>, tonic::Status> = raw
+        .unary(
+            tonic::Request::new(()),
+            made_up.parse().expect("a path"),
+            tonic_prost::ProstCodec::<(), ()>::default(),
+        )
+        .await;
+    assert_eq!(
+        answer.expect_err("no such method").code(),
+        tonic::Code::Unimplemented
+    );
+
     let text = get(admin, "/metrics").await.1;
     let after = samples(&text);
+    assert_eq!(
+        value(
+            &after,
+            r#"adminduk_rpc_server_requests_total{service="gateway",rpc_service="unknown",rpc_method="unknown",code="UNIMPLEMENTED"}"#
+        ) - value(
+            &before,
+            r#"adminduk_rpc_server_requests_total{service="gateway",rpc_service="unknown",rpc_method="unknown",code="UNIMPLEMENTED"}"#
+        ),
+        1.0,
+        "the made-up method is counted under `unknown`"
+    );
     let moved = |series: &str| value(&after, series) - value(&before, series);
     assert_eq!(
         moved(&format!(

@@ -532,7 +532,6 @@ async fn write(
     sign_head(&db, &keys, &chain, signed).await;
 }
 
-/// Appends a batch after the chain's head, moving the head, in one transaction.
 /// How often the gateway checks its own chain (as `adminduk audit verify` does).
 const CHECK_CHAIN_EVERY: Duration = Duration::from_secs(600);
 
@@ -540,7 +539,9 @@ const CHECK_CHAIN_EVERY: Duration = Duration::from_secs(600);
 /// [`CHECK_CHAIN_EVERY`], and keeps the outcome in
 /// `adminduk_gateway_audit_chain_ok` (1 whole, 0 broken) and the time of
 /// the check in `adminduk_gateway_audit_chain_checked_timestamp_seconds`. A
-/// check that cannot read the database changes neither.
+/// check that cannot read the database changes neither. The check reads the
+/// whole chain, as `adminduk audit verify` does: its cost grows with the
+/// chain (every replica checks it).
 async fn check_forever(db: Db, keys: std::sync::Arc<AuditKeys>, chain: String, sign_every: Duration) {
     tokio::time::sleep(Duration::from_secs(60)).await;
     let mut tick = tokio::time::interval(CHECK_CHAIN_EVERY);
@@ -575,6 +576,7 @@ fn count_rows(outcome: &'static str, rows: usize) {
         .inc_by(u64::try_from(rows).unwrap_or(u64::MAX));
 }
 
+/// Appends a batch after the chain's head, moving the head, in one transaction.
 async fn append(db: &Db, chain: &str, batch: &[Pending]) -> Result<(), sqlx::Error> {
     let mut tx = db.begin_write().await?;
     sqlx::query(

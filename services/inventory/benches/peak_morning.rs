@@ -48,7 +48,7 @@ const MEMORY_ROUNDS: u32 = 6;
 /// Operations timed together in the in-memory rows (two clock reads per
 /// batch), sized so a batch takes some microseconds and the clock's own cost
 /// stays under a few percent: (core mix, resolved path, CAS counter, mutex).
-const BATCHES: [u64; 4] = [100, 10_000, 10_000, 1_000];
+const BATCHES: [u64; 5] = [100, 10_000, 10_000, 1_000, 100];
 /// Concurrent requests in the durable rows. On the peak morning tens of
 /// thousands of residents press "book" within minutes of the queue opening; a
 /// national day of about 218,000 grants in under 10 s means at least this many
@@ -86,7 +86,7 @@ fn main() {
     let scaling = grant_cost_scaling(day);
 
     progress("1-4/7 our core (peak-morning mix, resolved path), CAS counter, Mutex<HashMap>, in turn");
-    let [core, resolved, cas, mutex] = memory_rows(day, memory_run);
+    let [core, resolved, cas, mutex, recorded] = memory_rows(day, memory_run);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(THREADS)
@@ -144,6 +144,13 @@ fn main() {
         core.mix(),
     );
     table.row(
+        "1m",
+        "row 1 + what the service records per answer (`kit::metrics`)",
+        Some(&recorded),
+        Some(core_ops),
+        recorded.mix(),
+    );
+    table.row(
         "2",
         "our core, resolved path only (`bucket::take_all`, 4 buckets)",
         Some(&resolved),
@@ -193,8 +200,8 @@ fn main() {
     out.push_str(&table.render());
     let _ = writeln!(
         out,
-        "\nRows 1-4 run {THREADS} threads for {:.1} s each, in {MEMORY_ROUNDS} rounds taken in turn (1, 2, 3, 4, 1, 2, ...); their latencies are per operation, from batches \
-         timed together\n(rows 1-4: {} operations per batch): p50/p99 are of batch time / batch size, so \
+        "\nRows 1-4 and 1m run {THREADS} threads for {:.1} s each, in {MEMORY_ROUNDS} rounds taken in turn (1, 2, 3, 4, 1m, 1, 2, ...); their latencies are per operation, from batches \
+         timed together\n(rows 1/2/3/4/1m: {} operations per batch): p50/p99 are of batch time / batch size, so \
          one slow operation is spread over\nits batch. Rows 1 and 4 send the same requests: {} per \
          thread (distinct NIKs and keys, the points in turn),\nbuilt beforehand and sent round and \
          round, as residents retry (the holders of the 510 grants get them back). Rows 5-7 run {TASKS} tokio tasks on {THREADS} worker threads for {:.0}/{:.0}/{:.0} s; their \
@@ -511,7 +518,7 @@ fn on_cpu_nanos() -> Option<u64> {
     Some((utime + stime) * 10_000_000)
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
     Granted,
     Refused,
@@ -681,6 +688,80 @@ fn core_peak_mix(row: &CoreMix, run: Duration) -> Measured {
     })
 }
 
+/// Row 1 with the metrics the inventory records for each answer of `Reserve`:
+/// a refusal's reason, or a grant's point and the quota gauge of its day,
+/// then the server layer's count and latency of the call
+/// (`kit::observe::record`, as every request does). Row 1's code records
+/// nothing.
+fn core_peak_mix_recorded(row: &CoreMix, run: Duration) -> Measured {
+    use adminduk_kit::metrics::{self, PointLabels, QuotaLabels, ReasonLabels};
+    let (engine, points, day) = (&row.engine, &row.points, row.day);
+    let now = Utc::now();
+    let expires_at = now + chrono::Duration::hours(8);
+    let methods = adminduk_kit::observe::Methods::of(
+        &["adminduk.inventory.v1.InventoryService"],
+        &[adminduk_proto::FILE_DESCRIPTOR_SET],
+    );
+    let method = methods
+        .get("/adminduk.inventory.v1.InventoryService/Reserve")
+        .expect("Reserve is the inventory's");
+    run_threads("core-mix-recorded", BATCHES[4], run, |t| {
+        let stream = Stream::new(t);
+        let mut at = 0;
+        move || {
+            let started = Instant::now();
+            at = next_index(at, STREAM);
+            let (point, key, nik) = stream.request(at, points.len());
+            let req = ReserveRequest {
+                point_code: &points[point],
+                day,
+                applicant: nik,
+                purpose: "ktp-el",
+                idempotency_key: key,
+                expires_at,
+            };
+            let m = metrics::get();
+            let outcome = match engine.reserve(&req, now) {
+                Ok(reserved) if black_box(&reserved).fresh => {
+                    let reservation = &reserved.reservation;
+                    m.grants
+                        .get_or_create(&PointLabels {
+                            service: "inventory",
+                            service_point: reservation.point_code().to_owned(),
+                        })
+                        .inc();
+                    m.quota_remaining
+                        .get_or_create(&QuotaLabels {
+                            service: "inventory",
+                            service_point: reservation.point_code().to_owned(),
+                            date: reservation.path.day.to_string(),
+                        })
+                        .set(reservation.path.remaining());
+                    Outcome::Granted
+                }
+                Ok(_) => Outcome::Retried,
+                Err(ReserveError::Exhausted(_)) => {
+                    m.refusals
+                        .get_or_create(&ReasonLabels {
+                            service: "inventory",
+                            reason: "DATE_FULL",
+                        })
+                        .inc();
+                    Outcome::Refused
+                }
+                Err(other) => panic!("unexpected answer on the peak morning: {other:?}"),
+            };
+            let code = if outcome == Outcome::Refused {
+                tonic::Code::ResourceExhausted
+            } else {
+                tonic::Code::Ok
+            };
+            adminduk_kit::observe::record("inventory", Some(method), code, started.elapsed());
+            outcome
+        }
+    })
+}
+
 /// Row 2's engine and the paths of its points, resolved once.
 struct ResolvedPaths {
     // Holds the paths' buckets.
@@ -792,22 +873,24 @@ fn mutex_map(row: &MutexMap, run: Duration) -> Measured {
     })
 }
 
-/// Rows 1-4, measured in turn for `run / ROUNDS` each, `ROUNDS` times over,
+/// Rows 1-4 and 1m, measured in turn for `run / ROUNDS` each, `ROUNDS` times over,
 /// each row's rounds added up. Whatever else the machine does during the run
 /// then falls on all four rows alike instead of on whichever ran at the time,
 /// and their ratios stay comparable. Each row keeps its state between rounds
 /// (its 510 grants are made in its first round).
-fn memory_rows(day: NaiveDate, run: Duration) -> [Measured; 4] {
+fn memory_rows(day: NaiveDate, run: Duration) -> [Measured; 5] {
     let (core, resolved) = (CoreMix::new(day), ResolvedPaths::new(day));
+    let recorded = CoreMix::new(day);
     let (counter, mutex) = (Padded(AtomicU64::new(DAILY_GRANTS)), MutexMap::new());
     let slice = run / MEMORY_ROUNDS;
-    let mut rows: [Measured; 4] = std::array::from_fn(|i| Measured::empty(BATCHES[i]));
+    let mut rows: [Measured; 5] = std::array::from_fn(|i| Measured::empty(BATCHES[i]));
     for round in 1..=MEMORY_ROUNDS {
-        progress(&format!("rows 1-4, round {round} of {MEMORY_ROUNDS}"));
+        progress(&format!("rows 1-4 and 1m, round {round} of {MEMORY_ROUNDS}"));
         rows[0].merge(core_peak_mix(&core, slice));
         rows[1].merge(core_resolved_path(&resolved, slice));
         rows[2].merge(cas_counter(&counter, slice));
         rows[3].merge(mutex_map(&mutex, slice));
+        rows[4].merge(core_peak_mix_recorded(&recorded, slice));
     }
     for (row, measured) in rows.iter().enumerate() {
         assert_eq!(

@@ -51,16 +51,39 @@ pub struct StockLevel {
     pub monthly_cap: i64,
 }
 
+/// The days whose quota gauges are kept, with their labels (so past days'
+/// series can be taken out of the metrics).
+static GAUGED: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<(NaiveDate, QuotaLabels)>>> =
+    std::sync::LazyLock::new(Default::default);
+
 /// Keeps the quota gauge of a point's day at what is left.
 fn record_remaining(path: &adminduk_inventory_core::engine::Path) {
+    let labels = QuotaLabels {
+        service: "inventory",
+        service_point: path.point.spec.code.clone(),
+        date: path.day.to_string(),
+    };
     adminduk_kit::metrics::get()
         .quota_remaining
-        .get_or_create(&QuotaLabels {
-            service: "inventory",
-            service_point: path.point.spec.code.clone(),
-            date: path.day.to_string(),
-        })
+        .get_or_create(&labels)
         .set(path.remaining());
+    GAUGED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert((path.day, labels));
+}
+
+/// Takes the quota gauges of days before `today` out of the metrics.
+fn forget_past_gauges(today: NaiveDate) {
+    let mut gauged = GAUGED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let quota = &adminduk_kit::metrics::get().quota_remaining;
+    gauged.retain(|(day, labels)| {
+        let keep = *day >= today;
+        if !keep {
+            quota.remove(labels);
+        }
+        keep
+    });
 }
 
 /// Why a reservation was not made.
@@ -445,6 +468,7 @@ async fn sweep_forever(inventory: std::sync::Weak<Inventory>) {
         let Some(inventory) = inventory.upgrade() else {
             return;
         };
+        forget_past_gauges(adminduk_kit::time::today_wib());
         let expired = inventory.sweep_expired(Utc::now()).await;
         if expired > 0 {
             tracing::info!(expired, "expired holds returned");

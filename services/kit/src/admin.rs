@@ -101,27 +101,30 @@ impl ReadyCheck {
 
 /// The outcome of every check, run at once: the failures, named.
 async fn run_checks(checks: &[ReadyCheck]) -> Vec<String> {
-    let mut runs = tokio::task::JoinSet::new();
-    for (index, check) in checks.iter().enumerate() {
-        let run = (check.run)();
-        runs.spawn(async move {
-            let outcome = match tokio::time::timeout(CHECK_TIMEOUT, run).await {
-                Ok(outcome) => outcome,
-                Err(_) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
-            };
-            (index, outcome)
-        });
+    // Each check in a task of its own: one that panics fails, and its service is not ready.
+    let runs: Vec<_> = checks
+        .iter()
+        .map(|check| {
+            let run = (check.run)();
+            tokio::spawn(async move {
+                match tokio::time::timeout(CHECK_TIMEOUT, run).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
+                }
+            })
+        })
+        .collect();
+    let mut outcomes: Vec<(usize, Result<(), String>)> = Vec::with_capacity(runs.len());
+    for (index, run) in runs.into_iter().enumerate() {
+        let outcome = run
+            .await
+            .unwrap_or_else(|err| Err(format!("the check failed: {err}")));
+        outcomes.push((index, outcome));
     }
-    let mut outcomes: Vec<(usize, Result<(), String>)> = Vec::with_capacity(checks.len());
-    while let Some(done) = runs.join_next().await {
-        outcomes.push(done.unwrap_or_else(|err| (usize::MAX, Err(err.to_string()))));
-    }
-    outcomes.sort_unstable_by_key(|(index, _)| *index);
     let mut failed = Vec::new();
     let mut services: Vec<(&'static str, bool)> = Vec::new();
     for (index, outcome) in outcomes {
         let Some(check) = checks.get(index) else {
-            failed.push(format!("a check did not finish: {outcome:?}"));
             continue;
         };
         let ok = outcome.is_ok();

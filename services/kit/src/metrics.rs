@@ -30,10 +30,11 @@ pub struct ServiceLabel {
 pub struct RpcLabels {
     /// The server answering.
     pub service: &'static str,
-    /// The gRPC service, `adminduk.inventory.v1.InventoryService`.
-    pub rpc_service: String,
-    /// The method, `Reserve`.
-    pub rpc_method: String,
+    /// The gRPC service, `adminduk.inventory.v1.InventoryService` (`unknown`
+    /// for a path the server does not serve).
+    pub rpc_service: &'static str,
+    /// The method, `Reserve` (or `unknown`).
+    pub rpc_method: &'static str,
     /// The gRPC code's name, `OK` or `FAILED_PRECONDITION`.
     pub code: &'static str,
 }
@@ -76,7 +77,9 @@ pub struct PointLabels {
     pub service_point: String,
 }
 
-/// A refusal's reason (the contract's `ErrorReason` name).
+/// A refusal's reason: the contract's `ErrorReason` name, or `CONTENDED`,
+/// `UNKNOWN_POINT`, `IDEMPOTENCY_KEY_REUSED` or `UNAVAILABLE` for the
+/// refusals that carry none.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     /// The server refusing.
@@ -108,7 +111,7 @@ pub struct StageLabels {
 pub struct PrincipalKindLabels {
     /// Always `gateway`.
     pub service: &'static str,
-    /// `resident`, `office`, `agency` or `admin`.
+    /// `resident`, `office`, `agency`, `admin` or `anonymous`.
     pub principal_kind: &'static str,
 }
 

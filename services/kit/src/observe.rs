@@ -7,37 +7,125 @@
 //! answer whose client went away first is `CANCELLED`. A streaming call is
 //! timed until its stream ends.
 
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tonic::Code;
 use tonic::body::Body;
 
 use crate::metrics::{self, RpcLabels};
 
-/// Services every server answers besides its own.
-const COMMON: [&str; 3] = [
-    "grpc.health.v1.Health",
-    "grpc.reflection.v1.ServerReflection",
-    "grpc.reflection.v1alpha.ServerReflection",
+/// Methods every server answers besides its own.
+const COMMON: [(&str, &str); 4] = [
+    ("grpc.health.v1.Health", "Check"),
+    ("grpc.health.v1.Health", "Watch"),
+    ("grpc.reflection.v1.ServerReflection", "ServerReflectionInfo"),
+    ("grpc.reflection.v1alpha.ServerReflection", "ServerReflectionInfo"),
 ];
 
-/// The layer: `service` names the server in the metrics, `known` are the
-/// gRPC services it serves (any other path is counted as `unknown`).
+/// Names kept for the life of the process, each once (the contract's
+/// service and method names: a bounded set, whatever clients send).
+fn intern(name: &str) -> &'static str {
+    static NAMES: LazyLock<Mutex<HashSet<&'static str>>> = LazyLock::new(Default::default);
+    let mut names = NAMES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(&known) = names.get(name) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    names.insert(leaked);
+    leaked
+}
+
+/// The methods a server serves, by path (`/pkg.Service/Method`), found in
+/// the contract's descriptors for the services it names.
+#[derive(Debug, Default)]
+pub struct Methods(HashMap<String, (&'static str, &'static str)>);
+
+impl Methods {
+    /// The methods of `services` described in the encoded descriptor sets,
+    /// with health and reflection.
+    pub fn of(services: &[&str], descriptors: &[&[u8]]) -> Self {
+        use prost::Message as _;
+        let mut methods = HashMap::new();
+        let mut add = |service: &str, method: &str| {
+            methods.insert(format!("/{service}/{method}"), (intern(service), intern(method)));
+        };
+        for (service, method) in COMMON {
+            add(service, method);
+        }
+        for encoded in descriptors {
+            let Ok(set) = prost_types::FileDescriptorSet::decode(*encoded) else {
+                continue;
+            };
+            for file in &set.file {
+                for service in &file.service {
+                    let full = match file.package.as_deref() {
+                        Some(package) if !package.is_empty() => format!("{package}.{}", service.name()),
+                        _ => service.name().to_owned(),
+                    };
+                    if services.contains(&full.as_str()) {
+                        for method in &service.method {
+                            add(&full, method.name());
+                        }
+                    }
+                }
+            }
+        }
+        Self(methods)
+    }
+
+    /// The service and method of a path this server serves.
+    pub fn get(&self, path: &str) -> Option<(&'static str, &'static str)> {
+        self.0.get(path).copied()
+    }
+}
+
+/// Records one answer: its count and latency under `service` (the server),
+/// and nothing a client chose (unknown methods are `unknown`).
+pub fn record(
+    service: &'static str,
+    method: Option<(&'static str, &'static str)>,
+    code: Code,
+    elapsed: Duration,
+) {
+    let (rpc_service, rpc_method) = method.unwrap_or(("unknown", "unknown"));
+    let labels = RpcLabels {
+        service,
+        rpc_service,
+        rpc_method,
+        code: metrics::code_name(code),
+    };
+    let m = metrics::get();
+    m.rpc_duration
+        .get_or_create(&labels)
+        .observe(elapsed.as_secs_f64());
+    m.rpc_requests.get_or_create(&labels).inc();
+}
+
+/// The layer: `service` names the server in the metrics, `methods` are
+/// those it serves, `local` is its listening address (the spans'
+/// `server.address`), and `timeout` is the deadline of a request that
+/// names none.
 #[derive(Debug, Clone)]
 pub struct ObserveLayer {
     service: &'static str,
-    known: Arc<[&'static str]>,
+    methods: Arc<Methods>,
+    local: SocketAddr,
+    timeout: Duration,
 }
 
 impl ObserveLayer {
-    /// Observes a server called `service` that serves `known`.
-    pub fn new(service: &'static str, known: &[&'static str]) -> Self {
+    /// Observes a server called `service`.
+    pub fn new(service: &'static str, methods: Arc<Methods>, local: SocketAddr, timeout: Duration) -> Self {
         Self {
             service,
-            known: known.iter().copied().chain(COMMON).collect(),
+            methods,
+            local,
+            timeout,
         }
     }
 }
@@ -60,38 +148,39 @@ pub struct Observe<S> {
     layer: ObserveLayer,
 }
 
-/// `/pkg.Service/Method` as its two names, if it has that shape.
-fn split_path(path: &str) -> Option<(&str, &str)> {
-    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
-    (!service.is_empty() && !method.is_empty() && !method.contains('/')).then_some((service, method))
-}
-
-/// One answer being observed.
+/// One answer being observed; recorded exactly once, at the latest when it
+/// is dropped (a request dropped unanswered is DEADLINE_EXCEEDED past its
+/// deadline, else CANCELLED: its client went away).
 #[derive(Debug)]
 struct Observation {
     service: &'static str,
-    rpc_service: String,
-    rpc_method: String,
+    method: Option<(&'static str, &'static str)>,
     started: Instant,
+    deadline: Duration,
     span: tracing::Span,
+    done: bool,
 }
 
 impl Observation {
-    fn finish(self, code: Code) {
-        let unknown = || "unknown".to_owned();
-        let known_method = code != Code::Unimplemented;
-        let labels = RpcLabels {
-            service: self.service,
-            rpc_service: if known_method { self.rpc_service } else { unknown() },
-            rpc_method: if known_method { self.rpc_method } else { unknown() },
-            code: metrics::code_name(code),
-        };
-        let m = metrics::get();
-        m.rpc_duration
-            .get_or_create(&labels)
-            .observe(self.started.elapsed().as_secs_f64());
-        m.rpc_requests.get_or_create(&labels).inc();
+    fn finish(&mut self, code: Code) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        // A known service's unknown method is answered UNIMPLEMENTED by its router.
+        let method = self.method.filter(|_| code != Code::Unimplemented);
+        record(self.service, method, code, self.started.elapsed());
         self.span.record("rpc.grpc.status_code", code as i32);
+    }
+}
+
+impl Drop for Observation {
+    fn drop(&mut self) {
+        let code = if self.started.elapsed() >= self.deadline {
+            Code::DeadlineExceeded
+        } else {
+            Code::Cancelled
+        };
+        self.finish(code);
     }
 }
 
@@ -99,6 +188,22 @@ impl Observation {
 fn status_code(headers: &http::HeaderMap) -> Option<Code> {
     let value = headers.get("grpc-status")?.to_str().ok()?.parse::<i32>().ok()?;
     Some(Code::from_i32(value))
+}
+
+/// A request's `grpc-timeout` (`100m`, `5S`, ...), if it sends a valid one.
+fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 impl<S, B> tower::Service<http::Request<B>> for Observe<S>
@@ -115,20 +220,20 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let (rpc_service, rpc_method) = match split_path(request.uri().path()) {
-            Some((service, method)) if self.layer.known.contains(&service) => {
-                (service.to_owned(), method.to_owned())
-            }
-            _ => ("unknown".to_owned(), "unknown".to_owned()),
-        };
+        let method = self.layer.methods.get(request.uri().path());
         let span = tracing::Span::current();
+        span.record("server.address", self.layer.local.ip().to_string());
+        span.record("server.port", self.layer.local.port());
         span.record("adminduk.server", self.layer.service);
-        let observation = Observation {
+        let deadline =
+            grpc_timeout(request.headers()).map_or(self.layer.timeout, |t| t.min(self.layer.timeout));
+        let mut observation = Observation {
             service: self.layer.service,
-            rpc_service,
-            rpc_method,
+            method,
             started: Instant::now(),
+            deadline,
             span,
+            done: false,
         };
         let answer = self.inner.call(request);
         Box::pin(async move {
@@ -147,7 +252,7 @@ where
             Ok(response.map(|body| {
                 Body::new(ObservedBody {
                     inner: body,
-                    pending: Some(observation),
+                    pending: observation,
                 })
             }))
         })
@@ -155,19 +260,12 @@ where
 }
 
 pin_project_lite::pin_project! {
-    /// A body that records its answer's code when its trailers pass.
+    /// A body that records its answer's code when its trailers pass (or,
+    /// dropped before, as the observation's drop says).
     struct ObservedBody {
         #[pin]
         inner: Body,
-        pending: Option<Observation>,
-    }
-
-    impl PinnedDrop for ObservedBody {
-        fn drop(this: Pin<&mut Self>) {
-            if let Some(observation) = this.project().pending.take() {
-                observation.finish(Code::Cancelled);
-            }
-        }
+        pending: Observation,
     }
 }
 
@@ -183,23 +281,14 @@ impl http_body::Body for ObservedBody {
         let polled = this.inner.poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(trailers) = frame.trailers_ref()
-                    && let Some(observation) = this.pending.take()
-                {
-                    observation.finish(status_code(trailers).unwrap_or(Code::Unknown));
+                if let Some(trailers) = frame.trailers_ref() {
+                    this.pending
+                        .finish(status_code(trailers).unwrap_or(Code::Unknown));
                 }
             }
-            Poll::Ready(Some(Err(status))) => {
-                if let Some(observation) = this.pending.take() {
-                    observation.finish(status.code());
-                }
-            }
-            Poll::Ready(None) => {
-                // A body that ends without trailers never said OK.
-                if let Some(observation) = this.pending.take() {
-                    observation.finish(Code::Unknown);
-                }
-            }
+            Poll::Ready(Some(Err(status))) => this.pending.finish(status.code()),
+            // A body that ends without trailers never said OK.
+            Poll::Ready(None) => this.pending.finish(Code::Unknown),
             Poll::Pending => {}
         }
         polled
@@ -219,13 +308,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_path_is_a_service_and_a_method_or_nothing() {
+    fn only_the_contract_s_methods_are_named_and_a_made_up_path_is_unknown() {
+        let methods = Methods::of(
+            &["adminduk.inventory.v1.InventoryService"],
+            &[adminduk_proto::FILE_DESCRIPTOR_SET],
+        );
         assert_eq!(
-            split_path("/adminduk.inventory.v1.InventoryService/Reserve"),
+            methods.get("/adminduk.inventory.v1.InventoryService/Reserve"),
             Some(("adminduk.inventory.v1.InventoryService", "Reserve"))
         );
-        assert_eq!(split_path("/nothing"), None);
-        assert_eq!(split_path("/a/b/c"), None);
-        assert_eq!(split_path("//Reserve"), None);
+        assert_eq!(
+            methods.get("/grpc.health.v1.Health/Check"),
+            Some(("grpc.health.v1.Health", "Check"))
+        );
+        assert_eq!(
+            methods.get("/adminduk.inventory.v1.InventoryService/3275014101900001"),
+            None
+        );
+        assert_eq!(
+            methods.get("/adminduk.population.v1.PopulationService/ParseNik"),
+            None,
+            "not this server's"
+        );
+    }
+
+    #[test]
+    fn a_deadline_is_read_from_grpc_timeout() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("grpc-timeout", http::HeaderValue::from_static("250m"));
+        assert_eq!(grpc_timeout(&headers), Some(Duration::from_millis(250)));
+        headers.insert("grpc-timeout", http::HeaderValue::from_static("x"));
+        assert_eq!(grpc_timeout(&headers), None);
     }
 }

@@ -153,7 +153,14 @@ impl GrpcServer {
         // v1alpha too: older clients (grpcio-reflection, some grpcurl builds) speak only it.
         let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
         let reflection = reflection().build_v1().map_err(reflection_error)?;
-        let observe = crate::observe::ObserveLayer::new(self.label(), &self.names);
+        let methods = Arc::new(crate::observe::Methods::of(&self.names, &self.descriptors));
+        let for_spans = Arc::clone(&methods);
+        let observe = crate::observe::ObserveLayer::new(
+            self.label(),
+            methods,
+            local_addr,
+            self.config.request_timeout(),
+        );
         if let Some(tls) = &self.config.tls {
             record_expiry(self.label(), "server", &tls.cert);
         }
@@ -188,46 +195,49 @@ impl GrpcServer {
             builder = builder.accept_http1(true);
         }
         let limit = self.config.max_message_bytes;
-        let stack = ServiceBuilder::new()
-            // Outermost, so every request has a span, even one refused below; the span
-            // continues the caller's W3C trace and records the method, never the body.
-            .layer(TraceLayer::new(grpc_classifier()).make_span_with(crate::telemetry::request_span::<Body>))
-            // A browser's preflight is answered here; its calls are translated from
-            // gRPC-Web to gRPC below, so everything under sees gRPC only.
-            .option_layer(web)
-            .option_layer(
-                self.config
-                    .grpc_web
-                    .as_ref()
-                    .map(|_| tonic_web::GrpcWebLayer::new()),
-            )
-            // Counts and times every answer by method and code, as the client sees it
-            // (after the rewrite below), and puts the code on the request's span.
-            .layer(observe)
-            // gRPC says an oversized message is RESOURCE_EXHAUSTED and a malformed one
-            // INVALID_ARGUMENT; tonic's decoder says OUT_OF_RANGE and INTERNAL, so its
-            // answers are rewritten here, in one place for every service.
-            .layer(MapResponseLayer::new(move |response| {
-                decoder_answers_as_grpc_says(response, limit)
-            }))
-            // Keeps the caller's deadline for the calls this request makes to other
-            // services, so none of them outlives the caller waiting for the answer.
-            .layer(crate::upstream::DeadlineLayer)
-            // Refuses at once when the limit below is reached, rather than queueing
-            // without bound while the clients' deadlines run out.
-            .layer(LoadShedLayer::new())
-            // Caps requests in flight across all connections, so a burst cannot exhaust
-            // the database pool or memory.
-            .layer(GlobalConcurrencyLimitLayer::new(self.config.concurrency_limit))
-            // A backend run apart answers the mesh's own services only.
-            .layer(ServicesOnlyLayer {
-                on: self
-                    .config
-                    .tls
-                    .as_ref()
-                    .is_some_and(|t| t.services_only && t.client_ca.is_some()),
-            })
-            .into_inner();
+        let stack =
+            ServiceBuilder::new()
+                // Outermost, so every request has a span, even one refused below; the span
+                // continues the caller's W3C trace and records the method, never the body.
+                .layer(TraceLayer::new(grpc_classifier()).make_span_with(
+                    move |request: &http::Request<Body>| crate::telemetry::request_span(request, &for_spans),
+                ))
+                // A browser's preflight is answered here; its calls are translated from
+                // gRPC-Web to gRPC below, so everything under sees gRPC only.
+                .option_layer(web)
+                .option_layer(
+                    self.config
+                        .grpc_web
+                        .as_ref()
+                        .map(|_| tonic_web::GrpcWebLayer::new()),
+                )
+                // Counts and times every answer by method and code, as the client sees it
+                // (after the rewrite below), and puts the code on the request's span.
+                .layer(observe)
+                // gRPC says an oversized message is RESOURCE_EXHAUSTED and a malformed one
+                // INVALID_ARGUMENT; tonic's decoder says OUT_OF_RANGE and INTERNAL, so its
+                // answers are rewritten here, in one place for every service.
+                .layer(MapResponseLayer::new(move |response| {
+                    decoder_answers_as_grpc_says(response, limit)
+                }))
+                // Keeps the caller's deadline for the calls this request makes to other
+                // services, so none of them outlives the caller waiting for the answer.
+                .layer(crate::upstream::DeadlineLayer)
+                // Refuses at once when the limit below is reached, rather than queueing
+                // without bound while the clients' deadlines run out.
+                .layer(LoadShedLayer::new())
+                // Caps requests in flight across all connections, so a burst cannot exhaust
+                // the database pool or memory.
+                .layer(GlobalConcurrencyLimitLayer::new(self.config.concurrency_limit))
+                // A backend run apart answers the mesh's own services only.
+                .layer(ServicesOnlyLayer {
+                    on: self
+                        .config
+                        .tls
+                        .as_ref()
+                        .is_some_and(|t| t.services_only && t.client_ca.is_some()),
+                })
+                .into_inner();
 
         let (stop_tx, mut stop_rx) = watch::channel(false);
         let router = builder.layer(stack).add_routes(routes.routes());

@@ -170,33 +170,23 @@ pub fn current_trace_id() -> Option<String> {
 
 /// The span for one incoming gRPC request, parented on the caller's trace.
 /// It names the method only: request bodies (which may hold NIKs) are never recorded.
-pub fn request_span<B>(request: &http::Request<B>) -> tracing::Span {
-    // The path is the client's to choose; a NIK typed into it is masked.
-    let path = crate::mask::mask_digit_runs(request.uri().path());
-    let (service, method) = path
-        .strip_prefix('/')
-        .and_then(|p| p.split_once('/'))
-        .unwrap_or(("", path.as_str()));
-    // The address the client dialled (the authority of the request).
-    let authority = request
-        .uri()
-        .authority()
-        .map(|a| (a.host().to_owned(), a.port_u16()))
-        .or_else(|| {
-            let host = request.headers().get(http::header::HOST)?.to_str().ok()?;
-            let authority = host.parse::<http::uri::Authority>().ok()?;
-            Some((authority.host().to_owned(), authority.port_u16()))
-        });
+/// `methods` are the server's own: a path it does not serve is named
+/// `unknown`, so nothing a client chose ends up in a span. The server's
+/// address is recorded by its observation layer (`crate::observe`).
+pub fn request_span<B>(request: &http::Request<B>, methods: &crate::observe::Methods) -> tracing::Span {
+    let (service, method) = methods
+        .get(request.uri().path())
+        .unwrap_or(("unknown", "unknown"));
     let span = tracing::info_span!(
         "grpc.request",
         otel.name = %format!("{service}/{method}"),
         otel.kind = "server",
         rpc.system = "grpc",
-        rpc.service = %service,
-        rpc.method = %method,
+        rpc.service = service,
+        rpc.method = method,
         rpc.grpc.status_code = tracing::field::Empty,
-        server.address = authority.as_ref().map(|(host, _)| host.as_str()),
-        server.port = authority.as_ref().and_then(|(_, port)| *port),
+        server.address = tracing::field::Empty,
+        server.port = tracing::field::Empty,
         // Which server of the mesh answers (five share a process in `adminduk up`).
         adminduk.server = tracing::field::Empty,
     );

@@ -323,21 +323,19 @@ impl TryFrom<pb::RecordDeliveryRequest> for DeliveryReport {
 
     fn try_from(request: pb::RecordDeliveryRequest) -> Result<Self, ApiError> {
         let pb::RecordDeliveryRequest { job_id, outcome } = request;
-        let mut v = Violations::new();
+        // A report without a known outcome is refused for that alone, as it always was.
         let outcome = match pb::DeliveryOutcome::try_from(outcome) {
-            Ok(pb::DeliveryOutcome::Delivered) => Some(Outcome::Delivered),
-            Ok(pb::DeliveryOutcome::ReturnedDeceased) => Some(Outcome::ReturnedDeceased),
-            Ok(pb::DeliveryOutcome::ReturnedMoved) => Some(Outcome::ReturnedMoved),
-            Ok(pb::DeliveryOutcome::ReturnedUnclearAddress) => Some(Outcome::ReturnedUnclearAddress),
+            Ok(pb::DeliveryOutcome::Delivered) => Outcome::Delivered,
+            Ok(pb::DeliveryOutcome::ReturnedDeceased) => Outcome::ReturnedDeceased,
+            Ok(pb::DeliveryOutcome::ReturnedMoved) => Outcome::ReturnedMoved,
+            Ok(pb::DeliveryOutcome::ReturnedUnclearAddress) => Outcome::ReturnedUnclearAddress,
             Ok(pb::DeliveryOutcome::Unspecified) | Err(_) => {
-                v.add("outcome", "must be a delivery outcome");
-                None
+                return Err(ApiError::invalid_field("outcome", "must be a delivery outcome"));
             }
         };
+        let mut v = Violations::new();
         job_id_field("job_id", &job_id, &mut v);
         v.into_result()?;
-        let outcome =
-            outcome.ok_or_else(|| ApiError::invalid_field("outcome", "must be a delivery outcome"))?;
         Ok(Self { job_id, outcome })
     }
 }
