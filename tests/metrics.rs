@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
+mod common;
+
 use adminduk::mesh::MeshOptions;
-use adminduk_proto::inventory::v1 as inventory;
-use inventory::inventory_service_client::InventoryServiceClient;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -127,46 +127,21 @@ async fn the_admin_port_serves_metrics_health_and_readiness_and_a_grant_moves_th
     );
 
     // An office books a blank through the gateway, then asks again for the same resident.
-    let c = &mesh.certs;
-    let office =
-        adminduk::resident::gateway_channel(&mesh, Some((&c.office_cert, &c.office_key))).expect("channel");
-    let counter_channel = office.clone();
-    let mut counter = InventoryServiceClient::new(office);
-    let nik = mesh
-        .population
-        .store()
-        .eligible_niks(adminduk_kit::time::today_wib(), 5)
-        .await
-        .expect("residents")
-        .into_iter()
-        .next()
-        .expect("a resident");
+    let office = common::office(&mesh);
+    let nik = common::a_resident(&mesh).await;
     let day = adminduk_kit::time::today_wib() + chrono::Days::new(3);
     let point = "3275-KEC-01";
-    let reserve = |key: &str| {
-        let mut request = tonic::Request::new(inventory::ReserveRequest {
-            service_point_code: point.into(),
-            date: Some(adminduk_proto::convert::date(day)),
-            applicant_nik: nik.clone(),
-            idempotency_key: key.to_owned(),
-            ..Default::default()
-        });
-        request.metadata_mut().insert(
-            adminduk_gateway::OVERRIDE_HEADER,
-            "lansia tanpa ponsel pintar".parse().expect("header"),
-        );
-        request
-    };
-    counter.reserve(reserve("metrics-1")).await.expect("a grant");
-    let refused = counter
-        .reserve(reserve("metrics-2"))
+    common::office_reserve(office.clone(), &nik, point, day, "metrics-1")
+        .await
+        .expect("a grant");
+    let refused = common::office_reserve(office.clone(), &nik, point, day, "metrics-2")
         .await
         .expect_err("one hold per applicant");
     assert_eq!(refused.code(), tonic::Code::AlreadyExists);
 
     // A made-up method, with a NIK for its name: refused, and counted as `unknown`.
     let made_up = format!("/adminduk.inventory.v1.InventoryService/{nik}");
-    let mut raw = tonic::client::Grpc::new(counter_channel.clone());
+    let mut raw = tonic::client::Grpc::new(office.clone());
     raw.ready().await.expect("ready");
     let answer: Result<tonic::Response<()>, tonic::Status> = raw
         .unary(

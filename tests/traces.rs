@@ -3,13 +3,13 @@
 //! to the inventory's and on to the group commit that made the grant
 //! durable, with the semantic conventions' attributes and no NIK.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use adminduk::mesh::MeshOptions;
 use adminduk_kit::config::TelemetryConfig;
-use adminduk_proto::inventory::v1 as inventory;
-use inventory::inventory_service_client::InventoryServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -82,32 +82,9 @@ async fn an_application_through_the_gateway_is_one_trace_down_to_its_group_commi
     let mesh = adminduk::mesh::start(MeshOptions::on_free_ports(dir.path(), 300))
         .await
         .expect("the mesh starts");
-    let c = &mesh.certs;
-    let office =
-        adminduk::resident::gateway_channel(&mesh, Some((&c.office_cert, &c.office_key))).expect("channel");
-    let nik = mesh
-        .population
-        .store()
-        .eligible_niks(adminduk_kit::time::today_wib(), 5)
-        .await
-        .expect("residents")
-        .into_iter()
-        .next()
-        .expect("a resident");
+    let nik = common::a_resident(&mesh).await;
     let day = adminduk_kit::time::today_wib() + chrono::Days::new(3);
-    let mut request = tonic::Request::new(inventory::ReserveRequest {
-        service_point_code: "3275-KEC-02".into(),
-        date: Some(adminduk_proto::convert::date(day)),
-        applicant_nik: nik.clone(),
-        idempotency_key: "trace-1".into(),
-        ..Default::default()
-    });
-    request.metadata_mut().insert(
-        adminduk_gateway::OVERRIDE_HEADER,
-        "lansia tanpa ponsel pintar".parse().expect("header"),
-    );
-    InventoryServiceClient::new(office)
-        .reserve(request)
+    common::office_reserve(common::office(&mesh), &nik, "3275-KEC-02", day, "trace-1")
         .await
         .expect("a grant");
     mesh.shutdown().await.expect("a clean stop");

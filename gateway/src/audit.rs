@@ -23,6 +23,7 @@ use ring::{digest, hmac};
 use sqlx::Row as _;
 use tokio::sync::mpsc;
 
+use adminduk_kit::metrics::code_name;
 use adminduk_kit::storage::{Backend, Db, millis};
 
 /// The hash before the first row.
@@ -393,30 +394,6 @@ pub(crate) fn outcome(code: tonic::Code, reason: Option<&str>) -> String {
     match reason {
         Some(reason) if code != tonic::Code::Ok && !reason.is_empty() => format!("{name}:{reason}"),
         _ => name.to_owned(),
-    }
-}
-
-/// A gRPC code's canonical name (`PERMISSION_DENIED`).
-pub(crate) fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code;
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 

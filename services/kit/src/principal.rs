@@ -189,7 +189,7 @@ fn expect(input: &[u8], wanted: u8) -> Option<(&[u8], &[u8])> {
 
 /// One DER element: its tag, its contents and what follows it. Definite
 /// lengths only (DER has no other), of at most four length bytes.
-fn element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+pub(crate) fn element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     let (&tag, rest) = input.split_first()?;
     if tag & 0x1F == 0x1F {
         // A tag number above 30: none of the elements read here has one.

@@ -212,33 +212,33 @@ pub fn server_config_checking_chain_in_service(
 /// the explicit version) is the validity, `notBefore` then `notAfter`.
 pub fn not_after(pem: &[u8]) -> Option<i64> {
     let cert = CertificateDer::pem_slice_iter(pem).next()?.ok()?;
-    let (tag, certificate, _) = der_element(cert.as_ref())?;
+    let (tag, certificate, _) = crate::principal::element(cert.as_ref())?;
     if tag != 0x30 {
         return None;
     }
-    let (tag, mut tbs, _) = der_element(certificate)?;
+    let (tag, mut tbs, _) = crate::principal::element(certificate)?;
     if tag != 0x30 {
         return None;
     }
     // [0] version (optional), serial, signature algorithm, issuer, validity.
-    let (tag, _, rest) = der_element(tbs)?;
+    let (tag, _, rest) = crate::principal::element(tbs)?;
     if tag == 0xA0 {
         tbs = rest;
-        let (_, _, rest) = der_element(tbs)?;
+        let (_, _, rest) = crate::principal::element(tbs)?;
         tbs = rest;
     } else {
         tbs = rest;
     }
     for _ in 0..2 {
-        let (_, _, rest) = der_element(tbs)?;
+        let (_, _, rest) = crate::principal::element(tbs)?;
         tbs = rest;
     }
-    let (tag, validity, _) = der_element(tbs)?;
+    let (tag, validity, _) = crate::principal::element(tbs)?;
     if tag != 0x30 {
         return None;
     }
-    let (_, _, rest) = der_element(validity)?;
-    let (tag, time, _) = der_element(rest)?;
+    let (_, _, rest) = crate::principal::element(validity)?;
+    let (tag, time, _) = crate::principal::element(rest)?;
     let time = std::str::from_utf8(time).ok()?;
     let format = match tag {
         0x17 => "%y%m%d%H%M%SZ",
@@ -248,23 +248,4 @@ pub fn not_after(pem: &[u8]) -> Option<i64> {
     chrono::NaiveDateTime::parse_from_str(time, format)
         .ok()
         .map(|t| t.and_utc().timestamp())
-}
-
-/// One DER element: its tag, its contents, and what follows it.
-fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let n = usize::from(first & 0x7F);
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let len = rest[..n]
-            .iter()
-            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
-        (len, &rest[n..])
-    };
-    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
 }
