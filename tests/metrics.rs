@@ -128,7 +128,7 @@ async fn the_admin_port_serves_metrics_health_and_readiness_and_a_grant_moves_th
 
     // An office books a blank through the gateway, then asks again for the same resident.
     let office = common::office(&mesh);
-    let nik = common::a_resident(&mesh).await;
+    let nik = common::residents(&mesh, 1).await.remove(0);
     let day = adminduk_kit::time::today_wib() + chrono::Days::new(3);
     let point = "3275-KEC-01";
     common::office_reserve(office.clone(), &nik, point, day, "metrics-1")

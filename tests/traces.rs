@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use adminduk::mesh::MeshOptions;
 use adminduk_kit::config::TelemetryConfig;
+use adminduk_proto::printing::v1 as printing;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -18,6 +19,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
+use printing::printing_service_client::PrintingServiceClient;
 
 /// An OTLP/gRPC trace receiver that keeps every span it is sent.
 #[derive(Clone, Default)]
@@ -59,7 +61,7 @@ fn attributes(span: &Span) -> HashMap<String, String> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_application_through_the_gateway_is_one_trace_down_to_its_group_commit() {
+async fn an_application_through_the_gateway_is_one_trace_across_the_services_down_to_its_group_commit() {
     let receiver = Receiver::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let otlp = listener.local_addr().expect("addr");
@@ -82,11 +84,23 @@ async fn an_application_through_the_gateway_is_one_trace_down_to_its_group_commi
     let mesh = adminduk::mesh::start(MeshOptions::on_free_ports(dir.path(), 300))
         .await
         .expect("the mesh starts");
-    let nik = common::a_resident(&mesh).await;
+    let niks = common::residents(&mesh, 2).await;
+    let (nik, applicant) = (&niks[0], &niks[1]);
     let day = adminduk_kit::time::today_wib() + chrono::Days::new(3);
-    common::office_reserve(common::office(&mesh), &nik, "3275-KEC-02", day, "trace-1")
+    common::office_reserve(common::office(&mesh), nik, "3275-KEC-02", day, "trace-1")
         .await
         .expect("a grant");
+    // And a card applied for: the gateway calls printing, which calls population and the inventory.
+    PrintingServiceClient::new(common::office(&mesh))
+        .submit_print_job(common::at_counter(printing::SubmitPrintJobRequest {
+            nik: applicant.clone(),
+            reason: printing::PrintReason::FirstCard as i32,
+            service_point_code: "3275-KEC-01".into(),
+            date: Some(adminduk_proto::convert::date(day)),
+            has_active_ikd: false,
+        }))
+        .await
+        .expect("a print job");
     mesh.shutdown().await.expect("a clean stop");
     // Dropping the guard flushes the batch exporter (a blocking call).
     tokio::task::spawn_blocking(move || drop(guard))
@@ -142,11 +156,47 @@ async fn an_application_through_the_gateway_is_one_trace_down_to_its_group_commi
         "{a:?}"
     );
 
+    // Gateway → printing → population and inventory: one trace, each call the child of its caller's span.
+    let named = |server: &str, method: &str| {
+        spans
+            .iter()
+            .filter(|span| {
+                let a = attributes(span);
+                a.get("rpc.method").map(String::as_str) == Some(method)
+                    && a.get("adminduk.server").map(String::as_str) == Some(server)
+            })
+            .collect::<Vec<_>>()
+    };
+    let submitted = named("gateway", "SubmitPrintJob");
+    let [at_gateway] = submitted.as_slice() else {
+        panic!("one SubmitPrintJob at the gateway, not {}", submitted.len());
+    };
+    let at_printing = named("printing", "SubmitPrintJob")
+        .into_iter()
+        .find(|span| span.parent_span_id == at_gateway.span_id)
+        .expect("printing's span under the gateway's");
+    assert_eq!(at_printing.trace_id, at_gateway.trace_id);
+    for (server, method) in [("population", "GetResident"), ("inventory", "Reserve")] {
+        let next = named(server, method)
+            .into_iter()
+            .find(|span| span.parent_span_id == at_printing.span_id)
+            .unwrap_or_else(|| panic!("{server}'s {method} under printing's span"));
+        assert_eq!(next.trace_id, at_gateway.trace_id, "{server} in the same trace");
+        assert_eq!(
+            attributes(next).get("rpc.grpc.status_code").map(String::as_str),
+            Some("0")
+        );
+    }
+
     // No span anywhere carries the NIK.
     for span in &spans {
         for value in attributes(span).values() {
-            assert!(!value.contains(&nik), "a NIK in {}", span.name);
+            assert!(
+                !value.contains(nik.as_str()) && !value.contains(applicant.as_str()),
+                "a NIK in {}",
+                span.name
+            );
         }
-        assert!(!span.name.contains(&nik));
+        assert!(!span.name.contains(nik.as_str()) && !span.name.contains(applicant.as_str()));
     }
 }

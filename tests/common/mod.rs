@@ -5,16 +5,27 @@ use adminduk::mesh::Mesh;
 use adminduk_proto::inventory::v1 as inventory;
 use inventory::inventory_service_client::InventoryServiceClient;
 
-/// A synthetic resident of the mesh's population, eligible for a card.
-pub(crate) async fn a_resident(mesh: &Mesh) -> String {
-    mesh.population
+/// `n` synthetic residents eligible for a card (print-ready).
+pub(crate) async fn residents(mesh: &Mesh, n: i64) -> Vec<String> {
+    let found = mesh
+        .population
         .store()
-        .eligible_niks(adminduk_kit::time::today_wib(), 5)
+        .eligible_niks(adminduk_kit::time::today_wib(), n)
         .await
-        .expect("residents")
-        .into_iter()
-        .next()
-        .expect("a resident")
+        .expect("residents");
+    assert_eq!(i64::try_from(found.len()).ok(), Some(n), "enough residents");
+    found
+}
+
+/// An office's request through the gateway for a resident without a
+/// smartphone (exempt from IKD first, as the counter says).
+pub(crate) fn at_counter<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        adminduk_gateway::OVERRIDE_HEADER,
+        "lansia tanpa ponsel pintar".parse().expect("header"),
+    );
+    request
 }
 
 /// The demo office's channel to the gateway (its client certificate).
@@ -32,17 +43,13 @@ pub(crate) async fn office_reserve(
     day: chrono::NaiveDate,
     key: &str,
 ) -> Result<inventory::Reservation, tonic::Status> {
-    let mut request = tonic::Request::new(inventory::ReserveRequest {
+    let request = at_counter(inventory::ReserveRequest {
         service_point_code: point.into(),
         date: Some(adminduk_proto::convert::date(day)),
         applicant_nik: nik.to_owned(),
         idempotency_key: key.to_owned(),
         ..Default::default()
     });
-    request.metadata_mut().insert(
-        adminduk_gateway::OVERRIDE_HEADER,
-        "lansia tanpa ponsel pintar".parse().expect("header"),
-    );
     let answer = InventoryServiceClient::new(office).reserve(request).await?;
     Ok(answer.into_inner().reservation.expect("a reservation"))
 }
