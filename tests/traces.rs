@@ -151,6 +151,19 @@ async fn an_application_through_the_gateway_is_one_trace_across_the_services_dow
         "the commit hangs under (or links to) the inventory's span"
     );
     assert_eq!(a.get("db.system").map(String::as_str), Some("sqlite"));
+    // The commit's SQL statements are in the trace too, as events of its span.
+    let statements: Vec<_> = commit
+        .events
+        .iter()
+        .filter(|event| {
+            event.attributes.iter().any(|kv| {
+                kv.key == "target"
+                    && kv.value.as_ref().and_then(|v| v.value.as_ref())
+                        == Some(&Value::StringValue("sqlx::query".to_owned()))
+            })
+        })
+        .collect();
+    assert!(!statements.is_empty(), "the commit's statements");
     assert!(
         a.get("adminduk.batch_size").and_then(|n| n.parse::<u64>().ok()) >= Some(1),
         "{a:?}"
@@ -190,6 +203,17 @@ async fn an_application_through_the_gateway_is_one_trace_across_the_services_dow
 
     // No span anywhere carries the NIK.
     for span in &spans {
+        let events = span.events.iter().flat_map(|event| &event.attributes);
+        for kv in span.attributes.iter().chain(events) {
+            if let Some(Value::StringValue(value)) = kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                assert!(
+                    !value.contains(nik.as_str()) && !value.contains(applicant.as_str()),
+                    "a NIK in {} ({})",
+                    span.name,
+                    kv.key
+                );
+            }
+        }
         for value in attributes(span).values() {
             assert!(
                 !value.contains(nik.as_str()) && !value.contains(applicant.as_str()),

@@ -49,8 +49,15 @@ pub fn init(service_name: &'static str, config: &TelemetryConfig) -> Result<Tele
         crate::mask::set_reference_key(key.expose_secret().as_bytes());
     }
 
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&config.log_filter))
+    // RUST_LOG wins when it is a valid filter.
+    let directives = std::env::var(EnvFilter::DEFAULT_ENV)
+        .ok()
+        .filter(|d| !d.is_empty() && EnvFilter::try_new(d).is_ok())
+        .unwrap_or_else(|| config.log_filter.clone());
+    let filter = EnvFilter::try_new(&directives).map_err(|err| TelemetryError(err.to_string()))?;
+    // Traces also carry each database statement (sqlx's debug event: the SQL
+    // with its parameters bound, never their values) on the span that ran it.
+    let traced = EnvFilter::try_new(format!("{directives},sqlx::query=debug"))
         .map_err(|err| TelemetryError(err.to_string()))?;
     // The fmt layer writes to stdout; colour codes would litter a file or a pipe.
     let ansi = colour_logs(std::io::stdout().is_terminal());
@@ -96,13 +103,14 @@ pub fn init(service_name: &'static str, config: &TelemetryConfig) -> Result<Tele
     } else {
         None
     };
-    let otel = provider
-        .as_ref()
-        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service_name)));
+    let otel = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer(service_name))
+            .with_filter(traced)
+    });
 
     tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
+        .with(fmt.with_filter(filter))
         .with(otel)
         .try_init()
         .map_err(|err| TelemetryError(err.to_string()))?;
