@@ -90,6 +90,10 @@ async fn an_application_through_the_gateway_is_one_trace_across_the_services_dow
     common::office_reserve(common::office(&mesh), nik, "3275-KEC-02", day, "trace-1")
         .await
         .expect("a grant");
+    let refused = common::office_reserve(common::office(&mesh), nik, "3275-KEC-02", day, "trace-2")
+        .await
+        .expect_err("one hold per applicant");
+    assert_eq!(refused.code(), tonic::Code::AlreadyExists);
     // And a card applied for: the gateway calls printing, which calls population and the inventory.
     PrintingServiceClient::new(common::office(&mesh))
         .submit_print_job(common::at_counter(printing::SubmitPrintJobRequest {
@@ -109,18 +113,58 @@ async fn an_application_through_the_gateway_is_one_trace_across_the_services_dow
 
     let spans = receiver.spans.lock().expect("spans").clone();
     receiving.abort();
-    let reserve = |server: &str| {
+    // The office's Reserve calls at the gateway, by their answer's code, and
+    // the inventory's span under each.
+    let at_gateway = |code: &str| {
         spans
             .iter()
             .find(|span| {
                 let a = attributes(span);
                 a.get("rpc.method").map(String::as_str) == Some("Reserve")
-                    && a.get("adminduk.server").map(String::as_str) == Some(server)
+                    && a.get("adminduk.server").map(String::as_str) == Some("gateway")
+                    && a.get("rpc.grpc.status_code").map(String::as_str) == Some(code)
             })
-            .unwrap_or_else(|| panic!("the {server}'s Reserve span among {} spans", spans.len()))
+            .unwrap_or_else(|| {
+                panic!(
+                    "the gateway's Reserve answered {code} among {} spans",
+                    spans.len()
+                )
+            })
     };
-    let gateway = reserve("gateway");
-    let backend = reserve("inventory");
+    let under = |parent: &Span| {
+        spans
+            .iter()
+            .find(|span| {
+                span.parent_span_id == parent.span_id
+                    && attributes(span).get("adminduk.server").map(String::as_str) == Some("inventory")
+            })
+            .expect("the inventory's span under the gateway's")
+    };
+    let gateway = at_gateway("0");
+    let backend = under(gateway);
+    // The refusal names its reason on both spans, and the inventory's spans
+    // name the point: the office's own (its certificate's), whatever it asked.
+    let refusal = at_gateway("6");
+    for span in [refusal, under(refusal)] {
+        let a = attributes(span);
+        assert_eq!(
+            a.get("adminduk.reason").map(String::as_str),
+            Some("APPLICANT_HAS_HOLD"),
+            "{a:?}"
+        );
+    }
+    assert_eq!(
+        attributes(under(refusal))
+            .get("adminduk.service_point")
+            .map(String::as_str),
+        Some("3275-KEC-01")
+    );
+    assert_eq!(
+        attributes(backend)
+            .get("adminduk.service_point")
+            .map(String::as_str),
+        Some("3275-KEC-01")
+    );
     assert_eq!(backend.trace_id, gateway.trace_id, "one trace");
     assert_eq!(
         backend.parent_span_id, gateway.span_id,

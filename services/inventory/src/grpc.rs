@@ -644,6 +644,8 @@ impl InventoryService for InventoryApi {
             idempotency_key: &idempotency_key,
             expires_at: adminduk_kit::time::end_of_day_wib(day),
         };
+        // The point is one the engine knows (checked above), so it may name the span.
+        tracing::Span::current().record("adminduk.service_point", service_point_code.as_str());
         let reserved = self.inventory.reserve(&req, Utc::now()).await;
         if let Err(failure) = &reserved {
             count_refusal(failure);

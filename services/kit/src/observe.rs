@@ -246,6 +246,15 @@ where
                 }
             };
             if let Some(code) = status_code(response.headers()) {
+                // A refusal's reason (the server's own ErrorInfo) goes on the span.
+                if code != Code::Ok
+                    && let Some(status) = tonic::Status::from_header_map(response.headers())
+                {
+                    let reason = crate::error::reason_of(&status);
+                    if !reason.is_empty() {
+                        observation.span.record("adminduk.reason", reason.as_str());
+                    }
+                }
                 observation.finish(code);
                 return Ok(response);
             }

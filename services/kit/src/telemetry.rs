@@ -197,6 +197,10 @@ pub fn request_span<B>(request: &http::Request<B>, methods: &crate::observe::Met
         server.port = tracing::field::Empty,
         // Which server of the mesh answers (five share a process in `adminduk up`).
         adminduk.server = tracing::field::Empty,
+        // The domain's own: the ErrorInfo reason of a refusal, and the service
+        // point a reservation is about (recorded by the inventory).
+        adminduk.reason = tracing::field::Empty,
+        adminduk.service_point = tracing::field::Empty,
     );
     // A request without trace context starts a new trace; that is not an error.
     let _ = span.set_parent(extract_context(request.headers()));
