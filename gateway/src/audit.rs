@@ -12,9 +12,8 @@
 //! the request's path: a request never waits for its row. Each batch reads and
 //! moves the chain's head in its transaction, so replicas may share a chain.
 
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
+
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -394,67 +393,6 @@ pub(crate) fn outcome(code: tonic::Code, reason: Option<&str>) -> String {
     match reason {
         Some(reason) if code != tonic::Code::Ok && !reason.is_empty() => format!("{name}:{reason}"),
         _ => name.to_owned(),
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A backend's answer passed on as it comes, its audit row written when
-    /// its trailers say how it ended (or, if it never ends, when it is dropped:
-    /// the client went away).
-    pub(crate) struct AuditedBody {
-        #[pin]
-        inner: tonic::body::Body,
-        pending: Option<(AuditLog, Event)>,
-    }
-
-    impl PinnedDrop for AuditedBody {
-        fn drop(this: Pin<&mut Self>) {
-            if let Some((log, mut event)) = this.project().pending.take() {
-                event.outcome = code_name(tonic::Code::Cancelled).to_owned();
-                log.record(event);
-            }
-        }
-    }
-}
-
-impl AuditedBody {
-    pub(crate) fn new(inner: tonic::body::Body, log: AuditLog, event: Event) -> Self {
-        Self {
-            inner,
-            pending: Some((log, event)),
-        }
-    }
-}
-
-impl http_body::Body for AuditedBody {
-    type Data = bytes::Bytes;
-    type Error = tonic::Status;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(trailers) = frame.trailers_ref()
-            && let Some((log, mut event)) = this.pending.take()
-        {
-            event.outcome = match tonic::Status::from_header_map(trailers) {
-                Some(status) => outcome(status.code(), Some(&adminduk_kit::error::reason_of(&status))),
-                None => outcome(tonic::Code::Unknown, None),
-            };
-            log.record(event);
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
     }
 }
 

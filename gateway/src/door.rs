@@ -400,8 +400,24 @@ impl Gateway {
             self.audit.record(event);
             return response;
         }
+        // A streamed answer's row is written when its trailers say how it ended;
+        // one that never ends (the client went away) is CANCELLED.
+        let log = self.audit.clone();
         let (parts, body) = response.into_parts();
-        let body = crate::audit::AuditedBody::new(body, self.audit.clone(), event);
+        let body = adminduk_kit::observe::OnEnd::new(body, move |ending| {
+            event.outcome = match ending {
+                adminduk_kit::observe::Ending::Trailers(trailers) => {
+                    match tonic::Status::from_header_map(trailers) {
+                        Some(status) => {
+                            outcome(status.code(), Some(&adminduk_kit::error::reason_of(&status)))
+                        }
+                        None => outcome(tonic::Code::Unknown, None),
+                    }
+                }
+                _ => outcome(tonic::Code::Cancelled, None),
+            };
+            log.record(event);
+        });
         http::Response::from_parts(parts, Body::new(body))
     }
 

@@ -6,7 +6,6 @@
 
 use adminduk_kit::codes::service_point_field;
 use adminduk_kit::nik::{Nik, nik_field, require_nik};
-use adminduk_kit::region::Regions;
 use adminduk_kit::token::{VerifyingKey, check_device_public_key};
 use adminduk_kit::{ApiError, ErrorCode, Violations, text};
 use adminduk_proto::convert::timestamp;
@@ -246,18 +245,7 @@ impl TryFrom<pb::GetAdoptionRequest> for AreaQuery {
 
     fn try_from(request: pb::GetAdoptionRequest) -> Result<Self, ApiError> {
         let pb::GetAdoptionRequest { area_code } = request;
-        let regions = Regions::global();
-        let known = match area_code.len() {
-            4 => regions.regency(&area_code).is_some(),
-            6 => regions.district(&area_code).is_some(),
-            _ => false,
-        };
-        if !known {
-            return Err(ApiError::invalid_field(
-                "area_code",
-                "must be a known regency (4 digits) or kecamatan (6 digits) code",
-            ));
-        }
+        adminduk_kit::codes::area_code("area_code", &area_code)?;
         Ok(Self { area_code })
     }
 }

@@ -16,6 +16,25 @@ pub fn regency_field(field: &str, code: &str, out: &mut crate::Violations) {
     }
 }
 
+/// An area code of a request: a regency (4 digits) or a kecamatan (6 digits)
+/// in the official region list, or INVALID_ARGUMENT naming `field`.
+pub fn area_code(field: &str, code: &str) -> Result<(), crate::ApiError> {
+    let regions = crate::region::Regions::global();
+    let known = match code.len() {
+        4 => regions.regency(code).is_some(),
+        6 => regions.district(code).is_some(),
+        _ => false,
+    };
+    if known {
+        Ok(())
+    } else {
+        Err(crate::ApiError::invalid_field(
+            field,
+            "must be a known regency (4 digits) or kecamatan (6 digits) code",
+        ))
+    }
+}
+
 /// The most characters of a service point's code (`3275-KEC-01`).
 pub const MAX_SERVICE_POINT: usize = 32;
 

@@ -259,26 +259,72 @@ where
                 return Ok(response);
             }
             Ok(response.map(|body| {
-                Body::new(ObservedBody {
-                    inner: body,
-                    pending: observation,
-                })
+                Body::new(OnEnd::new(body, move |ending| match ending {
+                    Ending::Trailers(trailers) => {
+                        observation.finish(status_code(trailers).unwrap_or(Code::Unknown))
+                    }
+                    Ending::Failed(status) => observation.finish(status.code()),
+                    // A body that ends without trailers never said OK.
+                    Ending::NoTrailers => observation.finish(Code::Unknown),
+                    // The observation's drop says CANCELLED or DEADLINE_EXCEEDED.
+                    Ending::Dropped => drop(observation),
+                }))
             }))
         })
     }
 }
 
+/// How an answer's body ended.
+#[derive(Debug)]
+pub enum Ending<'a> {
+    /// Its trailers came (holding the gRPC status, when the server sent one).
+    Trailers(&'a http::HeaderMap),
+    /// The body failed with this status.
+    Failed(&'a tonic::Status),
+    /// It ended without trailers.
+    NoTrailers,
+    /// It was dropped before it ended: the client went away, or the deadline passed.
+    Dropped,
+}
+
+type OnEnding = Box<dyn for<'a> FnOnce(Ending<'a>) + Send>;
+
 pin_project_lite::pin_project! {
-    /// A body that records its answer's code when its trailers pass (or,
-    /// dropped before, as the observation's drop says).
-    struct ObservedBody {
+    /// An answer's body passed on as it comes, with a call made once, when
+    /// it ends (or is dropped): the one place the mesh learns how a streamed
+    /// answer ended.
+    pub struct OnEnd {
         #[pin]
         inner: Body,
-        pending: Observation,
+        on_end: Option<OnEnding>,
+    }
+
+    impl PinnedDrop for OnEnd {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(on_end) = this.project().on_end.take() {
+                on_end(Ending::Dropped);
+            }
+        }
     }
 }
 
-impl http_body::Body for ObservedBody {
+impl std::fmt::Debug for OnEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnEnd").finish_non_exhaustive()
+    }
+}
+
+impl OnEnd {
+    /// `inner`, calling `on_end` once when it ends.
+    pub fn new(inner: Body, on_end: impl for<'a> FnOnce(Ending<'a>) + Send + 'static) -> Self {
+        Self {
+            inner,
+            on_end: Some(Box::new(on_end)),
+        }
+    }
+}
+
+impl http_body::Body for OnEnd {
     type Data = bytes::Bytes;
     type Error = tonic::Status;
 
@@ -288,17 +334,16 @@ impl http_body::Body for ObservedBody {
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
         let polled = this.inner.poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(trailers) = frame.trailers_ref() {
-                    this.pending
-                        .finish(status_code(trailers).unwrap_or(Code::Unknown));
-                }
-            }
-            Poll::Ready(Some(Err(status))) => this.pending.finish(status.code()),
-            // A body that ends without trailers never said OK.
-            Poll::Ready(None) => this.pending.finish(Code::Unknown),
-            Poll::Pending => {}
+        let ending = match &polled {
+            Poll::Ready(Some(Ok(frame))) => frame.trailers_ref().map(Ending::Trailers),
+            Poll::Ready(Some(Err(status))) => Some(Ending::Failed(status)),
+            Poll::Ready(None) => Some(Ending::NoTrailers),
+            Poll::Pending => None,
+        };
+        if let Some(ending) = ending
+            && let Some(on_end) = this.on_end.take()
+        {
+            on_end(ending);
         }
         polled
     }

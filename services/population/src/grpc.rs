@@ -791,19 +791,7 @@ impl PopulationService for PopulationApi {
         request: Request<pb::CountResidentsRequest>,
     ) -> Result<Response<pb::CountResidentsResponse>, Status> {
         let pb::CountResidentsRequest { area_code } = request.into_inner();
-        let regions = Regions::global();
-        let known = match area_code.len() {
-            4 => regions.regency(&area_code).is_some(),
-            6 => regions.district(&area_code).is_some(),
-            _ => false,
-        };
-        if !known {
-            return Err(ApiError::invalid_field(
-                "area_code",
-                "must be a known regency (4 digits) or kecamatan (6 digits) code",
-            )
-            .into());
-        }
+        adminduk_kit::codes::area_code("area_code", &area_code)?;
         let (alive, eligible) = self
             .store
             .count_area(&area_code, today())
