@@ -660,41 +660,20 @@ impl CoreMix {
 }
 
 fn core_peak_mix(row: &CoreMix, run: Duration) -> Measured {
-    let (engine, points, day) = (&row.engine, &row.points, row.day);
-    let now = Utc::now();
-    let expires_at = now + chrono::Duration::hours(8);
-    run_threads("core-mix", BATCHES[0], run, |t| {
-        let stream = Stream::new(t);
-        let mut at = 0;
-        move || {
-            at = next_index(at, STREAM);
-            let (point, key, nik) = stream.request(at, points.len());
-            let req = ReserveRequest {
-                point_code: &points[point],
-                day,
-                applicant: nik,
-                purpose: "ktp-el",
-                idempotency_key: key,
-                expires_at,
-            };
-            match engine.reserve(&req, now) {
-                Ok(reserved) if black_box(&reserved).fresh => Outcome::Granted,
-                // A holder's retry gets its reservation back: an answer, not a grant.
-                Ok(_) => Outcome::Retried,
-                Err(ReserveError::Exhausted(_)) => Outcome::Refused,
-                Err(other) => panic!("unexpected answer on the peak morning: {other:?}"),
-            }
-        }
-    })
+    core_mix::<false>(row, run, "core-mix", BATCHES[0])
 }
 
 /// Row 1 with the metrics the inventory records for each answer of `Reserve`:
-/// a refusal's reason, or a grant's point and the quota gauge of its day,
-/// then the server layer's count and latency of the call
-/// (`kit::observe::record`, as every request does). Row 1's code records
-/// nothing.
+/// a grant's point and its day's quota left, or a refusal's reason
+/// (`adminduk_inventory::metrics`, as the service records them), then the
+/// server layer's count and latency of the call (`kit::observe::record`, as
+/// every request does). Row 1's code records nothing.
 fn core_peak_mix_recorded(row: &CoreMix, run: Duration) -> Measured {
-    use adminduk_kit::metrics::{self, PointLabels, QuotaLabels, ReasonLabels};
+    core_mix::<true>(row, run, "core-mix-recorded", BATCHES[4])
+}
+
+/// Row 1's requests, answered by the core, and recorded when `RECORD`.
+fn core_mix<const RECORD: bool>(row: &CoreMix, run: Duration, label: &str, batch: u64) -> Measured {
     let (engine, points, day) = (&row.engine, &row.points, row.day);
     let now = Utc::now();
     let expires_at = now + chrono::Duration::hours(8);
@@ -702,14 +681,12 @@ fn core_peak_mix_recorded(row: &CoreMix, run: Duration) -> Measured {
         &["adminduk.inventory.v1.InventoryService"],
         &[adminduk_proto::FILE_DESCRIPTOR_SET],
     );
-    let method = methods
-        .get("/adminduk.inventory.v1.InventoryService/Reserve")
-        .expect("Reserve is the inventory's");
-    run_threads("core-mix-recorded", BATCHES[4], run, |t| {
+    let method = methods.get("/adminduk.inventory.v1.InventoryService/Reserve");
+    run_threads(label, batch, run, |t| {
         let stream = Stream::new(t);
         let mut at = 0;
         move || {
-            let started = Instant::now();
+            let started = RECORD.then(Instant::now);
             at = next_index(at, STREAM);
             let (point, key, nik) = stream.request(at, points.len());
             let req = ReserveRequest {
@@ -720,43 +697,31 @@ fn core_peak_mix_recorded(row: &CoreMix, run: Duration) -> Measured {
                 idempotency_key: key,
                 expires_at,
             };
-            let m = metrics::get();
             let outcome = match engine.reserve(&req, now) {
                 Ok(reserved) if black_box(&reserved).fresh => {
-                    let reservation = &reserved.reservation;
-                    m.grants
-                        .get_or_create(&PointLabels {
-                            service: "inventory",
-                            service_point: reservation.point_code().to_owned(),
-                        })
-                        .inc();
-                    m.quota_remaining
-                        .get_or_create(&QuotaLabels {
-                            service: "inventory",
-                            service_point: reservation.point_code().to_owned(),
-                            date: reservation.path.day.to_string(),
-                        })
-                        .set(reservation.path.remaining());
+                    if RECORD {
+                        adminduk_inventory::metrics::granted(&reserved.reservation);
+                    }
                     Outcome::Granted
                 }
+                // A holder's retry gets its reservation back: an answer, not a grant.
                 Ok(_) => Outcome::Retried,
-                Err(ReserveError::Exhausted(_)) => {
-                    m.refusals
-                        .get_or_create(&ReasonLabels {
-                            service: "inventory",
-                            reason: "DATE_FULL",
-                        })
-                        .inc();
+                Err(err @ ReserveError::Exhausted(_)) => {
+                    if RECORD {
+                        adminduk_inventory::metrics::refused(&err);
+                    }
                     Outcome::Refused
                 }
                 Err(other) => panic!("unexpected answer on the peak morning: {other:?}"),
             };
-            let code = if outcome == Outcome::Refused {
-                tonic::Code::ResourceExhausted
-            } else {
-                tonic::Code::Ok
-            };
-            adminduk_kit::observe::record("inventory", Some(method), code, started.elapsed());
+            if let Some(started) = started {
+                let code = if outcome == Outcome::Refused {
+                    tonic::Code::ResourceExhausted
+                } else {
+                    tonic::Code::Ok
+                };
+                adminduk_kit::observe::record("inventory", method, code, started.elapsed());
+            }
             outcome
         }
     })

@@ -290,7 +290,7 @@ fn store_error(err: StoreError) -> ApiError {
     }
 }
 
-fn level_reason(level: Level) -> (ErrorReason, &'static str) {
+pub(crate) fn level_reason(level: Level) -> (ErrorReason, &'static str) {
     match level {
         Level::Pool => (
             ErrorReason::DateFull,
@@ -306,29 +306,6 @@ fn level_reason(level: Level) -> (ErrorReason, &'static str) {
         ),
         Level::Stock => (ErrorReason::OutOfStock, "the region has no blanks in stock"),
     }
-}
-
-/// Counts a refused reservation by its reason.
-fn count_refusal(failure: &ReserveFailure) {
-    let reason = match failure {
-        ReserveFailure::Refused(ReserveError::Exhausted(level)) => {
-            adminduk_kit::error::reason_name(level_reason(*level).0)
-        }
-        ReserveFailure::Refused(ReserveError::ApplicantHolds(_)) => {
-            adminduk_kit::error::reason_name(ErrorReason::ApplicantHasHold)
-        }
-        ReserveFailure::Refused(ReserveError::KeyReused(_)) => "IDEMPOTENCY_KEY_REUSED",
-        ReserveFailure::Refused(ReserveError::Contended) => "CONTENDED",
-        ReserveFailure::Refused(ReserveError::UnknownPoint) => "UNKNOWN_POINT",
-        ReserveFailure::Unavailable(_) => "UNAVAILABLE",
-    };
-    adminduk_kit::metrics::get()
-        .refusals
-        .get_or_create(&adminduk_kit::metrics::ReasonLabels {
-            service: "inventory",
-            reason,
-        })
-        .inc();
 }
 
 fn exhausted(level: Level, point: &str, day: NaiveDate, suggestions: &Suggestions) -> ApiError {
@@ -647,8 +624,10 @@ impl InventoryService for InventoryApi {
         // The point is one the engine knows (checked above), so it may name the span.
         tracing::Span::current().record("adminduk.service_point", service_point_code.as_str());
         let reserved = self.inventory.reserve(&req, Utc::now()).await;
-        if let Err(failure) = &reserved {
-            count_refusal(failure);
+        match &reserved {
+            Err(ReserveFailure::Refused(err)) => crate::metrics::refused(err),
+            Err(ReserveFailure::Unavailable(_)) => crate::metrics::unavailable(),
+            Ok(_) => {}
         }
         match reserved {
             Ok(reservation) => Ok(Response::new(pb::ReserveResponse {

@@ -4,6 +4,7 @@
 
 pub mod demo;
 pub mod grpc;
+pub mod metrics;
 pub mod service;
 pub mod store;
 

@@ -14,7 +14,6 @@ use adminduk_inventory_core::engine::{
 };
 use adminduk_inventory_core::policy::{Policy, PolicyViolation, pacing_budget, runway_days};
 use adminduk_inventory_core::state::Transition;
-use adminduk_kit::metrics::{Metrics, PointLabels, QuotaLabels};
 use adminduk_kit::storage::Db;
 
 use crate::store::{GroupCommit, LedgerEntry, LoadReport, Store, StoreError, WriteOp, Writer};
@@ -49,41 +48,6 @@ pub struct StockLevel {
     pub month_used: i64,
     /// The monthly cap.
     pub monthly_cap: i64,
-}
-
-/// The days whose quota gauges are kept, with their labels (so past days'
-/// series can be taken out of the metrics).
-static GAUGED: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<(NaiveDate, QuotaLabels)>>> =
-    std::sync::LazyLock::new(Default::default);
-
-/// Keeps the quota gauge of a point's day at what is left.
-fn record_remaining(path: &adminduk_inventory_core::engine::Path) {
-    let labels = QuotaLabels {
-        service: "inventory",
-        service_point: path.point.spec.code.clone(),
-        date: path.day.to_string(),
-    };
-    adminduk_kit::metrics::get()
-        .quota_remaining
-        .get_or_create(&labels)
-        .set(path.remaining());
-    GAUGED
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .insert((path.day, labels));
-}
-
-/// Takes the quota gauges of days before `today` out of the metrics.
-fn forget_past_gauges(today: NaiveDate) {
-    let mut gauged = GAUGED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let quota = &adminduk_kit::metrics::get().quota_remaining;
-    gauged.retain(|(day, labels)| {
-        let keep = *day >= today;
-        if !keep {
-            quota.remove(labels);
-        }
-        keep
-    });
 }
 
 /// Why a reservation was not made.
@@ -214,14 +178,7 @@ impl Inventory {
             Ok(()) => {
                 reservation.mark_durable();
                 self.changed();
-                let m = adminduk_kit::metrics::get();
-                m.grants
-                    .get_or_create(&PointLabels {
-                        service: "inventory",
-                        service_point: reservation.point_code().to_owned(),
-                    })
-                    .inc();
-                record_remaining(&reservation.path);
+                crate::metrics::granted(&reservation);
                 Ok(reservation)
             }
             Err(err) => {
@@ -259,13 +216,7 @@ impl Inventory {
             Ok(()) => {
                 self.engine.complete(&reservation, transition);
                 self.changed();
-                if transition != Transition::Commit {
-                    // A released or expired hold is room again.
-                    record_remaining(&reservation.path);
-                }
-                if transition == Transition::Expire {
-                    Metrics::count(&adminduk_kit::metrics::get().expiries, "inventory");
-                }
+                crate::metrics::transitioned(&reservation, transition);
                 Ok(reservation)
             }
             Err(err) => {
@@ -468,7 +419,7 @@ async fn sweep_forever(inventory: std::sync::Weak<Inventory>) {
         let Some(inventory) = inventory.upgrade() else {
             return;
         };
-        forget_past_gauges(adminduk_kit::time::today_wib());
+        crate::metrics::forget_past_days(adminduk_kit::time::today_wib());
         let expired = inventory.sweep_expired(Utc::now()).await;
         if expired > 0 {
             tracing::info!(expired, "expired holds returned");

@@ -41,9 +41,10 @@ fn intern(name: &str) -> &'static str {
 }
 
 /// The methods a server serves, by path (`/pkg.Service/Method`), found in
-/// the contract's descriptors for the services it names.
+/// the contract's descriptors for the services it names: each with its
+/// service's and its own name, and the span name `Service/Method`, made once.
 #[derive(Debug, Default)]
-pub struct Methods(HashMap<String, (&'static str, &'static str)>);
+pub struct Methods(HashMap<String, ((&'static str, &'static str), &'static str)>);
 
 impl Methods {
     /// The methods of `services` described in the encoded descriptor sets,
@@ -52,7 +53,11 @@ impl Methods {
         use prost::Message as _;
         let mut methods = HashMap::new();
         let mut add = |service: &str, method: &str| {
-            methods.insert(format!("/{service}/{method}"), (intern(service), intern(method)));
+            let names = (intern(service), intern(method));
+            methods.insert(
+                format!("/{service}/{method}"),
+                (names, intern(&format!("{service}/{method}"))),
+            );
         };
         for (service, method) in COMMON {
             add(service, method);
@@ -80,7 +85,12 @@ impl Methods {
 
     /// The service and method of a path this server serves.
     pub fn get(&self, path: &str) -> Option<(&'static str, &'static str)> {
-        self.0.get(path).copied()
+        self.0.get(path).map(|(names, _)| *names)
+    }
+
+    /// A path's span name, `Service/Method`, or `unknown/unknown`.
+    pub fn span_name(&self, path: &str) -> &'static str {
+        self.0.get(path).map_or("unknown/unknown", |(_, name)| name)
     }
 }
 
@@ -114,7 +124,9 @@ pub fn record(
 pub struct ObserveLayer {
     service: &'static str,
     methods: Arc<Methods>,
-    local: SocketAddr,
+    /// The listener's address as text, made once (`server.address`).
+    address: Arc<str>,
+    port: u16,
     timeout: Duration,
 }
 
@@ -124,7 +136,8 @@ impl ObserveLayer {
         Self {
             service,
             methods,
-            local,
+            address: local.ip().to_string().into(),
+            port: local.port(),
             timeout,
         }
     }
@@ -222,8 +235,8 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let method = self.layer.methods.get(request.uri().path());
         let span = tracing::Span::current();
-        span.record("server.address", self.layer.local.ip().to_string());
-        span.record("server.port", self.layer.local.port());
+        span.record("server.address", &*self.layer.address);
+        span.record("server.port", self.layer.port);
         span.record("adminduk.server", self.layer.service);
         let deadline =
             grpc_timeout(request.headers()).map_or(self.layer.timeout, |t| t.min(self.layer.timeout));

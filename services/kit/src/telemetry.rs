@@ -182,12 +182,11 @@ pub fn current_trace_id() -> Option<String> {
 /// `unknown`, so nothing a client chose ends up in a span. The server's
 /// address is recorded by its observation layer (`crate::observe`).
 pub fn request_span<B>(request: &http::Request<B>, methods: &crate::observe::Methods) -> tracing::Span {
-    let (service, method) = methods
-        .get(request.uri().path())
-        .unwrap_or(("unknown", "unknown"));
+    let path = request.uri().path();
+    let (service, method) = methods.get(path).unwrap_or(("unknown", "unknown"));
     let span = tracing::info_span!(
         "grpc.request",
-        otel.name = %format!("{service}/{method}"),
+        otel.name = methods.span_name(path),
         otel.kind = "server",
         rpc.system = "grpc",
         rpc.service = service,
