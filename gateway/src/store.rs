@@ -10,7 +10,7 @@ use adminduk_kit::storage::{Migrations, from_millis, millis};
 use adminduk_proto::gateway::v1::{AgreementStatus, VerificationField};
 
 /// The gateway's migrations.
-pub const MIGRATIONS: Migrations = adminduk_kit::migrations!();
+pub const MIGRATIONS: Migrations = adminduk_kit::migrations!["0001_gateway.sql", "0002_ikd_first.sql"];
 
 /// The gateway's schema on a shared PostgreSQL database.
 pub const SCHEMA: &str = "gateway";

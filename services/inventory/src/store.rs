@@ -19,7 +19,8 @@ use adminduk_inventory_core::state::{State, Transition};
 use adminduk_kit::storage::{Backend, Db, Migrations, is_unique_violation, millis};
 
 /// This service's migrations.
-pub const MIGRATIONS: Migrations = adminduk_kit::migrations!();
+pub const MIGRATIONS: Migrations =
+    adminduk_kit::migrations!["0001_inventory.sql", "0002_one_spoilage_per_blank.sql"];
 
 /// The holder code of the ministry's national pool.
 pub const NATIONAL: &str = "NATIONAL";

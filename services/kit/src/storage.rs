@@ -10,8 +10,9 @@ use std::str::FromStr as _;
 use std::time::Duration;
 
 use secrecy::ExposeSecret as _;
+use sqlx::SqlSafeStr as _;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::migrate::Migrator;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Executor as _};
 
 use crate::config::DatabaseConfig;
@@ -25,28 +26,141 @@ pub enum Backend {
     Postgres,
 }
 
-/// A service's migrations, one set per backend (their DDL differs, their tables do not).
+/// A service's migrations: one SQL source each (`migrations/NNNN_what.sql` in
+/// its crate, embedded at build time), rendered for the backend at start.
+///
+/// The backends differ in a few phrases, which a source names in double braces
+/// and [`render`] replaces; everything else is SQL both accept:
+///
+/// | in the source | PostgreSQL | SQLite |
+/// |---|---|---|
+/// | `{{serial_key}}` | `BIGSERIAL PRIMARY KEY` | `INTEGER PRIMARY KEY AUTOINCREMENT` |
+/// | `{{random_hex_128}}` | `replace(gen_random_uuid()::text, '-', '')` | `lower(hex(randomblob(16)))` |
+///
+/// A migration that has shipped is never edited: the database keeps each applied
+/// migration's checksum and refuses to start when the rendered text differs (the
+/// workspace's `migrations` test holds every checksum, per backend).
 #[derive(Debug, Clone, Copy)]
 pub struct Migrations {
-    /// For SQLite.
-    pub sqlite: &'static Migrator,
-    /// For PostgreSQL.
-    pub postgres: &'static Migrator,
+    sources: &'static [MigrationSource],
 }
 
-/// A service's [`Migrations`], from its crate's `migrations/sqlite` and
-/// `migrations/postgres` (embedded at build time, paths from the crate's root).
-/// `pub const MIGRATIONS: Migrations = adminduk_kit::migrations!();`
+/// One migration's source: its file name (`0001_what.sql`) and its text.
+#[derive(Debug, Clone, Copy)]
+pub struct MigrationSource {
+    /// The file name, which gives the version and the description.
+    pub file: &'static str,
+    /// The SQL with its `{{phrase}}` marks.
+    pub sql: &'static str,
+}
+
+/// What each backend writes for a phrase the two spell differently.
+const PHRASES: [(&str, &str, &str); 2] = [
+    (
+        "serial_key",
+        "BIGSERIAL PRIMARY KEY",
+        "INTEGER PRIMARY KEY AUTOINCREMENT",
+    ),
+    (
+        "random_hex_128",
+        "replace(gen_random_uuid()::text, '-', '')",
+        "lower(hex(randomblob(16)))",
+    ),
+];
+
+/// A migration source that cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[error("migration {file}: {problem}")]
+pub struct SourceError {
+    /// The migration's file name.
+    pub file: &'static str,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+/// Replaces each `{{phrase}}` in `sql` with what `backend` writes for it.
+pub fn render(sql: &str, backend: Backend) -> Result<String, String> {
+    let mut out = String::with_capacity(sql.len() + 64);
+    let mut rest = sql;
+    while let Some(open) = rest.find("{{") {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 2..];
+        let close = after.find("}}").ok_or("a `{{` is not closed")?;
+        let name = &after[..close];
+        let (_, postgres, sqlite) = PHRASES
+            .iter()
+            .find(|(phrase, _, _)| *phrase == name)
+            .ok_or_else(|| format!("unknown phrase {{{{{name}}}}}"))?;
+        out.push_str(match backend {
+            Backend::Postgres => postgres,
+            Backend::Sqlite => sqlite,
+        });
+        rest = &after[close + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+impl Migrations {
+    /// Migrations from their sources (use [`migrations!`](crate::migrations)).
+    pub const fn new(sources: &'static [MigrationSource]) -> Self {
+        Self { sources }
+    }
+
+    /// The sources, in the order given.
+    pub fn sources(&self) -> &'static [MigrationSource] {
+        self.sources
+    }
+
+    /// The migrations as `backend` runs them, named as sqlx names a
+    /// directory's files (version from the number, description from the rest).
+    pub fn render(&self, backend: Backend) -> Result<Vec<Migration>, SourceError> {
+        self.sources
+            .iter()
+            .map(|source| {
+                let problem = |problem: String| SourceError {
+                    file: source.file,
+                    problem,
+                };
+                let (version, rest) = source
+                    .file
+                    .split_once('_')
+                    .ok_or_else(|| problem("the name is not NNNN_what.sql".into()))?;
+                let version: i64 = version
+                    .parse()
+                    .map_err(|_| problem("the name does not start with a version number".into()))?;
+                let migration_type = MigrationType::from_filename(rest);
+                if migration_type != MigrationType::Simple || !rest.ends_with(".sql") {
+                    return Err(problem("only forward `.sql` migrations are supported".into()));
+                }
+                let description = rest.trim_end_matches(".sql").replace('_', " ");
+                let sql = render(source.sql, backend).map_err(problem)?;
+                let no_tx = sql.starts_with("-- no-transaction");
+                Ok(Migration::new(
+                    version,
+                    description.into(),
+                    migration_type,
+                    sqlx::AssertSqlSafe(sql).into_sql_str(),
+                    no_tx,
+                ))
+            })
+            .collect()
+    }
+}
+
+/// A service's [`Migrations`], from the files named (in its crate's
+/// `migrations/` folder, embedded at build time):
+/// `pub const MIGRATIONS: Migrations = adminduk_kit::migrations!["0001_what.sql"];`
 #[macro_export]
 macro_rules! migrations {
-    () => {{
-        static SQLITE: ::sqlx::migrate::Migrator = ::sqlx::migrate!("./migrations/sqlite");
-        static POSTGRES: ::sqlx::migrate::Migrator = ::sqlx::migrate!("./migrations/postgres");
-        $crate::storage::Migrations {
-            sqlite: &SQLITE,
-            postgres: &POSTGRES,
-        }
-    }};
+    [$($file:literal),+ $(,)?] => {
+        $crate::storage::Migrations::new(&[$(
+            $crate::storage::MigrationSource {
+                file: $file,
+                sql: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/", $file)),
+            }
+        ),+])
+    };
 }
 
 /// Declares a service's store: a handle on its connected, migrated [`Db`]
@@ -100,6 +214,9 @@ pub enum StorageError {
     /// A migration failed.
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A migration's source is not one the kit can render.
+    #[error("{0}")]
+    Source(#[from] SourceError),
 }
 
 impl Db {
@@ -203,10 +320,7 @@ impl Db {
         }
         .map_err(StorageError::Connect)?;
         if let Some(migrations) = migrations {
-            let migrator = match backend {
-                Backend::Sqlite => migrations.sqlite,
-                Backend::Postgres => migrations.postgres,
-            };
+            let migrator = Migrator::with_migrations(migrations.render(backend)?);
             migrator.run(&pool).await?;
         }
         Ok(Self { pool, backend })
@@ -256,4 +370,74 @@ pub fn from_millis(ms: i64) -> Option<chrono::DateTime<chrono::Utc>> {
 /// Whether a database error is a unique-constraint violation, on either backend.
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_phrase_renders_as_each_backend_writes_it() {
+        let source =
+            "CREATE TABLE t (\n    id {{serial_key}},\n    s TEXT DEFAULT ({{random_hex_128}})\n);\n";
+        assert_eq!(
+            render(source, Backend::Postgres).expect("renders"),
+            "CREATE TABLE t (\n    id BIGSERIAL PRIMARY KEY,\n    s TEXT DEFAULT (replace(gen_random_uuid()::text, '-', ''))\n);\n"
+        );
+        assert_eq!(
+            render(source, Backend::Sqlite).expect("renders"),
+            "CREATE TABLE t (\n    id INTEGER PRIMARY KEY AUTOINCREMENT,\n    s TEXT DEFAULT (lower(hex(randomblob(16))))\n);\n"
+        );
+        let plain = "CREATE TABLE t (n BIGINT);";
+        assert_eq!(render(plain, Backend::Sqlite).expect("renders"), plain);
+    }
+
+    #[test]
+    fn an_unknown_or_unclosed_phrase_is_refused() {
+        assert_eq!(
+            render("id {{serial}},", Backend::Postgres).expect_err("refused"),
+            "unknown phrase {{serial}}"
+        );
+        assert_eq!(
+            render("id {{serial_key,", Backend::Sqlite).expect_err("refused"),
+            "a `{{` is not closed"
+        );
+    }
+
+    const SOURCES: &[MigrationSource] = &[
+        MigrationSource {
+            file: "0001_first_table.sql",
+            sql: "CREATE TABLE a (id {{serial_key}});",
+        },
+        MigrationSource {
+            file: "0002_more.sql",
+            sql: "-- no-transaction\nCREATE INDEX a_id ON a (id);",
+        },
+    ];
+
+    #[test]
+    fn a_file_name_gives_the_version_and_description_as_sqlx_reads_a_folder() {
+        let migrations = Migrations::new(SOURCES).render(Backend::Sqlite).expect("renders");
+        assert_eq!(migrations[0].version, 1);
+        assert_eq!(migrations[0].description, "first table");
+        assert_eq!(
+            migrations[0].sql.as_str(),
+            "CREATE TABLE a (id INTEGER PRIMARY KEY AUTOINCREMENT);"
+        );
+        assert!(!migrations[0].no_tx);
+        assert_eq!(migrations[1].version, 2);
+        assert!(migrations[1].no_tx);
+    }
+
+    #[test]
+    fn a_badly_named_source_is_refused_with_its_name() {
+        for file in ["first.sql", "x_first.sql", "0001_first.up.sql", "0001_first.txt"] {
+            let sources: &'static [MigrationSource] =
+                Box::leak(Box::new([MigrationSource { file, sql: "" }]));
+            let err = Migrations::new(sources)
+                .render(Backend::Postgres)
+                .expect_err("refused");
+            assert_eq!(err.file, file, "{err}");
+        }
+    }
 }

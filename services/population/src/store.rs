@@ -14,7 +14,7 @@ use crate::domain::resident::{
 };
 
 /// This service's migrations.
-pub const MIGRATIONS: Migrations = adminduk_kit::migrations!();
+pub const MIGRATIONS: Migrations = adminduk_kit::migrations!["0001_residents.sql"];
 
 /// Why a store operation was refused or failed.
 #[derive(Debug, thiserror::Error)]

@@ -9,7 +9,11 @@ use adminduk_kit::storage::{Backend, Migrations, is_unique_violation, millis};
 use crate::domain::{CardState, Outcome, PrintReason};
 
 /// This service's migrations.
-pub const MIGRATIONS: Migrations = adminduk_kit::migrations!();
+pub const MIGRATIONS: Migrations = adminduk_kit::migrations![
+    "0001_printing.sql",
+    "0002_recalled_villages.sql",
+    "0003_card_serials.sql"
+];
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -44,7 +44,7 @@ CREATE TABLE spoiled_cards (
 
 -- Second applications refused because the NIK already had a job: cards not printed twice.
 CREATE TABLE duplicates_prevented (
-    id          BIGSERIAL PRIMARY KEY,
+    id          {{serial_key}},
     first_job   TEXT NOT NULL,
     region_code TEXT NOT NULL,
     created_at  BIGINT NOT NULL
@@ -63,7 +63,7 @@ CREATE UNIQUE INDEX sukets_one_open ON sukets (nik) WHERE converted_job IS NULL;
 
 -- Returned cards that ask the population registry to look again.
 CREATE TABLE reviews (
-    id         BIGSERIAL PRIMARY KEY,
+    id         {{serial_key}},
     nik        TEXT NOT NULL,
     kind       TEXT NOT NULL CHECK (kind IN ('LIFE_STATUS', 'ADDRESS')),
     job_id     TEXT NOT NULL,

@@ -55,7 +55,7 @@ CREATE INDEX reservations_by_state ON reservations (state, created_at);
 
 -- Every movement of stock. For each holder, SUM(on_hand_delta) is its stock on hand.
 CREATE TABLE ledger (
-    seq            BIGSERIAL PRIMARY KEY,
+    seq            {{serial_key}},
     holder_code    TEXT NOT NULL,
     kind           TEXT NOT NULL CHECK (kind IN ('SHIPMENT', 'TRANSFER', 'HOLD', 'COMMIT', 'RELEASE', 'EXPIRY', 'SPOILAGE')),
     quantity       BIGINT NOT NULL CHECK (quantity > 0),

@@ -8,7 +8,7 @@ CREATE TABLE families (
 );
 
 CREATE TABLE residents (
-    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    id               {{serial_key}},
     nik              TEXT NOT NULL UNIQUE CHECK (length(nik) = 16),
     kk               TEXT NOT NULL REFERENCES families (kk),
     full_name        TEXT NOT NULL CHECK (length(full_name) > 0),

@@ -55,7 +55,7 @@ CREATE TABLE signing_keys (
 
 -- Messages to residents; a mail sender drains it (in `adminduk up`, `adminduk outbox` shows it).
 CREATE TABLE outbox (
-    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    id         {{serial_key}},
     recipient  TEXT NOT NULL,
     subject    TEXT NOT NULL,
     body       TEXT NOT NULL,
@@ -65,7 +65,7 @@ CREATE TABLE outbox (
 
 -- Every attempt, success or failure. The NIK is masked.
 CREATE TABLE audit (
-    seq                INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq                {{serial_key}},
     nik_masked         TEXT NOT NULL,
     action             TEXT NOT NULL,
     outcome            TEXT NOT NULL,

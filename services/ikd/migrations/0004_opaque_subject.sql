@@ -3,5 +3,5 @@
 -- random, made once per identity, and stays when the identity is bound to a
 -- new device.
 ALTER TABLE identities ADD COLUMN subject TEXT;
-UPDATE identities SET subject = replace(gen_random_uuid()::text, '-', '') WHERE subject IS NULL;
+UPDATE identities SET subject = {{random_hex_128}} WHERE subject IS NULL;
 CREATE UNIQUE INDEX identities_by_subject ON identities (subject);
