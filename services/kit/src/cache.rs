@@ -543,7 +543,6 @@ impl SharedCache for MemoryCache {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicU64, Ordering};
 
     use super::*;
     use crate::testing;
@@ -557,16 +556,7 @@ mod tests {
 
     /// A prefix no other test (or test run) uses, so tests can share one Redis.
     fn unique_prefix(test: &str) -> String {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or_default();
-        format!(
-            "test:{test}:{}:{}:{nanos}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        )
+        format!("test:{test}:{}", crate::testing::unique_suffix())
     }
 
     /// Every implementation to test: in-process always, Redis when configured.

@@ -11,6 +11,8 @@ pub mod kk;
 pub mod mask;
 pub mod metrics;
 pub mod nik;
+#[cfg(test)]
+mod number_props;
 pub mod observe;
 pub mod principal;
 pub mod proof;

@@ -550,12 +550,25 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn date(y: i32, m: u32, d: u32) -> NaiveDate {
-        NaiveDate::from_ymd_opt(y, m, d).expect("test date exists")
-    }
+    use crate::number_props::{self, Number, date, district_code, today};
 
-    fn today() -> NaiveDate {
-        date(2026, 11, 22)
+    impl Number for Nik {
+        type Part = NikPart;
+        const LENGTH: NikPart = NikPart::Length;
+        const CHARACTERS: NikPart = NikPart::Characters;
+
+        fn parse(input: &str, today: NaiveDate) -> Result<Self, NikError> {
+            Nik::parse(input, today)
+        }
+
+        fn as_str(&self) -> &str {
+            Nik::as_str(self)
+        }
+
+        fn check_parsed(&self) -> Result<(), TestCaseError> {
+            prop_assert!(is_latest_not_after_today(self.birth_date()));
+            Ok(())
+        }
     }
 
     fn parse(input: &str) -> Result<Nik, NikError> {
@@ -563,14 +576,11 @@ mod tests {
     }
 
     fn ok(input: &str) -> Nik {
-        parse(input).expect("valid nik")
+        number_props::ok(input)
     }
 
     fn parts(input: &str) -> Vec<NikPart> {
-        match parse(input) {
-            Ok(nik) => panic!("expected an error, parsed {nik:?}"),
-            Err(e) => e.violations().iter().map(|v| v.part).collect(),
-        }
+        number_props::parts::<Nik>(input)
     }
 
     #[test]
@@ -793,10 +803,6 @@ mod tests {
 
     // ---- property tests ---------------------------------------------------
 
-    fn district_code() -> impl Strategy<Value = String> {
-        (1u8..=99, 1u8..=99, 1u8..=99).prop_map(|(p, r, d)| format!("{p:02}{r:02}{d:02}"))
-    }
-
     fn date_in(from: NaiveDate, to: NaiveDate) -> impl Strategy<Value = NaiveDate> {
         (from.num_days_from_ce()..=to.num_days_from_ce())
             .prop_map(|days| NaiveDate::from_num_days_from_ce_opt(days).expect("in chrono's range"))
@@ -908,12 +914,7 @@ mod tests {
             i in 0usize..16,
             letter in prop::char::range('a', 'z'),
         ) {
-            let mut input: Vec<char> = original.as_str().chars().collect();
-            input[i] = letter;
-            let input: String = input.into_iter().collect();
-            let err = Nik::parse(&input, today()).expect_err("a letter is not a digit");
-            let found: Vec<NikPart> = err.violations().iter().map(|v| v.part).collect();
-            prop_assert_eq!(found, [NikPart::Characters]);
+            number_props::letter_for_a_digit(&original, i, letter)?;
         }
 
         #[test]
@@ -922,59 +923,17 @@ mod tests {
             i in 0usize..=16,
             digit in prop::char::range('0', '9'),
         ) {
-            let mut inserted = original.as_str().to_owned();
-            inserted.insert(i, digit);
-            let mut deleted = original.as_str().to_owned();
-            deleted.remove(i.min(15));
-            for input in [inserted, deleted] {
-                let err = Nik::parse(&input, today()).expect_err("wrong length");
-                let found: Vec<NikPart> = err.violations().iter().map(|v| v.part).collect();
-                prop_assert_eq!(found, [NikPart::Length]);
-            }
+            number_props::a_digit_more_or_less(&original, i, digit)?;
         }
 
         #[test]
-        fn arbitrary_strings_never_panic(
-            input in prop::collection::vec(
-                prop_oneof![1 => prop::char::range('0', '9'), 1 => any::<char>()],
-                0..=40,
-            )
-            .prop_map(|chars| chars.into_iter().collect::<String>()),
-        ) {
-            check_any_input(&input)?;
+        fn arbitrary_strings_never_panic(input in number_props::mostly_digits(1, 0..=40)) {
+            number_props::any_input::<Nik>(&input)?;
         }
 
         #[test]
-        fn arbitrary_digit_strings_never_panic_nor_leak(
-            input in prop::collection::vec(
-                prop_oneof![8 => prop::char::range('0', '9'), 1 => any::<char>()],
-                14..=18,
-            )
-            .prop_map(|chars| chars.into_iter().collect::<String>()),
-        ) {
-            check_any_input(&input)?;
+        fn arbitrary_digit_strings_never_panic_nor_leak(input in number_props::mostly_digits(8, 14..=18)) {
+            number_props::any_input::<Nik>(&input)?;
         }
-    }
-
-    fn check_any_input(input: &str) -> Result<(), TestCaseError> {
-        match Nik::parse(input, today()) {
-            Ok(nik) => {
-                prop_assert_eq!(nik.as_str(), input);
-                prop_assert!(is_latest_not_after_today(nik.birth_date()));
-                prop_assert!(!nik.to_string().contains(input));
-            }
-            Err(err) => {
-                prop_assert!(!err.violations().is_empty());
-                let shown = err.to_string();
-                if input.len() >= 5 {
-                    prop_assert!(!shown.contains(input), "{}", shown);
-                }
-                for v in err.violations() {
-                    prop_assert_eq!(v.message.to_lowercase(), v.message.clone());
-                    prop_assert!(!v.message.ends_with('.'));
-                }
-            }
-        }
-        Ok(())
     }
 }

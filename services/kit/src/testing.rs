@@ -112,7 +112,10 @@ pub fn redis_url() -> Option<String> {
     url
 }
 
-fn unique_suffix() -> String {
+/// A name part no other test, nor another run of the tests, uses: the process,
+/// a counter and the clock's nanoseconds, joined by `_` (a schema name or a
+/// cache prefix, so tests can share one server).
+pub fn unique_suffix() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
