@@ -1,35 +1,20 @@
-//! The gRPC face of the population service: thin handlers that validate,
-//! call the store, and map errors.
+//! The gRPC face of the population service: thin handlers that convert the
+//! request (`convert`), call the store, and answer; refusals come from
+//! `error` through `?`.
 
-use chrono::{NaiveDate, Utc};
+use chrono::Utc;
 use tonic::{Request, Response, Status};
 
 use adminduk_kit::mask::log_nik;
-use adminduk_kit::{ApiError, ErrorCode, ErrorReason, Violations, text};
-use adminduk_proto::common::v1 as common;
-use adminduk_proto::convert;
 use adminduk_proto::population::v1 as pb;
 use pb::population_service_server::PopulationService;
 
-use crate::domain::kk::{Kk, kk_field};
-use crate::domain::nik::{Nik, Sex, nik_field};
-use crate::domain::region::Regions;
-use crate::domain::resident::{
-    Address, Family, FieldMatch, Flag, IdentityClaim, LifeStatus, MAX_NAME_CHARS, MaritalStatus, NewResident,
-    RecordingStatus, Registration, Relationship, Resident, Violation, check_address, check_village_code,
-    normalize_name,
+use crate::convert::{
+    Death, Relocation, Search, Update, Verification, parsed_nik, require_kk, require_nik, today,
 };
-use crate::store::{Move, ResidentChanges, SearchCursor, Store, StoreError};
-
-/// Today's date on the office's calendar (WIB).
-pub fn today() -> NaiveDate {
-    adminduk_kit::time::today_wib()
-}
-
-/// Results per search page when the client asks for none.
-const DEFAULT_PAGE_SIZE: usize = 20;
-/// The most results one search page returns.
-const MAX_PAGE_SIZE: usize = 100;
+use crate::domain::resident::NewResident;
+use crate::error::{change_error, family_not_found, resident_not_found};
+use crate::store::Store;
 
 /// The `PopulationService` implementation.
 #[derive(Debug, Clone)]
@@ -44,360 +29,6 @@ impl PopulationApi {
     }
 }
 
-/// Moves violations found by a domain check into the request's; true when there were none.
-fn absorb(out: &mut Violations, found: Vec<Violation>) -> bool {
-    let clean = found.is_empty();
-    for v in found {
-        out.add(v.field, v.description);
-    }
-    clean
-}
-
-/// The NIK that is the whole request, checked as every service checks it.
-fn require_nik(input: &str) -> Result<Nik, ApiError> {
-    adminduk_kit::nik::require_nik("nik", input)
-}
-
-/// A name or place: trimmed, at most [`MAX_NAME_CHARS`], no control characters
-/// (the kit's rules for free text), and with a letter or digit in it.
-fn name_field(field: &str, value: &str, out: &mut Violations) -> String {
-    let before = out.len();
-    let name = text::required(field, value, MAX_NAME_CHARS, out);
-    if out.len() == before && normalize_name(&name).is_empty() {
-        out.add(field, "must contain letters");
-    }
-    name
-}
-
-fn date_field(
-    field: &str,
-    date: Option<&common::Date>,
-    required: bool,
-    out: &mut Violations,
-) -> Option<NaiveDate> {
-    match date {
-        None if required => {
-            out.add(field, "is required");
-            None
-        }
-        None => None,
-        Some(d) => {
-            let parsed = convert::to_naive(d);
-            if parsed.is_none() {
-                out.add(field, "is not a real calendar date");
-            }
-            parsed
-        }
-    }
-}
-
-fn sex_field(field: &str, value: i32, required: bool, out: &mut Violations) -> Option<Sex> {
-    match common::Sex::try_from(value) {
-        Ok(common::Sex::Male) => Some(Sex::Male),
-        Ok(common::Sex::Female) => Some(Sex::Female),
-        Ok(common::Sex::Unspecified) if !required => None,
-        _ => {
-            out.add(field, "must be SEX_MALE or SEX_FEMALE");
-            None
-        }
-    }
-}
-
-fn marital_field(value: i32, out: &mut Violations) -> Option<MaritalStatus> {
-    match pb::MaritalStatus::try_from(value) {
-        Ok(pb::MaritalStatus::Single) => Some(MaritalStatus::Single),
-        Ok(pb::MaritalStatus::Married) => Some(MaritalStatus::Married),
-        Ok(pb::MaritalStatus::Divorced) => Some(MaritalStatus::Divorced),
-        Ok(pb::MaritalStatus::Widowed) => Some(MaritalStatus::Widowed),
-        _ => {
-            out.add(
-                "marital_status",
-                "must be one of SINGLE, MARRIED, DIVORCED, WIDOWED",
-            );
-            None
-        }
-    }
-}
-
-fn relationship_field(field: &str, value: i32, out: &mut Violations) -> Option<Relationship> {
-    // The proto numbers are the SHDK codes, so an unknown number is an unknown SHDK code.
-    let relationship = Relationship::from_code(i64::from(value));
-    if relationship.is_none() {
-        out.add(field, "must be an SHDK code from 1 (head) to 11 (other)");
-    }
-    relationship
-}
-
-fn recording_field(
-    value: i32,
-    default: Option<RecordingStatus>,
-    out: &mut Violations,
-) -> Option<RecordingStatus> {
-    match pb::RecordingStatus::try_from(value) {
-        Ok(pb::RecordingStatus::Unspecified) if default.is_some() => default,
-        Ok(pb::RecordingStatus::NotRecorded) => Some(RecordingStatus::NotRecorded),
-        Ok(pb::RecordingStatus::Recorded) => Some(RecordingStatus::Recorded),
-        Ok(pb::RecordingStatus::PrintReady) => Some(RecordingStatus::PrintReady),
-        Ok(pb::RecordingStatus::DuplicateRecord) => Some(RecordingStatus::DuplicateRecord),
-        _ => {
-            out.add("recording_status", "must be a known recording status");
-            None
-        }
-    }
-}
-
-fn address_field(field: &str, address: Option<&pb::Address>, out: &mut Violations) -> Option<Address> {
-    let Some(a) = address else {
-        out.add(field, "is required");
-        return None;
-    };
-    let address = Address {
-        street: a.street.trim().to_owned(),
-        rt: a.rt.trim().to_owned(),
-        rw: a.rw.trim().to_owned(),
-        village_code: a.village_code.trim().to_owned(),
-    };
-    let mut found = Vec::new();
-    check_address(field, &address, &mut found);
-    absorb(out, found).then_some(address)
-}
-
-/// NOT_FOUND naming the resident asked for, by masked NIK.
-fn resident_not_found(nik: &Nik) -> ApiError {
-    ApiError::not_found("resident")
-        .with_reason(ErrorReason::ResidentNotFound, [])
-        .with_resource("resident", nik.masked())
-}
-
-/// NOT_FOUND naming the family asked for, by masked KK number.
-fn family_not_found(kk: &Kk) -> ApiError {
-    ApiError::not_found("family (KK)")
-        .with_reason(ErrorReason::FamilyNotFound, [])
-        .with_resource("family", kk.masked())
-}
-
-/// [`store_error`] for a change to one resident, so a NOT_FOUND says which
-/// resident (and which family, when the change names one).
-fn change_error(nik: &Nik, kk: Option<&Kk>) -> impl FnOnce(StoreError) -> ApiError {
-    move |err| match (err, kk) {
-        (StoreError::ResidentNotFound, _) => resident_not_found(nik),
-        (StoreError::FamilyNotFound, Some(kk)) => family_not_found(kk),
-        (err, _) => store_error(err),
-    }
-}
-
-fn store_error(err: StoreError) -> ApiError {
-    match err {
-        StoreError::ResidentNotFound => {
-            ApiError::not_found("resident").with_reason(ErrorReason::ResidentNotFound, [])
-        }
-        StoreError::FamilyNotFound => {
-            ApiError::not_found("family (KK)").with_reason(ErrorReason::FamilyNotFound, [])
-        }
-        StoreError::NikTaken => ApiError::new(
-            ErrorCode::AlreadyExists,
-            "a resident with this NIK is already registered; a person is active on one KK only",
-        )
-        .with_violation("nik", "already registered")
-        .with_reason(ErrorReason::NikAlreadyRegistered, []),
-        StoreError::SecondHead => precondition(
-            ErrorReason::FamilyHasHead,
-            "relationship",
-            "the family already has a living head",
-        ),
-        StoreError::FirstMemberNotHead => precondition(
-            ErrorReason::FamilyNeedsHead,
-            "kk",
-            "the KK is not on record yet; its first member must be the head",
-        ),
-        StoreError::WouldLoseHead => precondition(
-            ErrorReason::FamilyNeedsHead,
-            "relationship",
-            "the family would be left without a head; record the new head first",
-        ),
-        StoreError::StaleVersion { expected, actual } => ApiError::new(
-            ErrorCode::Aborted,
-            format!("the record changed: version {expected} was read, version {actual} is stored"),
-        )
-        .with_reason(
-            ErrorReason::StaleVersion,
-            [("current_version".to_owned(), actual.to_string())],
-        ),
-        StoreError::NotActive(status) => precondition(
-            ErrorReason::ResidentNotActive,
-            "nik",
-            &format!("the resident is {status}"),
-        ),
-        StoreError::Invalid(found) => {
-            let mut out = Violations::new();
-            absorb(&mut out, found);
-            out.into_result()
-                .err()
-                .unwrap_or_else(|| ApiError::new(ErrorCode::InvalidArgument, "invalid"))
-        }
-        StoreError::Corrupt(what) => ApiError::internal(&StoreError::Corrupt(what)),
-        StoreError::Db(err) => ApiError::from(err),
-    }
-}
-
-fn precondition(reason: ErrorReason, subject: &str, description: &str) -> ApiError {
-    ApiError::new(ErrorCode::FailedPrecondition, description)
-        .with_reason(reason, [])
-        .with_precondition(adminduk_kit::error::reason_name(reason), subject, description)
-}
-
-fn sex_msg(sex: Sex) -> common::Sex {
-    match sex {
-        Sex::Male => common::Sex::Male,
-        Sex::Female => common::Sex::Female,
-    }
-}
-
-fn resident_msg(r: &Resident) -> pb::Resident {
-    let regions = Regions::global();
-    let district_code = r.address.district_code().to_owned();
-    pb::Resident {
-        nik: r.nik.as_str().to_owned(),
-        kk: r.kk.as_str().to_owned(),
-        full_name: r.full_name.clone(),
-        sex: sex_msg(r.sex).into(),
-        birth_place: r.birth_place.clone(),
-        birth_date: Some(convert::date(r.birth_date)),
-        address: Some(pb::Address {
-            street: r.address.street.clone(),
-            rt: r.address.rt.clone(),
-            rw: r.address.rw.clone(),
-            village_code: r.address.village_code.clone(),
-            village_name: regions
-                .village(&r.address.village_code)
-                .unwrap_or_default()
-                .to_owned(),
-            district_name: regions.district(&district_code).unwrap_or_default().to_owned(),
-            district_code,
-        }),
-        marital_status: match r.marital_status {
-            MaritalStatus::Single => pb::MaritalStatus::Single,
-            MaritalStatus::Married => pb::MaritalStatus::Married,
-            MaritalStatus::Divorced => pb::MaritalStatus::Divorced,
-            MaritalStatus::Widowed => pb::MaritalStatus::Widowed,
-        }
-        .into(),
-        relationship: i32::try_from(r.relationship.code()).unwrap_or_default(),
-        life_status: match r.life_status {
-            LifeStatus::Alive => pb::LifeStatus::Alive,
-            LifeStatus::Deceased => pb::LifeStatus::Deceased,
-            LifeStatus::MovedOut => pb::LifeStatus::MovedOut,
-        }
-        .into(),
-        recording_status: match r.recording_status {
-            RecordingStatus::NotRecorded => pb::RecordingStatus::NotRecorded,
-            RecordingStatus::Recorded => pb::RecordingStatus::Recorded,
-            RecordingStatus::PrintReady => pb::RecordingStatus::PrintReady,
-            RecordingStatus::DuplicateRecord => pb::RecordingStatus::DuplicateRecord,
-        }
-        .into(),
-        version: r.version,
-        flags: r
-            .flags()
-            .into_iter()
-            .map(|f| match f {
-                Flag::NikMismatch => pb::ResidentFlag::NikMismatch.into(),
-                Flag::FamilyNeedsHead => pb::ResidentFlag::FamilyNeedsHead.into(),
-            })
-            .collect(),
-        death_date: r.death_date.map(convert::date),
-        create_time: Some(convert::timestamp(r.created_at)),
-        update_time: Some(convert::timestamp(r.updated_at)),
-    }
-}
-
-fn family_msg(f: &Family) -> pb::Family {
-    pb::Family {
-        kk: f.kk.as_str().to_owned(),
-        head_nik: f.head().map(|h| h.nik.as_str().to_owned()).unwrap_or_default(),
-        issue_date: Some(convert::date(f.kk.issue_date())),
-        members: f.members.iter().map(resident_msg).collect(),
-    }
-}
-
-fn match_msg(m: FieldMatch) -> i32 {
-    match m {
-        FieldMatch::NotProvided => pb::FieldMatch::NotProvided,
-        FieldMatch::Match => pb::FieldMatch::Match,
-        FieldMatch::NoMatch => pb::FieldMatch::NoMatch,
-    }
-    .into()
-}
-
-const TOKEN_SEPARATOR: char = '\u{1f}';
-
-/// A page token binds the search it continues, so it cannot be replayed against another query.
-fn encode_page_token(district: &str, query: &str, cursor: &SearchCursor) -> String {
-    let text = format!(
-        "v1{TOKEN_SEPARATOR}{district}{TOKEN_SEPARATOR}{query}{TOKEN_SEPARATOR}{}{TOKEN_SEPARATOR}{}",
-        cursor.name_norm, cursor.id
-    );
-    adminduk_kit::hex::encode(text.as_bytes())
-}
-
-fn decode_page_token(token: &str, district: &str, query: &str) -> Option<SearchCursor> {
-    let text = String::from_utf8(adminduk_kit::hex::decode(token)?).ok()?;
-    let parts: Vec<&str> = text.split(TOKEN_SEPARATOR).collect();
-    match parts.as_slice() {
-        ["v1", d, q, name_norm, id] if *d == district && *q == query => Some(SearchCursor {
-            name_norm: (*name_norm).to_owned(),
-            id: id.parse().ok()?,
-        }),
-        _ => None,
-    }
-}
-
-fn update_changes(
-    resident: Option<&pb::Resident>,
-    paths: &[String],
-    out: &mut Violations,
-) -> ResidentChanges {
-    let mut changes = ResidentChanges::default();
-    let Some(r) = resident else {
-        out.add("resident", "is required");
-        return changes;
-    };
-    if paths.is_empty() {
-        out.add("update_mask", "must name at least one field");
-    }
-    for path in paths {
-        match path.as_str() {
-            "full_name" => changes.full_name = Some(name_field("resident.full_name", &r.full_name, out)),
-            "birth_place" => changes.birth_place = Some(name_field("resident.birth_place", &r.birth_place, out)),
-            "sex" => changes.sex = sex_field("resident.sex", r.sex, true, out),
-            "birth_date" => {
-                changes.birth_date = date_field("resident.birth_date", r.birth_date.as_ref(), true, out);
-                if changes.birth_date.is_some_and(|d| d > today()) {
-                    out.add("resident.birth_date", "is in the future");
-                }
-            }
-            "address" => changes.address = address_field("resident.address", r.address.as_ref(), out),
-            "marital_status" => changes.marital_status = marital_field(r.marital_status, out),
-            "relationship" => changes.relationship = relationship_field("resident.relationship", r.relationship, out),
-            "recording_status" => changes.recording_status = recording_field(r.recording_status, None, out),
-            other => out.add(
-                "update_mask",
-                format!("cannot update {other:?}; updatable: full_name, sex, birth_place, birth_date, address, marital_status, relationship, recording_status"),
-            ),
-        }
-    }
-    changes
-}
-
-fn version_field(version: i64, out: &mut Violations) {
-    if version <= 0 {
-        out.add(
-            "expected_version",
-            "must be the version read before the change (1 or more)",
-        );
-    }
-}
-
 #[tonic::async_trait]
 impl PopulationService for PopulationApi {
     async fn parse_nik(
@@ -406,23 +37,7 @@ impl PopulationService for PopulationApi {
     ) -> Result<Response<pb::ParseNikResponse>, Status> {
         let pb::ParseNikRequest { nik } = request.into_inner();
         let nik = require_nik(&nik)?;
-        let regions = Regions::global();
-        let district_name = regions.district(nik.district_code());
-        Ok(Response::new(pb::ParseNikResponse {
-            province_code: nik.province_code().to_owned(),
-            regency_code: nik.regency_code().to_owned(),
-            district_code: nik.district_code().to_owned(),
-            birth_date: Some(convert::date(nik.birth_date())),
-            sex: sex_msg(nik.sex()).into(),
-            serial: i32::from(nik.serial()),
-            region_known: district_name.is_some(),
-            province_name: regions
-                .province(nik.province_code())
-                .unwrap_or_default()
-                .to_owned(),
-            regency_name: regions.regency(nik.regency_code()).unwrap_or_default().to_owned(),
-            district_name: district_name.unwrap_or_default().to_owned(),
-        }))
+        Ok(Response::new(parsed_nik(&nik)))
     }
 
     async fn get_resident(
@@ -431,10 +46,10 @@ impl PopulationService for PopulationApi {
     ) -> Result<Response<pb::GetResidentResponse>, Status> {
         let pb::GetResidentRequest { nik } = request.into_inner();
         let nik = require_nik(&nik)?;
-        let resident = self.store.resident(&nik).await.map_err(store_error)?;
+        let resident = self.store.resident(&nik).await?;
         let resident = resident.ok_or_else(|| resident_not_found(&nik))?;
         Ok(Response::new(pb::GetResidentResponse {
-            resident: Some(resident_msg(&resident)),
+            resident: Some((&resident).into()),
         }))
     }
 
@@ -443,14 +58,11 @@ impl PopulationService for PopulationApi {
         request: Request<pb::GetFamilyRequest>,
     ) -> Result<Response<pb::GetFamilyResponse>, Status> {
         let pb::GetFamilyRequest { kk } = request.into_inner();
-        let mut violations = Violations::default();
-        let kk = kk_field("kk", &kk, &mut violations);
-        violations.into_result()?;
-        let kk = kk.ok_or_else(|| ApiError::invalid_field("kk", "invalid"))?;
-        let family = self.store.family(&kk).await.map_err(store_error)?;
+        let kk = require_kk(&kk)?;
+        let family = self.store.family(&kk).await?;
         let family = family.ok_or_else(|| family_not_found(&kk))?;
         Ok(Response::new(pb::GetFamilyResponse {
-            family: Some(family_msg(&family)),
+            family: Some((&family).into()),
         }))
     }
 
@@ -458,151 +70,28 @@ impl PopulationService for PopulationApi {
         &self,
         request: Request<pb::SearchResidentsRequest>,
     ) -> Result<Response<pb::SearchResidentsResponse>, Status> {
-        let pb::SearchResidentsRequest {
-            district_code,
-            name_query,
-            page_size,
-            page_token,
-        } = request.into_inner();
-        let mut violations = Violations::default();
-        if !adminduk_kit::is_digits(&district_code, 6) {
-            violations.add("district_code", "must be 6 digits (e.g. 327501)");
-        } else if Regions::global().district(&district_code).is_none() {
-            violations.add("district_code", "unknown kecamatan code");
-        }
-        let query = normalize_name(&name_query);
-        if query.chars().count() < 2 {
-            violations.add("name_query", "must contain at least 2 letters or digits");
-        } else if query.chars().count() > MAX_NAME_CHARS {
-            violations.add(
-                "name_query",
-                format!("must be at most {MAX_NAME_CHARS} characters"),
-            );
-        }
-        let size = match usize::try_from(page_size) {
-            Ok(0) => DEFAULT_PAGE_SIZE,
-            Ok(n) if n <= MAX_PAGE_SIZE => n,
-            _ => {
-                violations.add("page_size", format!("must be between 0 and {MAX_PAGE_SIZE}"));
-                DEFAULT_PAGE_SIZE
-            }
-        };
-        let cursor = if page_token.is_empty() {
-            None
-        } else {
-            let cursor = decode_page_token(&page_token, &district_code, &query);
-            if cursor.is_none() {
-                violations.add("page_token", "is not a token from this search");
-            }
-            cursor
-        };
-        violations.into_result()?;
-        // One extra row tells whether another page follows.
-        let mut rows = self
+        let search = Search::try_from(request.into_inner())?;
+        let rows = self
             .store
-            .search(&district_code, &query, cursor.as_ref(), size + 1)
-            .await
-            .map_err(store_error)?;
-        let next_page_token = if rows.len() > size {
-            rows.truncate(size);
-            rows.last()
-                .map(|last| {
-                    let cursor = SearchCursor {
-                        name_norm: normalize_name(&last.full_name),
-                        id: last.id,
-                    };
-                    encode_page_token(&district_code, &query, &cursor)
-                })
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
-        Ok(Response::new(pb::SearchResidentsResponse {
-            residents: rows.iter().map(resident_msg).collect(),
-            next_page_token,
-        }))
+            .search(
+                &search.district_code,
+                &search.query,
+                search.cursor.as_ref(),
+                search.rows_to_read(),
+            )
+            .await?;
+        Ok(Response::new(search.page(rows)))
     }
 
     async fn register_resident(
         &self,
         request: Request<pb::RegisterResidentRequest>,
     ) -> Result<Response<pb::RegisterResidentResponse>, Status> {
-        let pb::RegisterResidentRequest {
-            nik,
-            kk,
-            full_name,
-            sex,
-            birth_place,
-            birth_date,
-            address,
-            marital_status,
-            relationship,
-            recording_status,
-        } = request.into_inner();
-        let mut v = Violations::default();
-        let nik = nik_field("nik", &nik, &mut v);
-        let kk = kk_field("kk", &kk, &mut v);
-        let full_name = name_field("full_name", &full_name, &mut v);
-        let sex = sex_field("sex", sex, true, &mut v);
-        let birth_place = name_field("birth_place", &birth_place, &mut v);
-        let birth_date = date_field("birth_date", birth_date.as_ref(), true, &mut v);
-        let marital_status = marital_field(marital_status, &mut v);
-        let relationship = relationship_field("relationship", relationship, &mut v);
-        let recording_status = recording_field(recording_status, Some(RecordingStatus::NotRecorded), &mut v);
-        let address = address_field("address", address.as_ref(), &mut v);
-        // The rules between fields run on every part that parsed, so a sex
-        // contradicting the NIK is reported with a bad address, not after it.
-        let mut rules = Vec::new();
-        Registration {
-            nik: nik.as_ref(),
-            kk: kk.as_ref(),
-            sex,
-            birth_date,
-            marital_status,
-            relationship,
-            recording_status,
-        }
-        .check(today(), &mut rules);
-        absorb(&mut v, rules);
-        v.into_result()?;
-        let (
-            Some(nik),
-            Some(kk),
-            Some(sex),
-            Some(birth_date),
-            Some(marital_status),
-            Some(relationship),
-            Some(recording_status),
-            Some(address),
-        ) = (
-            nik,
-            kk,
-            sex,
-            birth_date,
-            marital_status,
-            relationship,
-            recording_status,
-            address,
-        )
-        else {
-            return Err(ApiError::new(ErrorCode::InvalidArgument, "invalid resident").into());
-        };
-        let new = NewResident {
-            nik,
-            kk,
-            full_name,
-            sex,
-            birth_place,
-            birth_date,
-            address,
-            marital_status,
-            relationship,
-            recording_status,
-        };
-        let resident = self.store.register(&new, Utc::now()).await.map_err(store_error)?;
+        let new = NewResident::try_from(request.into_inner())?;
+        let resident = self.store.register(&new, Utc::now()).await?;
         tracing::info!(nik = %log_nik(resident.nik.as_str()), kk = %resident.kk.masked(), "resident registered");
         Ok(Response::new(pb::RegisterResidentResponse {
-            resident: Some(resident_msg(&resident)),
+            resident: Some((&resident).into()),
         }))
     }
 
@@ -610,29 +99,15 @@ impl PopulationService for PopulationApi {
         &self,
         request: Request<pb::UpdateResidentRequest>,
     ) -> Result<Response<pb::UpdateResidentResponse>, Status> {
-        let pb::UpdateResidentRequest {
-            resident,
-            update_mask,
-            expected_version,
-        } = request.into_inner();
-        let mut v = Violations::default();
-        let nik = match &resident {
-            Some(r) => nik_field("resident.nik", &r.nik, &mut v),
-            None => None,
-        };
-        let paths = update_mask.map(|m| m.paths).unwrap_or_default();
-        let changes = update_changes(resident.as_ref(), &paths, &mut v);
-        version_field(expected_version, &mut v);
-        v.into_result()?;
-        let nik = nik.ok_or_else(|| ApiError::invalid_field("resident.nik", "is required"))?;
+        let update = Update::try_from(request.into_inner())?;
         let updated = self
             .store
-            .update(&nik, expected_version, &changes, Utc::now())
+            .update(&update.nik, update.expected_version, &update.changes, Utc::now())
             .await
-            .map_err(change_error(&nik, None))?;
-        tracing::info!(nik = %log_nik(nik.as_str()), fields = ?paths, version = updated.version, "resident updated");
+            .map_err(change_error(&update.nik, None))?;
+        tracing::info!(nik = %log_nik(update.nik.as_str()), fields = ?update.paths, version = updated.version, "resident updated");
         Ok(Response::new(pb::UpdateResidentResponse {
-            resident: Some(resident_msg(&updated)),
+            resident: Some((&updated).into()),
         }))
     }
 
@@ -640,30 +115,15 @@ impl PopulationService for PopulationApi {
         &self,
         request: Request<pb::RecordDeathRequest>,
     ) -> Result<Response<pb::RecordDeathResponse>, Status> {
-        let pb::RecordDeathRequest {
-            nik,
-            death_date,
-            expected_version,
-        } = request.into_inner();
-        let mut v = Violations::default();
-        let nik = nik_field("nik", &nik, &mut v);
-        let date = date_field("death_date", death_date.as_ref(), true, &mut v);
-        if date.is_some_and(|d| d > today()) {
-            v.add("death_date", "is in the future");
-        }
-        version_field(expected_version, &mut v);
-        v.into_result()?;
-        let (Some(nik), Some(date)) = (nik, date) else {
-            return Err(ApiError::new(ErrorCode::InvalidArgument, "invalid request").into());
-        };
+        let death = Death::try_from(request.into_inner())?;
         let updated = self
             .store
-            .record_death(&nik, expected_version, date, Utc::now())
+            .record_death(&death.nik, death.expected_version, death.date, Utc::now())
             .await
-            .map_err(change_error(&nik, None))?;
-        tracing::info!(nik = %log_nik(nik.as_str()), "death recorded");
+            .map_err(change_error(&death.nik, None))?;
+        tracing::info!(nik = %log_nik(death.nik.as_str()), "death recorded");
         Ok(Response::new(pb::RecordDeathResponse {
-            resident: Some(resident_msg(&updated)),
+            resident: Some((&updated).into()),
         }))
     }
 
@@ -671,64 +131,24 @@ impl PopulationService for PopulationApi {
         &self,
         request: Request<pb::RecordMoveRequest>,
     ) -> Result<Response<pb::RecordMoveResponse>, Status> {
-        let pb::RecordMoveRequest {
-            nik,
-            kind,
-            new_address,
-            new_kk,
-            new_relationship,
-            expected_version,
-        } = request.into_inner();
-        let mut v = Violations::default();
-        let nik = nik_field("nik", &nik, &mut v);
-        version_field(expected_version, &mut v);
-        let change = match pb::MoveKind::try_from(kind) {
-            Ok(pb::MoveKind::OutOfArea) => {
-                if new_address.is_some() || !new_kk.is_empty() {
-                    v.add("kind", "a move out of the area takes no new address or KK");
-                }
-                Some(Move::OutOfArea)
-            }
-            Ok(pb::MoveKind::WithinArea) => {
-                let address = address_field("new_address", new_address.as_ref(), &mut v);
-                let family = if new_kk.is_empty() {
-                    if new_relationship != 0 {
-                        v.add("new_relationship", "is only given with new_kk");
-                    }
-                    None
-                } else {
-                    kk_field("new_kk", &new_kk, &mut v).zip(relationship_field(
-                        "new_relationship",
-                        new_relationship,
-                        &mut v,
-                    ))
-                };
-                address.map(|address| Move::WithinArea { address, family })
-            }
-            _ => {
-                v.add("kind", "must be MOVE_KIND_WITHIN_AREA or MOVE_KIND_OUT_OF_AREA");
-                None
-            }
-        };
-        v.into_result()?;
-        let (Some(nik), Some(change)) = (nik, change) else {
-            return Err(ApiError::new(ErrorCode::InvalidArgument, "invalid request").into());
-        };
-        let new_kk = match &change {
-            Move::WithinArea {
-                family: Some((kk, _)),
-                ..
-            } => Some(*kk),
-            _ => None,
-        };
+        let relocation = Relocation::try_from(request.into_inner())?;
         let updated = self
             .store
-            .record_move(&nik, expected_version, &change, Utc::now())
+            .record_move(
+                &relocation.nik,
+                relocation.expected_version,
+                &relocation.change,
+                Utc::now(),
+            )
             .await
-            .map_err(change_error(&nik, new_kk.as_ref()))?;
-        tracing::info!(nik = %log_nik(nik.as_str()), out_of_area = matches!(change, Move::OutOfArea), "move recorded");
+            .map_err(change_error(&relocation.nik, relocation.new_kk()))?;
+        tracing::info!(
+            nik = %log_nik(relocation.nik.as_str()),
+            out_of_area = matches!(relocation.change, crate::store::Move::OutOfArea),
+            "move recorded"
+        );
         Ok(Response::new(pb::RecordMoveResponse {
-            resident: Some(resident_msg(&updated)),
+            resident: Some((&updated).into()),
         }))
     }
 
@@ -736,54 +156,12 @@ impl PopulationService for PopulationApi {
         &self,
         request: Request<pb::VerifyIdentityRequest>,
     ) -> Result<Response<pb::VerifyIdentityResponse>, Status> {
-        let pb::VerifyIdentityRequest {
-            nik,
-            full_name,
-            birth_date,
-            birth_place,
-            sex,
-            village_code,
-        } = request.into_inner();
-        let mut v = Violations::default();
-        let nik = nik_field("nik", &nik, &mut v);
-        // What was sent, not what parsed: a field sent wrong is reported as
-        // wrong, not as missing.
-        let sent_any = full_name.is_some()
-            || birth_date.is_some()
-            || birth_place.is_some()
-            || sex != common::Sex::Unspecified as i32
-            || village_code.is_some();
-        let claim = IdentityClaim {
-            full_name: full_name.map(|name| text::required("full_name", &name, MAX_NAME_CHARS, &mut v)),
-            birth_date: date_field("birth_date", birth_date.as_ref(), false, &mut v),
-            birth_place: birth_place
-                .map(|place| text::required("birth_place", &place, MAX_NAME_CHARS, &mut v)),
-            sex: sex_field("sex", sex, false, &mut v),
-            // A code that cannot be a kelurahan is a wrong question, not a "no match".
-            village_code: village_code.map(|code| {
-                let code = code.trim().to_owned();
-                let mut found = Vec::new();
-                check_village_code("village_code", &code, &mut found);
-                absorb(&mut v, found);
-                code
-            }),
-        };
-        if !sent_any {
-            v.add("full_name", "send at least one field to verify besides the NIK");
-        }
-        v.into_result()?;
-        let nik = nik.ok_or_else(|| ApiError::invalid_field("nik", "invalid"))?;
-        let record = self.store.resident(&nik).await.map_err(store_error)?;
+        let Verification { nik, claim } = request.into_inner().try_into()?;
+        let record = self.store.resident(&nik).await?;
         let record = record.ok_or_else(|| resident_not_found(&nik))?;
         let verdict = claim.verify(&record);
         tracing::info!(nik = %log_nik(nik.as_str()), "identity verified");
-        Ok(Response::new(pb::VerifyIdentityResponse {
-            full_name: match_msg(verdict.full_name),
-            birth_date: match_msg(verdict.birth_date),
-            birth_place: match_msg(verdict.birth_place),
-            sex: match_msg(verdict.sex),
-            village_code: match_msg(verdict.village_code),
-        }))
+        Ok(Response::new(verdict.into()))
     }
 
     async fn count_residents(
@@ -792,34 +170,11 @@ impl PopulationService for PopulationApi {
     ) -> Result<Response<pb::CountResidentsResponse>, Status> {
         let pb::CountResidentsRequest { area_code } = request.into_inner();
         adminduk_kit::codes::area_code("area_code", &area_code)?;
-        let (alive, eligible) = self
-            .store
-            .count_area(&area_code, today())
-            .await
-            .map_err(store_error)?;
+        let (alive, eligible) = self.store.count_area(&area_code, today()).await?;
         Ok(Response::new(pb::CountResidentsResponse {
             area_code,
             alive,
             eligible,
         }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn page_tokens_round_trip_and_bind_their_search() {
-        let cursor = SearchCursor {
-            name_norm: "sitiaminah".to_owned(),
-            id: 42,
-        };
-        let token = encode_page_token("327501", "siti", &cursor);
-        assert_eq!(decode_page_token(&token, "327501", "siti"), Some(cursor));
-        assert_eq!(decode_page_token(&token, "327502", "siti"), None);
-        assert_eq!(decode_page_token(&token, "327501", "budi"), None);
-        assert_eq!(decode_page_token("zz", "327501", "siti"), None);
-        assert_eq!(decode_page_token("abc", "327501", "siti"), None);
     }
 }

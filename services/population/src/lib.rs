@@ -1,9 +1,12 @@
 //! Population records: NIK, KK, residents, families and region codes.
 //!
-//! `domain` holds the pure types and rules, `store` the SQL, `grpc` the thin
-//! handlers; `domain` depends on neither of the others.
+//! `domain` holds the pure types and rules, `store` the SQL, `convert` the
+//! requests checked into domain values and the records made messages, `error`
+//! the refusals, `grpc` the thin handlers; `domain` depends on none of the others.
 
+pub mod convert;
 pub mod domain;
+mod error;
 pub mod grpc;
 pub mod store;
 
