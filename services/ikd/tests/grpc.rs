@@ -180,6 +180,15 @@ fn reason(status: &Status) -> String {
     adminduk_kit::error::reason_of(status)
 }
 
+/// Asserts that `status` refuses with `code` and `expected_reason`; `context` says which call.
+fn assert_refused(status: &Status, code: Code, expected_reason: &str, context: &str) {
+    assert_eq!(
+        (status.code(), reason(status)),
+        (code, expected_reason.to_owned()),
+        "{context}"
+    );
+}
+
 fn meta(status: &Status, key: &str) -> String {
     adminduk_kit::error::metadata_of(status, key).unwrap_or_default()
 }
@@ -202,17 +211,64 @@ async fn begin(m: &mut Mesh, nik: &str, key: &Ed25519KeyPair) -> (String, String
     (id, nonce, started.challenge)
 }
 
+/// The scan of an activation's QR code by officer petugas-7 at 3275-KEC-01
+/// (override fields with `..` for another officer or point).
+fn office_scan(id: &str, nonce: &str) -> pb::VerifyAtOfficeRequest {
+    pb::VerifyAtOfficeRequest {
+        activation_id: id.into(),
+        nonce: nonce.into(),
+        officer_id: "petugas-7".into(),
+        service_point_code: "3275-KEC-01".into(),
+    }
+}
+
 /// An officer scans the activation's QR code.
 async fn scan(m: &mut Mesh, id: &str, nonce: &str) -> Result<pb::VerifyAtOfficeResponse, Status> {
     m.ikd
-        .verify_at_office(pb::VerifyAtOfficeRequest {
-            activation_id: id.into(),
-            nonce: nonce.into(),
-            officer_id: "petugas-7".into(),
-            service_point_code: "3275-KEC-01".into(),
-        })
+        .verify_at_office(office_scan(id, nonce))
         .await
         .map(tonic::Response::into_inner)
+}
+
+/// The revocation of `nik` for a lost phone by officer petugas-7 at
+/// 3275-KEC-01 (override fields with `..` for another point).
+fn revoke_lost_phone(nik: &str) -> pb::RevokeRequest {
+    pb::RevokeRequest {
+        nik: nik.into(),
+        reason: "lost phone".into(),
+        officer_id: "petugas-7".into(),
+        service_point_code: "3275-KEC-01".into(),
+    }
+}
+
+/// A fresh challenge for a session token of `nik`.
+async fn token_challenge(m: &mut Mesh, nik: &str) -> Result<Vec<u8>, Status> {
+    let response = m
+        .ikd
+        .create_token_challenge(pb::CreateTokenChallengeRequest { nik: nik.into() })
+        .await?;
+    Ok(response.into_inner().challenge)
+}
+
+/// Eight phones start an activation of `nik` at once; every refusal must be
+/// ACTIVATION_PENDING. Returns how many starts went through.
+async fn race_to_start(m: &Mesh, nik: &str) -> usize {
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let mut client = m.ikd.clone();
+        let request = start(nik, &device());
+        tasks.push(tokio::spawn(
+            async move { client.start_activation(request).await },
+        ));
+    }
+    let mut started = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(_) => started += 1,
+            Err(err) => assert_refused(&err, Code::AlreadyExists, "ACTIVATION_PENDING", m.label),
+        }
+    }
+    started
 }
 
 /// The phone answers with a code.
@@ -286,12 +342,7 @@ async fn token(
     nik: &str,
     key: &Ed25519KeyPair,
 ) -> Result<pb::IssueSessionTokenResponse, Status> {
-    let challenge = m
-        .ikd
-        .create_token_challenge(pb::CreateTokenChallengeRequest { nik: nik.into() })
-        .await?
-        .into_inner()
-        .challenge;
+    let challenge = token_challenge(m, nik).await?;
     m.ikd
         .issue_session_token(pb::IssueSessionTokenRequest {
             nik: nik.into(),
@@ -392,13 +443,7 @@ async fn the_whole_flow_from_phone_to_token() {
         assert!(claims.exp - now <= 15 * 60 && claims.exp > now);
 
         // A challenge is single use.
-        let challenge = m
-            .ikd
-            .create_token_challenge(pb::CreateTokenChallengeRequest { nik: nik.clone() })
-            .await
-            .expect("challenge")
-            .into_inner()
-            .challenge;
+        let challenge = token_challenge(&mut m, &nik).await.expect("challenge");
         let sign = |c: &[u8]| phone.sign(c).as_ref().to_vec();
         let request = pb::IssueSessionTokenRequest {
             nik: nik.clone(),
@@ -535,11 +580,7 @@ async fn wrong_codes_forged_signatures_and_lapsed_codes_are_refused() {
             .complete_activation(attempt(&code, device().sign(&challenge).as_ref().to_vec()))
             .await
             .expect_err("forged");
-        assert_eq!(
-            (forged.code(), reason(&forged)),
-            (Code::Unauthenticated, "SIGNATURE_INVALID".to_owned()),
-            "{label}"
-        );
+        assert_refused(&forged, Code::Unauthenticated, "SIGNATURE_INVALID", label);
 
         for left in (1..=4).rev() {
             let err = m
@@ -623,20 +664,10 @@ async fn one_device_per_identity_and_revocation_ends_its_tokens() {
             .start_activation(start(&nik, &device()))
             .await
             .expect_err("second device");
-        assert_eq!(
-            (second.code(), reason(&second)),
-            (Code::FailedPrecondition, "DEVICE_ALREADY_BOUND".to_owned()),
-            "{label}"
-        );
+        assert_refused(&second, Code::FailedPrecondition, "DEVICE_ALREADY_BOUND", label);
 
         // A token signed by another key is refused.
-        let challenge = m
-            .ikd
-            .create_token_challenge(pb::CreateTokenChallengeRequest { nik: nik.clone() })
-            .await
-            .expect("challenge")
-            .into_inner()
-            .challenge;
+        let challenge = token_challenge(&mut m, &nik).await.expect("challenge");
         let forged = m
             .ikd
             .issue_session_token(pb::IssueSessionTokenRequest {
@@ -651,25 +682,12 @@ async fn one_device_per_identity_and_revocation_ends_its_tokens() {
         token(&mut m, &nik, &phone)
             .await
             .expect("a token before revocation");
-        m.ikd
-            .revoke(pb::RevokeRequest {
-                nik: nik.clone(),
-                reason: "lost phone".into(),
-                officer_id: "petugas-7".into(),
-                service_point_code: "3275-KEC-01".into(),
-            })
-            .await
-            .expect("revoked");
+        m.ikd.revoke(revoke_lost_phone(&nik)).await.expect("revoked");
         assert_eq!(status(&mut m, &nik).await, pb::IdentityStatus::Revoked as i32);
         // The same revocation again is answered as the first was.
         let again = m
             .ikd
-            .revoke(pb::RevokeRequest {
-                nik: nik.clone(),
-                reason: "lost phone".into(),
-                officer_id: "petugas-7".into(),
-                service_point_code: "3275-KEC-01".into(),
-            })
+            .revoke(revoke_lost_phone(&nik))
             .await
             .expect("a retried revocation")
             .into_inner();
@@ -702,25 +720,7 @@ async fn of_two_devices_racing_to_start_exactly_one_proceeds() {
     for mut m in each_backend("ikdrace").await {
         let label = m.label;
         let nik = adult(&mut m, 7).await;
-        let mut tasks = Vec::new();
-        for _ in 0..8 {
-            let mut client = m.ikd.clone();
-            let request = start(&nik, &device());
-            tasks.push(tokio::spawn(
-                async move { client.start_activation(request).await },
-            ));
-        }
-        let mut ok = 0;
-        for task in tasks {
-            match task.await.expect("task") {
-                Ok(_) => ok += 1,
-                Err(err) => assert_eq!(
-                    (err.code(), reason(&err)),
-                    (Code::AlreadyExists, "ACTIVATION_PENDING".to_owned()),
-                    "{label}"
-                ),
-            }
-        }
+        let ok = race_to_start(&m, &nik).await;
         assert_eq!(ok, 1, "{label}");
         m.stop().await;
     }
@@ -785,11 +785,7 @@ async fn an_expired_code_is_sent_afresh_at_the_office_or_the_phone_starts_over()
 
         // While the code works it is not replaced, and the NIK stays held.
         let live = scan(&mut m, &id, &nonce).await.expect_err("a live code");
-        assert_eq!(
-            (live.code(), reason(&live)),
-            (Code::FailedPrecondition, "CODE_ALREADY_SENT".to_owned()),
-            "{label}"
-        );
+        assert_refused(&live, Code::FailedPrecondition, "CODE_ALREADY_SENT", label);
         assert!(!meta(&live, "code_expire_time").is_empty());
         let held = m
             .ikd
@@ -802,11 +798,7 @@ async fn an_expired_code_is_sent_afresh_at_the_office_or_the_phone_starts_over()
         let expired = complete(&mut m, &id, &first, &phone, &challenge)
             .await
             .expect_err("expired");
-        assert_eq!(
-            (expired.code(), reason(&expired)),
-            (Code::FailedPrecondition, "CODE_EXPIRED".to_owned()),
-            "{label}"
-        );
+        assert_refused(&expired, Code::FailedPrecondition, "CODE_EXPIRED", label);
         assert!(
             expired.message().contains("scan this activation's QR code again"),
             "{}",
@@ -881,11 +873,7 @@ async fn niks_and_text_are_checked_as_everywhere_else() {
             .await
             .expect_err("day 32");
         assert_eq!(fields(&err), ["nik"], "{label}");
-        let err = m
-            .ikd
-            .create_token_challenge(pb::CreateTokenChallengeRequest {
-                nik: "3275010501900000".into(),
-            })
+        let err = token_challenge(&mut m, "3275010501900000")
             .await
             .expect_err("serial 0000");
         assert_eq!(fields(&err), ["nik"], "{label}");
@@ -937,10 +925,8 @@ async fn niks_and_text_are_checked_as_everywhere_else() {
         let long = m
             .ikd
             .verify_at_office(pb::VerifyAtOfficeRequest {
-                activation_id: id.clone(),
-                nonce: nonce.clone(),
                 officer_id: "9".repeat(10_000),
-                service_point_code: "3275-KEC-01".into(),
+                ..office_scan(&id, &nonce)
             })
             .await
             .expect_err("a 10 KB officer id");
@@ -948,21 +934,12 @@ async fn niks_and_text_are_checked_as_everywhere_else() {
         assert!(long.message().contains("at most 64 characters"), "{label}");
         m.ikd
             .verify_at_office(pb::VerifyAtOfficeRequest {
-                activation_id: format!(" {id} "),
-                nonce,
                 officer_id: " petugas-7 ".into(),
-                service_point_code: "3275-KEC-01".into(),
+                ..office_scan(&format!(" {id} "), &nonce)
             })
             .await
             .expect("trimmed");
-        let err = m
-            .ikd
-            .verify_at_office(pb::VerifyAtOfficeRequest {
-                activation_id: "no-such-activation".into(),
-                nonce: "n".into(),
-                officer_id: "petugas-7".into(),
-                service_point_code: "3275-KEC-01".into(),
-            })
+        let err = scan(&mut m, "no-such-activation", "n")
             .await
             .expect_err("unknown");
         assert_eq!(
@@ -1146,12 +1123,7 @@ async fn of_racing_rescans_and_restarts_after_an_expired_code_exactly_one_procee
         let mut tasks = Vec::new();
         for _ in 0..8 {
             let mut client = m.ikd.clone();
-            let request = pb::VerifyAtOfficeRequest {
-                activation_id: id.clone(),
-                nonce: nonce.clone(),
-                officer_id: "petugas-7".into(),
-                service_point_code: "3275-KEC-01".into(),
-            };
+            let request = office_scan(&id, &nonce);
             tasks.push(tokio::spawn(
                 async move { client.verify_at_office(request).await },
             ));
@@ -1177,25 +1149,7 @@ async fn of_racing_rescans_and_restarts_after_an_expired_code_exactly_one_procee
         );
 
         expire_code(&m, &id).await;
-        let mut tasks = Vec::new();
-        for _ in 0..8 {
-            let mut client = m.ikd.clone();
-            let request = start(&nik, &device());
-            tasks.push(tokio::spawn(
-                async move { client.start_activation(request).await },
-            ));
-        }
-        let mut started = 0;
-        for task in tasks {
-            match task.await.expect("task") {
-                Ok(_) => started += 1,
-                Err(err) => assert_eq!(
-                    (err.code(), reason(&err)),
-                    (Code::AlreadyExists, "ACTIVATION_PENDING".to_owned()),
-                    "{label}"
-                ),
-            }
-        }
+        let started = race_to_start(&m, &nik).await;
         assert_eq!(started, 1, "{label}");
         let open: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM activations WHERE nik = $1 AND state IN ('STARTED', 'VERIFIED')",
@@ -1267,11 +1221,7 @@ async fn device_keys_of_small_order_are_refused_and_verify_nothing_when_stored()
             })
             .await
             .expect_err("forged");
-        assert_eq!(
-            (err.code(), reason(&err)),
-            (Code::Unauthenticated, "SIGNATURE_INVALID".to_owned()),
-            "{label}"
-        );
+        assert_refused(&err, Code::Unauthenticated, "SIGNATURE_INVALID", label);
 
         // An identity bound to a weak key gets no session token either.
         let other = adult(&mut m, 51).await;
@@ -1279,13 +1229,7 @@ async fn device_keys_of_small_order_are_refused_and_verify_nothing_when_stored()
             .seed_identity(&other, &identity, "dev-weak", "327501", chrono::Utc::now())
             .await
             .expect("seeded");
-        let challenge = m
-            .ikd
-            .create_token_challenge(pb::CreateTokenChallengeRequest { nik: other.clone() })
-            .await
-            .expect("challenge")
-            .into_inner()
-            .challenge;
+        let challenge = token_challenge(&mut m, &other).await.expect("challenge");
         let err = m
             .ikd
             .issue_session_token(pb::IssueSessionTokenRequest {
@@ -1295,11 +1239,7 @@ async fn device_keys_of_small_order_are_refused_and_verify_nothing_when_stored()
             })
             .await
             .expect_err("forged");
-        assert_eq!(
-            (err.code(), reason(&err)),
-            (Code::Unauthenticated, "SIGNATURE_INVALID".to_owned()),
-            "{label}"
-        );
+        assert_refused(&err, Code::Unauthenticated, "SIGNATURE_INVALID", label);
         m.stop().await;
     }
 }
@@ -1322,10 +1262,8 @@ async fn service_point_codes_must_have_the_shape_of_one() {
             let err = m
                 .ikd
                 .verify_at_office(pb::VerifyAtOfficeRequest {
-                    activation_id: id.clone(),
-                    nonce: nonce.clone(),
-                    officer_id: "petugas-7".into(),
                     service_point_code: bad.into(),
+                    ..office_scan(&id, &nonce)
                 })
                 .await
                 .expect_err("not a service point");
@@ -1354,10 +1292,8 @@ async fn service_point_codes_must_have_the_shape_of_one() {
             let err = m
                 .ikd
                 .revoke(pb::RevokeRequest {
-                    nik: nik.clone(),
-                    reason: "lost phone".into(),
-                    officer_id: "petugas-7".into(),
                     service_point_code: bad.into(),
+                    ..revoke_lost_phone(&nik)
                 })
                 .await
                 .expect_err("not a service point");
@@ -1371,10 +1307,8 @@ async fn service_point_codes_must_have_the_shape_of_one() {
         );
         m.ikd
             .revoke(pb::RevokeRequest {
-                nik: nik.clone(),
-                reason: "lost phone".into(),
-                officer_id: "petugas-7".into(),
                 service_point_code: " 3216-DISDUK ".into(),
+                ..revoke_lost_phone(&nik)
             })
             .await
             .expect("a point of Kabupaten Bekasi, trimmed");
@@ -1427,11 +1361,7 @@ async fn a_start_by_whoever_knows_the_nik_blocks_the_resident_for_minutes_not_da
             .start_activation(start(&nik, &resident))
             .await
             .expect_err("held for a moment");
-        assert_eq!(
-            (held.code(), reason(&held)),
-            (Code::AlreadyExists, "ACTIVATION_PENDING".to_owned()),
-            "{label}"
-        );
+        assert_refused(&held, Code::AlreadyExists, "ACTIVATION_PENDING", label);
         let retry = held
             .get_error_details()
             .retry_info()
@@ -1457,11 +1387,7 @@ async fn a_start_by_whoever_knows_the_nik_blocks_the_resident_for_minutes_not_da
         let (id, nonce, challenge) = begin(&mut m, &nik, &resident).await;
         assert_ne!(id, squat_id);
         let replaced = scan(&mut m, &squat_id, &squat_nonce).await.expect_err("replaced");
-        assert_eq!(
-            (replaced.code(), reason(&replaced)),
-            (Code::FailedPrecondition, "ACTIVATION_EXPIRED".to_owned()),
-            "{label}"
-        );
+        assert_refused(&replaced, Code::FailedPrecondition, "ACTIVATION_EXPIRED", label);
         let replaced = complete(&mut m, &squat_id, "123456", &squatter, &squat_challenge)
             .await
             .expect_err("replaced");
@@ -1476,11 +1402,7 @@ async fn a_start_by_whoever_knows_the_nik_blocks_the_resident_for_minutes_not_da
             .start_activation(start(&nik, &device()))
             .await
             .expect_err("a live code holds the NIK");
-        assert_eq!(
-            (held.code(), reason(&held)),
-            (Code::AlreadyExists, "ACTIVATION_PENDING".to_owned()),
-            "{label}"
-        );
+        assert_refused(&held, Code::AlreadyExists, "ACTIVATION_PENDING", label);
         let code_expires = verified.code_expire_time.expect("code expiry");
         assert!(
             (start_accepted_time(&held).timestamp() - code_expires.seconds).abs() <= 1,

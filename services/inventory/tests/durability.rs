@@ -23,6 +23,28 @@ fn appointment_day() -> NaiveDate {
     Utc::now().date_naive() + Duration::days(1)
 }
 
+/// A KTP-el reservation at `point` for the appointment day, held for 8 hours
+/// (override `expires_at` with `..` for another hold).
+fn ktp_el<'a>(point: &'a str, applicant: &'a str, idempotency_key: &'a str) -> ReserveRequest<'a> {
+    ReserveRequest {
+        point_code: point,
+        day: appointment_day(),
+        applicant,
+        purpose: "ktp-el",
+        idempotency_key,
+        expires_at: Utc::now() + Duration::hours(8),
+    }
+}
+
+/// The key of `point`'s pool bucket in Kota Bekasi on `day`.
+fn pool_of(point: &str, day: NaiveDate) -> BucketKey {
+    BucketKey::Pool {
+        region: KOTA_BEKASI.into(),
+        pool: point.to_owned(),
+        day,
+    }
+}
+
 async fn open(db: &TestDatabase) -> (Db, Arc<Inventory>, adminduk_inventory::service::Background) {
     let conn = Db::connect(&db.config, &db.schema, MIGRATIONS)
         .await
@@ -69,14 +91,7 @@ async fn storm(
                 }
                 let nik = format!("327501410{round}{t:02}{a:04}");
                 let key = format!("storm-{round}-{t}-{a}");
-                let req = ReserveRequest {
-                    point_code: &point,
-                    day: appointment_day(),
-                    applicant: &nik,
-                    purpose: "ktp-el",
-                    idempotency_key: &key,
-                    expires_at: Utc::now() + Duration::hours(8),
-                };
+                let req = ktp_el(&point, &nik, &key);
                 match inventory.reserve(&req, Utc::now()).await {
                     Ok(r) => {
                         count.fetch_add(1, Ordering::Relaxed);
@@ -111,11 +126,7 @@ async fn a_storm_grants_exactly_the_quota_and_the_books_agree() {
         );
 
         let store = inventory.store();
-        let pool = BucketKey::Pool {
-            region: KOTA_BEKASI.into(),
-            pool: point.clone(),
-            day: appointment_day(),
-        };
+        let pool = pool_of(&point, appointment_day());
         let stored = store
             .bucket(&pool)
             .await
@@ -206,14 +217,7 @@ async fn a_reservation_leaves_a_hold_and_a_commit_in_the_ledger() {
     for db in testing::databases("holdrows") {
         let (_conn, inventory, background) = stocked(&db).await;
         let point = kecamatan_point(5);
-        let req = ReserveRequest {
-            point_code: &point,
-            day: appointment_day(),
-            applicant: "3275014101900002",
-            purpose: "ktp-el",
-            idempotency_key: "hold-rows-1",
-            expires_at: Utc::now() + Duration::hours(8),
-        };
+        let req = ktp_el(&point, "3275014101900002", "hold-rows-1");
         let reservation = inventory.reserve(&req, Utc::now()).await.expect("granted");
         inventory
             .transition(
@@ -264,14 +268,7 @@ async fn a_failed_write_gives_the_units_back_and_holds_nothing() {
         let (conn, inventory, background) = stocked(&db).await;
         let point = kecamatan_point(3);
         let day = appointment_day();
-        let req = ReserveRequest {
-            point_code: &point,
-            day,
-            applicant: "3275014101900001",
-            purpose: "ktp-el",
-            idempotency_key: "fail-1",
-            expires_at: Utc::now() + Duration::hours(8),
-        };
+        let req = ktp_el(&point, "3275014101900001", "fail-1");
         // The database goes away under the writer.
         conn.close().await;
         match inventory.reserve(&req, Utc::now()).await {
@@ -304,12 +301,8 @@ async fn expired_holds_are_swept_back_once() {
         let day = appointment_day();
         let now = Utc::now();
         let req = ReserveRequest {
-            point_code: &point,
-            day,
-            applicant: "3275014101900002",
-            purpose: "ktp-el",
-            idempotency_key: "exp-1",
             expires_at: now + Duration::minutes(5),
+            ..ktp_el(&point, "3275014101900002", "exp-1")
         };
         let r = inventory.reserve(&req, now).await.expect("granted");
         assert_eq!(inventory.sweep_expired(now).await, 0, "not yet due");
@@ -410,12 +403,8 @@ async fn the_ledger_sums_to_the_stock_after_every_operation() {
                     let nik = format!("32750141019{step:05}");
                     let key = format!("seq-{step}");
                     let req = ReserveRequest {
-                        point_code: &point,
-                        day: appointment_day(),
-                        applicant: &nik,
-                        purpose: "ktp-el",
-                        idempotency_key: &key,
                         expires_at: Utc::now() + Duration::hours(1),
+                        ..ktp_el(&point, &nik, &key)
                     };
                     match inventory.reserve(&req, Utc::now()).await {
                         Ok(r) => {
@@ -493,24 +482,13 @@ async fn the_database_refuses_what_a_wrong_memory_would_oversell() {
         let (_conn, inventory, background) = stocked(&db).await;
         let point = kecamatan_point(6);
         let day = appointment_day();
-        let first_req = ReserveRequest {
-            point_code: &point,
-            day,
-            applicant: "3275014101900011",
-            purpose: "ktp-el",
-            idempotency_key: "over-0",
-            expires_at: Utc::now() + Duration::hours(8),
-        };
+        let first_req = ktp_el(&point, "3275014101900011", "over-0");
         inventory
             .reserve(&first_req, Utc::now())
             .await
             .expect("the first grant stores the bucket");
         // Corrupt memory: the pool now believes it has 5 more than its quota of 30.
-        let pool = BucketKey::Pool {
-            region: KOTA_BEKASI.into(),
-            pool: point.clone(),
-            day,
-        };
+        let pool = pool_of(&point, day);
         inventory
             .engine()
             .bucket(&pool)
@@ -522,14 +500,7 @@ async fn the_database_refuses_what_a_wrong_memory_would_oversell() {
         for n in 1..40 {
             let nik = format!("32750141019{n:05}");
             let key = format!("over-{n}");
-            let req = ReserveRequest {
-                point_code: &point,
-                day,
-                applicant: &nik,
-                purpose: "ktp-el",
-                idempotency_key: &key,
-                expires_at: Utc::now() + Duration::hours(8),
-            };
+            let req = ktp_el(&point, &nik, &key);
             match inventory.reserve(&req, Utc::now()).await {
                 Ok(_) => granted += 1,
                 Err(ReserveFailure::Unavailable(_)) => refused_by_database += 1,

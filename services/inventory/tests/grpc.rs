@@ -99,16 +99,33 @@ async fn stocked(db: TestDatabase) -> Harness {
         (KOTA_BEKASI, 15_000, "SJ-0001"),
     ] {
         h.client
-            .receive_shipment(pb::ReceiveShipmentRequest {
-                region_code: region.into(),
-                quantity,
-                reference: reference.into(),
-                received_by: "gudang".into(),
-            })
+            .receive_shipment(shipment(region, quantity, reference, "gudang"))
             .await
             .expect("shipment");
     }
     h
+}
+
+/// A shipment of `quantity` blanks into `region`, under delivery note `reference`.
+fn shipment(region: &str, quantity: i64, reference: &str, received_by: &str) -> pb::ReceiveShipmentRequest {
+    pb::ReceiveShipmentRequest {
+        region_code: region.into(),
+        quantity,
+        reference: reference.into(),
+        received_by: received_by.into(),
+    }
+}
+
+/// A loan of `quantity` blanks from Kota Bekasi to Kabupaten Bekasi (3216), asked by the kadis.
+fn lend_to_kabupaten(quantity: i64, reference: &str, reason: &str) -> pb::TransferStockRequest {
+    pb::TransferStockRequest {
+        from_region_code: KOTA_BEKASI.into(),
+        to_region_code: "3216".into(),
+        quantity,
+        reference: reference.into(),
+        requested_by: "kadis".into(),
+        reason: reason.into(),
+    }
 }
 
 fn tomorrow() -> NaiveDate {
@@ -202,12 +219,7 @@ async fn stock_moves_through_the_ledger_and_replays_are_refused() {
         let national_before = ledger_len(&mut h.client, "NATIONAL").await;
         let replay = h
             .client
-            .receive_shipment(pb::ReceiveShipmentRequest {
-                region_code: KOTA_BEKASI.into(),
-                quantity: 500,
-                reference: "SJ-0001".into(),
-                received_by: "gudang".into(),
-            })
+            .receive_shipment(shipment(KOTA_BEKASI, 500, "SJ-0001", "gudang"))
             .await
             .expect_err("replayed reference");
         assert_field(&replay, Code::AlreadyExists, "reference");
@@ -216,12 +228,7 @@ async fn stock_moves_through_the_ledger_and_replays_are_refused() {
         // A pickup of 500 (seed 001), then spoilage and lending.
         let received = h
             .client
-            .receive_shipment(pb::ReceiveShipmentRequest {
-                region_code: KOTA_BEKASI.into(),
-                quantity: 500,
-                reference: "SJ-0002".into(),
-                received_by: "gudang".into(),
-            })
+            .receive_shipment(shipment(KOTA_BEKASI, 500, "SJ-0002", "gudang"))
             .await
             .expect("pickup")
             .into_inner();
@@ -255,14 +262,7 @@ async fn stock_moves_through_the_ledger_and_replays_are_refused() {
             .expect("second region");
         let lent = h
             .client
-            .transfer_stock(pb::TransferStockRequest {
-                from_region_code: KOTA_BEKASI.into(),
-                to_region_code: "3216".into(),
-                quantity: 200,
-                reference: "PINJAM-1".into(),
-                requested_by: "kadis".into(),
-                reason: "lending to Kabupaten Bekasi".into(),
-            })
+            .transfer_stock(lend_to_kabupaten(200, "PINJAM-1", "lending to Kabupaten Bekasi"))
             .await
             .expect("transfer")
             .into_inner();
@@ -294,25 +294,13 @@ async fn stock_moves_through_the_ledger_and_replays_are_refused() {
         let bad = [
             (
                 h.client
-                    .receive_shipment(pb::ReceiveShipmentRequest {
-                        region_code: KOTA_BEKASI.into(),
-                        quantity: 0,
-                        reference: "SJ-9".into(),
-                        received_by: "x".into(),
-                    })
+                    .receive_shipment(shipment(KOTA_BEKASI, 0, "SJ-9", "x"))
                     .await,
                 Code::InvalidArgument,
                 "quantity",
             ),
             (
-                h.client
-                    .receive_shipment(pb::ReceiveShipmentRequest {
-                        region_code: "9999".into(),
-                        quantity: 5,
-                        reference: "SJ-10".into(),
-                        received_by: "x".into(),
-                    })
-                    .await,
+                h.client.receive_shipment(shipment("9999", 5, "SJ-10", "x")).await,
                 Code::InvalidArgument,
                 "region_code",
             ),
@@ -337,14 +325,7 @@ async fn stock_moves_through_the_ledger_and_replays_are_refused() {
         }
         let too_much = h
             .client
-            .transfer_stock(pb::TransferStockRequest {
-                from_region_code: KOTA_BEKASI.into(),
-                to_region_code: "3216".into(),
-                quantity: 1_000_000,
-                reference: "PINJAM-2".into(),
-                requested_by: "kadis".into(),
-                reason: "too much".into(),
-            })
+            .transfer_stock(lend_to_kabupaten(1_000_000, "PINJAM-2", "too much"))
             .await
             .expect_err("more than the stock");
         assert_eq!(too_much.code(), Code::FailedPrecondition, "{label}");

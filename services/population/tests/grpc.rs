@@ -130,6 +130,69 @@ fn reason(status: &Status) -> String {
     adminduk_kit::error::reason_of(status)
 }
 
+/// Reads the resident with `nik` back; it must exist.
+async fn get_resident(h: &mut Harness, nik: &str) -> pb::Resident {
+    h.client
+        .get_resident(pb::GetResidentRequest { nik: nik.to_owned() })
+        .await
+        .expect("get")
+        .into_inner()
+        .resident
+        .expect("resident")
+}
+
+/// Sends `resident` as an update of the fields in `paths`, guarded by `expected_version`.
+async fn update(
+    h: &mut Harness,
+    resident: &pb::Resident,
+    paths: &[&str],
+    expected_version: i64,
+) -> Result<pb::Resident, Status> {
+    let request = pb::UpdateResidentRequest {
+        resident: Some(resident.clone()),
+        update_mask: Some(prost_types::FieldMask {
+            paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+        }),
+        expected_version,
+    };
+    let response = h.client.update_resident(request).await?;
+    Ok(response.into_inner().resident.expect("resident"))
+}
+
+/// Records the death of `nik` on `death_date`, guarded by `expected_version`.
+async fn record_death(
+    h: &mut Harness,
+    nik: &str,
+    death_date: NaiveDate,
+    expected_version: i64,
+) -> Result<pb::Resident, Status> {
+    let request = pb::RecordDeathRequest {
+        nik: nik.to_owned(),
+        death_date: Some(date(death_date)),
+        expected_version,
+    };
+    let response = h.client.record_death(request).await?;
+    Ok(response.into_inner().resident.expect("resident"))
+}
+
+/// A move of `nik` that keeps its KK and relationship (override `new_kk` and
+/// `new_relationship` with `..` to change them).
+fn move_request(
+    nik: &str,
+    kind: pb::MoveKind,
+    new_address: Option<pb::Address>,
+    expected_version: i64,
+) -> pb::RecordMoveRequest {
+    pb::RecordMoveRequest {
+        nik: nik.to_owned(),
+        kind: kind.into(),
+        new_address,
+        new_kk: String::new(),
+        new_relationship: 0,
+        expected_version,
+    }
+}
+
 #[tokio::test]
 async fn parse_nik_decodes_valid_numbers_and_names_the_broken_part() {
     for mut h in each_backend("parse").await {
@@ -276,13 +339,7 @@ async fn families_are_registered_head_first_and_read_back() {
         assert_eq!(got.members[0].nik, head, "the head comes first");
         assert_eq!(got.issue_date, Some(date(d(2015, 3, 1))));
 
-        let one = h
-            .client
-            .get_resident(pb::GetResidentRequest { nik: wife.clone() })
-            .await
-            .expect("get")
-            .into_inner();
-        assert_eq!(one.resident.expect("resident").full_name, "Siti Aminah");
+        assert_eq!(get_resident(&mut h, &wife).await.full_name, "Siti Aminah");
 
         // A second head is refused and nothing changes.
         let second_head = nik("327501", d(1975, 1, 1), Sex::Male, 3);
@@ -494,111 +551,46 @@ async fn updates_are_guarded_by_version_and_mismatches_are_flagged() {
     for mut h in each_backend("update").await {
         let label = h.label;
         let (_, head, wife) = register_family(&mut h, "327504", 1).await;
-        let current = h
-            .client
-            .get_resident(pb::GetResidentRequest { nik: wife.clone() })
-            .await
-            .expect("get");
-        let mut resident = current.into_inner().resident.expect("resident");
+        let mut resident = get_resident(&mut h, &wife).await;
         resident.full_name = "Dewi Lestari Putri".to_owned();
-        let mask = |paths: &[&str]| {
-            Some(prost_types::FieldMask {
-                paths: paths.iter().map(|p| (*p).to_owned()).collect(),
-            })
-        };
-        let updated = h
-            .client
-            .update_resident(pb::UpdateResidentRequest {
-                resident: Some(resident.clone()),
-                update_mask: mask(&["full_name"]),
-                expected_version: 1,
-            })
+        let updated = update(&mut h, &resident, &["full_name"], 1)
             .await
-            .expect("update")
-            .into_inner()
-            .resident
-            .expect("resident");
+            .expect("update");
         assert_eq!(updated.version, 2, "{label}");
         assert_eq!(updated.full_name, "Dewi Lestari Putri");
 
         // The same version again is stale: ABORTED, nothing changes.
         resident.full_name = "Someone Else".to_owned();
-        let err = h
-            .client
-            .update_resident(pb::UpdateResidentRequest {
-                resident: Some(resident.clone()),
-                update_mask: mask(&["full_name"]),
-                expected_version: 1,
-            })
+        let err = update(&mut h, &resident, &["full_name"], 1)
             .await
             .expect_err("stale");
         assert_eq!(err.code(), Code::Aborted, "{label}");
         assert_eq!(reason(&err), "STALE_VERSION");
-        let now = h
-            .client
-            .get_resident(pb::GetResidentRequest { nik: wife.clone() })
-            .await
-            .expect("get");
-        assert_eq!(
-            now.into_inner().resident.expect("resident").full_name,
-            "Dewi Lestari Putri"
-        );
+        assert_eq!(get_resident(&mut h, &wife).await.full_name, "Dewi Lestari Putri");
 
         // A later correction that disagrees with the NIK is kept and flagged, not refused or rewritten.
         resident.birth_date = Some(date(d(1982, 8, 9)));
-        let flagged = h
-            .client
-            .update_resident(pb::UpdateResidentRequest {
-                resident: Some(resident.clone()),
-                update_mask: mask(&["birth_date"]),
-                expected_version: 2,
-            })
+        let flagged = update(&mut h, &resident, &["birth_date"], 2)
             .await
-            .expect("correction")
-            .into_inner()
-            .resident
-            .expect("resident");
+            .expect("correction");
         assert_eq!(flagged.nik, wife, "the NIK never changes");
         assert_eq!(flagged.flags, [pb::ResidentFlag::NikMismatch as i32]);
 
         // Unknown paths and a second head are refused.
-        let err = h
-            .client
-            .update_resident(pb::UpdateResidentRequest {
-                resident: Some(resident.clone()),
-                update_mask: mask(&["nik"]),
-                expected_version: 3,
-            })
+        let err = update(&mut h, &resident, &["nik"], 3)
             .await
             .expect_err("nik is not updatable");
         assert_violation(&err, Code::InvalidArgument, "update_mask", "cannot update");
         resident.relationship = pb::FamilyRelationship::Head.into();
-        let err = h
-            .client
-            .update_resident(pb::UpdateResidentRequest {
-                resident: Some(resident.clone()),
-                update_mask: mask(&["relationship"]),
-                expected_version: 3,
-            })
+        let err = update(&mut h, &resident, &["relationship"], 3)
             .await
             .expect_err("second head");
         assert_eq!(err.code(), Code::FailedPrecondition, "{label}");
 
         // The head cannot be demoted while the family has other members.
-        let head_record = h
-            .client
-            .get_resident(pb::GetResidentRequest { nik: head.clone() })
-            .await
-            .expect("get");
-        let mut head_record = head_record.into_inner().resident.expect("resident");
+        let mut head_record = get_resident(&mut h, &head).await;
         head_record.relationship = pb::FamilyRelationship::Husband.into();
-        let err = h
-            .client
-            .update_resident(pb::UpdateResidentRequest {
-                resident: Some(head_record),
-                update_mask: mask(&["relationship"]),
-                expected_version: 1,
-            })
+        let err = update(&mut h, &head_record, &["relationship"], 1)
             .await
             .expect_err("would lose head");
         assert_eq!(err.code(), Code::FailedPrecondition, "{label}");
@@ -612,63 +604,28 @@ async fn deaths_and_moves_change_life_status_once() {
     for mut h in each_backend("life").await {
         let label = h.label;
         let (family, head, wife) = register_family(&mut h, "327505", 1).await;
-        let died = h
-            .client
-            .record_death(pb::RecordDeathRequest {
-                nik: head.clone(),
-                death_date: Some(date(d(2024, 1, 2))),
-                expected_version: 1,
-            })
+        let died = record_death(&mut h, &head, d(2024, 1, 2), 1)
             .await
-            .expect("death")
-            .into_inner()
-            .resident
-            .expect("resident");
+            .expect("death");
         assert_eq!(died.life_status, pb::LifeStatus::Deceased as i32, "{label}");
         assert_eq!(died.death_date, Some(date(d(2024, 1, 2))));
         assert_eq!(died.flags, [pb::ResidentFlag::FamilyNeedsHead as i32]);
 
-        let again = h
-            .client
-            .record_death(pb::RecordDeathRequest {
-                nik: head.clone(),
-                death_date: Some(date(d(2024, 1, 2))),
-                expected_version: 2,
-            })
+        let again = record_death(&mut h, &head, d(2024, 1, 2), 2)
             .await
             .expect_err("already deceased");
         assert_eq!(again.code(), Code::FailedPrecondition);
         assert_eq!(reason(&again), "RESIDENT_NOT_ACTIVE");
-        let future = h
-            .client
-            .record_death(pb::RecordDeathRequest {
-                nik: wife.clone(),
-                death_date: Some(date(d(2099, 1, 1))),
-                expected_version: 1,
-            })
+        let future = record_death(&mut h, &wife, d(2099, 1, 1), 1)
             .await
             .expect_err("future death");
         assert_violation(&future, Code::InvalidArgument, "death_date", "future");
 
         // The widow becomes head, then moves within the area, then out of it.
-        let mut widow = h
-            .client
-            .get_resident(pb::GetResidentRequest { nik: wife.clone() })
-            .await
-            .expect("get")
-            .into_inner()
-            .resident
-            .expect("r");
+        let mut widow = get_resident(&mut h, &wife).await;
         widow.relationship = pb::FamilyRelationship::Head.into();
         widow.marital_status = pb::MaritalStatus::Widowed.into();
-        h.client
-            .update_resident(pb::UpdateResidentRequest {
-                resident: Some(widow),
-                update_mask: Some(prost_types::FieldMask {
-                    paths: vec!["relationship".into(), "marital_status".into()],
-                }),
-                expected_version: 1,
-            })
+        update(&mut h, &widow, &["relationship", "marital_status"], 1)
             .await
             .expect("new head");
         let fam = h
@@ -681,41 +638,34 @@ async fn deaths_and_moves_change_life_status_once() {
             .expect("f");
         assert_eq!(fam.head_nik, wife, "{label}");
 
+        let kenanga = pb::Address {
+            street: "Jl. Kenanga 2".into(),
+            rt: "001".into(),
+            rw: "002".into(),
+            village_code: "3275021001".into(),
+            ..Default::default()
+        };
         let moved = h
             .client
-            .record_move(pb::RecordMoveRequest {
-                nik: wife.clone(),
-                kind: pb::MoveKind::WithinArea.into(),
-                new_address: Some(pb::Address {
-                    street: "Jl. Kenanga 2".into(),
-                    rt: "001".into(),
-                    rw: "002".into(),
-                    village_code: "3275021001".into(),
-                    ..Default::default()
-                }),
-                new_kk: String::new(),
-                new_relationship: 0,
-                expected_version: 2,
-            })
+            .record_move(move_request(&wife, pb::MoveKind::WithinArea, Some(kenanga), 2))
             .await
             .expect("move within")
             .into_inner()
             .resident
             .expect("r");
         assert_eq!(moved.address.map(|a| a.district_code), Some("327502".to_owned()));
+        let bad_village = pb::Address {
+            village_code: "12".into(),
+            ..Default::default()
+        };
         let err = h
             .client
-            .record_move(pb::RecordMoveRequest {
-                nik: wife.clone(),
-                kind: pb::MoveKind::WithinArea.into(),
-                new_address: Some(pb::Address {
-                    village_code: "12".into(),
-                    ..Default::default()
-                }),
-                new_kk: String::new(),
-                new_relationship: 0,
-                expected_version: 3,
-            })
+            .record_move(move_request(
+                &wife,
+                pb::MoveKind::WithinArea,
+                Some(bad_village),
+                3,
+            ))
             .await
             .expect_err("bad village");
         assert_violation(
@@ -726,14 +676,7 @@ async fn deaths_and_moves_change_life_status_once() {
         );
         let out = h
             .client
-            .record_move(pb::RecordMoveRequest {
-                nik: wife.clone(),
-                kind: pb::MoveKind::OutOfArea.into(),
-                new_address: None,
-                new_kk: String::new(),
-                new_relationship: 0,
-                expected_version: 3,
-            })
+            .record_move(move_request(&wife, pb::MoveKind::OutOfArea, None, 3))
             .await
             .expect("move out")
             .into_inner()
@@ -807,46 +750,26 @@ async fn search_pages_through_a_kecamatan_by_name() {
             "other kecamatan excluded"
         );
 
+        let search = |district: &str, name_query: &str| pb::SearchResidentsRequest {
+            district_code: district.into(),
+            name_query: name_query.into(),
+            ..Default::default()
+        };
         for (req, field) in [
+            (search("329999", "siti"), "district_code"),
+            (search("3275", "siti"), "district_code"),
+            (search("327506", "s."), "name_query"),
             (
                 pb::SearchResidentsRequest {
-                    district_code: "329999".into(),
-                    name_query: "siti".into(),
-                    ..Default::default()
-                },
-                "district_code",
-            ),
-            (
-                pb::SearchResidentsRequest {
-                    district_code: "3275".into(),
-                    name_query: "siti".into(),
-                    ..Default::default()
-                },
-                "district_code",
-            ),
-            (
-                pb::SearchResidentsRequest {
-                    district_code: "327506".into(),
-                    name_query: "s.".into(),
-                    ..Default::default()
-                },
-                "name_query",
-            ),
-            (
-                pb::SearchResidentsRequest {
-                    district_code: "327506".into(),
-                    name_query: "siti".into(),
                     page_size: 1000,
-                    ..Default::default()
+                    ..search("327506", "siti")
                 },
                 "page_size",
             ),
             (
                 pb::SearchResidentsRequest {
-                    district_code: "327506".into(),
-                    name_query: "budi".into(),
                     page_token: token.clone(),
-                    ..Default::default()
+                    ..search("327506", "budi")
                 },
                 "page_token",
             ),
@@ -911,27 +834,31 @@ async fn residents_are_counted_by_area_without_personal_data() {
         register_family(&mut h, "327508", 1).await;
         // A child (not eligible) and an unrecorded adult (not eligible either).
         let family = kk("327508", d(2012, 7, 7), 1);
-        let mut child = person(
-            &nik("327508", d(2015, 1, 1), Sex::Male, 9),
-            &family,
-            "Anak Satu",
-            Sex::Male,
-            d(2015, 1, 1),
-            pb::FamilyRelationship::Child,
-        );
-        child.marital_status = pb::MaritalStatus::Single.into();
-        child.recording_status = pb::RecordingStatus::NotRecorded.into();
-        h.client.register_resident(child).await.expect("child");
-        let mut unrecorded = person(
-            &nik("327508", d(1950, 1, 1), Sex::Female, 9),
-            &family,
-            "Nenek",
-            Sex::Female,
-            d(1950, 1, 1),
-            pb::FamilyRelationship::Parent,
-        );
-        unrecorded.recording_status = pb::RecordingStatus::NotRecorded.into();
-        h.client.register_resident(unrecorded).await.expect("grandmother");
+        use pb::{FamilyRelationship as Rel, MaritalStatus as Marital};
+        let not_eligible = [
+            (
+                "child",
+                d(2015, 1, 1),
+                Sex::Male,
+                "Anak Satu",
+                Rel::Child,
+                Marital::Single,
+            ),
+            (
+                "grandmother",
+                d(1950, 1, 1),
+                Sex::Female,
+                "Nenek",
+                Rel::Parent,
+                Marital::Married,
+            ),
+        ];
+        for (who, birth, sex, name, rel, marital_status) in not_eligible {
+            let mut member = person(&nik("327508", birth, sex, 9), &family, name, sex, birth, rel);
+            member.marital_status = marital_status.into();
+            member.recording_status = pb::RecordingStatus::NotRecorded.into();
+            h.client.register_resident(member).await.expect(who);
+        }
         // They all live in Bekasi Timur (the address of `person`), whatever their NIK's region.
         for area in ["327501", "3275"] {
             let counts = h
@@ -1050,15 +977,7 @@ async fn the_young_are_not_registered_married_heads_or_print_ready() {
             .expect("resident");
         record.recording_status = pb::RecordingStatus::PrintReady.into();
         record.marital_status = pb::MaritalStatus::Married.into();
-        let err = h
-            .client
-            .update_resident(pb::UpdateResidentRequest {
-                resident: Some(record.clone()),
-                update_mask: Some(prost_types::FieldMask {
-                    paths: vec!["recording_status".into(), "marital_status".into()],
-                }),
-                expected_version: 1,
-            })
+        let err = update(&mut h, &record, &["recording_status", "marital_status"], 1)
             .await
             .expect_err("a print-ready married 8-year-old");
         assert_eq!(
@@ -1070,24 +989,14 @@ async fn the_young_are_not_registered_married_heads_or_print_ready() {
         let err = h
             .client
             .record_move(pb::RecordMoveRequest {
-                nik: child.clone(),
-                kind: pb::MoveKind::WithinArea.into(),
-                new_address: record.address.clone(),
                 new_kk: kk("327509", adminduk_kit::time::today_wib(), 3),
                 new_relationship: pb::FamilyRelationship::Head.into(),
-                expected_version: 1,
+                ..move_request(&child, pb::MoveKind::WithinArea, record.address.clone(), 1)
             })
             .await
             .expect_err("an 8-year-old head");
         assert_violation(&err, Code::InvalidArgument, "new_relationship", "17 or older");
-        let stored = h
-            .client
-            .get_resident(pb::GetResidentRequest { nik: child.clone() })
-            .await
-            .expect("get")
-            .into_inner()
-            .resident
-            .expect("resident");
+        let stored = get_resident(&mut h, &child).await;
         assert_eq!(
             (stored.version, stored.recording_status, stored.relationship),
             (
@@ -1264,13 +1173,7 @@ async fn not_found_names_the_resident_or_family_masked() {
             "{label}"
         );
         assert_eq!(resource(&err), Some(("resident".to_owned(), masked.clone())));
-        let err = h
-            .client
-            .record_death(pb::RecordDeathRequest {
-                nik: unknown.clone(),
-                death_date: Some(date(d(2024, 1, 1))),
-                expected_version: 1,
-            })
+        let err = record_death(&mut h, &unknown, d(2024, 1, 1), 1)
             .await
             .expect_err("unknown");
         assert_eq!(resource(&err), Some(("resident".to_owned(), masked)), "{label}");
@@ -1290,16 +1193,18 @@ async fn not_found_names_the_resident_or_family_masked() {
         let err = h
             .client
             .record_move(pb::RecordMoveRequest {
-                nik: head,
-                kind: pb::MoveKind::WithinArea.into(),
-                new_address: Some(pb::Address {
-                    street: "Jl. Kenanga 2".into(),
-                    village_code: "3275021001".into(),
-                    ..Default::default()
-                }),
                 new_kk: family.clone(),
                 new_relationship: pb::FamilyRelationship::Other.into(),
-                expected_version: 1,
+                ..move_request(
+                    &head,
+                    pb::MoveKind::WithinArea,
+                    Some(pb::Address {
+                        street: "Jl. Kenanga 2".into(),
+                        village_code: "3275021001".into(),
+                        ..Default::default()
+                    }),
+                    1,
+                )
             })
             .await
             .expect_err("no such family");
