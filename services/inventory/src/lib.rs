@@ -2,7 +2,9 @@
 //! two-phase reservations decided by the lock-free core
 //! (`adminduk-inventory-core`) and made durable by group commit.
 
+pub mod convert;
 pub mod demo;
+mod error;
 pub mod grpc;
 pub mod metrics;
 pub mod service;

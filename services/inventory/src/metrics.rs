@@ -45,7 +45,7 @@ pub fn transitioned(reservation: &Reservation, transition: Transition) {
 pub fn refused(err: &ReserveError) {
     refused_for(match err {
         ReserveError::Exhausted(level) => {
-            adminduk_kit::error::reason_name(crate::grpc::level_reason(*level).0)
+            adminduk_kit::error::reason_name(crate::error::level_reason(*level).0)
         }
         ReserveError::ApplicantHolds(_) => {
             adminduk_kit::error::reason_name(adminduk_kit::ErrorReason::ApplicantHasHold)
