@@ -155,27 +155,22 @@ impl TryFrom<pb::CompleteActivationRequest> for CompleteActivation {
     }
 }
 
-impl TryFrom<pb::GetStatusRequest> for NikQuery {
-    type Error = ApiError;
+/// A request whose one field is the NIK it asks about.
+macro_rules! nik_query_from {
+    ($($request:ident),+) => {$(
+        impl TryFrom<pb::$request> for NikQuery {
+            type Error = ApiError;
 
-    fn try_from(request: pb::GetStatusRequest) -> Result<Self, ApiError> {
-        let pb::GetStatusRequest { nik } = request;
-        Ok(Self {
-            nik: require_nik("nik", &nik)?,
-        })
-    }
+            fn try_from(request: pb::$request) -> Result<Self, ApiError> {
+                let pb::$request { nik } = request;
+                Ok(Self {
+                    nik: require_nik("nik", &nik)?,
+                })
+            }
+        }
+    )+};
 }
-
-impl TryFrom<pb::CreateTokenChallengeRequest> for NikQuery {
-    type Error = ApiError;
-
-    fn try_from(request: pb::CreateTokenChallengeRequest) -> Result<Self, ApiError> {
-        let pb::CreateTokenChallengeRequest { nik } = request;
-        Ok(Self {
-            nik: require_nik("nik", &nik)?,
-        })
-    }
-}
+nik_query_from!(GetStatusRequest, CreateTokenChallengeRequest);
 
 impl TryFrom<pb::IssueSessionTokenRequest> for IssueSessionToken {
     type Error = ApiError;
