@@ -33,62 +33,88 @@ fn interrupt(child: &mut Child) -> std::process::ExitStatus {
     panic!("adminduk did not stop within 10 s of SIGINT");
 }
 
+/// Starts `adminduk up` with 300 residents on `data`, every service on a free
+/// port, its stdout piped (the banner) and its stderr dropped.
+fn up_on_free_ports(data: &std::path::Path) -> Child {
+    adminduk()
+        .args(["up", "--residents", "300"])
+        .args(["--gateway-addr", "127.0.0.1:0"])
+        .args(["--population-addr", "127.0.0.1:0"])
+        .args(["--inventory-addr", "127.0.0.1:0"])
+        .args(["--printing-addr", "127.0.0.1:0"])
+        .args(["--ikd-addr", "127.0.0.1:0"])
+        .args(["--admin-addr", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("adminduk up starts")
+}
+
+/// Reads `child`'s stdout on a thread, line by line, until `found` returns
+/// something (the readiness signal, no sleeping); returns it. Keeps reading to
+/// the end, so the child never writes into a closed pipe. Panics with `what`
+/// if the output ends first, or after a minute.
+async fn read_banner<T: Send + 'static>(
+    child: &mut Child,
+    what: &str,
+    mut found: impl FnMut(&str) -> Option<T> + Send + 'static,
+) -> T {
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.is_some()
+                && let Some(value) = found(&line)
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(value);
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(60), rx)
+        .await
+        .expect("up is ready within a minute")
+        .expect(what)
+}
+
+/// `adminduk serve population` with `extra` arguments in `dir`, logging at
+/// info to a piped stdout and listening on a free port.
+fn serve_population(dir: &std::path::Path, extra: &[&str]) -> Command {
+    let mut cmd = adminduk();
+    cmd.args(["serve", "population"])
+        .args(extra)
+        .current_dir(dir)
+        .env("RUST_LOG", "info")
+        .env("ADMINDUK_SERVER__LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    cmd
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn up_starts_on_an_empty_directory_answers_and_stops_cleanly() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let mut child = adminduk()
-        .args([
-            "up",
-            "--residents",
-            "300",
-            "--gateway-addr",
-            "127.0.0.1:0",
-            "--population-addr",
-            "127.0.0.1:0",
-            "--inventory-addr",
-            "127.0.0.1:0",
-            "--printing-addr",
-            "127.0.0.1:0",
-            "--ikd-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(&data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("adminduk up starts");
-    let stdout = child.stdout.take().expect("stdout");
-    // Read the printed address: it is the readiness signal, no sleeping.
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    // Keeps reading to the end, so the child never writes into a closed pipe.
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        let mut found: Vec<String> = Vec::new();
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            for prefix in [
-                "population  grpc://",
-                "inventory   grpc://",
-                "admin       http://",
-            ] {
-                if let Some(rest) = line.trim().strip_prefix(prefix) {
-                    found.extend(rest.split_whitespace().next().map(str::to_owned));
-                }
-            }
-            if found.len() == 3
-                && let Some(tx) = tx.take()
-            {
-                let _ = tx.send(found.clone());
+    let mut child = up_on_free_ports(&data);
+    // Read the printed addresses.
+    let mut found: Vec<String> = Vec::new();
+    let what = "up prints the population, inventory and admin addresses";
+    let addrs = read_banner(&mut child, what, move |line| {
+        for prefix in [
+            "population  grpc://",
+            "inventory   grpc://",
+            "admin       http://",
+        ] {
+            if let Some(rest) = line.trim().strip_prefix(prefix) {
+                found.extend(rest.split_whitespace().next().map(str::to_owned));
             }
         }
-    });
-    let addrs = tokio::time::timeout(Duration::from_secs(60), rx)
-        .await
-        .expect("up is ready within a minute")
-        .expect("up prints the population, inventory and admin addresses");
+        (found.len() == 3).then(|| found.clone())
+    })
+    .await;
     let (addr, inventory) = (addrs[0].clone(), addrs[1].clone());
     // The admin port answers Prometheus with every service's metrics.
     let admin = addrs[2].trim_end_matches("/metrics").to_owned();
@@ -376,14 +402,8 @@ fn read_until(mut child: Child, until: &'static str, secs: u64) -> String {
 #[test]
 fn serve_names_its_address_and_its_database_and_writes_no_colour_into_a_pipe() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let child = adminduk()
-        .args(["serve", "population"])
-        .current_dir(dir.path())
-        .env("RUST_LOG", "info")
-        .env("ADMINDUK_SERVER__LISTEN", "127.0.0.1:0")
+    let child = serve_population(dir.path(), &[])
         .env_remove("NO_COLOR")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
         .spawn()
         .expect("serve starts");
     let log = read_until(child, "listening", 60);
@@ -432,44 +452,22 @@ async fn up_delivers_the_activation_code_to_its_mailbox_and_outbox_shows_it_sent
 
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let mut child = adminduk()
-        .args(["up", "--residents", "300"])
-        .args(["--gateway-addr", "127.0.0.1:0"])
-        .args(["--population-addr", "127.0.0.1:0"])
-        .args(["--inventory-addr", "127.0.0.1:0"])
-        .args(["--printing-addr", "127.0.0.1:0"])
-        .args(["--ikd-addr", "127.0.0.1:0"])
-        .args(["--admin-addr", "127.0.0.1:0"])
-        .arg("--data-dir")
-        .arg(&data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("adminduk up starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        let (mut ikd, mut mailbox, mut nik) = (None, None, None);
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let line = line.trim();
-            if let Some(rest) = line.strip_prefix("ikd         grpc://") {
-                ikd = rest.split_whitespace().next().map(str::to_owned);
-            } else if let Some(rest) = line.strip_prefix("mailbox") {
-                mailbox = rest.split_whitespace().next().map(str::to_owned);
-            } else if let Some((_, n)) = line.rsplit_once("NIK ") {
-                nik = Some(n.trim().to_owned());
-            } else if line.starts_with("Ctrl-C")
-                && let Some(tx) = tx.take()
-            {
-                let _ = tx.send((ikd.clone(), mailbox.clone(), nik.clone()));
-            }
+    let mut child = up_on_free_ports(&data);
+    let (mut ikd, mut mailbox, mut nik) = (None, None, None);
+    let (ikd_addr, mailbox, nik) = read_banner(&mut child, "up printed its banner", move |line| {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix("ikd         grpc://") {
+            ikd = rest.split_whitespace().next().map(str::to_owned);
+        } else if let Some(rest) = line.strip_prefix("mailbox") {
+            mailbox = rest.split_whitespace().next().map(str::to_owned);
+        } else if let Some((_, n)) = line.rsplit_once("NIK ") {
+            nik = Some(n.trim().to_owned());
+        } else if line.starts_with("Ctrl-C") {
+            return Some((ikd.clone(), mailbox.clone(), nik.clone()));
         }
-    });
-    let (ikd_addr, mailbox, nik) = tokio::time::timeout(Duration::from_secs(60), rx)
-        .await
-        .expect("up is ready within a minute")
-        .expect("up printed its banner");
+        None
+    })
+    .await;
     let ikd_addr = ikd_addr.expect("up prints the IKD address");
     let mailbox = std::path::PathBuf::from(mailbox.expect("up prints where the mailbox is"));
     let nik = nik.expect("up prints a resident who can activate IKD");
@@ -621,13 +619,7 @@ fn the_readme_s_tls_example_names_the_files_certs_writes() {
     );
     std::fs::write(dir.path().join("adminduk.toml"), &block).expect("config written");
     // The example as written starts a TLS server from what `adminduk certs` wrote.
-    let child = adminduk()
-        .args(["serve", "population", "--config", "adminduk.toml"])
-        .current_dir(dir.path())
-        .env("RUST_LOG", "info")
-        .env("ADMINDUK_SERVER__LISTEN", "127.0.0.1:0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+    let child = serve_population(dir.path(), &["--config", "adminduk.toml"])
         .spawn()
         .expect("serve starts");
     read_until(child, "listening", 60);

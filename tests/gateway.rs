@@ -449,6 +449,32 @@ fn with_proof<T>(message: T, token: &str, key: &Ed25519KeyPair, method: &str, id
     request
 }
 
+/// The phone's first-card application for `nik`, with `token` and a proof
+/// signed by `key` for request `id`; returns the job.
+async fn apply_with_proof(
+    printing: &mut PrintingServiceClient<Channel>,
+    nik: &str,
+    token: &str,
+    key: &Ed25519KeyPair,
+    id: &str,
+) -> Result<printing::PrintJob, Status> {
+    printing
+        .submit_print_job(with_proof(application(nik), token, key, SUBMIT, id))
+        .await
+        .map(|r| r.into_inner().job.expect("job"))
+}
+
+/// Asserts that `answer` is not a refusal as a suspected broker.
+fn assert_not_broker_suspected<T: std::fmt::Debug>(answer: &Result<T, Status>) {
+    assert!(
+        answer
+            .as_ref()
+            .err()
+            .is_none_or(|s| reason(s) != "BROKER_SUSPECTED"),
+        "{answer:?}"
+    );
+}
+
 fn application(nik: &str) -> printing::SubmitPrintJobRequest {
     printing::SubmitPrintJobRequest {
         nik: nik.to_owned(),
@@ -480,9 +506,7 @@ async fn a_collected_token_applies_for_no_one_without_the_phones_key() {
     );
     let broker = device_key();
     refused(
-        printing
-            .submit_print_job(with_proof(application(&nik), &token, &broker, SUBMIT, "broker-1"))
-            .await,
+        apply_with_proof(&mut printing, &nik, &token, &broker, "broker-1").await,
         Code::Unauthenticated,
         "PROOF_INVALID",
     );
@@ -503,27 +527,15 @@ async fn a_collected_token_applies_for_no_one_without_the_phones_key() {
     // Someone outside the family, even with a good proof: what a broker does.
     let stranger = door.outside_the_family_of(&nik, 0).await;
     let status = refused(
-        printing
-            .submit_print_job(with_proof(
-                application(&stranger),
-                &token,
-                &key,
-                SUBMIT,
-                "stranger-1",
-            ))
-            .await,
+        apply_with_proof(&mut printing, &stranger, &token, &key, "stranger-1").await,
         Code::PermissionDenied,
         "BROKER_SUSPECTED",
     );
     assert_eq!(metadata_of(&status, "blocked").as_deref(), Some("false"));
     // The phone itself: applied, and IKD is active as the gateway found.
-    let job = printing
-        .submit_print_job(with_proof(application(&nik), &token, &key, SUBMIT, "own-1"))
+    let job = apply_with_proof(&mut printing, &nik, &token, &key, "own-1")
         .await
-        .expect("the resident applies from the phone")
-        .into_inner()
-        .job
-        .expect("job");
+        .expect("the resident applies from the phone");
     assert_eq!(job.state, printing::JobState::Queued as i32);
     // The same proof again is a replay, refused before the printing service is asked.
     let mut replayed = with_token(application(&nik), &token);
@@ -579,15 +591,7 @@ async fn brokers_are_blocked_and_cleared(door: Door) {
     for (k, blocked) in [(0, "false"), (1, "false"), (2, "true")] {
         let stranger = door.outside_the_family_of(&nik, k).await;
         let status = refused(
-            printing
-                .submit_print_job(with_proof(
-                    application(&stranger),
-                    &token,
-                    &key,
-                    SUBMIT,
-                    &format!("s-{k}"),
-                ))
-                .await,
+            apply_with_proof(&mut printing, &stranger, &token, &key, &format!("s-{k}")).await,
             Code::PermissionDenied,
             "BROKER_SUSPECTED",
         );
@@ -599,9 +603,7 @@ async fn brokers_are_blocked_and_cleared(door: Door) {
     }
     // Blocked: not even for the resident themselves, until the day has passed.
     let status = refused(
-        printing
-            .submit_print_job(with_proof(application(&nik), &token, &key, SUBMIT, "own-after"))
-            .await,
+        apply_with_proof(&mut printing, &nik, &token, &key, "own-after").await,
         Code::PermissionDenied,
         "BROKER_SUSPECTED",
     );
@@ -669,16 +671,8 @@ async fn brokers_are_blocked_and_cleared(door: Door) {
         Code::NotFound,
         "ACCOUNT_NOT_FLAGGED",
     );
-    let after = printing
-        .submit_print_job(with_proof(application(&nik), &token, &key, SUBMIT, "own-cleared"))
-        .await;
-    assert!(
-        after
-            .as_ref()
-            .err()
-            .is_none_or(|s| reason(s) != "BROKER_SUSPECTED"),
-        "{after:?}"
-    );
+    let after = apply_with_proof(&mut printing, &nik, &token, &key, "own-cleared").await;
+    assert_not_broker_suspected(&after);
     door.close().await;
 }
 
@@ -1684,15 +1678,7 @@ async fn with_redis_gone_the_gateway_keeps_serving_and_lets_no_broker_through() 
     for k in 0..3 {
         let stranger = door.outside_the_family_of(&broker_nik, k).await;
         refused(
-            printing
-                .submit_print_job(with_proof(
-                    application(&stranger),
-                    &broker,
-                    &broker_key,
-                    SUBMIT,
-                    &format!("b-{k}"),
-                ))
-                .await,
+            apply_with_proof(&mut printing, &stranger, &broker, &broker_key, &format!("b-{k}")).await,
             Code::PermissionDenied,
             "BROKER_SUSPECTED",
         );
@@ -1714,15 +1700,7 @@ async fn with_redis_gone_the_gateway_keeps_serving_and_lets_no_broker_through() 
         .expect("a resident still reads their record");
     // The flagged account stays blocked: its flag is on record.
     let status = refused(
-        printing
-            .submit_print_job(with_proof(
-                application(&broker_nik),
-                &broker,
-                &broker_key,
-                SUBMIT,
-                "b-own",
-            ))
-            .await,
+        apply_with_proof(&mut printing, &broker_nik, &broker, &broker_key, "b-own").await,
         Code::PermissionDenied,
         "BROKER_SUSPECTED",
     );
@@ -1730,45 +1708,15 @@ async fn with_redis_gone_the_gateway_keeps_serving_and_lets_no_broker_through() 
     // Another account naming a stranger is refused by the population service's word on its family.
     let stranger = door.outside_the_family_of(&other_nik, 0).await;
     refused(
-        printing
-            .submit_print_job(with_proof(
-                application(&stranger),
-                &other,
-                &other_key,
-                SUBMIT,
-                "o-1",
-            ))
-            .await,
+        apply_with_proof(&mut printing, &stranger, &other, &other_key, "o-1").await,
         Code::PermissionDenied,
         "BROKER_SUSPECTED",
     );
     // A replayed proof is still refused (remembered on this replica).
-    let first = printing
-        .submit_print_job(with_proof(
-            application(&other_nik),
-            &other,
-            &other_key,
-            SUBMIT,
-            "o-own",
-        ))
-        .await;
-    assert!(
-        first
-            .as_ref()
-            .err()
-            .is_none_or(|s| reason(s) != "BROKER_SUSPECTED"),
-        "{first:?}"
-    );
+    let first = apply_with_proof(&mut printing, &other_nik, &other, &other_key, "o-own").await;
+    assert_not_broker_suspected(&first);
     refused(
-        printing
-            .submit_print_job(with_proof(
-                application(&other_nik),
-                &other,
-                &other_key,
-                SUBMIT,
-                "o-own",
-            ))
-            .await,
+        apply_with_proof(&mut printing, &other_nik, &other, &other_key, "o-own").await,
         Code::Unauthenticated,
         "PROOF_REPLAYED",
     );

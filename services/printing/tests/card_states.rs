@@ -42,7 +42,6 @@ use adminduk_printing::domain::{
     CardState, Outcome, PrintReason, after_delivery, delivery_recorded, priority,
 };
 use adminduk_printing::store::{Job, JobState};
-use adminduk_proto::convert;
 use adminduk_proto::inventory::v1 as inventory;
 use adminduk_proto::printing::v1 as pb;
 use chrono::{DateTime, Datelike as _, Days, NaiveDate, Utc};
@@ -171,16 +170,7 @@ impl Shared {
     }
 
     async fn stock(&self) -> inventory::StockLevel {
-        self.stock
-            .clone()
-            .get_stock(inventory::GetStockRequest {
-                region_code: REGION.into(),
-            })
-            .await
-            .expect("stock")
-            .into_inner()
-            .stock
-            .expect("stock")
+        harness::stock_of(&mut self.stock.clone(), REGION).await
     }
 }
 
@@ -206,69 +196,24 @@ impl Printing {
     }
 
     async fn funnel(&self) -> pb::GetFunnelResponse {
-        self.client
-            .clone()
-            .get_funnel(pb::GetFunnelRequest {
-                region_code: REGION.into(),
-                ..Default::default()
-            })
-            .await
-            .expect("funnel")
-            .into_inner()
+        harness::funnel_of(&mut self.client.clone(), REGION).await
     }
 
     async fn submit(&self, nik: &str, reason: pb::PrintReason, ikd: bool) -> Result<pb::PrintJob, Status> {
-        self.client
-            .clone()
-            .submit_print_job(pb::SubmitPrintJobRequest {
-                nik: nik.into(),
-                reason: reason.into(),
-                service_point_code: POINT.into(),
-                date: Some(convert::date(tomorrow())),
-                has_active_ikd: ikd,
-            })
-            .await
-            .map(|r| r.into_inner().job.expect("job"))
+        harness::submit(&mut self.client.clone(), nik, reason, POINT, tomorrow(), ikd).await
     }
 
     async fn lease(&self, printer: &str, n: i32) -> Vec<pb::PrintJob> {
-        self.client
-            .clone()
-            .lease_jobs(pb::LeaseJobsRequest {
-                printer_id: printer.into(),
-                max_jobs: n,
-                lease_seconds: 0,
-            })
-            .await
-            .expect("lease")
-            .into_inner()
-            .jobs
+        harness::lease(&mut self.client.clone(), printer, n).await
     }
 
     async fn print(&self, job: &str, printer: &str, serial: &str) -> Result<pb::PrintJob, Status> {
-        self.client
-            .clone()
-            .report_printed(pb::ReportPrintedRequest {
-                job_id: job.into(),
-                printer_id: printer.into(),
-                card_serial: serial.into(),
-            })
-            .await
-            .map(|r| r.into_inner().job.expect("job"))
+        harness::print(&mut self.client.clone(), job, printer, serial).await
     }
 
     async fn spoil(&self, job: &str, approver: &str) -> Result<pb::PrintJob, Status> {
-        self.client
-            .clone()
-            .report_spoiled(pb::ReportSpoiledRequest {
-                job_id: job.into(),
-                reason: "found damaged when sorted".into(),
-                reported_by: "petugas-sortir".into(),
-                approved_by: approver.into(),
-                ..Default::default()
-            })
-            .await
-            .map(|r| r.into_inner().job.expect("job"))
+        let request = harness::damaged(job, "found damaged when sorted", "petugas-sortir", approver);
+        harness::report_spoiled(&mut self.client.clone(), request).await
     }
 
     async fn spoil_in_printer(
@@ -278,18 +223,15 @@ impl Printing {
         serial: &str,
         approver: &str,
     ) -> Result<pb::PrintJob, Status> {
-        self.client
-            .clone()
-            .report_spoiled(pb::ReportSpoiledRequest {
-                job_id: job.into(),
-                reason: "blank jammed in the printer".into(),
-                reported_by: PRINT_OPERATOR.into(),
-                approved_by: approver.into(),
-                printer_id: printer.into(),
-                card_serial: serial.into(),
-            })
-            .await
-            .map(|r| r.into_inner().job.expect("job"))
+        let request = pb::ReportSpoiledRequest {
+            job_id: job.into(),
+            reason: "blank jammed in the printer".into(),
+            reported_by: PRINT_OPERATOR.into(),
+            approved_by: approver.into(),
+            printer_id: printer.into(),
+            card_serial: serial.into(),
+        };
+        harness::report_spoiled(&mut self.client.clone(), request).await
     }
 
     /// The columns of a job that `Job` does not carry.
@@ -1267,17 +1209,15 @@ async fn a_spoilage_reported_twice_leaves_the_reprint_its_blank() {
     assert_eq!((f.printed, f.spoiled, f.unaccounted), (2, 1, 0));
 }
 
+/// A damaged-card report for `id` through `client`, as the spoilage race sends it.
 async fn spoil_with(mut client: PrintingServiceClient<Channel>, id: String) -> Result<pb::PrintJob, Status> {
-    client
-        .report_spoiled(pb::ReportSpoiledRequest {
-            job_id: id,
-            reason: "found damaged when sorted".into(),
-            reported_by: "petugas-sortir".into(),
-            approved_by: "kasi-pelayanan".into(),
-            ..Default::default()
-        })
-        .await
-        .map(|r| r.into_inner().job.expect("job"))
+    let request = harness::damaged(
+        &id,
+        "found damaged when sorted",
+        "petugas-sortir",
+        "kasi-pelayanan",
+    );
+    harness::report_spoiled(&mut client, request).await
 }
 
 /// Regression (found by the property test, now fixed). Before the fix, two applications for one NIK at the same moment both pass the

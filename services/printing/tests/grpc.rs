@@ -14,11 +14,11 @@ use adminduk_proto::inventory::v1 as inventory;
 use adminduk_proto::population::v1 as population;
 use adminduk_proto::printing::v1 as pb;
 use chrono::{Datelike as _, Days, NaiveDate};
-use tonic::Code;
+use tonic::{Code, Status};
 
 mod harness;
 
-use harness::Mesh;
+use harness::{Mesh, damaged};
 
 /// The mesh with Kota Bekasi's demo policy, the national pool and `stock` blanks in Kota Bekasi.
 async fn kota_bekasi(dbs: [TestDatabase; 3], stock: i64) -> Mesh {
@@ -108,71 +108,95 @@ fn tomorrow() -> NaiveDate {
 
 /// Submits a first-card job for `nik`; returns its id.
 async fn first_card_job(m: &mut Mesh, nik: &str) -> String {
-    m.printing
-        .submit_print_job(submit(nik, pb::PrintReason::FirstCard, false))
+    submit(m, nik, pb::PrintReason::FirstCard, false)
         .await
         .expect("submit")
-        .into_inner()
-        .job
-        .expect("job")
         .id
 }
 
-fn submit(nik: &str, reason: pb::PrintReason, ikd: bool) -> pb::SubmitPrintJobRequest {
-    pb::SubmitPrintJobRequest {
-        nik: nik.into(),
-        reason: reason.into(),
-        service_point_code: kecamatan_point(1),
-        date: Some(convert::date(tomorrow())),
-        has_active_ikd: ikd,
-    }
+/// Submits a job for `nik` at Bekasi Timur's office, for tomorrow; returns the job.
+async fn submit(m: &mut Mesh, nik: &str, reason: pb::PrintReason, ikd: bool) -> Result<pb::PrintJob, Status> {
+    harness::submit(&mut m.printing, nik, reason, &kecamatan_point(1), tomorrow(), ikd).await
+}
+
+/// Dispatches `jobs` by `method` in the batch `batch` (empty for pickup).
+async fn dispatch(
+    m: &mut Mesh,
+    jobs: Vec<String>,
+    method: pb::DispatchMethod,
+    batch: &str,
+) -> Result<pb::DispatchResponse, Status> {
+    m.printing
+        .dispatch(pb::DispatchRequest {
+            job_ids: jobs,
+            method: method.into(),
+            batch_reference: batch.into(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Records `outcome` for `job`'s dispatched card.
+async fn deliver(
+    m: &mut Mesh,
+    job: &str,
+    outcome: pb::DeliveryOutcome,
+) -> Result<pb::RecordDeliveryResponse, Status> {
+    m.printing
+        .record_delivery(pb::RecordDeliveryRequest {
+            job_id: job.into(),
+            outcome: outcome.into(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Issues a suket to `nik` at `point`.
+async fn issue_suket(m: &mut Mesh, nik: &str, point: &str) -> Result<pb::IssueSuketResponse, Status> {
+    m.printing
+        .issue_suket(pb::IssueSuketRequest {
+            nik: nik.into(),
+            service_point_code: point.into(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Recalls `village`'s undelivered cards, for `reason`.
+async fn recall_village(m: &mut Mesh, village: &str, reason: &str) -> Result<pb::RecallResponse, Status> {
+    m.printing
+        .recall(pb::RecallRequest {
+            village_code: village.into(),
+            reason: reason.into(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// `region`'s print backlog.
+async fn backlog_of(m: &mut Mesh, region: &str) -> Result<pb::GetBacklogResponse, Status> {
+    m.printing
+        .get_backlog(pb::GetBacklogRequest {
+            region_code: region.into(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
 }
 
 async fn lease(m: &mut Mesh, printer: &str, n: i32) -> Vec<pb::PrintJob> {
-    m.printing
-        .lease_jobs(pb::LeaseJobsRequest {
-            printer_id: printer.into(),
-            max_jobs: n,
-            lease_seconds: 0,
-        })
-        .await
-        .expect("lease")
-        .into_inner()
-        .jobs
+    harness::lease(&mut m.printing, printer, n).await
 }
 
-async fn print(m: &mut Mesh, job: &str, printer: &str, serial: &str) -> Result<pb::PrintJob, tonic::Status> {
-    m.printing
-        .report_printed(pb::ReportPrintedRequest {
-            job_id: job.into(),
-            printer_id: printer.into(),
-            card_serial: serial.into(),
-        })
-        .await
-        .map(|r| r.into_inner().job.expect("job"))
+async fn print(m: &mut Mesh, job: &str, printer: &str, serial: &str) -> Result<pb::PrintJob, Status> {
+    harness::print(&mut m.printing, job, printer, serial).await
 }
 
 async fn funnel(m: &mut Mesh) -> pb::GetFunnelResponse {
-    m.printing
-        .get_funnel(pb::GetFunnelRequest {
-            region_code: KOTA_BEKASI.into(),
-            ..Default::default()
-        })
-        .await
-        .expect("funnel")
-        .into_inner()
+    harness::funnel_of(&mut m.printing, KOTA_BEKASI).await
 }
 
 async fn stock(m: &mut Mesh) -> inventory::StockLevel {
-    m.stock
-        .get_stock(inventory::GetStockRequest {
-            region_code: KOTA_BEKASI.into(),
-        })
-        .await
-        .expect("stock")
-        .into_inner()
-        .stock
-        .expect("stock")
+    harness::stock_of(&mut m.stock, KOTA_BEKASI).await
 }
 
 async fn job_count(m: &Mesh) -> i64 {
@@ -187,12 +211,9 @@ async fn a_card_goes_from_submission_to_its_owner() {
     for mut m in each_backend("prflow", 15_000).await {
         let label = m.label;
         let nik = prr(&mut m, 1).await;
-        let job = m
-            .printing
-            .submit_print_job(submit(&nik, pb::PrintReason::FirstCard, false))
+        let job = submit(&mut m, &nik, pb::PrintReason::FirstCard, false)
             .await
             .expect("submit");
-        let job = job.into_inner().job.expect("job");
         assert_eq!(job.state, pb::JobState::Queued as i32, "{label}");
         assert_eq!(job.nik_masked, format!("{}********{}", &nik[..4], &nik[12..]));
         assert_eq!(
@@ -219,26 +240,18 @@ async fn a_card_goes_from_submission_to_its_owner() {
         let s = stock(&mut m).await;
         assert_eq!((s.held, s.committed, s.on_hand), (0, 1, 14_999), "{label}");
 
-        let sent = m
-            .printing
-            .dispatch(pb::DispatchRequest {
-                job_ids: vec![job.id.clone()],
-                method: pb::DispatchMethod::Post.into(),
-                batch_reference: "POS-2026-001".into(),
-            })
-            .await
-            .expect("dispatch")
-            .into_inner();
+        let sent = dispatch(
+            &mut m,
+            vec![job.id.clone()],
+            pb::DispatchMethod::Post,
+            "POS-2026-001",
+        )
+        .await
+        .expect("dispatch");
         assert_eq!(sent.dispatched, 1);
-        let delivered = m
-            .printing
-            .record_delivery(pb::RecordDeliveryRequest {
-                job_id: job.id.clone(),
-                outcome: pb::DeliveryOutcome::Delivered.into(),
-            })
+        let delivered = deliver(&mut m, &job.id, pb::DeliveryOutcome::Delivered)
             .await
-            .expect("delivered")
-            .into_inner();
+            .expect("delivered");
         assert_eq!(delivered.card_state, pb::CardState::Delivered as i32);
         let f = funnel(&mut m).await;
         assert_eq!(
@@ -248,8 +261,7 @@ async fn a_card_goes_from_submission_to_its_owner() {
         );
 
         // Delivered: the resident may apply again later (a lost card).
-        m.printing
-            .submit_print_job(submit(&nik, pb::PrintReason::Lost, true))
+        submit(&mut m, &nik, pb::PrintReason::Lost, true)
             .await
             .expect("a replacement");
         m.stop().await;
@@ -288,9 +300,7 @@ async fn bad_applications_are_refused_and_write_nothing() {
             (&dead, Code::FailedPrecondition, "RESIDENT_NOT_ACTIVE"),
             (&unrecorded, Code::FailedPrecondition, "NOT_PRINT_READY"),
         ] {
-            let err = m
-                .printing
-                .submit_print_job(submit(who, pb::PrintReason::FirstCard, false))
+            let err = submit(&mut m, who, pb::PrintReason::FirstCard, false)
                 .await
                 .expect_err("refused");
             assert_eq!(err.code(), code, "{label}: {err:?}");
@@ -303,15 +313,10 @@ async fn bad_applications_are_refused_and_write_nothing() {
             "{label}: the blanks taken on the way went back"
         );
 
-        let first = m
-            .printing
-            .submit_print_job(submit(&nik, pb::PrintReason::FirstCard, false))
+        let first = submit(&mut m, &nik, pb::PrintReason::FirstCard, false)
             .await
             .expect("first");
-        let first = first.into_inner().job.expect("job");
-        let second = m
-            .printing
-            .submit_print_job(submit(&nik, pb::PrintReason::Lost, false))
+        let second = submit(&mut m, &nik, pb::PrintReason::Lost, false)
             .await
             .expect_err("second");
         assert_eq!(second.code(), Code::AlreadyExists, "{label}");
@@ -326,12 +331,7 @@ async fn bad_applications_are_refused_and_write_nothing() {
         );
 
         // A delivery outcome for a card never dispatched.
-        let never = m
-            .printing
-            .record_delivery(pb::RecordDeliveryRequest {
-                job_id: first.id.clone(),
-                outcome: pb::DeliveryOutcome::Delivered.into(),
-            })
+        let never = deliver(&mut m, &first.id, pb::DeliveryOutcome::Delivered)
             .await
             .expect_err("never dispatched");
         assert_eq!(
@@ -340,12 +340,7 @@ async fn bad_applications_are_refused_and_write_nothing() {
         );
 
         // A suket while blanks are in stock.
-        let suket = m
-            .printing
-            .issue_suket(pb::IssueSuketRequest {
-                nik: unrecorded.clone(),
-                service_point_code: kecamatan_point(1),
-            })
+        let suket = issue_suket(&mut m, &unrecorded, &kecamatan_point(1))
             .await
             .expect_err("stock exists");
         assert_eq!(
@@ -356,15 +351,7 @@ async fn bad_applications_are_refused_and_write_nothing() {
         // A spoilage approved by its own reporter.
         lease(&mut m, "p", 1).await;
         print(&mut m, &first.id, "p", "KTP-1").await.expect("printed");
-        let own = m
-            .printing
-            .report_spoiled(pb::ReportSpoiledRequest {
-                job_id: first.id.clone(),
-                reason: "scratched".into(),
-                reported_by: "budi".into(),
-                approved_by: "budi".into(),
-                ..Default::default()
-            })
+        let own = harness::report_spoiled(&mut m.printing, damaged(&first.id, "scratched", "budi", "budi"))
             .await
             .expect_err("four eyes");
         assert_eq!(own.code(), Code::InvalidArgument, "{label}");
@@ -378,12 +365,9 @@ async fn a_printer_that_dies_leaves_its_job_to_another_and_the_card_is_printed_o
     for mut m in each_backend("prcrash", 15_000).await {
         let label = m.label;
         let nik = prr(&mut m, 5).await;
-        let job = m
-            .printing
-            .submit_print_job(submit(&nik, pb::PrintReason::FirstCard, false))
+        let job = submit(&mut m, &nik, pb::PrintReason::FirstCard, false)
             .await
             .expect("submit");
-        let job = job.into_inner().job.expect("job");
         assert_eq!(lease(&mut m, "printer-a", 5).await.len(), 1);
         assert!(
             lease(&mut m, "printer-b", 5).await.is_empty(),
@@ -446,12 +430,10 @@ async fn spoiled_cards_are_written_off_and_reprinted_and_recalls_reroute_cards()
         .await;
         let mut ids = Vec::new();
         for nik in [&a, &b, &c] {
-            let job = m
-                .printing
-                .submit_print_job(submit(nik, pb::PrintReason::FirstCard, false))
+            let job = submit(&mut m, nik, pb::PrintReason::FirstCard, false)
                 .await
                 .expect("submit");
-            ids.push(job.into_inner().job.expect("job").id);
+            ids.push(job.id);
         }
         lease(&mut m, "p", 10).await;
         for (i, id) in ids.iter().enumerate() {
@@ -459,20 +441,12 @@ async fn spoiled_cards_are_written_off_and_reprinted_and_recalls_reroute_cards()
                 .await
                 .expect("printed");
         }
-        let requeued = m
-            .printing
-            .report_spoiled(pb::ReportSpoiledRequest {
-                job_id: ids[0].clone(),
-                reason: "found damaged when sorted".into(),
-                reported_by: "sortir-1".into(),
-                approved_by: "kasi-1".into(),
-                ..Default::default()
-            })
-            .await
-            .expect("spoiled")
-            .into_inner()
-            .job
-            .expect("job");
+        let requeued = harness::report_spoiled(
+            &mut m.printing,
+            damaged(&ids[0], "found damaged when sorted", "sortir-1", "kasi-1"),
+        )
+        .await
+        .expect("spoiled");
         assert_eq!(
             requeued.state,
             pb::JobState::Queued as i32,
@@ -485,23 +459,12 @@ async fn spoiled_cards_are_written_off_and_reprinted_and_recalls_reroute_cards()
             .expect("reprinted");
 
         // The LRT case: Jatimulya's undelivered cards go back to the office.
-        m.printing
-            .dispatch(pb::DispatchRequest {
-                job_ids: ids[1..].to_vec(),
-                method: pb::DispatchMethod::Post.into(),
-                batch_reference: "POS-7".into(),
-            })
+        dispatch(&mut m, ids[1..].to_vec(), pb::DispatchMethod::Post, "POS-7")
             .await
             .expect("dispatch");
-        let recalled = m
-            .printing
-            .recall(pb::RecallRequest {
-                village_code: "3216061001".into(),
-                reason: "cleared for the LRT project".into(),
-            })
+        let recalled = recall_village(&mut m, "3216061001", "cleared for the LRT project")
             .await
-            .expect("recall")
-            .into_inner();
+            .expect("recall");
         assert_eq!(recalled.recalled, 2, "{label}");
         let f = funnel(&mut m).await;
         assert_eq!(
@@ -530,16 +493,14 @@ async fn spoiled_cards_are_written_off_and_reprinted_and_recalls_reroute_cards()
         let late = first_card_job(&mut m, &late).await;
         lease(&mut m, "p", 10).await;
         print(&mut m, &late, "p", "KTP-late").await.expect("printed");
-        let sent = m
-            .printing
-            .dispatch(pb::DispatchRequest {
-                job_ids: vec![ids[0].clone(), late.clone()],
-                method: pb::DispatchMethod::Post.into(),
-                batch_reference: "POS-8".into(),
-            })
-            .await
-            .expect("dispatch")
-            .into_inner();
+        let sent = dispatch(
+            &mut m,
+            vec![ids[0].clone(), late.clone()],
+            pb::DispatchMethod::Post,
+            "POS-8",
+        )
+        .await
+        .expect("dispatch");
         assert_eq!((sent.dispatched, sent.rerouted), (2, 1), "{label}");
         let f = funnel(&mut m).await;
         assert_eq!(
@@ -586,15 +547,11 @@ async fn a_blank_ruined_in_the_printer_is_written_off_and_the_job_prints_on_anot
         let before = stock(&mut m).await;
 
         // Only the printer holding the lease reports its ruined blank, with the blank's serial.
-        let other = m
-            .printing
-            .report_spoiled(ruined(&job, "printer-2", "BLANK-1"))
+        let other = harness::report_spoiled(&mut m.printing, ruined(&job, "printer-2", "BLANK-1"))
             .await
             .expect_err("another printer");
         assert_eq!(other.code(), Code::FailedPrecondition, "{label}");
-        let no_serial = m
-            .printing
-            .report_spoiled(ruined(&job, "printer-1", ""))
+        let no_serial = harness::report_spoiled(&mut m.printing, ruined(&job, "printer-1", ""))
             .await
             .expect_err("no serial");
         assert_eq!(no_serial.code(), Code::InvalidArgument, "{label}");
@@ -602,14 +559,9 @@ async fn a_blank_ruined_in_the_printer_is_written_off_and_the_job_prints_on_anot
 
         // The blank leaves the stock as spoiled; the job keeps its lease and its hold.
         for attempt in ["report", "retried report"] {
-            let job = m
-                .printing
-                .report_spoiled(ruined(&job, "printer-1", "BLANK-1"))
+            let job = harness::report_spoiled(&mut m.printing, ruined(&job, "printer-1", "BLANK-1"))
                 .await
-                .unwrap_or_else(|s| panic!("{label}: {attempt}: {s:?}"))
-                .into_inner()
-                .job
-                .expect("job");
+                .unwrap_or_else(|s| panic!("{label}: {attempt}: {s:?}"));
             assert_eq!(job.state, pb::JobState::Leased as i32, "{label}: {attempt}");
             let s = stock(&mut m).await;
             assert_eq!(
@@ -649,30 +601,22 @@ async fn a_blank_ruined_in_the_printer_is_written_off_and_the_job_prints_on_anot
             "{label}"
         );
         // A late retry of the ruined blank's report, after the card came out, is answered the same.
-        let late = m
-            .printing
-            .report_spoiled(ruined(&job, "printer-1", "BLANK-1"))
+        let late = harness::report_spoiled(&mut m.printing, ruined(&job, "printer-1", "BLANK-1"))
             .await
-            .expect("late retry")
-            .into_inner()
-            .job
-            .expect("job");
+            .expect("late retry");
         assert_eq!(late.state, pb::JobState::Printed as i32, "{label}");
         assert_eq!(stock(&mut m).await, s, "{label}: the late retry changes nothing");
 
         // The printed card is written off by its own serial only.
-        let wrong = m
-            .printing
-            .report_spoiled(pb::ReportSpoiledRequest {
-                job_id: job.clone(),
-                reason: "found damaged when sorted".into(),
-                reported_by: "sortir-1".into(),
-                approved_by: "kasi-1".into(),
+        let wrong = harness::report_spoiled(
+            &mut m.printing,
+            pb::ReportSpoiledRequest {
                 card_serial: "BLANK-1".into(),
-                ..Default::default()
-            })
-            .await
-            .expect_err("not this card's serial");
+                ..damaged(&job, "found damaged when sorted", "sortir-1", "kasi-1")
+            },
+        )
+        .await
+        .expect_err("not this card's serial");
         assert_eq!(wrong.code(), Code::InvalidArgument, "{label}");
         m.stop().await;
     }
@@ -693,19 +637,11 @@ async fn when_blanks_run_out_priorities_and_sukets_decide() {
         )
         .await;
         // No stock at all: a suket is issued, and the backlog counts it.
-        let suket = m
-            .printing
-            .issue_suket(pb::IssueSuketRequest {
-                nik: young.clone(),
-                service_point_code: kecamatan_point(1),
-            })
+        let suket = issue_suket(&mut m, &young, &kecamatan_point(1))
             .await
-            .expect("suket")
-            .into_inner();
+            .expect("suket");
         assert!(suket.valid_until.is_some(), "{label}");
-        let no_blank = m
-            .printing
-            .submit_print_job(submit(&young, pb::PrintReason::FirstCard, false))
+        let no_blank = submit(&mut m, &young, pb::PrintReason::FirstCard, false)
             .await
             .expect_err("no stock");
         assert_eq!(
@@ -733,19 +669,9 @@ async fn when_blanks_run_out_priorities_and_sukets_decide() {
             (&replacement, pb::PrintReason::Damaged, false),
             (&disaster, pb::PrintReason::Disaster, false),
         ] {
-            m.printing
-                .submit_print_job(submit(nik, reason, ikd))
-                .await
-                .expect("queued");
+            submit(&mut m, nik, reason, ikd).await.expect("queued");
         }
-        let backlog = m
-            .printing
-            .get_backlog(pb::GetBacklogRequest {
-                region_code: KOTA_BEKASI.into(),
-            })
-            .await
-            .expect("backlog")
-            .into_inner();
+        let backlog = backlog_of(&mut m, KOTA_BEKASI).await.expect("backlog");
         let waiting: Vec<(i32, i64)> = backlog.waiting.iter().map(|p| (p.priority, p.waiting)).collect();
         assert_eq!(waiting, [(1, 1), (2, 1), (4, 1), (5, 1)], "{label}");
         assert_eq!(backlog.suket_holders, 0, "the suket became a job");
@@ -908,8 +834,7 @@ async fn refused_applications_and_write_offs_change_nothing() {
         )
         .await;
         for nik in [&unknown, &unrecorded] {
-            m.printing
-                .submit_print_job(submit(nik, pb::PrintReason::FirstCard, false))
+            submit(&mut m, nik, pb::PrintReason::FirstCard, false)
                 .await
                 .expect_err("refused");
         }
@@ -929,9 +854,7 @@ async fn refused_applications_and_write_offs_change_nothing() {
             .await
             .expect("counter hold");
         let started = std::time::Instant::now();
-        let err = m
-            .printing
-            .submit_print_job(submit(&walk, pb::PrintReason::FirstCard, false))
+        let err = submit(&mut m, &walk, pb::PrintReason::FirstCard, false)
             .await
             .expect_err("holds a blank");
         assert!(
@@ -960,15 +883,7 @@ async fn refused_applications_and_write_offs_change_nothing() {
             }
         }
         let before = (stock(&mut m).await, funnel(&mut m).await);
-        let spoil = m
-            .printing
-            .report_spoiled(pb::ReportSpoiledRequest {
-                job_id: job.clone(),
-                reason: "scratched".into(),
-                reported_by: "budi".into(),
-                approved_by: "ani".into(),
-                ..Default::default()
-            })
+        let spoil = harness::report_spoiled(&mut m.printing, damaged(&job, "scratched", "budi", "ani"))
             .await
             .expect_err("no blank for the reprint");
         assert_eq!(spoil.code(), Code::ResourceExhausted, "{label}: {spoil:?}");
@@ -991,45 +906,23 @@ async fn a_resident_gets_one_first_card_and_retried_deliveries_are_answered_the_
         let job = first_card_job(&mut m, &nik).await;
         lease(&mut m, "p", 1).await;
         print(&mut m, &job, "p", "KTP-920").await.expect("printed");
-        m.printing
-            .dispatch(pb::DispatchRequest {
-                job_ids: vec![job.clone()],
-                method: pb::DispatchMethod::Pickup.into(),
-                batch_reference: String::new(),
-            })
+        dispatch(&mut m, vec![job.clone()], pb::DispatchMethod::Pickup, "")
             .await
             .expect("dispatched");
-        let deliver = || pb::RecordDeliveryRequest {
-            job_id: job.clone(),
-            outcome: pb::DeliveryOutcome::Delivered.into(),
-        };
         for _ in 0..2 {
-            let answer = m
-                .printing
-                .record_delivery(deliver())
+            let answer = deliver(&mut m, &job, pb::DeliveryOutcome::Delivered)
                 .await
                 .expect("delivered, and again");
-            assert_eq!(
-                answer.into_inner().card_state,
-                pb::CardState::Delivered as i32,
-                "{label}"
-            );
+            assert_eq!(answer.card_state, pb::CardState::Delivered as i32, "{label}");
         }
         assert_eq!(funnel(&mut m).await.delivered, 1, "{label}: counted once");
         // A returned card reported twice is answered the same too; another outcome is refused by name.
-        let returned = m
-            .printing
-            .record_delivery(pb::RecordDeliveryRequest {
-                job_id: job.clone(),
-                outcome: pb::DeliveryOutcome::ReturnedMoved.into(),
-            })
+        let returned = deliver(&mut m, &job, pb::DeliveryOutcome::ReturnedMoved)
             .await
             .expect_err("delivered already");
         assert_eq!(status_reason(&returned), "ALREADY_DELIVERED", "{label}");
 
-        let second = m
-            .printing
-            .submit_print_job(submit(&nik, pb::PrintReason::FirstCard, false))
+        let second = submit(&mut m, &nik, pb::PrintReason::FirstCard, false)
             .await
             .expect_err("a second first card");
         assert_eq!(
@@ -1038,8 +931,7 @@ async fn a_resident_gets_one_first_card_and_retried_deliveries_are_answered_the_
             "{label}"
         );
         assert_eq!(reason_metadata(&second, "job_id"), Some(job.clone()));
-        m.printing
-            .submit_print_job(submit(&nik, pb::PrintReason::Lost, false))
+        submit(&mut m, &nik, pb::PrintReason::Lost, false)
             .await
             .expect("a replacement is fine");
         m.stop().await;
@@ -1053,41 +945,23 @@ async fn codes_strings_and_missing_things_are_checked_and_named() {
         let nik = prr(&mut m, 930).await;
         // NIKs are checked as population checks them, not only for 16 digits.
         for bad in ["3275013202900001", "0000000000000000"] {
-            let err = m
-                .printing
-                .submit_print_job(submit(bad, pb::PrintReason::FirstCard, false))
+            let err = submit(&mut m, bad, pb::PrintReason::FirstCard, false)
                 .await
                 .expect_err("invalid nik");
             assert_eq!(err.code(), Code::InvalidArgument, "{label}: {bad}");
             assert_eq!(violated_fields(&err).first().map(String::as_str), Some("nik"));
         }
         // A point that does not exist, in a region with no stock: named, not "suket only when no blank".
-        let suket = m
-            .printing
-            .issue_suket(pb::IssueSuketRequest {
-                nik: nik.clone(),
-                service_point_code: "3276-KEC-01".into(),
-            })
+        let suket = issue_suket(&mut m, &nik, "3276-KEC-01")
             .await
             .expect_err("unknown point");
         assert_eq!(suket.code(), Code::InvalidArgument, "{label}");
         assert_eq!(violated_fields(&suket), ["service_point_code"]);
-        let recall = m
-            .printing
-            .recall(pb::RecallRequest {
-                village_code: "3275019999".into(),
-                reason: "alamat berubah".into(),
-            })
+        let recall = recall_village(&mut m, "3275019999", "alamat berubah")
             .await
             .expect_err("unknown village");
         assert_eq!(violated_fields(&recall), ["village_code"], "{label}");
-        let backlog = m
-            .printing
-            .get_backlog(pb::GetBacklogRequest {
-                region_code: "9999".into(),
-            })
-            .await
-            .expect_err("unknown region");
+        let backlog = backlog_of(&mut m, "9999").await.expect_err("unknown region");
         assert_eq!(violated_fields(&backlog), ["region_code"], "{label}");
 
         // Serials: no control characters, and a long one is told its limit.
@@ -1105,31 +979,16 @@ async fn codes_strings_and_missing_things_are_checked_and_named() {
         }
         print(&mut m, &job, "p", "KTP-930").await.expect("printed");
         // The second person must be a second person, however the name is written.
-        let own = m
-            .printing
-            .report_spoiled(pb::ReportSpoiledRequest {
-                job_id: job.clone(),
-                reason: "scratched".into(),
-                reported_by: " ANI ".into(),
-                approved_by: "ani".into(),
-                ..Default::default()
-            })
+        let own = harness::report_spoiled(&mut m.printing, damaged(&job, "scratched", " ANI ", "ani"))
             .await
             .expect_err("one person");
         assert_eq!(violated_fields(&own), ["approved_by"], "{label}");
         // Nor with an invisible character or a look-alike letter in the name.
         for lookalike in ["a\u{200b}ni", "\u{0430}ni", "ａｎｉ"] {
-            let hidden = m
-                .printing
-                .report_spoiled(pb::ReportSpoiledRequest {
-                    job_id: job.clone(),
-                    reason: "scratched".into(),
-                    reported_by: "ani".into(),
-                    approved_by: lookalike.into(),
-                    ..Default::default()
-                })
-                .await
-                .expect_err("a look-alike");
+            let hidden =
+                harness::report_spoiled(&mut m.printing, damaged(&job, "scratched", "ani", lookalike))
+                    .await
+                    .expect_err("a look-alike");
             assert_eq!(
                 violated_fields(&hidden),
                 ["approved_by"],
@@ -1160,43 +1019,35 @@ async fn codes_strings_and_missing_things_are_checked_and_named() {
             format!("{bad:?}").len() < 1_000,
             "{label}: the answer stays small"
         );
-        let many = m
-            .printing
-            .dispatch(pb::DispatchRequest {
-                job_ids: (0..1_000).map(|n| format!("{n:060}")).collect(),
-                method: pb::DispatchMethod::Pickup.into(),
-                batch_reference: String::new(),
-            })
-            .await
-            .expect_err("no job ids");
+        let many = dispatch(
+            &mut m,
+            (0..1_000).map(|n| format!("{n:060}")).collect(),
+            pb::DispatchMethod::Pickup,
+            "",
+        )
+        .await
+        .expect_err("no job ids");
         assert_eq!(
             violated_fields(&many).len(),
             11,
             "{label}: ten named, the rest counted"
         );
-        let unknown = m
-            .printing
-            .dispatch(pb::DispatchRequest {
-                job_ids: vec![nobody.to_owned()],
-                method: pb::DispatchMethod::Pickup.into(),
-                batch_reference: String::new(),
-            })
+        let unknown = dispatch(&mut m, vec![nobody.to_owned()], pb::DispatchMethod::Pickup, "")
             .await
             .expect_err("no such job");
         assert_eq!(unknown.code(), Code::NotFound, "{label}");
         let other = prr(&mut m, 931).await;
         let queued = first_card_job(&mut m, &other).await;
-        let dispatch = m
-            .printing
-            .dispatch(pb::DispatchRequest {
-                job_ids: vec![job.clone(), queued.clone()],
-                method: pb::DispatchMethod::Pickup.into(),
-                batch_reference: String::new(),
-            })
-            .await
-            .expect_err("a queued job cannot be dispatched");
-        assert_eq!(status_reason(&dispatch), "NOT_DISPATCHABLE", "{label}");
-        assert_eq!(reason_metadata(&dispatch, "job_id"), Some(queued));
+        let refused = dispatch(
+            &mut m,
+            vec![job.clone(), queued.clone()],
+            pb::DispatchMethod::Pickup,
+            "",
+        )
+        .await
+        .expect_err("a queued job cannot be dispatched");
+        assert_eq!(status_reason(&refused), "NOT_DISPATCHABLE", "{label}");
+        assert_eq!(reason_metadata(&refused, "job_id"), Some(queued));
         assert_eq!(
             funnel(&mut m).await.waiting_dispatch,
             1,
@@ -1245,13 +1096,7 @@ async fn a_write_off_racing_a_print_or_a_dispatch_is_refused_without_touching_th
         for job in &jobs[3..] {
             let (mut c1, mut c2) = (m.printing.clone(), m.printing.clone());
             let _ = tokio::join!(
-                c1.report_spoiled(pb::ReportSpoiledRequest {
-                    job_id: job.clone(),
-                    reason: "chipped".into(),
-                    reported_by: "budi".into(),
-                    approved_by: "ani".into(),
-                    ..Default::default()
-                }),
+                c1.report_spoiled(damaged(job, "chipped", "budi", "ani")),
                 c2.dispatch(pb::DispatchRequest {
                     job_ids: vec![job.clone()],
                     method: pb::DispatchMethod::Pickup.into(),

@@ -322,6 +322,19 @@ struct Application {
     again: bool,
 }
 
+impl Application {
+    /// The `index`-th resident's application for `day` at their kecamatan's office.
+    fn new(index: usize, resident: &NewResident, day: NaiveDate, again: bool) -> Self {
+        Self {
+            index,
+            nik: resident.nik.as_str().to_owned(),
+            point: point_of(resident.address.district_code()),
+            day,
+            again,
+        }
+    }
+}
+
 fn submit_request(a: &Application, reason: pb::PrintReason) -> pb::SubmitPrintJobRequest {
     pb::SubmitPrintJobRequest {
         nik: a.nik.clone(),
@@ -443,15 +456,7 @@ async fn funnel(m: &mut Mesh, from: Option<NaiveDate>) -> pb::GetFunnelResponse 
 }
 
 async fn stock(m: &mut Mesh) -> inventory::StockLevel {
-    m.stock
-        .get_stock(inventory::GetStockRequest {
-            region_code: REGION.into(),
-        })
-        .await
-        .expect("stock")
-        .into_inner()
-        .stock
-        .expect("stock")
+    harness::stock_of(&mut m.stock, REGION).await
 }
 
 /// Replays seed 002 at `seed`'s size on one backend; returns the wall time of the replay proper.
@@ -479,12 +484,10 @@ async fn replay(dbs: [TestDatabase; 3], seed: Seed002) -> Duration {
     let applications: Vec<Application> = people
         .iter()
         .enumerate()
-        .map(|(index, r)| Application {
-            index,
-            nik: r.nik.as_str().to_owned(),
-            point: point_of(r.address.district_code()),
-            day: today + Days::new(1 + (index % DAYS) as u64),
-            again: index % every == every / 2 && index / every < seed.duplicates,
+        .map(|(index, r)| {
+            let day = today + Days::new(1 + (index % DAYS) as u64);
+            let again = index % every == every / 2 && index / every < seed.duplicates;
+            Application::new(index, r, day, again)
         })
         .collect();
     assert_eq!(applications.iter().filter(|a| a.again).count(), seed.duplicates);
@@ -780,13 +783,7 @@ async fn printers_leasing_at_once_each_get_a_full_lease() {
         let applications: Vec<Application> = people
             .iter()
             .enumerate()
-            .map(|(index, r)| Application {
-                index,
-                nik: r.nik.as_str().to_owned(),
-                point: point_of(r.address.district_code()),
-                day: today + Days::new(1),
-                again: false,
-            })
+            .map(|(index, r)| Application::new(index, r, today + Days::new(1), false))
             .collect();
         in_parallel(applications, CLIENTS, move |a: Application| {
             let mut client = client.clone();

@@ -15,6 +15,9 @@ use adminduk_printing::{MIGRATIONS, Store};
 use adminduk_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 use adminduk_proto::population::v1::population_service_client::PopulationServiceClient;
 use adminduk_proto::printing::v1::printing_service_client::PrintingServiceClient;
+use adminduk_proto::{inventory::v1 as inventory, printing::v1 as pb};
+use chrono::NaiveDate;
+use tonic::Status;
 use tonic::transport::Channel;
 
 /// The population and inventory services, started and ready.
@@ -164,4 +167,118 @@ pub(crate) async fn mesh([people_db, inventory_db, printing_db]: [TestDatabase; 
         service,
         upstreams,
     }
+}
+
+/// `region`'s stock level, read through the inventory service.
+pub(crate) async fn stock_of(
+    stock: &mut InventoryServiceClient<Channel>,
+    region: &str,
+) -> inventory::StockLevel {
+    stock
+        .get_stock(inventory::GetStockRequest {
+            region_code: region.into(),
+        })
+        .await
+        .expect("stock")
+        .into_inner()
+        .stock
+        .expect("stock")
+}
+
+/// Leases up to `n` jobs for `printer`, for the default lease length.
+pub(crate) async fn lease(
+    client: &mut PrintingServiceClient<Channel>,
+    printer: &str,
+    n: i32,
+) -> Vec<pb::PrintJob> {
+    client
+        .lease_jobs(pb::LeaseJobsRequest {
+            printer_id: printer.into(),
+            max_jobs: n,
+            lease_seconds: 0,
+        })
+        .await
+        .expect("lease")
+        .into_inner()
+        .jobs
+}
+
+/// Reports `job` printed by `printer` as the card `serial`; returns the job as it now is.
+pub(crate) async fn print(
+    client: &mut PrintingServiceClient<Channel>,
+    job: &str,
+    printer: &str,
+    serial: &str,
+) -> Result<pb::PrintJob, Status> {
+    client
+        .report_printed(pb::ReportPrintedRequest {
+            job_id: job.into(),
+            printer_id: printer.into(),
+            card_serial: serial.into(),
+        })
+        .await
+        .map(|r| r.into_inner().job.expect("job"))
+}
+
+/// Sends `request` (a spoilage report); returns the job as it now is.
+pub(crate) async fn report_spoiled(
+    client: &mut PrintingServiceClient<Channel>,
+    request: pb::ReportSpoiledRequest,
+) -> Result<pb::PrintJob, Status> {
+    client
+        .report_spoiled(request)
+        .await
+        .map(|r| r.into_inner().job.expect("job"))
+}
+
+/// A printed card found damaged, reported by `reported_by` and approved by `approved_by`.
+pub(crate) fn damaged(
+    job: &str,
+    reason: &str,
+    reported_by: &str,
+    approved_by: &str,
+) -> pb::ReportSpoiledRequest {
+    pb::ReportSpoiledRequest {
+        job_id: job.into(),
+        reason: reason.into(),
+        reported_by: reported_by.into(),
+        approved_by: approved_by.into(),
+        ..Default::default()
+    }
+}
+
+/// Submits a print job for `nik` at `point` on `date`; returns the job.
+pub(crate) async fn submit(
+    client: &mut PrintingServiceClient<Channel>,
+    nik: &str,
+    reason: pb::PrintReason,
+    point: &str,
+    date: NaiveDate,
+    ikd: bool,
+) -> Result<pb::PrintJob, Status> {
+    client
+        .submit_print_job(pb::SubmitPrintJobRequest {
+            nik: nik.into(),
+            reason: reason.into(),
+            service_point_code: point.into(),
+            date: Some(adminduk_proto::convert::date(date)),
+            has_active_ikd: ikd,
+        })
+        .await
+        .map(|r| r.into_inner().job.expect("job"))
+}
+
+/// `region`'s funnel, over all days.
+pub(crate) async fn funnel_of(
+    client: &mut PrintingServiceClient<Channel>,
+    region: &str,
+) -> pb::GetFunnelResponse {
+    client
+        .get_funnel(pb::GetFunnelRequest {
+            region_code: region.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("funnel")
+        .into_inner()
 }
