@@ -233,6 +233,25 @@ pub struct WriteOff<'a> {
     pub approved_by: &'a str,
 }
 
+/// Records a written-off card or blank in the transaction that changed its
+/// job, and commits; `changed` is that change, which must have found the job
+/// as it was read (else nothing is written).
+async fn write_off_with(
+    mut tx: sqlx::Transaction<'static, sqlx::Any>,
+    changed: &sqlx::any::AnyQueryResult,
+    serial: &str,
+    job: &Job,
+    write_off: &WriteOff<'_>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if changed.rows_affected() != 1 {
+        return Err(StoreError::WrongState);
+    }
+    insert_spoiled(&mut tx, serial, job, write_off, now).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// Records a written-off card or blank.
 async fn insert_spoiled(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
@@ -659,12 +678,7 @@ impl Store {
         .bind(serial)
         .execute(&mut *tx)
         .await?;
-        if updated.rows_affected() != 1 {
-            return Err(StoreError::WrongState);
-        }
-        insert_spoiled(&mut tx, serial, job, write_off, now).await?;
-        tx.commit().await?;
-        Ok(())
+        write_off_with(tx, &updated, serial, job, write_off, now).await
     }
 
     /// The job of an applicant that holds an inventory reservation, if any. The
@@ -767,12 +781,7 @@ impl Store {
         .bind(millis(now))
         .execute(&mut *tx)
         .await?;
-        if updated.rows_affected() != 1 {
-            return Err(StoreError::WrongState);
-        }
-        insert_spoiled(&mut tx, serial, job, write_off, now).await?;
-        tx.commit().await?;
-        Ok(())
+        write_off_with(tx, &updated, serial, job, write_off, now).await
     }
 
     /// Sends printed cards out; returns how many went and how many of them,
