@@ -35,13 +35,13 @@ pub(crate) fn region_field(field: &str, code: &str, allow_national: bool, out: &
     }
 }
 
-pub(crate) fn quantity_field(quantity: i64, out: &mut Violations) {
+fn quantity_field(quantity: i64, out: &mut Violations) {
     if !(1..=10_000_000).contains(&quantity) {
         out.add("quantity", "must be between 1 and 10000000");
     }
 }
 
-pub(crate) fn day_field(date: Option<&common::Date>, out: &mut Violations) -> Option<NaiveDate> {
+fn day_field(date: Option<&common::Date>, out: &mut Violations) -> Option<NaiveDate> {
     let Some(date) = date else {
         out.add("date", "is required");
         return None;
@@ -62,7 +62,7 @@ pub(crate) fn day_field(date: Option<&common::Date>, out: &mut Violations) -> Op
     Some(day)
 }
 
-pub(crate) fn reservation_id(id: &str, out: &mut Violations) -> Option<Uuid> {
+fn reservation_id(id: &str, out: &mut Violations) -> Option<Uuid> {
     let parsed = Uuid::parse_str(id).ok();
     if parsed.is_none() {
         out.add("reservation_id", "is not a reservation id");
@@ -99,7 +99,7 @@ pub(crate) fn reservation_msg(r: &Reservation) -> pb::Reservation {
     }
 }
 
-pub(crate) fn kind_msg(kind: MovementKind) -> pb::MovementKind {
+fn kind_msg(kind: MovementKind) -> pb::MovementKind {
     match kind {
         MovementKind::Shipment => pb::MovementKind::Shipment,
         MovementKind::Transfer => pb::MovementKind::Transfer,
@@ -147,7 +147,7 @@ pub(crate) fn stock_msg(s: &StockLevel) -> pb::StockLevel {
     }
 }
 
-pub(crate) fn point_kind(kind: i32, field: &str, out: &mut Violations) -> Option<PointKind> {
+fn point_kind(kind: i32, field: &str, out: &mut Violations) -> Option<PointKind> {
     match pb::ServicePointKind::try_from(kind) {
         Ok(pb::ServicePointKind::Kecamatan) => Some(PointKind::Kecamatan),
         Ok(pb::ServicePointKind::Mpp) => Some(PointKind::Mpp),
@@ -160,7 +160,7 @@ pub(crate) fn point_kind(kind: i32, field: &str, out: &mut Violations) -> Option
     }
 }
 
-pub(crate) fn point_kind_msg(kind: PointKind) -> pb::ServicePointKind {
+fn point_kind_msg(kind: PointKind) -> pb::ServicePointKind {
     match kind {
         PointKind::Kecamatan => pb::ServicePointKind::Kecamatan,
         PointKind::Mpp => pb::ServicePointKind::Mpp,
@@ -197,7 +197,7 @@ pub(crate) fn policy_msg(p: &Policy) -> pb::QuotaPolicy {
     }
 }
 
-pub(crate) fn reservation_id_field(id: &str, point: &str, out: &mut Violations) -> Option<Uuid> {
+fn reservation_id_field(id: &str, point: &str, out: &mut Violations) -> Option<Uuid> {
     if point.is_empty() {
         out.add("service_point_code", "is required");
     }
@@ -499,8 +499,9 @@ pub struct Spoilage {
     pub reference: String,
     /// Who reports it.
     pub reported_by: String,
-    /// The committed reservation whose blank it was, if any.
-    pub reservation: Option<(Uuid, String)>,
+    /// The committed reservation whose blank it was, if any (however the
+    /// client spelt the id, the blank is one: stored by this value's text).
+    pub reservation: Option<Uuid>,
 }
 
 impl TryFrom<pb::RecordSpoilageRequest> for Spoilage {
@@ -527,7 +528,7 @@ impl TryFrom<pb::RecordSpoilageRequest> for Spoilage {
             if quantity != 1 {
                 v.add("quantity", "must be 1 with a reservation_id");
             }
-            self::reservation_id(&reservation_id, &mut v).map(|id| (id, reservation_id))
+            self::reservation_id(&reservation_id, &mut v)
         };
         v.into_result()?;
         Ok(Self {

@@ -72,7 +72,7 @@ pub(crate) fn level_reason(level: Level) -> (ErrorReason, &'static str) {
     }
 }
 
-pub(crate) fn exhausted(level: Level, point: &str, day: NaiveDate, suggestions: &Suggestions) -> ApiError {
+fn exhausted(level: Level, point: &str, day: NaiveDate, suggestions: &Suggestions) -> ApiError {
     let (reason, message) = level_reason(level);
     let next_dates = suggestions
         .next_dates

@@ -262,7 +262,7 @@ impl InventoryService for InventoryApi {
                     )
                     .await?
             }
-            Some((id, reservation_id)) => {
+            Some(id) => {
                 let reservation = self.inventory.engine().reservation(id).ok_or_else(|| {
                     ApiError::not_found("reservation")
                         .with_violation("reservation_id", "no reservation has this id")
@@ -279,7 +279,8 @@ impl InventoryService for InventoryApi {
                     .store()
                     .reclassify_spoilage(
                         region,
-                        reservation_id,
+                        // The canonical text, as the commit recorded it: one blank, one write-off.
+                        &id.to_string(),
                         &spoilage.reference,
                         &spoilage.reported_by,
                         &spoilage.reason,
