@@ -262,28 +262,7 @@ impl Printing {
         } = report;
         let job = self.job_or_not_found(&job_id).await?;
         if job.state == JobState::Printed {
-            // A retried report of the same print, from the printer that printed it, is
-            // answered the same; the card is printed once. Any other printer has no lease.
-            if job.card_serial.as_deref() == Some(card_serial.as_str()) {
-                if job.printer_id.as_deref() == Some(printer_id.as_str()) {
-                    return Ok(job);
-                }
-                return Err(no_live_lease());
-            }
-            return Err(ApiError::new(
-                ErrorCode::FailedPrecondition,
-                "the job's card was printed already, with another serial",
-            )
-            .with_reason(
-                ErrorReason::AlreadyPrinted,
-                [
-                    ("job_id".to_owned(), job.id.clone()),
-                    (
-                        "card_serial".to_owned(),
-                        job.card_serial.clone().unwrap_or_default(),
-                    ),
-                ],
-            ));
+            return printed_already(job, &printer_id, &card_serial);
         }
         let now = Utc::now();
         // The serial and the job are claimed before the blank is consumed: of two
@@ -292,13 +271,19 @@ impl Printing {
             printer: &printer_id,
             serial: &card_serial,
         };
-        self.store
-            .claim_report(&job.id, claim, now)
-            .await
-            .map_err(|err| match err {
-                StoreError::WrongState => no_live_lease(),
-                other => other.into(),
-            })?;
+        match self.store.claim_report(&job.id, claim, now).await {
+            Ok(()) => {}
+            // The job changed since it was read: a racing report may have printed
+            // it meanwhile, and is answered as if it had been read printed.
+            Err(StoreError::WrongState) => {
+                let now_is = self.job_or_not_found(&job_id).await?;
+                if now_is.state == JobState::Printed {
+                    return printed_already(now_is, &printer_id, &card_serial);
+                }
+                return Err(no_live_lease());
+            }
+            Err(other) => return Err(other.into()),
+        }
         if let Err(err) = self.consume_blank(&job, now).await {
             // Refused: nothing was consumed, so the claim goes. Unreachable: the
             // blank may be consumed, so only this report, retried, can go on.
@@ -788,4 +773,30 @@ impl Printing {
         }
         Ok(false)
     }
+}
+
+/// The answer to a report of a job already printed: the same print retried by
+/// its printer gets the job; any other printer has no lease; another serial is
+/// told the card was printed already.
+fn printed_already(job: Job, printer_id: &str, card_serial: &str) -> Result<Job, ApiError> {
+    if job.card_serial.as_deref() == Some(card_serial) {
+        if job.printer_id.as_deref() == Some(printer_id) {
+            return Ok(job);
+        }
+        return Err(no_live_lease());
+    }
+    Err(ApiError::new(
+        ErrorCode::FailedPrecondition,
+        "the job's card was printed already, with another serial",
+    )
+    .with_reason(
+        ErrorReason::AlreadyPrinted,
+        [
+            ("job_id".to_owned(), job.id.clone()),
+            (
+                "card_serial".to_owned(),
+                job.card_serial.clone().unwrap_or_default(),
+            ),
+        ],
+    ))
 }
