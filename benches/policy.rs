@@ -144,14 +144,17 @@ fn main() -> anyhow::Result<()> {
         allowances,
         ..MeshOptions::on_free_ports(dir.path(), 300)
     }))?;
-    let policy = mesh.gateway.policy();
+    let policy = mesh.gateway.service().clone();
 
     // A resident with IKD and a token; a point whose day is full.
     let today = adminduk_kit::time::today_wib();
-    let residents = runtime.block_on(mesh.population.store().eligible_niks(today, 300))?;
+    let residents = runtime.block_on(mesh.population.service().eligible_niks(today, 300))?;
     let mut nik = None;
     for candidate in &residents {
-        if runtime.block_on(mesh.ikd.store().identity(candidate))?.is_none() {
+        if runtime
+            .block_on(mesh.ikd.service().identity(candidate))?
+            .is_none()
+        {
             nik = Some(candidate.clone());
             break;
         }

@@ -420,7 +420,7 @@ pub async fn start(options: MeshOptions) -> anyhow::Result<Mesh> {
     let population_url = format!("http://{}", population.local_addr());
     let inventory_check_db = inventory_db.clone();
     let inventory = adminduk_inventory::start(inventory_server, inventory_db, GroupCommit::default()).await?;
-    seed_inventory(inventory.inventory()).await?;
+    seed_inventory(inventory.service()).await?;
     let inventory_url = format!("http://{}", inventory.local_addr());
     // IKD marks revoked devices here, and the gateway reads the marks.
     let cache: Arc<dyn SharedCache> = options
@@ -458,10 +458,10 @@ pub async fn start(options: MeshOptions) -> anyhow::Result<Mesh> {
     };
     let mut checks = gateway_checks(&gateway_db, &upstreams);
     checks.extend([
-        ReadyCheck::database("population", population.store().db().clone()),
+        ReadyCheck::database("population", population.service().db().clone()),
         ReadyCheck::database("inventory", inventory_check_db),
-        ReadyCheck::database("printing", printing.store().db().clone()),
-        ReadyCheck::database("ikd", ikd.store().db().clone()),
+        ReadyCheck::database("printing", printing.service().store().db().clone()),
+        ReadyCheck::database("ikd", ikd.service().db().clone()),
     ]);
     let gateway =
         adminduk_gateway::start(tls_server(options.gateway, &certs), upstreams, cache, records).await?;
@@ -568,8 +568,8 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<()> {
             certs.office_key.display(),
             gateway_addr.port()
         );
-        let store = mesh.population.store();
-        let ikd_store = mesh.ikd.store();
+        let store = mesh.population.service();
+        let ikd_store = mesh.ikd.service();
         for nik in store.eligible_niks(adminduk_kit::time::today_wib(), 200).await? {
             if ikd_store.identity(&nik).await?.is_none() && !ikd_store.has_open_activation(&nik, chrono::Utc::now()).await? {
                 println!();

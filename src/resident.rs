@@ -36,7 +36,7 @@ pub fn gateway_channel(mesh: &Mesh, identity: Option<(&Path, &Path)>) -> anyhow:
 
 /// The activation code of the newest mail in the IKD outbox.
 pub async fn last_code(mesh: &Mesh) -> anyhow::Result<String> {
-    let outbox = mesh.ikd.store().outbox(100).await?;
+    let outbox = mesh.ikd.service().outbox(100).await?;
     let body = &outbox.last().context("no code was mailed")?.body;
     let code: String = body
         .split("Kode aktivasi IKD Anda: ")

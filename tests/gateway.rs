@@ -101,8 +101,8 @@ impl Door {
 
     /// A synthetic resident who can activate IKD and has not.
     async fn resident_without_ikd(&self, skip: usize) -> String {
-        let people = self.mesh.population.store();
-        let identities = self.mesh.ikd.store();
+        let people = self.mesh.population.service();
+        let identities = self.mesh.ikd.service();
         let mut found = Vec::new();
         for nik in people
             .eligible_niks(adminduk_kit::time::today_wib(), 300)
@@ -137,7 +137,7 @@ impl Door {
         for candidate in self
             .mesh
             .population
-            .store()
+            .service()
             .eligible_niks(adminduk_kit::time::today_wib(), 300)
             .await
             .expect("eligible")
@@ -300,7 +300,7 @@ async fn a_stranger_cannot_take_over_a_residents_ikd() {
         "ROLE_NOT_ALLOWED",
     );
     // Nothing reached the IKD service: no code was mailed, and the victim has no identity.
-    let outbox = door.mesh.ikd.store().outbox(10).await.expect("outbox");
+    let outbox = door.mesh.ikd.service().outbox(10).await.expect("outbox");
     assert!(outbox.is_empty(), "no activation code was sent");
     let status = IkdServiceClient::new(door.office())
         .get_status(ikd::GetStatusRequest { nik: victim })
@@ -328,7 +328,7 @@ async fn a_resident_activates_then_reads_only_their_own_record_until_the_device_
     let token = activate(&door, &nik, &key).await;
 
     // The office's scan was recorded with the certificate's point and device.
-    let pool = door.mesh.ikd.store().db().pool();
+    let pool = door.mesh.ikd.service().db().pool();
     let (officer, point): (String, String) =
         sqlx::query_as("SELECT officer_id, service_point_code FROM activations WHERE nik = $1")
             .bind(&nik)
@@ -1525,7 +1525,7 @@ async fn a_full_date_is_refused_at_the_edge_without_a_backend_call_until_a_blank
     let day = adminduk_kit::time::today_wib() + chrono::Days::new(3);
     let residents = mesh
         .population
-        .store()
+        .service()
         .eligible_niks(adminduk_kit::time::today_wib(), 300)
         .await
         .expect("residents");

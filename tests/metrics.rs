@@ -197,7 +197,7 @@ async fn the_admin_port_serves_metrics_health_and_readiness_and_a_grant_moves_th
     assert!(moved(r#"adminduk_inventory_group_commit_duration_seconds_count{service="inventory"}"#) >= 1.0);
     let (left, _) = mesh
         .inventory
-        .inventory()
+        .service()
         .engine()
         .availability(point, day)
         .expect("the point's day");

@@ -779,7 +779,7 @@ pub async fn search_nik(db: &Db, keys: &AuditKeys, nik: &str, limit: i64) -> Res
 
 /// When a stored instant was.
 pub fn at(row: &Row) -> Option<DateTime<Utc>> {
-    adminduk_kit::storage::from_millis(row.at_ms)
+    adminduk_kit::storage::from_millis(row.at_ms).ok()
 }
 
 #[cfg(test)]

@@ -277,14 +277,7 @@ impl Tokens {
             .await
             .map_err(|status| upstream::refusal("ikd", &status))?
             .into_inner();
-        let keys = listed
-            .keys
-            .into_iter()
-            .map(|k| VerifyingKey {
-                kid: k.key_id,
-                public_key: k.public_key,
-            })
-            .collect();
+        let keys = listed.keys.into_iter().map(VerifyingKey::from).collect();
         *self.inner.keys.write().unwrap_or_else(PoisonError::into_inner) = keys;
         *fetched = Some(Instant::now());
         Ok(())

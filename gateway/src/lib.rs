@@ -19,13 +19,12 @@ mod retry;
 pub mod store;
 mod wire;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use adminduk_kit::cache::SharedCache;
 use adminduk_kit::config::ServerConfig;
-use adminduk_kit::server::{GrpcServer, RunningServer, ServeError};
+use adminduk_kit::server::{GrpcServer, ServeError};
 use adminduk_kit::storage::Db;
 use adminduk_proto::gateway::v1::agency_service_server::AgencyServiceServer;
 use adminduk_proto::gateway::v1::broker_watch_service_server::BrokerWatchServiceServer;
@@ -36,7 +35,7 @@ pub use door::{OVERRIDE_HEADER, PRINCIPAL_HEADER, PURPOSE_HEADER, Upstreams};
 pub use store::{MIGRATIONS, SCHEMA};
 
 use agency::{Agencies, AgencyApi};
-use audit::{AuditKeys, AuditLog, Writer};
+use audit::{AuditKeys, AuditLog};
 use brokers::{BrokerApi, Brokers};
 use caller::Tokens;
 use door::{
@@ -93,41 +92,11 @@ pub enum StartError {
     Serve(#[from] ServeError),
 }
 
-/// The gateway, started: its address and a clean stop.
-#[derive(Debug)]
-pub struct Running {
-    server: RunningServer,
-    audit: Writer,
-    gateway: Arc<Gateway>,
-}
-
-impl Running {
-    /// The bound address (the real port when 0 was asked for).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.server.local_addr()
-    }
-
-    /// The door's decisions alone, for measuring them (see [`Policy`]).
-    pub fn policy(&self) -> Policy {
-        Policy {
-            gateway: self.gateway.clone(),
-        }
-    }
-
-    /// Stops accepting and drains in-flight requests (up to the drain timeout),
-    /// then writes the audit rows still queued and signs the chain's head.
-    pub async fn shutdown(self) -> Result<(), ServeError> {
-        let stopped = self.server.shutdown().await;
-        drop(self.gateway);
-        if tokio::time::timeout(Duration::from_secs(10), self.audit.finish())
-            .await
-            .is_err()
-        {
-            tracing::error!("the audit writer did not finish within 10 s");
-        }
-        stopped
-    }
-}
+/// The gateway, started: its address, its policy (the door's decisions alone,
+/// for measuring them), and a clean stop that drains in-flight requests (up to
+/// the drain timeout), then writes the audit rows still queued and signs the
+/// chain's head (within 10 s).
+pub type Running = adminduk_kit::server::Running<Policy>;
 
 /// Starts the gateway with the kit's server (TLS, health, reflection of the
 /// four services, one tower stack) in front of `upstreams`; `cache` is where
@@ -209,9 +178,16 @@ pub async fn start(
             return Err(err.into());
         }
     };
-    Ok(Running {
-        server,
-        audit: writer,
-        gateway,
-    })
+    // The writer ends once every handle on the log is gone: the policy's
+    // is let go before the last stop.
+    Ok(
+        Running::new(server, Policy { gateway }).stop_last(move || async move {
+            if tokio::time::timeout(Duration::from_secs(10), writer.finish())
+                .await
+                .is_err()
+            {
+                tracing::error!("the audit writer did not finish within 10 s");
+            }
+        }),
+    )
 }

@@ -6,7 +6,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
-use adminduk_kit::storage::{Migrations, from_millis, millis};
+use adminduk_kit::storage::{Corrupt, Migrations, day_text, from_day_text, from_millis, millis};
 use adminduk_proto::gateway::v1::{AgreementStatus, VerificationField};
 
 /// The gateway's migrations.
@@ -27,8 +27,8 @@ pub enum StoreError {
     #[error("the agreement is revoked")]
     Revoked,
     /// A stored row could not be read.
-    #[error("corrupt row: {0}")]
-    Corrupt(&'static str),
+    #[error(transparent)]
+    Corrupt(#[from] Corrupt),
     /// The database failed.
     #[error(transparent)]
     Db(#[from] sqlx::Error),
@@ -83,10 +83,6 @@ pub struct DayUsage {
     pub amount_rupiah: i64,
 }
 
-fn instant(ms: i64) -> Result<DateTime<Utc>, StoreError> {
-    from_millis(ms).ok_or(StoreError::Corrupt("timestamp"))
-}
-
 fn status_name(status: AgreementStatus) -> &'static str {
     let name = status.as_str_name();
     name.strip_prefix("AGREEMENT_STATUS_").unwrap_or(name)
@@ -105,7 +101,7 @@ fn agreement_of(row: &AnyRow) -> Result<Agreement, StoreError> {
         .filter(|f| !f.is_empty())
         .map(|f| {
             VerificationField::from_str_name(&format!("VERIFICATION_FIELD_{f}"))
-                .ok_or(StoreError::Corrupt("allowed field"))
+                .ok_or(Corrupt::new("allowed field"))
         })
         .collect::<Result<_, _>>()?;
     Ok(Agreement {
@@ -114,10 +110,10 @@ fn agreement_of(row: &AnyRow) -> Result<Agreement, StoreError> {
         allowed_fields,
         daily_quota: row.try_get("daily_quota")?,
         status: AgreementStatus::from_str_name(&format!("AGREEMENT_STATUS_{status}"))
-            .ok_or(StoreError::Corrupt("agreement status"))?,
+            .ok_or(Corrupt::new("agreement status"))?,
         fee_exempt: row.try_get::<i64, _>("fee_exempt")? != 0,
         reason: row.try_get("reason")?,
-        updated_at: instant(row.try_get("updated_at")?)?,
+        updated_at: from_millis(row.try_get("updated_at")?)?,
         updated_by: row.try_get("updated_by")?,
     })
 }
@@ -127,13 +123,9 @@ fn flag_of(row: &AnyRow) -> Result<Flag, StoreError> {
         account: row.try_get("account")?,
         nik_masked: row.try_get("nik_masked")?,
         refusals: row.try_get("refusals")?,
-        flagged_at: instant(row.try_get("flagged_at")?)?,
-        blocked_until: instant(row.try_get("blocked_until")?)?,
+        flagged_at: from_millis(row.try_get("flagged_at")?)?,
+        blocked_until: from_millis(row.try_get("blocked_until")?)?,
     })
-}
-
-fn day_text(day: NaiveDate) -> String {
-    day.format("%Y-%m-%d").to_string()
 }
 
 const AGREEMENT_COLUMNS: &str =
@@ -257,8 +249,7 @@ impl Store {
             .map(|row| {
                 let day: String = row.try_get("day")?;
                 Ok(DayUsage {
-                    day: NaiveDate::parse_from_str(&day, "%Y-%m-%d")
-                        .map_err(|_| StoreError::Corrupt("usage day"))?,
+                    day: from_day_text(&day)?,
                     checks: row.try_get("checks")?,
                     amount_rupiah: row.try_get("amount_rupiah")?,
                 })

@@ -9,7 +9,7 @@ use inventory::inventory_service_client::InventoryServiceClient;
 pub(crate) async fn residents(mesh: &Mesh, n: i64) -> Vec<String> {
     let found = mesh
         .population
-        .store()
+        .service()
         .eligible_niks(adminduk_kit::time::today_wib(), n)
         .await
         .expect("residents");

@@ -2,6 +2,7 @@
 
 use chrono::Utc;
 
+use adminduk_kit::storage::Corrupt;
 use adminduk_kit::token::{SigningKey, VerifyingKey};
 
 use crate::store::{Store, StoreError};
@@ -17,11 +18,11 @@ impl KeyRing {
     pub async fn load(store: &Store) -> Result<Self, StoreError> {
         let mut keys = Vec::new();
         for (kid, pkcs8, _retired) in store.signing_keys().await? {
-            keys.push(SigningKey::from_pkcs8(kid, &pkcs8).map_err(|_| StoreError::Corrupt("signing key"))?);
+            keys.push(SigningKey::from_pkcs8(kid, &pkcs8).map_err(|_| Corrupt::new("signing key"))?);
         }
         if keys.is_empty() {
             let kid = format!("ikd-{}", Utc::now().format("%Y%m%d%H%M%S"));
-            let key = SigningKey::generate(kid).map_err(|_| StoreError::Corrupt("key generation"))?;
+            let key = SigningKey::generate(kid).map_err(|_| Corrupt::new("key generation"))?;
             store
                 .add_signing_key(key.kid(), key.pkcs8(), &key.public_key(), Utc::now())
                 .await?;

@@ -19,13 +19,12 @@ pub use store::{MIGRATIONS, Store};
 /// The schema this service's tables live in on a shared Postgres database.
 pub const SCHEMA: &str = "ikd";
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use adminduk_kit::cache::SharedCache;
 use adminduk_kit::config::{MailConfig, ServerConfig};
-use adminduk_kit::server::{GrpcServer, RunningServer, ServeError};
+use adminduk_kit::server::{ServeError, serve_one};
 use adminduk_kit::storage::Db;
 use adminduk_proto::ikd::v1::ikd_service_server::IkdServiceServer;
 use tonic::transport::Channel;
@@ -46,38 +45,11 @@ pub enum StartError {
     Serve(#[from] ServeError),
 }
 
-/// The IKD service, started: its address, its store, its mail sender, and a clean stop.
-#[derive(Debug)]
-pub struct Running {
-    server: RunningServer,
-    store: Store,
-    mail: Option<mail::MailTask>,
-    mail_drain: Duration,
-}
-
-impl Running {
-    /// The bound address (the real port when 0 was asked for).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.server.local_addr()
-    }
-
-    /// The service's store, on the database it was started with.
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
-    /// Stops: lets the mail sender finish its pass (up to the mail timeout and
-    /// a second), drains in-flight requests (up to the drain timeout), then
-    /// closes the database.
-    pub async fn shutdown(self) -> Result<(), ServeError> {
-        if let Some(task) = self.mail {
-            task.shutdown(self.mail_drain).await;
-        }
-        let result = self.server.shutdown().await;
-        self.store.db().close().await;
-        result
-    }
-}
+/// The IKD service, started: its address, its store (on the database it was
+/// started with), and a clean stop that lets the mail sender finish its pass
+/// (up to the mail timeout and a second), drains in-flight requests (up to the
+/// drain timeout), then closes the database.
+pub type Running = adminduk_kit::server::Running<Store>;
 
 /// Starts the IKD service on a connected, migrated database (see
 /// [`MIGRATIONS`] and [`SCHEMA`]) with the kit's server (one tower stack,
@@ -101,18 +73,15 @@ pub async fn start(
         ),
     }
     let keys = Arc::new(KeyRing::load(&store).await?);
-    let builder = GrpcServer::new(server);
-    let service = IkdServiceServer::new(IkdApi::new(store.clone(), population, cache, keys))
-        .max_decoding_message_size(builder.max_message_bytes());
-    let server = builder
-        .add_service(service)
-        .with_descriptors(adminduk_proto::FILE_DESCRIPTOR_SET)
-        .start()
-        .await?;
-    Ok(Running {
-        server,
-        store,
-        mail: sender.map(MailSender::spawn),
-        mail_drain: Duration::from_millis(mail.timeout_ms + 1_000),
+    let api = IkdApi::new(store.clone(), population, cache, keys);
+    let server = serve_one(server, |max| {
+        IkdServiceServer::new(api).max_decoding_message_size(max)
     })
+    .await?;
+    let mut running = Running::new(server, store.clone());
+    if let Some(task) = sender.map(MailSender::spawn) {
+        let within = Duration::from_millis(mail.timeout_ms + 1_000);
+        running = running.stop_first(move || task.shutdown(within));
+    }
+    Ok(running.closing(store.db().clone()))
 }

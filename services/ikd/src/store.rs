@@ -2,9 +2,9 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::Row as _;
-use sqlx::any::AnyRow;
+use sqlx::any::{AnyQueryResult, AnyRow};
 
-use adminduk_kit::storage::{Migrations, is_unique_violation, millis};
+use adminduk_kit::storage::{Corrupt, Migrations, from_millis, is_unique_violation, millis};
 
 use crate::domain::{ActivationState, RESTART_GRACE, hex, unhex};
 
@@ -26,15 +26,21 @@ pub enum StoreError {
     #[error("changed concurrently")]
     Conflict,
     /// A stored row could not be read.
-    #[error("corrupt row: {0}")]
-    Corrupt(&'static str),
+    #[error(transparent)]
+    Corrupt(#[from] Corrupt),
     /// The database failed.
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
 
-fn from_millis(ms: i64) -> Result<DateTime<Utc>, StoreError> {
-    adminduk_kit::storage::from_millis(ms).ok_or_else(|| StoreError::Corrupt("timestamp"))
+/// An update or insert that had to touch exactly one row; `otherwise` when it
+/// did not (another request changed the row first).
+fn one_row(done: &AnyQueryResult, otherwise: StoreError) -> Result<(), StoreError> {
+    if done.rows_affected() == 1 {
+        Ok(())
+    } else {
+        Err(otherwise)
+    }
 }
 
 /// An identity bound to a device.
@@ -62,7 +68,7 @@ fn new_subject() -> Result<String, StoreError> {
     let mut bytes = [0u8; 16];
     ring::rand::SystemRandom::new()
         .fill(&mut bytes)
-        .map_err(|_| StoreError::Corrupt("no randomness for a subject"))?;
+        .map_err(|_| Corrupt::new("no randomness for a subject"))?;
     Ok(hex(&bytes))
 }
 
@@ -145,7 +151,7 @@ async fn open_activation(
                     .min(expires_at),
             }
         }
-        _ => return Err(StoreError::Corrupt("state")),
+        _ => return Err(Corrupt::new("state").into()),
     }))
 }
 
@@ -214,15 +220,15 @@ fn activation_from_row(row: &AnyRow) -> Result<Activation, StoreError> {
         id: row.try_get("id")?,
         nik: row.try_get("nik")?,
         email: row.try_get("email")?,
-        device_public_key: unhex(&key).ok_or(StoreError::Corrupt("device key"))?,
+        device_public_key: unhex(&key).ok_or(Corrupt::new("device key"))?,
         district_code: row.try_get("district_code")?,
         nonce: row.try_get("nonce")?,
-        challenge: unhex(&challenge).ok_or(StoreError::Corrupt("challenge"))?,
-        state: ActivationState::parse(&state).ok_or(StoreError::Corrupt("state"))?,
+        challenge: unhex(&challenge).ok_or(Corrupt::new("challenge"))?,
+        state: ActivationState::parse(&state).ok_or(Corrupt::new("state"))?,
         code_hash: row.try_get("code_hash")?,
         code_salt: salt
             .as_deref()
-            .map(|s| unhex(s).ok_or(StoreError::Corrupt("salt")))
+            .map(|s| unhex(s).ok_or(Corrupt::new("salt")))
             .transpose()?,
         code_expires_at: code_expires.map(from_millis).transpose()?,
         attempts: row.try_get("attempts")?,
@@ -269,12 +275,12 @@ impl Store {
                 nik: r.try_get("nik")?,
                 active: status == "ACTIVE",
                 device_id: r.try_get("device_id")?,
-                device_public_key: unhex(&key).ok_or(StoreError::Corrupt("device key"))?,
+                device_public_key: unhex(&key).ok_or(Corrupt::new("device key"))?,
                 district_code: r.try_get("district_code")?,
                 activated_at: from_millis(r.try_get("activated_at")?)?,
                 subject: r
                     .try_get::<Option<String>, _>("subject")?
-                    .ok_or(StoreError::Corrupt("subject"))?,
+                    .ok_or(Corrupt::new("subject"))?,
             })
         })
         .transpose()
@@ -406,9 +412,7 @@ impl Store {
         .bind(millis(now))
         .execute(&mut *tx)
         .await?;
-        if updated.rows_affected() != 1 {
-            return Err(StoreError::Conflict);
-        }
+        one_row(&updated, StoreError::Conflict)?;
         let (recipient, subject, body) = message;
         sqlx::query("INSERT INTO outbox (recipient, subject, body, created_at) VALUES ($1, $2, $3, $4)")
             .bind(recipient)
@@ -442,9 +446,7 @@ impl Store {
         .bind(activation.code_hash.as_deref())
         .execute(&mut *tx)
         .await?;
-        if updated.rows_affected() != 1 {
-            return Err(StoreError::Conflict);
-        }
+        one_row(&updated, StoreError::Conflict)?;
         let attempts: i64 = sqlx::query("SELECT attempts FROM activations WHERE id = $1")
             .bind(&activation.id)
             .fetch_one(&mut *tx)
@@ -472,9 +474,7 @@ impl Store {
         .bind(activation.code_hash.as_deref())
         .execute(&mut *tx)
         .await?;
-        if updated.rows_affected() != 1 {
-            return Err(StoreError::Conflict);
-        }
+        one_row(&updated, StoreError::Conflict)?;
         // A revoked identity is bound anew; an active one on another device is not touched.
         let bound = sqlx::query(
             "INSERT INTO identities (nik, status, device_id, device_public_key, district_code, activated_at, updated_at, \
@@ -491,9 +491,7 @@ impl Store {
         .bind(new_subject()?)
         .execute(&mut *tx)
         .await?;
-        if bound.rows_affected() != 1 {
-            return Err(StoreError::AlreadyActive);
-        }
+        one_row(&bound, StoreError::AlreadyActive)?;
         tx.commit().await?;
         Ok(())
     }
@@ -566,7 +564,7 @@ impl Store {
                 let retired: Option<i64> = r.try_get("retired_at")?;
                 Ok((
                     r.try_get("kid")?,
-                    unhex(&pkcs8).ok_or(StoreError::Corrupt("signing key"))?,
+                    unhex(&pkcs8).ok_or(Corrupt::new("signing key"))?,
                     retired.is_some(),
                 ))
             })

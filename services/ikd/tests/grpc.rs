@@ -9,12 +9,9 @@ use adminduk_ikd::grpc::revoked_device_key;
 use adminduk_ikd::{MIGRATIONS, SERVICE_NAME, Store};
 use adminduk_kit::cache::{MemoryCache, SharedCache};
 use adminduk_kit::config::MailConfig;
-use adminduk_kit::testing::{self, TestDatabase};
+use adminduk_kit::testing::{self, TestDatabase, day as d};
 use adminduk_kit::token::{VerifyingKey, verify};
-use adminduk_population::domain::kk::Kk;
-use adminduk_population::domain::nik::{Nik, Sex};
-use adminduk_proto::common::v1 as common;
-use adminduk_proto::convert;
+use adminduk_population::domain::nik::Sex;
 use adminduk_proto::ikd::v1 as pb;
 use adminduk_proto::population::v1 as population;
 use chrono::{Datelike as _, NaiveDate};
@@ -72,7 +69,7 @@ async fn mesh([db, population_db]: [TestDatabase; 2]) -> Mesh {
     Mesh {
         ikd: IkdServiceClient::new(testing::ready(ikd_server.local_addr(), SERVICE_NAME).await),
         people: PopulationServiceClient::new(people_channel),
-        store: ikd_server.store().clone(),
+        store: ikd_server.service().clone(),
         cache,
         ikd_server,
         people_server,
@@ -87,10 +84,6 @@ async fn each_backend(prefix: &str) -> Vec<Mesh> {
         all.push(mesh(dbs).await);
     }
     all
-}
-
-fn d(y: i32, m: u32, day: u32) -> NaiveDate {
-    NaiveDate::from_ymd_opt(y, m, day).expect("date")
 }
 
 /// Registers a head of family and returns the NIK.
@@ -114,37 +107,14 @@ async fn member(
     marital: population::MaritalStatus,
     recording: population::RecordingStatus,
 ) -> String {
-    let nik = Nik::from_parts("327501", birth, Sex::Male, serial)
-        .expect("nik")
-        .as_str()
-        .to_owned();
-    let issued = d(2020, 1, 1).max(birth);
-    let kk = Kk::from_parts("327501", issued, kk_serial)
-        .expect("kk")
-        .as_str()
-        .to_owned();
-    let relationship = if serial == kk_serial {
-        population::FamilyRelationship::Head
-    } else {
-        population::FamilyRelationship::Child
+    let request = population::RegisterResidentRequest {
+        marital_status: marital.into(),
+        recording_status: recording.into(),
+        ..testing::registration("3275011001", Sex::Male, birth, serial, kk_serial)
     };
+    let nik = request.nik.clone();
     m.people
-        .register_resident(population::RegisterResidentRequest {
-            nik: nik.clone(),
-            kk,
-            full_name: format!("Warga {serial}"),
-            sex: common::Sex::Male.into(),
-            birth_place: "Bekasi".into(),
-            birth_date: Some(convert::date(birth)),
-            address: Some(population::Address {
-                street: "Jl. Mawar 1".into(),
-                village_code: "3275011001".into(),
-                ..Default::default()
-            }),
-            marital_status: marital.into(),
-            relationship: relationship.into(),
-            recording_status: recording.into(),
-        })
+        .register_resident(request)
         .await
         .expect("resident registered");
     nik
@@ -419,10 +389,7 @@ async fn the_whole_flow_from_phone_to_token() {
             .into_inner()
             .keys
             .into_iter()
-            .map(|k| VerifyingKey {
-                kid: k.key_id,
-                public_key: k.public_key,
-            })
+            .map(VerifyingKey::from)
             .collect();
         let now = chrono::Utc::now().timestamp();
         let claims = verify(&issued.token, &keys, now, 0).expect("the token verifies offline");
@@ -508,18 +475,8 @@ async fn ineligible_residents_are_told_why() {
         )
         .await;
         let dead = adult(&mut m, 4).await;
-        m.people
-            .record_death(population::RecordDeathRequest {
-                nik: dead.clone(),
-                death_date: Some(convert::date(d(2024, 1, 1))),
-                expected_version: 1,
-            })
-            .await
-            .expect("death");
-        let nobody = Nik::from_parts("327501", d(1991, 1, 1), Sex::Female, 9)
-            .expect("nik")
-            .as_str()
-            .to_owned();
+        testing::record_death(&mut m.people, &dead, d(2024, 1, 1)).await;
+        let nobody = testing::nik_text("327501", d(1991, 1, 1), Sex::Female, 9);
         for (nik, why) in [
             (young, "UNDER_17"),
             (unrecorded, "NOT_RECORDED"),
@@ -1028,10 +985,7 @@ async fn population_refusals_pass_through_and_its_failures_are_unavailable() {
     .await
     .expect("ikd starts");
     let mut ikd = IkdServiceClient::new(testing::ready(server.local_addr(), SERVICE_NAME).await);
-    let nik = Nik::from_parts("327501", d(1990, 5, 5), Sex::Male, 40)
-        .expect("nik")
-        .as_str()
-        .to_owned();
+    let nik = testing::nik_text("327501", d(1990, 5, 5), Sex::Male, 40);
 
     type Case = (fn() -> Status, Code, &'static str);
     let cases: [Case; 4] = [

@@ -23,7 +23,7 @@ use crate::convert::{
 };
 use crate::error::reserve_refusal;
 use crate::service::{Inventory, ReserveFailure, TransitionFailure};
-use crate::store::NATIONAL;
+use crate::store::{Movement, NATIONAL};
 
 /// Days searched for room when a date is full.
 const SUGGESTION_DAYS: u32 = 14;
@@ -138,14 +138,14 @@ impl InventoryService for InventoryApi {
         }
         let entries = self
             .inventory
-            .transfer(
-                &transfer.from_region_code,
-                &transfer.to_region_code,
-                transfer.quantity,
-                &transfer.reference,
-                &transfer.requested_by,
-                &transfer.reason,
-            )
+            .move_out(&Movement {
+                from: &transfer.from_region_code,
+                to: Some(&transfer.to_region_code),
+                quantity: transfer.quantity,
+                reference: &transfer.reference,
+                actor: &transfer.requested_by,
+                reason: &transfer.reason,
+            })
             .await?;
         tracing::info!(
             from = %transfer.from_region_code,
@@ -253,13 +253,14 @@ impl InventoryService for InventoryApi {
         let entries = match &spoilage.reservation {
             None => {
                 self.inventory
-                    .spoil(
-                        region,
-                        spoilage.quantity,
-                        &spoilage.reference,
-                        &spoilage.reported_by,
-                        &spoilage.reason,
-                    )
+                    .move_out(&Movement {
+                        from: region,
+                        to: None,
+                        quantity: spoilage.quantity,
+                        reference: &spoilage.reference,
+                        actor: &spoilage.reported_by,
+                        reason: &spoilage.reason,
+                    })
                     .await?
             }
             Some(id) => {

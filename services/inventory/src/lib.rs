@@ -17,11 +17,10 @@ pub use store::{GroupCommit, MIGRATIONS};
 /// The schema this service's tables live in on a shared Postgres database.
 pub const SCHEMA: &str = "inventory";
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use adminduk_kit::config::ServerConfig;
-use adminduk_kit::server::{GrpcServer, RunningServer, ServeError};
+use adminduk_kit::server::{ServeError, serve_one};
 use adminduk_kit::storage::Db;
 use adminduk_proto::inventory::v1::inventory_service_server::InventoryServiceServer;
 
@@ -38,38 +37,12 @@ pub enum StartError {
     Serve(#[from] ServeError),
 }
 
-/// The inventory service, started: its address, the inventory it serves,
-/// its background tasks, and a clean stop.
-#[derive(Debug)]
-pub struct Running {
-    server: RunningServer,
-    inventory: Arc<Inventory>,
-    background: service::Background,
-    db: Db,
-}
-
-impl Running {
-    /// The bound address (the real port when 0 was asked for).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.server.local_addr()
-    }
-
-    /// The inventory the server answers from (for seeding a policy and stock, or reading the books).
-    pub fn inventory(&self) -> &Arc<Inventory> {
-        &self.inventory
-    }
-
-    /// Stops: ends the availability streams, drains in-flight requests (up to
-    /// the drain timeout), stops the group commit and the expiry sweeper, then
-    /// closes the database.
-    pub async fn shutdown(self) -> Result<(), ServeError> {
-        self.inventory.close();
-        let result = self.server.shutdown().await;
-        self.background.abort();
-        self.db.close().await;
-        result
-    }
-}
+/// The inventory service, started: its address, the inventory it answers
+/// from (for seeding a policy and stock, or reading the books), and a clean
+/// stop that ends the availability streams, drains in-flight requests (up to
+/// the drain timeout), stops the group commit and the expiry sweeper, then
+/// closes the database.
+pub type Running = adminduk_kit::server::Running<Arc<Inventory>>;
 
 /// Opens the inventory on a connected, migrated database (see [`MIGRATIONS`]
 /// and [`SCHEMA`]), rebuilding its core from the rows, and starts its service
@@ -83,14 +56,11 @@ pub async fn start(server: ServerConfig, db: Db, settings: GroupCommit) -> Resul
         reservations = report.reservations,
         "inventory rebuilt"
     );
-    let builder = GrpcServer::new(server);
-    let service = InventoryServiceServer::new(InventoryApi::new(inventory.clone()))
-        .max_decoding_message_size(builder.max_message_bytes());
-    let started = builder
-        .add_service(service)
-        .with_descriptors(adminduk_proto::FILE_DESCRIPTOR_SET)
-        .start()
-        .await;
+    let api = InventoryApi::new(inventory.clone());
+    let started = serve_one(server, |max| {
+        InventoryServiceServer::new(api).max_decoding_message_size(max)
+    })
+    .await;
     let server = match started {
         Ok(server) => server,
         Err(err) => {
@@ -99,10 +69,9 @@ pub async fn start(server: ServerConfig, db: Db, settings: GroupCommit) -> Resul
             return Err(err.into());
         }
     };
-    Ok(Running {
-        server,
-        inventory,
-        background,
-        db,
-    })
+    let closing = inventory.clone();
+    Ok(Running::new(server, inventory)
+        .stop_first(move || async move { closing.close() })
+        .stop_last(move || async move { background.abort() })
+        .closing(db))
 }

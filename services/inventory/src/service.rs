@@ -16,7 +16,7 @@ use adminduk_inventory_core::policy::{Policy, PolicyViolation, pacing_budget, ru
 use adminduk_inventory_core::state::Transition;
 use adminduk_kit::storage::Db;
 
-use crate::store::{GroupCommit, LedgerEntry, LoadReport, Store, StoreError, WriteOp, Writer};
+use crate::store::{GroupCommit, LedgerEntry, LoadReport, Movement, Store, StoreError, WriteOp, Writer};
 
 /// How long final reservations (and their idempotency keys) stay in memory.
 pub const RETENTION: chrono::Duration = chrono::Duration::days(30);
@@ -299,55 +299,10 @@ impl Inventory {
         self.store.raise_capacities(&raised).await
     }
 
-    /// Blanks lent to another region.
-    pub async fn transfer(
-        &self,
-        from: &str,
-        to: &str,
-        quantity: i64,
-        reference: &str,
-        actor: &str,
-        reason: &str,
-    ) -> Result<Vec<LedgerEntry>, StoreError> {
-        let entries = self
-            .store
-            .move_out(
-                &self.engine,
-                from,
-                Some(to),
-                quantity,
-                reference,
-                actor,
-                reason,
-                Utc::now(),
-            )
-            .await?;
-        self.changed();
-        Ok(entries)
-    }
-
-    /// Blanks written off as damaged.
-    pub async fn spoil(
-        &self,
-        region: &str,
-        quantity: i64,
-        reference: &str,
-        actor: &str,
-        reason: &str,
-    ) -> Result<Vec<LedgerEntry>, StoreError> {
-        let entries = self
-            .store
-            .move_out(
-                &self.engine,
-                region,
-                None,
-                quantity,
-                reference,
-                actor,
-                reason,
-                Utc::now(),
-            )
-            .await?;
+    /// Blanks lent to another region, or written off as damaged; the ledger
+    /// entries written.
+    pub async fn move_out(&self, movement: &Movement<'_>) -> Result<Vec<LedgerEntry>, StoreError> {
+        let entries = self.store.move_out(&self.engine, movement, Utc::now()).await?;
         self.changed();
         Ok(entries)
     }

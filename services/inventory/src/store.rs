@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row as _, Transaction};
 use tokio::sync::{mpsc, oneshot};
@@ -16,7 +16,9 @@ use adminduk_inventory_core::bucket::BucketCounts;
 use adminduk_inventory_core::engine::{BucketKey, Engine, Path, Reservation, StoredReservation};
 use adminduk_inventory_core::policy::{PointKind, PointSpec, Policy, PoolSpec};
 use adminduk_inventory_core::state::{State, Transition};
-use adminduk_kit::storage::{Backend, Db, Migrations, is_unique_violation, millis};
+use adminduk_kit::storage::{
+    Backend, Corrupt, Db, Migrations, from_day_text, from_millis, is_unique_violation, millis,
+};
 
 /// This service's migrations.
 pub const MIGRATIONS: Migrations =
@@ -111,22 +113,14 @@ pub enum StoreError {
     #[error("the database refused to exceed the limit of {0}")]
     LimitRefused(String),
     /// A stored row could not be read.
-    #[error("corrupt row: {0}")]
-    Corrupt(String),
+    #[error(transparent)]
+    Corrupt(#[from] Corrupt),
     /// The writer is gone (shutting down).
     #[error("the writer has stopped")]
     WriterStopped,
     /// The database failed.
     #[error(transparent)]
     Db(#[from] sqlx::Error),
-}
-
-fn from_millis(ms: i64) -> Result<DateTime<Utc>, StoreError> {
-    adminduk_kit::storage::from_millis(ms).ok_or_else(|| StoreError::Corrupt("timestamp".into()))
-}
-
-fn parse_day(text: &str) -> Result<NaiveDate, StoreError> {
-    NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| StoreError::Corrupt("day".into()))
 }
 
 fn kind_code(kind: PointKind) -> &'static str {
@@ -192,7 +186,7 @@ fn ledger_from_row(row: &AnyRow) -> Result<LedgerEntry, StoreError> {
     Ok(LedgerEntry {
         seq: row.try_get("seq")?,
         holder_code: row.try_get("holder_code")?,
-        kind: MovementKind::parse(&kind).ok_or_else(|| StoreError::Corrupt("ledger kind".into()))?,
+        kind: MovementKind::parse(&kind).ok_or_else(|| Corrupt::new("ledger kind"))?,
         quantity: row.try_get("quantity")?,
         on_hand_delta: row.try_get("on_hand_delta")?,
         reference: row.try_get("reference")?,
@@ -201,6 +195,23 @@ fn ledger_from_row(row: &AnyRow) -> Result<LedgerEntry, StoreError> {
         reservation_id: row.try_get("reservation_id")?,
         created_at: from_millis(row.try_get("created_at")?)?,
     })
+}
+
+/// Blanks leaving a holder: lent to another region, or written off as spoiled.
+#[derive(Debug, Clone, Copy)]
+pub struct Movement<'a> {
+    /// The regency code (or `NATIONAL`) the blanks leave.
+    pub from: &'a str,
+    /// The region that borrows them; `None` writes them off.
+    pub to: Option<&'a str>,
+    /// How many.
+    pub quantity: i64,
+    /// The movement's document (one movement per reference).
+    pub reference: &'a str,
+    /// Who asked.
+    pub actor: &'a str,
+    /// Why.
+    pub reason: &'a str,
 }
 
 /// A ledger row to write.
@@ -341,7 +352,7 @@ impl Store {
             .await?
         {
             let id: String = row.try_get("id")?;
-            let key = BucketKey::parse(&id).ok_or_else(|| StoreError::Corrupt(format!("bucket id {id}")))?;
+            let key = BucketKey::parse(&id).ok_or_else(|| Corrupt::new(format!("bucket id {id}")))?;
             engine.restore_bucket(
                 key,
                 BucketCounts {
@@ -356,7 +367,7 @@ impl Store {
         for policy in self.policies().await? {
             engine
                 .restore_policy(policy)
-                .map_err(|v| StoreError::Corrupt(format!("stored policy: {v:?}")))?;
+                .map_err(|v| Corrupt::new(format!("stored policy: {v:?}")))?;
             report.policies += 1;
         }
         let rows = sqlx::query(
@@ -370,15 +381,15 @@ impl Store {
             let id: String = row.try_get("id")?;
             let state: String = row.try_get("state")?;
             let stored = StoredReservation {
-                id: Uuid::parse_str(&id).map_err(|_| StoreError::Corrupt("reservation id".into()))?,
+                id: Uuid::parse_str(&id).map_err(|_| Corrupt::new("reservation id"))?,
                 point_code: row.try_get("point_code")?,
-                day: parse_day(&row.try_get::<String, _>("day")?)?,
+                day: from_day_text(&row.try_get::<String, _>("day")?)?,
                 applicant: row.try_get("applicant_nik")?,
                 purpose: row.try_get("purpose")?,
                 idempotency_key: row.try_get("idempotency_key")?,
                 expires_at: from_millis(row.try_get("expires_at")?)?,
                 created_at: from_millis(row.try_get("created_at")?)?,
-                state: parse_state(&state).ok_or_else(|| StoreError::Corrupt("reservation state".into()))?,
+                state: parse_state(&state).ok_or_else(|| Corrupt::new("reservation state"))?,
             };
             if engine.restore_reservation(stored) {
                 report.reservations += 1;
@@ -424,7 +435,7 @@ impl Store {
                 Ok(PointSpec {
                     code: r.try_get("code")?,
                     name: r.try_get("name")?,
-                    kind: parse_kind(&kind).ok_or_else(|| StoreError::Corrupt("point kind".into()))?,
+                    kind: parse_kind(&kind).ok_or_else(|| Corrupt::new("point kind"))?,
                     district_code: r.try_get("district_code")?,
                     pool_code: r.try_get("pool_code")?,
                 })
@@ -435,7 +446,7 @@ impl Store {
                 points,
                 pools,
                 monthly_cap: region.try_get("monthly_cap")?,
-                next_shipment: next.as_deref().map(parse_day).transpose()?,
+                next_shipment: next.as_deref().map(from_day_text).transpose()?,
                 version: region.try_get("version")?,
             });
         }
@@ -567,18 +578,20 @@ impl Store {
 
     /// Lends blanks between regions, or (with `to` None) writes them off as spoiled.
     /// The lender's units leave memory first, so nothing can grant them meanwhile.
-    #[allow(clippy::too_many_arguments)]
     pub async fn move_out(
         &self,
         engine: &Engine,
-        from: &str,
-        to: Option<&str>,
-        quantity: i64,
-        reference: &str,
-        actor: &str,
-        reason: &str,
+        movement: &Movement<'_>,
         now: DateTime<Utc>,
     ) -> Result<Vec<LedgerEntry>, StoreError> {
+        let &Movement {
+            from,
+            to,
+            quantity,
+            reference,
+            actor,
+            reason,
+        } = movement;
         let source = engine.stock(from);
         source
             .adjust_capacity(-quantity)

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use adminduk_inventory::demo::{KOTA_BEKASI, kecamatan_point, kota_bekasi_policy};
 use adminduk_inventory::service::{Inventory, ReserveFailure};
-use adminduk_inventory::store::{MovementKind, NATIONAL};
+use adminduk_inventory::store::{Movement, MovementKind, NATIONAL};
 use adminduk_inventory::{GroupCommit, MIGRATIONS};
 use adminduk_inventory_core::engine::{BucketKey, ReserveError, ReserveRequest};
 use adminduk_inventory_core::state::{State, Transition};
@@ -381,17 +381,25 @@ async fn the_ledger_sums_to_the_stock_after_every_operation() {
             let reference = format!("doc-{step}");
             let n = rng.random_range(1..=300);
             let op = rng.random_range(0..7);
+            let out = |to, quantity, reason| Movement {
+                from: region,
+                to,
+                quantity,
+                reference: &reference,
+                actor: "test",
+                reason,
+            };
             let result = match op {
                 0 => inventory
                     .receive_shipment(region, n, &reference, "test")
                     .await
                     .map(drop),
                 1 => inventory
-                    .transfer(region, other, n, &reference, "test", "lending")
+                    .move_out(&out(Some(other), n, "lending"))
                     .await
                     .map(drop),
                 2 => inventory
-                    .spoil(region, rng.random_range(1..=5), &reference, "test", "damaged")
+                    .move_out(&out(None, rng.random_range(1..=5), "damaged"))
                     .await
                     .map(drop),
                 3 | 4 => {

@@ -560,6 +560,12 @@ mod tests {
     }
 
     /// Every implementation to test: in-process always, Redis when configured.
+    /// Asserts that `key` holds `value`, saying `why` (with the backend) otherwise.
+    async fn assert_reads(cache: &dyn SharedCache, key: &str, value: &[u8], why: &str) {
+        let read = cache.get(key).await.unwrap_or_else(|err| panic!("{why}: {err}"));
+        assert_eq!(read.as_deref(), Some(value), "{why}");
+    }
+
     async fn caches(test: &str) -> Vec<(&'static str, Arc<dyn SharedCache>)> {
         let mut all: Vec<(&'static str, Arc<dyn SharedCache>)> =
             vec![("memory", Arc::new(MemoryCache::new()))];
@@ -686,19 +692,12 @@ mod tests {
             assert!(!cache.exists("k").await.expect(label), "{label}");
 
             cache.set("k", b"one", LONG).await.expect(label);
-            assert_eq!(
-                cache.get("k").await.expect(label).as_deref(),
-                Some(&b"one"[..]),
-                "{label}"
-            );
+            assert_reads(cache.as_ref(), "k", b"one", label).await;
             assert!(cache.exists("k").await.expect(label), "{label}");
 
             cache.set("k", b"\x00two\xff", LONG).await.expect(label);
-            assert_eq!(
-                cache.get("k").await.expect(label).as_deref(),
-                Some(&b"\x00two\xff"[..]),
-                "{label}: set replaces the value, binary-safe"
-            );
+            // Set replaces the value, binary-safe.
+            assert_reads(cache.as_ref(), "k", b"\x00two\xff", label).await;
 
             cache.delete("k").await.expect(label);
             assert_eq!(cache.get("k").await.expect(label), None, "{label}");
@@ -760,11 +759,8 @@ mod tests {
                     "{label}"
                 );
             }
-            assert_eq!(
-                cache.get("w").await.expect(label).as_deref(),
-                Some(&b"3"[..]),
-                "{label}: counters read back as decimal text"
-            );
+            // Counters read back as decimal text.
+            assert_reads(cache.as_ref(), "w", b"3", label).await;
 
             tokio::time::sleep(PAST_SHORT).await;
             assert_eq!(
@@ -805,11 +801,8 @@ mod tests {
                 !cache.set_if_absent("t", b"second", SHORT).await.expect(label),
                 "{label}"
             );
-            assert_eq!(
-                cache.get("t").await.expect(label).as_deref(),
-                Some(&b"first"[..]),
-                "{label}: the losing call changes nothing"
-            );
+            // The losing call changes nothing.
+            assert_reads(cache.as_ref(), "t", b"first", label).await;
 
             tokio::time::sleep(PAST_SHORT).await;
             assert!(

@@ -2,7 +2,9 @@
 //! graceful shutdown with a drain timeout.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -633,6 +635,130 @@ impl RunningServer {
             }
         }
     }
+}
+
+/// A service of the mesh, started: its server, what it answers from (`S`: the
+/// store, or the workflows over it, for seeding and reading in tests and the
+/// CLI), and what stops with it. Each service crate's `start` returns one.
+pub struct Running<S> {
+    server: RunningServer,
+    service: S,
+    first: Vec<StopHook>,
+    last: Vec<StopHook>,
+}
+
+/// Something to stop with a service: a future made when the stop begins.
+type StopHook = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+fn hook<F>(stop: impl FnOnce() -> F + Send + 'static) -> StopHook
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    Box::new(move || Box::pin(stop()))
+}
+
+impl<S> Running<S> {
+    /// A started server answering from `service`, with nothing else to stop yet.
+    pub fn new(server: RunningServer, service: S) -> Self {
+        Self {
+            server,
+            service,
+            first: Vec::new(),
+            last: Vec::new(),
+        }
+    }
+
+    /// Stops `stop` first, before in-flight requests drain (streams to end, a
+    /// sender's last pass, a task that reads gauges). Hooks run in the order added.
+    pub fn stop_first<F>(mut self, stop: impl FnOnce() -> F + Send + 'static) -> Self
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.first.push(hook(stop));
+        self
+    }
+
+    /// Stops `stop` once requests have drained (background writers), before
+    /// the database closes. Hooks run in the order added.
+    pub fn stop_last<F>(mut self, stop: impl FnOnce() -> F + Send + 'static) -> Self
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.last.push(hook(stop));
+        self
+    }
+
+    /// Closes `db` last of all.
+    pub fn closing(self, db: crate::storage::Db) -> Self {
+        self.stop_last(move || async move { db.close().await })
+    }
+
+    /// The bound address (the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// What the server answers from.
+    pub fn service(&self) -> &S {
+        &self.service
+    }
+
+    /// Stops: the first hooks, then the server (draining in-flight requests up
+    /// to the drain timeout), then what it answered from is let go and the
+    /// last hooks run (the database closes last).
+    pub async fn shutdown(self) -> Result<(), ServeError> {
+        let Self {
+            server,
+            service,
+            first,
+            last,
+        } = self;
+        for stop in first {
+            stop().await;
+        }
+        let result = server.shutdown().await;
+        drop(service);
+        for stop in last {
+            stop().await;
+        }
+        result
+    }
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for Running<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("server", &self.server)
+            .field("service", &self.service)
+            .field("stops", &(self.first.len() + self.last.len()))
+            .finish()
+    }
+}
+
+/// Starts a server of one of the mesh's services with the kit's stack (one
+/// tower stack, health, reflection of the mesh's contracts). `make` builds the
+/// generated server given the largest message it should decode (pass it to
+/// `max_decoding_message_size`). Returns once the port is open.
+pub async fn serve_one<T>(
+    config: ServerConfig,
+    make: impl FnOnce(usize) -> T,
+) -> Result<RunningServer, ServeError>
+where
+    T: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    T::Future: Send + 'static,
+{
+    let builder = GrpcServer::new(config);
+    let service = make(builder.max_message_bytes());
+    builder
+        .add_service(service)
+        .with_descriptors(adminduk_proto::FILE_DESCRIPTOR_SET)
+        .start()
+        .await
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM (Kubernetes, systemd). The handlers

@@ -362,9 +362,41 @@ pub fn millis(at: chrono::DateTime<chrono::Utc>) -> i64 {
     at.timestamp_millis()
 }
 
-/// A stored instant back; `None` for a value no instant has.
-pub fn from_millis(ms: i64) -> Option<chrono::DateTime<chrono::Utc>> {
-    chrono::DateTime::from_timestamp_millis(ms)
+/// A stored instant back; [`Corrupt`] for a value no instant has.
+pub fn from_millis(ms: i64) -> Result<chrono::DateTime<chrono::Utc>, Corrupt> {
+    chrono::DateTime::from_timestamp_millis(ms).ok_or(Corrupt::new("timestamp"))
+}
+
+/// A day as stored: `YYYY-MM-DD` text (the same on both backends, and it sorts).
+pub fn day_text(day: chrono::NaiveDate) -> String {
+    day.format(DAY_FORMAT).to_string()
+}
+
+/// A stored day back; [`Corrupt`] for text that is no day.
+pub fn from_day_text(text: &str) -> Result<chrono::NaiveDate, Corrupt> {
+    chrono::NaiveDate::parse_from_str(text, DAY_FORMAT).map_err(|_| Corrupt::new("day"))
+}
+
+const DAY_FORMAT: &str = "%Y-%m-%d";
+
+/// A stored value that does not read back as what it must be: the row is
+/// corrupt (written by something else, or edited by hand). Every store's
+/// error wraps it, so a row read checks with `?`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("corrupt row: {0}")]
+pub struct Corrupt(std::borrow::Cow<'static, str>);
+
+impl Corrupt {
+    /// A corrupt row, saying which value did not read back (never the value
+    /// itself: it may be personal data).
+    pub fn new(what: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        Self(what.into())
+    }
+
+    /// Which value did not read back.
+    pub fn what(&self) -> &str {
+        &self.0
+    }
 }
 
 /// Whether a database error is a unique-constraint violation, on either backend.
@@ -375,6 +407,23 @@ pub fn is_unique_violation(err: &sqlx::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_instants_and_days_read_back_or_say_which_value_is_corrupt() {
+        let at = chrono::DateTime::from_timestamp_millis(1_764_633_600_123).expect("instant");
+        assert_eq!(from_millis(millis(at)), Ok(at));
+        assert_eq!(
+            from_millis(i64::MAX).map_err(|e| e.to_string()),
+            Err("corrupt row: timestamp".into())
+        );
+        let day = chrono::NaiveDate::from_ymd_opt(2026, 12, 2).expect("day");
+        assert_eq!(day_text(day), "2026-12-02");
+        assert_eq!(from_day_text(&day_text(day)), Ok(day));
+        assert_eq!(
+            from_day_text("2026-13-02").map_err(|e| e.what().to_owned()),
+            Err("day".into())
+        );
+    }
 
     #[test]
     fn a_phrase_renders_as_each_backend_writes_it() {

@@ -16,11 +16,19 @@
 //! `ADMINDUK_TEST_POSTGRES_URL` is set, each test in a schema of its own.
 //! With `ADMINDUK_REQUIRE_SERVICES=1` (as in CI) a missing service fails the
 //! test instead of skipping it.
+//!
+//! Residents for any service's tests: [`registration`] (a made-up resident's
+//! request, changed with struct update syntax), [`nik_text`], [`kk_text`],
+//! [`record_death`].
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use adminduk_proto::common::v1 as common;
+use adminduk_proto::population::v1::population_service_client::PopulationServiceClient;
+use adminduk_proto::population::v1::{self as population, RegisterResidentRequest};
+use chrono::NaiveDate;
 use secrecy::SecretString;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
@@ -28,6 +36,8 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::config::{DatabaseConfig, ServerConfig};
+use crate::kk::Kk;
+use crate::nik::{Nik, Sex};
 use crate::storage::{Db, Migrations};
 
 /// Long enough for a loaded CI machine, short enough that a hang fails the test.
@@ -179,6 +189,83 @@ pub fn database_sets<const N: usize>(prefix: &str) -> Vec<[TestDatabase; N]> {
         all.push(postgres.map(|db| db.expect("checked above")));
     }
     all
+}
+
+/// A day that exists (panics on one that does not, naming it).
+pub fn day(year: i32, month: u32, day: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(year, month, day).unwrap_or_else(|| panic!("{year}-{month}-{day} is no day"))
+}
+
+/// A valid NIK's digits.
+pub fn nik_text(district: &str, birth: NaiveDate, sex: Sex, serial: u16) -> String {
+    Nik::from_parts(district, birth, sex, serial)
+        .expect("the parts of a valid NIK")
+        .as_str()
+        .to_owned()
+}
+
+/// A valid KK's digits.
+pub fn kk_text(district: &str, issued: NaiveDate, serial: u16) -> String {
+    Kk::from_parts(district, issued, serial)
+        .expect("the parts of a valid KK")
+        .as_str()
+        .to_owned()
+}
+
+/// The registration of a made-up resident numbered `serial`, born on `birth`,
+/// living in `village` (whose first six digits are the district of the NIK and
+/// the KK): `Warga {serial}`, born in Bekasi, married, print-ready, on the KK
+/// numbered `kk_serial` (issued on 2020-01-01, or at birth if later) as its
+/// head when `kk_serial` is `serial`, else as a child. A test changes what it
+/// needs with struct update syntax.
+pub fn registration(
+    village: &str,
+    sex: Sex,
+    birth: NaiveDate,
+    serial: u16,
+    kk_serial: u16,
+) -> RegisterResidentRequest {
+    let district = village.get(..6).expect("a village code of ten digits");
+    let relationship = if serial == kk_serial {
+        population::FamilyRelationship::Head
+    } else {
+        population::FamilyRelationship::Child
+    };
+    RegisterResidentRequest {
+        nik: nik_text(district, birth, sex, serial),
+        kk: kk_text(district, day(2020, 1, 1).max(birth), kk_serial),
+        full_name: format!("Warga {serial}"),
+        sex: match sex {
+            Sex::Male => common::Sex::Male,
+            Sex::Female => common::Sex::Female,
+        }
+        .into(),
+        birth_place: "Bekasi".to_owned(),
+        birth_date: Some(adminduk_proto::convert::date(birth)),
+        address: Some(population::Address {
+            street: "Jl. Melati No. 5".to_owned(),
+            rt: "003".to_owned(),
+            rw: "007".to_owned(),
+            village_code: village.to_owned(),
+            ..Default::default()
+        }),
+        marital_status: population::MaritalStatus::Married.into(),
+        relationship: relationship.into(),
+        recording_status: population::RecordingStatus::PrintReady.into(),
+    }
+}
+
+/// Records the death of the resident with `nik`, who must be at version 1
+/// (registered and not changed since).
+pub async fn record_death(people: &mut PopulationServiceClient<Channel>, nik: &str, died: NaiveDate) {
+    people
+        .record_death(population::RecordDeathRequest {
+            nik: nik.to_owned(),
+            death_date: Some(adminduk_proto::convert::date(died)),
+            expected_version: 1,
+        })
+        .await
+        .expect("the death recorded");
 }
 
 #[cfg(test)]

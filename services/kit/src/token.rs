@@ -178,6 +178,16 @@ pub struct VerifyingKey {
     pub public_key: Vec<u8>,
 }
 
+impl From<adminduk_proto::ikd::v1::SigningKey> for VerifyingKey {
+    /// A key as the IKD service lists it (`ListSigningKeys`).
+    fn from(key: adminduk_proto::ikd::v1::SigningKey) -> Self {
+        Self {
+            kid: key.key_id,
+            public_key: key.public_key,
+        }
+    }
+}
+
 /// Verifies a token against known keys at `now` (seconds), allowing `leeway` seconds of clock skew.
 pub fn verify(token: &str, keys: &[VerifyingKey], now: i64, leeway: i64) -> Result<Claims, TokenError> {
     let mut parts = token.split('.');

@@ -16,10 +16,8 @@ pub use store::{MIGRATIONS, Store};
 /// The schema this service's tables live in on a shared Postgres database.
 pub const SCHEMA: &str = "population";
 
-use std::net::SocketAddr;
-
 use adminduk_kit::config::ServerConfig;
-use adminduk_kit::server::{GrpcServer, RunningServer, ServeError};
+use adminduk_kit::server::{ServeError, serve_one};
 use adminduk_kit::storage::Db;
 use adminduk_proto::population::v1::population_service_server::PopulationServiceServer;
 
@@ -28,45 +26,22 @@ pub use adminduk_proto::population::v1::population_service_server::SERVICE_NAME;
 /// The largest answer population sends (a search page of residents).
 const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
 
-/// The population service, started: its address, its store, and a clean stop.
-#[derive(Debug)]
-pub struct Running {
-    server: RunningServer,
-    store: Store,
-}
-
-impl Running {
-    /// The bound address (the real port when 0 was asked for).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.server.local_addr()
-    }
-
-    /// The service's store, on the database it was started with.
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
-    /// Stops accepting, drains in-flight requests (up to the drain timeout), then closes the database.
-    pub async fn shutdown(self) -> Result<(), ServeError> {
-        let result = self.server.shutdown().await;
-        self.store.db().close().await;
-        result
-    }
-}
+/// The population service, started: its address, its store (on the database
+/// it was started with), and a clean stop that drains in-flight requests (up
+/// to the drain timeout) and then closes the database.
+pub type Running = adminduk_kit::server::Running<Store>;
 
 /// Starts the population service on a connected, migrated database (see
 /// [`MIGRATIONS`] and [`SCHEMA`]) with the kit's server: one tower stack,
 /// health, reflection, the configured message limit. Returns once the port is open.
 pub async fn start(server: ServerConfig, db: Db) -> Result<Running, ServeError> {
-    let store = Store::new(db);
-    let builder = GrpcServer::new(server);
-    let service = PopulationServiceServer::new(PopulationApi::new(store.clone()))
-        .max_decoding_message_size(builder.max_message_bytes())
-        .max_encoding_message_size(MAX_ANSWER_BYTES);
-    let server = builder
-        .add_service(service)
-        .with_descriptors(adminduk_proto::FILE_DESCRIPTOR_SET)
-        .start()
-        .await?;
-    Ok(Running { server, store })
+    let store = Store::new(db.clone());
+    let api = PopulationApi::new(store.clone());
+    let server = serve_one(server, |max| {
+        PopulationServiceServer::new(api)
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(MAX_ANSWER_BYTES)
+    })
+    .await?;
+    Ok(Running::new(server, store).closing(db))
 }

@@ -4,7 +4,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row as _, Transaction};
 
-use adminduk_kit::storage::{Migrations, is_unique_violation, millis};
+use adminduk_kit::storage::{
+    Corrupt, Migrations, day_text, from_day_text, from_millis, is_unique_violation, millis,
+};
 
 use crate::domain::kk::Kk;
 use crate::domain::nik::{Nik, Sex};
@@ -52,8 +54,8 @@ pub enum StoreError {
     #[error("invalid record")]
     Invalid(Vec<Violation>),
     /// A stored row could not be read back (a bug or manual edit).
-    #[error("corrupt row: {0}")]
-    Corrupt(String),
+    #[error(transparent)]
+    Corrupt(#[from] Corrupt),
     /// The database failed.
     #[error(transparent)]
     Db(#[from] sqlx::Error),
@@ -112,18 +114,6 @@ const RESIDENT_COLUMNS: &str = "id, nik, kk, full_name, sex, birth_place, birth_
      village_code, marital_status, relationship, life_status, recording_status, death_date, version, \
      created_at, updated_at";
 
-fn from_millis(ms: i64) -> Result<DateTime<Utc>, StoreError> {
-    adminduk_kit::storage::from_millis(ms).ok_or_else(|| StoreError::Corrupt("timestamp".into()))
-}
-
-fn date_text(date: NaiveDate) -> String {
-    date.format("%Y-%m-%d").to_string()
-}
-
-fn parse_date(text: &str) -> Result<NaiveDate, StoreError> {
-    NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| StoreError::Corrupt("date".into()))
-}
-
 fn sex_code(sex: Sex) -> &'static str {
     match sex {
         Sex::Male => "M",
@@ -137,7 +127,7 @@ fn resident_from_row(row: &AnyRow) -> Result<Resident, StoreError> {
     // on the day would read back as corrupt.)
     let today = adminduk_kit::time::today_wib();
     let text = |name: &str| row.try_get::<String, _>(name);
-    let corrupt = |what: &str| StoreError::Corrupt(what.to_owned());
+    let corrupt = |what: &'static str| StoreError::from(Corrupt::new(what));
     let nik = Nik::parse(&text("nik")?, today).map_err(|_| corrupt("nik"))?;
     let kk = Kk::parse(&text("kk")?, today).map_err(|_| corrupt("kk"))?;
     let death_date: Option<String> = row.try_get("death_date")?;
@@ -152,7 +142,7 @@ fn resident_from_row(row: &AnyRow) -> Result<Resident, StoreError> {
             _ => return Err(corrupt("sex")),
         },
         birth_place: text("birth_place")?,
-        birth_date: parse_date(&text("birth_date")?)?,
+        birth_date: from_day_text(&text("birth_date")?)?,
         address: Address {
             street: text("street")?,
             rt: text("rt")?,
@@ -166,7 +156,7 @@ fn resident_from_row(row: &AnyRow) -> Result<Resident, StoreError> {
         life_status: LifeStatus::parse(&text("life_status")?).ok_or_else(|| corrupt("life_status"))?,
         recording_status: RecordingStatus::parse(&text("recording_status")?)
             .ok_or_else(|| corrupt("recording_status"))?,
-        death_date: death_date.as_deref().map(parse_date).transpose()?,
+        death_date: death_date.as_deref().map(from_day_text).transpose()?,
         version: row.try_get("version")?,
         created_at: from_millis(row.try_get("created_at")?)?,
         updated_at: from_millis(row.try_get("updated_at")?)?,
@@ -258,15 +248,7 @@ impl Store {
             if new.relationship != Relationship::Head {
                 return Err(StoreError::FirstMemberNotHead);
             }
-            sqlx::query(
-                "INSERT INTO families (kk, district_code, issue_date, created_at) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(new.kk.as_str())
-            .bind(new.kk.district_code())
-            .bind(date_text(new.kk.issue_date()))
-            .bind(millis(now))
-            .execute(&mut *tx)
-            .await?;
+            insert_family(&mut tx, &new.kk, false, now).await?;
         }
         insert_resident(&mut tx, new, now)
             .await
@@ -281,16 +263,7 @@ impl Store {
         let mut tx = self.db.begin_write().await?;
         let mut inserted = 0;
         for new in batch {
-            sqlx::query(
-                "INSERT INTO families (kk, district_code, issue_date, created_at) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (kk) DO NOTHING",
-            )
-            .bind(new.kk.as_str())
-            .bind(new.kk.district_code())
-            .bind(date_text(new.kk.issue_date()))
-            .bind(millis(now))
-            .execute(&mut *tx)
-            .await?;
+            insert_family(&mut tx, &new.kk, true, now).await?;
             let exists = sqlx::query("SELECT id FROM residents WHERE nik = $1")
                 .bind(new.nik.as_str())
                 .fetch_optional(&mut *tx)
@@ -442,7 +415,7 @@ impl Store {
              FROM residents WHERE district_code LIKE $1 AND life_status = 'ALIVE'",
         )
         .bind(format!("{area_code}%"))
-        .bind(date_text(adult_born_by))
+        .bind(day_text(adult_born_by))
         .fetch_one(self.db.pool())
         .await?;
         Ok((row.try_get("alive")?, row.try_get("eligible")?))
@@ -456,7 +429,7 @@ impl Store {
             "SELECT nik FROM residents WHERE life_status = 'ALIVE' AND recording_status = 'PRINT_READY' \
              AND (birth_date <= $1 OR marital_status <> 'SINGLE') ORDER BY id LIMIT $2",
         )
-        .bind(date_text(adult_born_by))
+        .bind(day_text(adult_born_by))
         .bind(limit)
         .fetch_all(self.db.pool())
         .await?;
@@ -560,6 +533,30 @@ async fn load_for_change(
     Ok(record)
 }
 
+/// Stores a family by its KK. A KK already stored fails the insert, or with
+/// `skip_stored` is left as it is.
+async fn insert_family(
+    tx: &mut Transaction<'static, Any>,
+    kk: &Kk,
+    skip_stored: bool,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let sql = if skip_stored {
+        "INSERT INTO families (kk, district_code, issue_date, created_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (kk) DO NOTHING"
+    } else {
+        "INSERT INTO families (kk, district_code, issue_date, created_at) VALUES ($1, $2, $3, $4)"
+    };
+    sqlx::query(sql)
+        .bind(kk.as_str())
+        .bind(kk.district_code())
+        .bind(day_text(kk.issue_date()))
+        .bind(millis(now))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 async fn insert_resident(
     tx: &mut Transaction<'static, Any>,
     new: &NewResident,
@@ -577,7 +574,7 @@ async fn insert_resident(
     .bind(normalize_name(&new.full_name))
     .bind(sex_code(new.sex))
     .bind(new.birth_place.trim())
-    .bind(date_text(new.birth_date))
+    .bind(day_text(new.birth_date))
     .bind(new.address.street.trim())
     .bind(new.address.rt.as_str())
     .bind(new.address.rw.as_str())
@@ -610,7 +607,7 @@ async fn save(
     .bind(normalize_name(&record.full_name))
     .bind(sex_code(record.sex))
     .bind(record.birth_place.as_str())
-    .bind(date_text(record.birth_date))
+    .bind(day_text(record.birth_date))
     .bind(record.address.street.as_str())
     .bind(record.address.rt.as_str())
     .bind(record.address.rw.as_str())
@@ -620,7 +617,7 @@ async fn save(
     .bind(record.relationship.code())
     .bind(record.life_status.as_str())
     .bind(record.recording_status.as_str())
-    .bind(record.death_date.map(date_text))
+    .bind(record.death_date.map(day_text))
     .bind(millis(now))
     .bind(record.nik.as_str())
     .bind(expected_version)

@@ -3,11 +3,11 @@
 //! the field the client is told about.
 
 use adminduk_kit::config::ServerConfig;
-use adminduk_kit::testing::{self, TestDatabase};
-use adminduk_population::domain::kk::Kk;
-use adminduk_population::domain::nik::{Nik, Sex};
+use adminduk_kit::testing::{self, TestDatabase, day as d, kk_text as kk, nik_text as nik};
+use adminduk_population::domain::nik::Sex;
 use adminduk_population::{MIGRATIONS, Running, SERVICE_NAME, Store};
 use adminduk_proto::common::v1 as common;
+use adminduk_proto::convert::date;
 use adminduk_proto::population::v1 as pb;
 use chrono::NaiveDate;
 use pb::population_service_client::PopulationServiceClient;
@@ -36,7 +36,7 @@ async fn start(test_db: TestDatabase) -> Harness {
     let client = PopulationServiceClient::new(testing::ready(server.local_addr(), SERVICE_NAME).await);
     Harness {
         client,
-        store: server.store().clone(),
+        store: server.service().clone(),
         server,
         label: test_db.label,
         _db: test_db,
@@ -51,33 +51,7 @@ async fn each_backend(prefix: &str) -> Vec<Harness> {
     all
 }
 
-fn d(y: i32, m: u32, day: u32) -> NaiveDate {
-    NaiveDate::from_ymd_opt(y, m, day).expect("valid date")
-}
-
-fn date(n: NaiveDate) -> common::Date {
-    use chrono::Datelike as _;
-    common::Date {
-        year: n.year(),
-        month: n.month() as i32,
-        day: n.day() as i32,
-    }
-}
-
-fn nik(district: &str, birth: NaiveDate, sex: Sex, serial: u16) -> String {
-    Nik::from_parts(district, birth, sex, serial)
-        .expect("valid nik")
-        .as_str()
-        .to_owned()
-}
-
-fn kk(district: &str, issued: NaiveDate, serial: u16) -> String {
-    Kk::from_parts(district, issued, serial)
-        .expect("valid kk")
-        .as_str()
-        .to_owned()
-}
-
+/// A resident of Kelurahan 3275011001 with the given identity and place in the KK.
 fn person(
     nik: &str,
     kk: &str,
@@ -90,23 +64,8 @@ fn person(
         nik: nik.to_owned(),
         kk: kk.to_owned(),
         full_name: name.to_owned(),
-        sex: match sex {
-            Sex::Male => common::Sex::Male,
-            Sex::Female => common::Sex::Female,
-        }
-        .into(),
-        birth_place: "Bekasi".to_owned(),
-        birth_date: Some(date(birth)),
-        address: Some(pb::Address {
-            street: "Jl. Melati No. 5".to_owned(),
-            rt: "003".to_owned(),
-            rw: "007".to_owned(),
-            village_code: "3275011001".to_owned(),
-            ..Default::default()
-        }),
-        marital_status: pb::MaritalStatus::Married.into(),
         relationship: rel.into(),
-        recording_status: pb::RecordingStatus::PrintReady.into(),
+        ..testing::registration("3275011001", sex, birth, 1, 1)
     }
 }
 

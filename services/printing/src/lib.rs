@@ -16,49 +16,19 @@ pub use store::{MIGRATIONS, Store};
 /// The schema this service's tables live in on a shared Postgres database.
 pub const SCHEMA: &str = "printing";
 
-use std::net::SocketAddr;
-
 use adminduk_kit::config::ServerConfig;
-use adminduk_kit::server::{GrpcServer, RunningServer, ServeError};
+use adminduk_kit::server::{ServeError, serve_one};
 use adminduk_kit::storage::Db;
 use adminduk_proto::printing::v1::printing_service_server::PrintingServiceServer;
 use tonic::transport::Channel;
 
 pub use adminduk_proto::printing::v1::printing_service_server::SERVICE_NAME;
 
-/// The printing service, started: its address, its store and handlers, and a clean stop.
-#[derive(Debug)]
-pub struct Running {
-    server: RunningServer,
-    printing: Printing,
-    store: Store,
-    gauges: tokio::task::JoinHandle<()>,
-}
-
-impl Running {
-    /// The bound address (the real port when 0 was asked for).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.server.local_addr()
-    }
-
-    /// The service's store, on the database it was started with.
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
-    /// The workflows the server runs (for work outside a request, such as converting sukets).
-    pub fn printing(&self) -> &Printing {
-        &self.printing
-    }
-
-    /// Stops accepting, drains in-flight requests (up to the drain timeout), then closes the database.
-    pub async fn shutdown(self) -> Result<(), ServeError> {
-        self.gauges.abort();
-        let result = self.server.shutdown().await;
-        self.store.db().close().await;
-        result
-    }
-}
+/// The printing service, started: its address, the workflows it runs (and
+/// through them its store, for work outside a request such as converting
+/// sukets), and a clean stop that ends the gauge task, drains in-flight
+/// requests (up to the drain timeout), then closes the database.
+pub type Running = adminduk_kit::server::Running<Printing>;
 
 /// Starts the printing service on a connected, migrated database (see
 /// [`MIGRATIONS`] and [`SCHEMA`]) with the kit's server: one tower stack,
@@ -71,23 +41,17 @@ pub async fn start(
     population: Channel,
     inventory: Channel,
 ) -> Result<Running, ServeError> {
-    let store = Store::new(db);
+    let store = Store::new(db.clone());
     let printing = Printing::new(store.clone(), peers::Peers::new(population, inventory));
-    let builder = GrpcServer::new(server);
-    let service = PrintingServiceServer::new(PrintingApi::new(printing.clone()))
-        .max_decoding_message_size(builder.max_message_bytes());
-    let server = builder
-        .add_service(service)
-        .with_descriptors(adminduk_proto::FILE_DESCRIPTOR_SET)
-        .start()
-        .await?;
-    let gauges = tokio::spawn(keep_gauges(store.clone()));
-    Ok(Running {
-        server,
-        printing,
-        store,
-        gauges,
+    let api = PrintingApi::new(printing.clone());
+    let server = serve_one(server, |max| {
+        PrintingServiceServer::new(api).max_decoding_message_size(max)
     })
+    .await?;
+    let gauges = tokio::spawn(keep_gauges(store));
+    Ok(Running::new(server, printing)
+        .stop_first(move || async move { gauges.abort() })
+        .closing(db))
 }
 
 /// How often the job gauges are read from the database.

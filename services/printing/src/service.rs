@@ -80,6 +80,11 @@ impl Printing {
         Self { store, peers }
     }
 
+    /// The store the workflows read and write.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Turns sukets into print jobs once blanks are back: each holder is
     /// queued (at priority 3) for the first day with room at their service
     /// point. Returns how many were converted; holders still without room

@@ -4,7 +4,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
-use adminduk_kit::storage::{Backend, Migrations, is_unique_violation, millis};
+use adminduk_kit::storage::{
+    Backend, Corrupt, Migrations, from_day_text, from_millis, is_unique_violation, millis,
+};
 
 use crate::domain::{CardState, Outcome, PrintReason};
 
@@ -48,15 +50,11 @@ pub enum StoreError {
         state: String,
     },
     /// A stored row could not be read.
-    #[error("corrupt row: {0}")]
-    Corrupt(&'static str),
+    #[error(transparent)]
+    Corrupt(#[from] Corrupt),
     /// The database failed.
     #[error(transparent)]
     Db(#[from] sqlx::Error),
-}
-
-fn from_millis(ms: i64) -> Result<DateTime<Utc>, StoreError> {
-    adminduk_kit::storage::from_millis(ms).ok_or_else(|| StoreError::Corrupt("timestamp"))
 }
 
 /// Where a job stands.
@@ -136,11 +134,11 @@ fn job_from_row(row: &AnyRow) -> Result<Job, StoreError> {
         nik: row.try_get("nik")?,
         region_code: row.try_get("region_code")?,
         village_code: row.try_get("village_code")?,
-        reason: PrintReason::parse(&reason).ok_or(StoreError::Corrupt("reason"))?,
+        reason: PrintReason::parse(&reason).ok_or(Corrupt::new("reason"))?,
         priority: row.try_get("priority")?,
         service_point: row.try_get("service_point")?,
-        day: NaiveDate::parse_from_str(&day, "%Y-%m-%d").map_err(|_| StoreError::Corrupt("day"))?,
-        state: JobState::parse(&state).ok_or(StoreError::Corrupt("state"))?,
+        day: from_day_text(&day)?,
+        state: JobState::parse(&state).ok_or(Corrupt::new("state"))?,
         reservation_id: row.try_get("reservation_id")?,
         blanks_taken: row.try_get("blanks_taken")?,
         printer_id: row.try_get("printer_id")?,
@@ -148,7 +146,7 @@ fn job_from_row(row: &AnyRow) -> Result<Job, StoreError> {
         card_serial: row.try_get("card_serial")?,
         card_state: card_state
             .as_deref()
-            .map(|s| CardState::parse(s).ok_or(StoreError::Corrupt("card state")))
+            .map(|s| CardState::parse(s).ok_or(Corrupt::new("card state")))
             .transpose()?,
         return_reason: row.try_get("return_reason")?,
         printing_serial: row.try_get("printing_serial")?,
@@ -980,26 +978,9 @@ impl Store {
         to: DateTime<Utc>,
     ) -> Result<Funnel, StoreError> {
         let (from, to) = (millis(from), millis(to));
-        let count = |sql: &'static str| {
-            let pool = self.db.pool().clone();
-            async move {
-                let n: i64 = sqlx::query(sql)
-                    .bind(region)
-                    .bind(from)
-                    .bind(to)
-                    .fetch_one(&pool)
-                    .await?
-                    .try_get("n")?;
-                Ok::<i64, StoreError>(n)
-            }
-        };
-        let jobs = |condition: &str| {
-            format!(
-                "SELECT COUNT(*) AS n FROM jobs WHERE region_code = $1 AND printed_at >= $2 AND printed_at <= $3 AND {condition}"
-            )
-        };
-        let by = |condition: &str| {
-            let sql = jobs(condition);
+        // Every count is of one region in the period: `$1`, `$2`, `$3`.
+        let count = |sql: &str| {
+            let sql = sql.to_owned();
             let pool = self.db.pool().clone();
             async move {
                 let n: i64 = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -1011,6 +992,11 @@ impl Store {
                     .try_get("n")?;
                 Ok::<i64, StoreError>(n)
             }
+        };
+        let by = |condition: &str| {
+            count(&format!(
+                "SELECT COUNT(*) AS n FROM jobs WHERE region_code = $1 AND printed_at >= $2 AND printed_at <= $3 AND {condition}"
+            ))
         };
         Ok(Funnel {
             printed: count("SELECT COUNT(*) AS n FROM print_log WHERE region_code = $1 AND printed_at >= $2 AND printed_at <= $3").await?,

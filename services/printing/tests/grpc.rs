@@ -5,10 +5,8 @@
 use adminduk_inventory::demo::{KOTA_BEKASI, kecamatan_point, kota_bekasi_policy};
 use adminduk_inventory::store::NATIONAL;
 use adminduk_kit::error::reason_of as status_reason;
-use adminduk_kit::testing::{self, TestDatabase};
-use adminduk_population::domain::kk::Kk;
-use adminduk_population::domain::nik::{Nik, Sex};
-use adminduk_proto::common::v1 as common;
+use adminduk_kit::testing::{self, TestDatabase, day as d};
+use adminduk_population::domain::nik::Sex;
 use adminduk_proto::convert;
 use adminduk_proto::inventory::v1 as inventory;
 use adminduk_proto::population::v1 as population;
@@ -48,10 +46,6 @@ async fn each_backend(prefix: &str, stock: i64) -> Vec<Mesh> {
     all
 }
 
-fn d(y: i32, m: u32, day: u32) -> NaiveDate {
-    NaiveDate::from_ymd_opt(y, m, day).expect("date")
-}
-
 /// Registers a head of family in Bekasi Timur; returns the NIK.
 async fn resident(
     m: &mut Mesh,
@@ -60,34 +54,12 @@ async fn resident(
     village: &str,
     recording: population::RecordingStatus,
 ) -> String {
-    let district = &village[..6];
-    let nik = Nik::from_parts(district, birth, Sex::Female, serial)
-        .expect("nik")
-        .as_str()
-        .to_owned();
-    let kk = Kk::from_parts(district, d(2020, 2, 2).max(birth), serial)
-        .expect("kk")
-        .as_str()
-        .to_owned();
-    m.people
-        .register_resident(population::RegisterResidentRequest {
-            nik: nik.clone(),
-            kk,
-            full_name: format!("Warga {serial}"),
-            sex: common::Sex::Female.into(),
-            birth_place: "Bekasi".into(),
-            birth_date: Some(convert::date(birth)),
-            address: Some(population::Address {
-                street: "Jl. Kenari 3".into(),
-                village_code: village.into(),
-                ..Default::default()
-            }),
-            marital_status: population::MaritalStatus::Married.into(),
-            relationship: population::FamilyRelationship::Head.into(),
-            recording_status: recording.into(),
-        })
-        .await
-        .expect("registered");
+    let request = population::RegisterResidentRequest {
+        recording_status: recording.into(),
+        ..testing::registration(village, Sex::Female, birth, serial, serial)
+    };
+    let nik = request.nik.clone();
+    m.people.register_resident(request).await.expect("registered");
     nik
 }
 
@@ -282,18 +254,8 @@ async fn bad_applications_are_refused_and_write_nothing() {
         )
         .await;
         let dead = prr(&mut m, 4).await;
-        m.people
-            .record_death(population::RecordDeathRequest {
-                nik: dead.clone(),
-                death_date: Some(convert::date(d(2025, 5, 5))),
-                expected_version: 1,
-            })
-            .await
-            .expect("death");
-        let unknown = Nik::from_parts("327501", d(1970, 7, 7), Sex::Male, 77)
-            .expect("nik")
-            .as_str()
-            .to_owned();
+        testing::record_death(&mut m.people, &dead, d(2025, 5, 5)).await;
+        let unknown = testing::nik_text("327501", d(1970, 7, 7), Sex::Male, 77);
 
         for (who, code, reason) in [
             (&unknown, Code::NotFound, "RESIDENT_NOT_FOUND"),
@@ -715,10 +677,7 @@ async fn ledger_rows(m: &Mesh, kind: adminduk_inventory::store::MovementKind) ->
 
 /// A valid NIK of nobody registered, for holds made at a counter.
 fn walk_in(serial: u16) -> String {
-    Nik::from_parts("327502", d(1991, 2, 3), Sex::Male, serial)
-        .expect("nik")
-        .as_str()
-        .to_owned()
+    testing::nik_text("327502", d(1991, 2, 3), Sex::Male, serial)
 }
 
 /// Holds a blank at a counter, outside printing.
@@ -1127,14 +1086,7 @@ async fn a_job_whose_resident_died_meanwhile_is_not_printed_and_gives_its_blank_
         let nik = prr(&mut m, 960).await;
         let job = first_card_job(&mut m, &nik).await;
         let held = stock(&mut m).await.held;
-        m.people
-            .record_death(population::RecordDeathRequest {
-                nik: nik.clone(),
-                death_date: Some(convert::date(adminduk_kit::time::today_wib())),
-                expected_version: 1,
-            })
-            .await
-            .expect("death recorded");
+        testing::record_death(&mut m.people, &nik, adminduk_kit::time::today_wib()).await;
         assert!(
             lease(&mut m, "p", 10).await.is_empty(),
             "{label}: nothing to print"

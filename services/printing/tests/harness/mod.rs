@@ -60,8 +60,8 @@ impl Upstreams {
         Self {
             people: PopulationServiceClient::new(people),
             stock: InventoryServiceClient::new(stock),
-            people_store: population.store().clone(),
-            inventory: inventory_server.inventory().clone(),
+            people_store: population.service().clone(),
+            inventory: inventory_server.service().clone(),
             // Printing's connections of its own, as across pods, not the test clients'.
             people_channel: testing::channel(population.local_addr()),
             inventory_channel: testing::channel(inventory_server.local_addr()),
@@ -107,8 +107,8 @@ impl Printing {
             client: PrintingServiceClient::new(
                 testing::ready(running.local_addr(), adminduk_printing::SERVICE_NAME).await,
             ),
-            store: running.store().clone(),
-            api: running.printing().clone(),
+            store: running.service().store().clone(),
+            api: running.service().clone(),
             label: db.label,
             running,
             _db: db,
