@@ -155,87 +155,106 @@ fn nik_to_search(given: Option<String>) -> anyhow::Result<String> {
 }
 
 pub(crate) fn run(args: AuditArgs) -> anyhow::Result<()> {
+    let opened = open(&args)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match args.command {
+        AuditCommand::Verify { chain, public_key } => verify(&runtime, opened, chain, public_key),
+        AuditCommand::Search { nik, limit } => search(&runtime, opened, nik, limit),
+    }
+}
+
+/// `audit verify`: checks every chain (or `chain`) and says how each stands;
+/// exits 1 when one is broken.
+fn verify(
+    runtime: &tokio::runtime::Runtime,
+    opened: Opened,
+    chain: Option<String>,
+    public_key: Option<String>,
+) -> anyhow::Result<()> {
     let Opened {
         hash,
         signing,
         db,
         sign_every,
-    } = open(&args)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    match args.command {
-        AuditCommand::Verify { chain, public_key } => {
-            let keys = match (public_key, signing) {
-                (Some(public), _) => AuditKeys::for_checking(&hash, &public)?,
-                (None, Some(seed)) => AuditKeys::from_hex(&hash, &seed)?,
-                (None, None) => anyhow::bail!("give --public-key, or configure audit.signing_key"),
-            };
-            let chains = match chain {
-                Some(chain) => vec![chain],
-                None => runtime.block_on(audit::chains(&db))?,
-            };
-            if chains.is_empty() {
-                println!("no audit chain yet: the gateway has recorded nothing");
-            }
-            let mut broken = false;
-            for chain in chains {
-                let report =
-                    runtime.block_on(audit::verify(&db, &keys, &chain, sign_every, chrono::Utc::now()))?;
-                match &report.broken {
-                    None => println!(
-                        "chain {}: {} rows, whole; signed through row {} (good signatures: {}){}",
-                        report.chain,
-                        report.rows,
-                        report.signed_through,
-                        report.signatures,
-                        if report.signed_through < report.rows {
-                            format!(
-                                "; rows {} to {} not signed yet (the head is signed every minute)",
-                                report.signed_through + 1,
-                                report.rows
-                            )
-                        } else {
-                            String::new()
-                        }
-                    ),
-                    Some((seq, why)) => {
-                        broken = true;
-                        println!("chain {}: BROKEN at row {seq}: {why}", report.chain);
-                    }
+    } = opened;
+    let keys = match (public_key, signing) {
+        (Some(public), _) => AuditKeys::for_checking(&hash, &public)?,
+        (None, Some(seed)) => AuditKeys::from_hex(&hash, &seed)?,
+        (None, None) => anyhow::bail!("give --public-key, or configure audit.signing_key"),
+    };
+    let chains = match chain {
+        Some(chain) => vec![chain],
+        None => runtime.block_on(audit::chains(&db))?,
+    };
+    if chains.is_empty() {
+        println!("no audit chain yet: the gateway has recorded nothing");
+    }
+    let mut broken = false;
+    for chain in chains {
+        let report = runtime.block_on(audit::verify(&db, &keys, &chain, sign_every, chrono::Utc::now()))?;
+        match &report.broken {
+            None => println!(
+                "chain {}: {} rows, whole; signed through row {} (good signatures: {}){}",
+                report.chain,
+                report.rows,
+                report.signed_through,
+                report.signatures,
+                if report.signed_through < report.rows {
+                    format!(
+                        "; rows {} to {} not signed yet (the head is signed every minute)",
+                        report.signed_through + 1,
+                        report.rows
+                    )
+                } else {
+                    String::new()
                 }
+            ),
+            Some((seq, why)) => {
+                broken = true;
+                println!("chain {}: BROKEN at row {seq}: {why}", report.chain);
             }
-            runtime.block_on(db.close());
-            if broken {
-                std::process::exit(1);
-            }
-            Ok(())
-        }
-        AuditCommand::Search { nik, limit } => {
-            let nik = nik_to_search(nik)?;
-            anyhow::ensure!((1..=10_000).contains(&limit), "--limit must be 1 to 10000");
-            let keys = AuditKeys::for_search(&hash)?;
-            let rows = runtime.block_on(audit::search_nik(&db, &keys, &nik, limit))?;
-            println!("{} rows for {}", rows.len(), adminduk_kit::mask_nik(&nik));
-            for row in &rows {
-                let at = audit::at(row).map_or_else(|| row.at_ms.to_string(), |at| at.to_rfc3339());
-                println!(
-                    "{at}  {}#{}  {}  {}  purpose: {}  outcome: {}  trace: {}",
-                    row.chain,
-                    row.seq,
-                    row.principal,
-                    row.method,
-                    row.purpose,
-                    row.outcome,
-                    if row.trace_id.is_empty() {
-                        "-"
-                    } else {
-                        &row.trace_id
-                    }
-                );
-            }
-            runtime.block_on(db.close());
-            Ok(())
         }
     }
+    runtime.block_on(db.close());
+    if broken {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// `audit search`: the rows of the resident whose NIK is given (or read), at
+/// most `limit` of them, oldest first.
+fn search(
+    runtime: &tokio::runtime::Runtime,
+    opened: Opened,
+    nik: Option<String>,
+    limit: i64,
+) -> anyhow::Result<()> {
+    let Opened { hash, db, .. } = opened;
+    let nik = nik_to_search(nik)?;
+    anyhow::ensure!((1..=10_000).contains(&limit), "--limit must be 1 to 10000");
+    let keys = AuditKeys::for_search(&hash)?;
+    let rows = runtime.block_on(audit::search_nik(&db, &keys, &nik, limit))?;
+    println!("{} rows for {}", rows.len(), adminduk_kit::mask_nik(&nik));
+    for row in &rows {
+        let at = audit::at(row).map_or_else(|| row.at_ms.to_string(), |at| at.to_rfc3339());
+        println!(
+            "{at}  {}#{}  {}  {}  purpose: {}  outcome: {}  trace: {}",
+            row.chain,
+            row.seq,
+            row.principal,
+            row.method,
+            row.purpose,
+            row.outcome,
+            if row.trace_id.is_empty() {
+                "-"
+            } else {
+                &row.trace_id
+            }
+        );
+    }
+    runtime.block_on(db.close());
+    Ok(())
 }

@@ -11,7 +11,7 @@ use adminduk_kit::config::{
     self, DatabaseConfig, LogFormat, MailConfig, ServerConfig, ServiceConfig, TelemetryConfig, Validate as _,
 };
 use adminduk_kit::server::shutdown_signal;
-use adminduk_kit::storage::Db;
+use adminduk_kit::storage::{Db, Migrations};
 use adminduk_population::Store;
 use adminduk_population::domain::resident::{NewResident, RecordingStatus, Relationship};
 use anyhow::Context as _;
@@ -342,16 +342,76 @@ fn tls_server(listen: SocketAddr, certs: &crate::certs::DevCerts) -> ServerConfi
 /// in-process cache shared by IKD and the gateway, and a local mailbox.
 pub async fn start(options: MeshOptions) -> anyhow::Result<Mesh> {
     let data_dir = options.data_dir.clone();
-    let servers = [
-        server_at(options.population),
-        server_at(options.inventory),
-        server_at(options.printing),
-        server_at(options.ikd),
-    ];
-    for server in &servers {
-        server.validate().map_err(|err| anyhow::anyhow!("{err}"))?;
-    }
-    let [population_server, inventory_server, printing_server, ikd_server] = servers;
+    check_listen(&[
+        options.population,
+        options.inventory,
+        options.printing,
+        options.ikd,
+    ])
+    .map_err(|err| anyhow::anyhow!("{err}"))?;
+    let (mailbox, mail) = local_mail(&data_dir);
+    let certs = crate::certs::generate(&data_dir.join("certs"), &crate::certs::CertOptions::default())
+        .context("writing development certificates")?;
+
+    let dbs = open_backend_databases(&options).await?;
+    let gateway_db = open_mesh_database(&options, ServiceName::Gateway).await?;
+    seed_agreement(&adminduk_gateway::store::Store::new(gateway_db.clone())).await?;
+    seed_population(&options, &dbs).await?;
+
+    let backends = start_backends(&options, dbs, &mail).await?;
+    let upstreams = adminduk_gateway::Upstreams {
+        population: local_upstream(backends.population.local_addr())?,
+        inventory: local_upstream(backends.inventory.local_addr())?,
+        printing: local_upstream(backends.printing.local_addr())?,
+        ikd: local_upstream(backends.ikd.local_addr())?,
+    };
+    let records = adminduk_gateway::Records {
+        db: gateway_db.clone(),
+        audit_keys: data_dir_audit_keys(&data_dir)?,
+        audit_chain: config::AuditConfig::default().chain,
+        sign_every: std::time::Duration::from_millis(config::AuditConfig::default().sign_interval_ms),
+        allowances: options.allowances,
+    };
+    let checks = mesh_checks(&gateway_db, &upstreams, &backends);
+    let gateway = adminduk_gateway::start(
+        tls_server(options.gateway, &certs),
+        upstreams,
+        backends.cache,
+        records,
+    )
+    .await?;
+    let admin = match options.admin {
+        Some(listen) => Some(
+            open_admin(
+                listen,
+                &["population", "inventory", "printing", "ikd", "gateway"],
+                checks,
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    Ok(Mesh {
+        admin,
+        gateway,
+        population: backends.population,
+        inventory: backends.inventory,
+        printing: backends.printing,
+        ikd: backends.ikd,
+        certs,
+        mailbox,
+        data_dir,
+        gateway_db,
+    })
+}
+
+/// The first listen address that is no good (as `server.listen` checks it), if any.
+fn check_listen(addrs: &[SocketAddr]) -> Result<(), config::ConfigError> {
+    addrs.iter().try_for_each(|&addr| server_at(addr).validate())
+}
+
+/// The mesh's mail: where it goes, and the mail configuration that sends it there.
+fn local_mail(data_dir: &Path) -> (PathBuf, MailConfig) {
     // Mail to residents goes to a local mailbox a person reads: one file per message.
     let mailbox = data_dir.join("mailbox");
     let mail = MailConfig {
@@ -359,47 +419,73 @@ pub async fn start(options: MeshOptions) -> anyhow::Result<Mesh> {
         poll_interval_ms: 250,
         ..MailConfig::default()
     };
-    let certs = crate::certs::generate(&data_dir.join("certs"), &crate::certs::CertOptions::default())
-        .context("writing development certificates")?;
+    (mailbox, mail)
+}
 
-    let open = async |name: &str, schema: &str, migrations| {
-        let (database, schema) = match &options.postgres {
-            Some((url, prefix)) => (
-                DatabaseConfig {
-                    url: url.clone().into(),
-                    max_connections: 4,
-                },
-                format!("{prefix}_{schema}"),
-            ),
-            None => (local_database(&data_dir, name), schema.to_owned()),
-        };
-        Db::connect(&database, &schema, migrations)
-            .await
-            .with_context(|| format!("opening the {name} database"))
+/// The databases of the four services behind the gateway.
+struct BackendDatabases {
+    population: Db,
+    inventory: Db,
+    ikd: Db,
+    printing: Db,
+}
+
+/// Opens the databases of the services behind the gateway, in this order:
+/// population, inventory, IKD, printing.
+async fn open_backend_databases(options: &MeshOptions) -> anyhow::Result<BackendDatabases> {
+    Ok(BackendDatabases {
+        population: open_mesh_database(options, ServiceName::Population).await?,
+        inventory: open_mesh_database(options, ServiceName::Inventory).await?,
+        ikd: open_mesh_database(options, ServiceName::Ikd).await?,
+        printing: open_mesh_database(options, ServiceName::Printing).await?,
+    })
+}
+
+/// One of the mesh's databases: the service's schema `<prefix>_<schema>` in
+/// PostgreSQL when the options name it, `<service>.db` in the data directory otherwise.
+async fn open_mesh_database(options: &MeshOptions, service: ServiceName) -> anyhow::Result<Db> {
+    let name = service_file_name(service);
+    let (schema, migrations) = schema_of(service);
+    let (database, schema) = match &options.postgres {
+        Some((url, prefix)) => (
+            DatabaseConfig {
+                url: url.clone().into(),
+                max_connections: 4,
+            },
+            format!("{prefix}_{schema}"),
+        ),
+        None => (local_database(&options.data_dir, name), schema.to_owned()),
     };
-    let population_db = open(
-        "population",
-        adminduk_population::SCHEMA,
-        adminduk_population::MIGRATIONS,
-    )
-    .await?;
-    let inventory_db = open(
-        "inventory",
-        adminduk_inventory::SCHEMA,
-        adminduk_inventory::MIGRATIONS,
-    )
-    .await?;
-    let ikd_db = open("ikd", adminduk_ikd::SCHEMA, adminduk_ikd::MIGRATIONS).await?;
-    let printing_db = open(
-        "printing",
-        adminduk_printing::SCHEMA,
-        adminduk_printing::MIGRATIONS,
-    )
-    .await?;
-    let gateway_db = open("gateway", adminduk_gateway::SCHEMA, adminduk_gateway::MIGRATIONS).await?;
-    seed_agreement(&adminduk_gateway::store::Store::new(gateway_db.clone())).await?;
+    open_database(&database, &schema, migrations, name).await
+}
 
-    let store = Store::new(population_db.clone());
+/// The schema of a service's database, and the migrations that make it.
+fn schema_of(service: ServiceName) -> (&'static str, Migrations) {
+    match service {
+        ServiceName::Population => (adminduk_population::SCHEMA, adminduk_population::MIGRATIONS),
+        ServiceName::Inventory => (adminduk_inventory::SCHEMA, adminduk_inventory::MIGRATIONS),
+        ServiceName::Printing => (adminduk_printing::SCHEMA, adminduk_printing::MIGRATIONS),
+        ServiceName::Ikd => (adminduk_ikd::SCHEMA, adminduk_ikd::MIGRATIONS),
+        ServiceName::Gateway => (adminduk_gateway::SCHEMA, adminduk_gateway::MIGRATIONS),
+    }
+}
+
+/// Opens (and migrates) a service's database; `name` says which one when it fails.
+async fn open_database(
+    database: &DatabaseConfig,
+    schema: &str,
+    migrations: Migrations,
+    name: &str,
+) -> anyhow::Result<Db> {
+    Db::connect(database, schema, migrations)
+        .await
+        .with_context(|| format!("opening the {name} database"))
+}
+
+/// On first run (no residents yet), loads the synthetic residents the options
+/// ask for and gives a share of them an active IKD.
+async fn seed_population(options: &MeshOptions, dbs: &BackendDatabases) -> anyhow::Result<()> {
+    let store = Store::new(dbs.population.clone());
     if store.count_residents().await? == 0 && options.residents > 0 {
         if options.verbose {
             println!(
@@ -409,86 +495,92 @@ pub async fn start(options: MeshOptions) -> anyhow::Result<Mesh> {
         }
         let (written, residents) =
             crate::seed::load(&store, "3275", options.residents, 2_026, options.verbose).await?;
-        let active = seed_adoption(&adminduk_ikd::Store::new(ikd_db.clone()), &residents).await?;
+        let active = seed_adoption(&adminduk_ikd::Store::new(dbs.ikd.clone()), &residents).await?;
         if options.verbose {
             println!("{written} residents loaded");
             println!("{active} of them have an active IKD (8% to 30% by kecamatan)");
         }
     }
+    Ok(())
+}
 
-    let population = adminduk_population::start(population_server, population_db).await?;
-    let population_url = format!("http://{}", population.local_addr());
-    let inventory_check_db = inventory_db.clone();
-    let inventory = adminduk_inventory::start(inventory_server, inventory_db, GroupCommit::default()).await?;
+/// The four services behind the gateway, running.
+struct Backends {
+    population: adminduk_population::Running,
+    inventory: adminduk_inventory::Running,
+    /// The inventory's database, for its readiness check.
+    inventory_db: Db,
+    ikd: adminduk_ikd::Running,
+    printing: adminduk_printing::Running,
+    /// The cache IKD and the gateway share.
+    cache: Arc<dyn SharedCache>,
+}
+
+/// Starts the services behind the gateway, in this order: population, the
+/// inventory (its demo stock written on first run), IKD, printing.
+async fn start_backends(
+    options: &MeshOptions,
+    dbs: BackendDatabases,
+    mail: &MailConfig,
+) -> anyhow::Result<Backends> {
+    let population = adminduk_population::start(server_at(options.population), dbs.population).await?;
+    let inventory_db = dbs.inventory.clone();
+    let inventory = adminduk_inventory::start(
+        server_at(options.inventory),
+        dbs.inventory,
+        GroupCommit::default(),
+    )
+    .await?;
     seed_inventory(inventory.service()).await?;
-    let inventory_url = format!("http://{}", inventory.local_addr());
     // IKD marks revoked devices here, and the gateway reads the marks.
     let cache: Arc<dyn SharedCache> = options
         .cache
         .clone()
         .unwrap_or_else(|| Arc::new(MemoryCache::new()));
     let ikd = adminduk_ikd::start(
-        ikd_server,
-        ikd_db,
-        upstream(&population_url)?,
+        server_at(options.ikd),
+        dbs.ikd,
+        local_upstream(population.local_addr())?,
         cache.clone(),
-        &mail,
+        mail,
     )
     .await?;
-    let ikd_url = format!("http://{}", ikd.local_addr());
     let printing = adminduk_printing::start(
-        printing_server,
-        printing_db,
-        upstream(&population_url)?,
-        upstream(&inventory_url)?,
+        server_at(options.printing),
+        dbs.printing,
+        local_upstream(population.local_addr())?,
+        local_upstream(inventory.local_addr())?,
     )
     .await?;
-    let upstreams = adminduk_gateway::Upstreams {
-        population: upstream(&population_url)?,
-        inventory: upstream(&inventory_url)?,
-        printing: upstream(&format!("http://{}", printing.local_addr()))?,
-        ikd: upstream(&ikd_url)?,
-    };
-    let records = adminduk_gateway::Records {
-        db: gateway_db.clone(),
-        audit_keys: data_dir_audit_keys(&data_dir)?,
-        audit_chain: config::AuditConfig::default().chain,
-        sign_every: std::time::Duration::from_millis(config::AuditConfig::default().sign_interval_ms),
-        allowances: options.allowances,
-    };
-    let mut checks = gateway_checks(&gateway_db, &upstreams);
-    checks.extend([
-        ReadyCheck::database("population", population.service().db().clone()),
-        ReadyCheck::database("inventory", inventory_check_db),
-        ReadyCheck::database("printing", printing.service().store().db().clone()),
-        ReadyCheck::database("ikd", ikd.service().db().clone()),
-    ]);
-    let gateway =
-        adminduk_gateway::start(tls_server(options.gateway, &certs), upstreams, cache, records).await?;
-    let admin = match options.admin {
-        Some(listen) => Some(
-            AdminServer::start(
-                listen,
-                &["population", "inventory", "printing", "ikd", "gateway"],
-                checks,
-            )
-            .await
-            .context("opening the admin port")?,
-        ),
-        None => None,
-    };
-    Ok(Mesh {
-        admin,
-        gateway,
+    Ok(Backends {
         population,
         inventory,
-        printing,
+        inventory_db,
         ikd,
-        certs,
-        mailbox,
-        data_dir,
-        gateway_db,
+        printing,
+        cache,
     })
+}
+
+/// A channel to a service of the mesh, plaintext on its loopback address.
+fn local_upstream(addr: SocketAddr) -> anyhow::Result<Channel> {
+    upstream(&format!("http://{addr}"))
+}
+
+/// The mesh is ready when the gateway is and every service's database answers.
+fn mesh_checks(
+    gateway_db: &Db,
+    upstreams: &adminduk_gateway::Upstreams,
+    backends: &Backends,
+) -> Vec<ReadyCheck> {
+    let mut checks = gateway_checks(gateway_db, upstreams);
+    checks.extend([
+        ReadyCheck::database("population", backends.population.service().db().clone()),
+        ReadyCheck::database("inventory", backends.inventory_db.clone()),
+        ReadyCheck::database("printing", backends.printing.service().store().db().clone()),
+        ReadyCheck::database("ikd", backends.ikd.service().db().clone()),
+    ]);
+    checks
 }
 
 pub(crate) fn up(args: UpArgs) -> anyhow::Result<()> {
@@ -504,17 +596,15 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<()> {
         nik_ref_key: Some(reference_key(&data_dir)?),
         ..TelemetryConfig::default()
     };
-    for addr in [
+    if let Err(err) = check_listen(&[
         args.admin_addr,
         args.gateway_addr,
         args.population_addr,
         args.inventory_addr,
         args.printing_addr,
         args.ikd_addr,
-    ] {
-        if let Err(err) = server_at(addr).validate() {
-            err.exit();
-        }
+    ]) {
+        err.exit();
     }
     let options = MeshOptions {
         data_dir: data_dir.clone(),
@@ -531,59 +621,104 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<()> {
         admin: Some(args.admin_addr),
     };
 
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async move {
-        let _telemetry = adminduk_kit::telemetry::init("adminduk", &telemetry)?;
+    run_traced("adminduk", &telemetry, async move {
         let stop = shutdown_signal();
         let mesh = start(options).await?;
-        let gateway_addr = mesh.gateway.local_addr();
-        let population_addr = mesh.population.local_addr();
-        let inventory_addr = mesh.inventory.local_addr();
-        let printing_addr = mesh.printing.local_addr();
-        let ikd_addr = mesh.ikd.local_addr();
-        let certs = &mesh.certs;
-
-        println!();
-        println!("adminduk is up (data in {})", data_dir.display());
-        println!("  gateway     https://{gateway_addr}  (the address to use: TLS, the four services' public methods)");
-        println!("  population  grpc://{population_addr}  (internal: plaintext on loopback)");
-        println!("  inventory   grpc://{inventory_addr}  (internal: plaintext on loopback)");
-        println!("  printing    grpc://{printing_addr}  (internal: plaintext on loopback)");
-        println!("  ikd         grpc://{ikd_addr}  (internal: plaintext on loopback)");
-        if let Some(admin) = &mesh.admin {
-            println!("  admin       http://{}/metrics  (Prometheus metrics; /healthz, /readyz)", admin.local_addr());
-        }
-        println!("  certificates {}  (ca.crt to trust; office, agency and admin client certificates)", certs.dir.display());
-        println!("  mailbox      {}  (mail to residents, one .eml file each; `adminduk outbox` shows the newest)", mesh.mailbox.display());
-        println!();
-        println!("try (anyone may parse a NIK; an office presents its certificate):");
-        let ca = certs.ca_cert.display();
-        println!(
-            "  buf curl --protocol grpc --cacert {ca} -d '{{\"nik\":\"3275014101900001\"}}' \\\n    https://localhost:{}/adminduk.population.v1.PopulationService/ParseNik",
-            gateway_addr.port()
-        );
-        println!(
-            "  buf curl --protocol grpc --cacert {ca} --cert {} --key {} \\\n    -d '{{\"region_code\":\"3275\"}}' https://localhost:{}/adminduk.inventory.v1.InventoryService/GetStock",
-            certs.office_cert.display(),
-            certs.office_key.display(),
-            gateway_addr.port()
-        );
-        let store = mesh.population.service();
-        let ikd_store = mesh.ikd.service();
-        for nik in store.eligible_niks(adminduk_kit::time::today_wib(), 200).await? {
-            if ikd_store.identity(&nik).await?.is_none() && !ikd_store.has_open_activation(&nik, chrono::Utc::now()).await? {
-                println!();
-                println!("a resident who can activate IKD and whose card can be printed (synthetic): NIK {nik}");
-                println!("see the README's IKD and printing walk-throughs");
-                break;
-            }
-        }
+        print_addresses(&mesh, &data_dir);
+        print_examples(&mesh);
+        print_resident_to_try(&mesh).await?;
         println!();
         println!("Ctrl-C stops it.");
 
         stop.await;
         mesh.shutdown().await
     })
+}
+
+/// Runs `work` on a new runtime, with the logs and traces `telemetry` asks
+/// for set up first and kept until `work` ends.
+fn run_traced(
+    service: &'static str,
+    telemetry: &TelemetryConfig,
+    work: impl Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let _telemetry = adminduk_kit::telemetry::init(service, telemetry)?;
+        work.await
+    })
+}
+
+/// What `up` says once the mesh is up: where each service listens, the
+/// certificates and the mailbox.
+fn print_addresses(mesh: &Mesh, data_dir: &Path) {
+    let gateway_addr = mesh.gateway.local_addr();
+    let population_addr = mesh.population.local_addr();
+    let inventory_addr = mesh.inventory.local_addr();
+    let printing_addr = mesh.printing.local_addr();
+    let ikd_addr = mesh.ikd.local_addr();
+    let certs = &mesh.certs;
+
+    println!();
+    println!("adminduk is up (data in {})", data_dir.display());
+    println!(
+        "  gateway     https://{gateway_addr}  (the address to use: TLS, the four services' public methods)"
+    );
+    println!("  population  grpc://{population_addr}  (internal: plaintext on loopback)");
+    println!("  inventory   grpc://{inventory_addr}  (internal: plaintext on loopback)");
+    println!("  printing    grpc://{printing_addr}  (internal: plaintext on loopback)");
+    println!("  ikd         grpc://{ikd_addr}  (internal: plaintext on loopback)");
+    if let Some(admin) = &mesh.admin {
+        println!(
+            "  admin       http://{}/metrics  (Prometheus metrics; /healthz, /readyz)",
+            admin.local_addr()
+        );
+    }
+    println!(
+        "  certificates {}  (ca.crt to trust; office, agency and admin client certificates)",
+        certs.dir.display()
+    );
+    println!(
+        "  mailbox      {}  (mail to residents, one .eml file each; `adminduk outbox` shows the newest)",
+        mesh.mailbox.display()
+    );
+}
+
+/// Two calls to try against the gateway: one anyone may make, one an office makes.
+fn print_examples(mesh: &Mesh) {
+    let gateway_addr = mesh.gateway.local_addr();
+    let certs = &mesh.certs;
+    println!();
+    println!("try (anyone may parse a NIK; an office presents its certificate):");
+    let ca = certs.ca_cert.display();
+    println!(
+        "  buf curl --protocol grpc --cacert {ca} -d '{{\"nik\":\"3275014101900001\"}}' \\\n    https://localhost:{}/adminduk.population.v1.PopulationService/ParseNik",
+        gateway_addr.port()
+    );
+    println!(
+        "  buf curl --protocol grpc --cacert {ca} --cert {} --key {} \\\n    -d '{{\"region_code\":\"3275\"}}' https://localhost:{}/adminduk.inventory.v1.InventoryService/GetStock",
+        certs.office_cert.display(),
+        certs.office_key.display(),
+        gateway_addr.port()
+    );
+}
+
+/// Names a synthetic resident who can activate IKD and whose card can be
+/// printed, for the README's walk-throughs, when there is one.
+async fn print_resident_to_try(mesh: &Mesh) -> anyhow::Result<()> {
+    let store = mesh.population.service();
+    let ikd_store = mesh.ikd.service();
+    for nik in store.eligible_niks(adminduk_kit::time::today_wib(), 200).await? {
+        if ikd_store.identity(&nik).await?.is_none()
+            && !ikd_store.has_open_activation(&nik, chrono::Utc::now()).await?
+        {
+            println!();
+            println!("a resident who can activate IKD and whose card can be printed (synthetic): NIK {nik}");
+            println!("see the README's IKD and printing walk-throughs");
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// Where `serve` listens when `server.listen` is not configured: loopback (a
@@ -637,11 +772,23 @@ fn describe_database(url: &str) -> String {
 
 pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let default_db = default_database(args.service);
+    let config = serve_config(&args, &default_db);
+    let telemetry = config.telemetry.clone();
+    run_traced(service_label(args.service), &telemetry, async move {
+        log_database(config.database.url.expose_secret(), &default_db);
+        if let Some(tls) = &config.upstreams.tls {
+            adminduk_kit::server::record_expiry(metrics_label(args.service), "upstream_client", &tls.cert);
+        }
+        let stop = shutdown_signal();
+        serve_service(args.service, &config, stop).await
+    })
+}
+
+/// `serve`'s configuration: the file and the environment over the service's
+/// own defaults. A configuration that is no good ends the process.
+fn serve_config(args: &ServeArgs, default_db: &str) -> ServiceConfig {
     let listen = default_listen(args.service).to_string();
-    let defaults = [
-        ("server.listen", listen.as_str()),
-        ("database.url", default_db.as_str()),
-    ];
+    let defaults = [("server.listen", listen.as_str()), ("database.url", default_db)];
     let config: ServiceConfig = match config::load_with_defaults(args.config.as_deref(), &defaults) {
         Ok(config) => config,
         Err(err) => err.exit(),
@@ -649,120 +796,120 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Err(err) = adminduk_ikd::mail::check(&config.mail) {
         config::ConfigError::new(err.key, err.message).exit();
     }
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async move {
-        let _telemetry = adminduk_kit::telemetry::init(service_label(args.service), &config.telemetry)?;
-        let url = config.database.url.expose_secret();
-        if url == default_db {
-            tracing::warn!(
-                database = %describe_database(url),
-                "no database configured (DATABASE_URL or [database] url): using a SQLite file in the working directory"
-            );
-        } else {
-            tracing::info!(database = %describe_database(url), "database");
+    config
+}
+
+/// Logs the database `serve` uses, with a warning when none was configured.
+fn log_database(url: &str, default_db: &str) {
+    if url == default_db {
+        tracing::warn!(
+            database = %describe_database(url),
+            "no database configured (DATABASE_URL or [database] url): using a SQLite file in the working directory"
+        );
+    } else {
+        tracing::info!(database = %describe_database(url), "database");
+    }
+}
+
+/// Runs one service as `serve` does, until `stop`.
+async fn serve_service(
+    service: ServiceName,
+    config: &ServiceConfig,
+    stop: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let upstreams = &config.upstreams;
+    match service {
+        ServiceName::Gateway => serve_gateway(config, stop).await,
+        ServiceName::Population => {
+            serve_backend(config, stop, service, "population", async |db| {
+                Ok(adminduk_population::start(config.server.clone(), db).await?)
+            })
+            .await
         }
-        if let Some(tls) = &config.upstreams.tls {
-            adminduk_kit::server::record_expiry(metrics_label(args.service), "upstream_client", &tls.cert);
+        ServiceName::Inventory => {
+            serve_backend(config, stop, service, "inventory", async |db| {
+                Ok(adminduk_inventory::start(config.server.clone(), db, GroupCommit::default()).await?)
+            })
+            .await
         }
-        let stop = shutdown_signal();
-        match args.service {
-            ServiceName::Gateway => {
-                let cache = mesh_cache(&config).await?;
-                let upstreams = adminduk_gateway::Upstreams {
-                    population: configured_upstream(&config.upstreams.population, config.upstreams.tls.as_ref())?,
-                    inventory: configured_upstream(&config.upstreams.inventory, config.upstreams.tls.as_ref())?,
-                    printing: configured_upstream(&config.upstreams.printing, config.upstreams.tls.as_ref())?,
-                    ikd: configured_upstream(&config.upstreams.ikd, config.upstreams.tls.as_ref())?,
-                };
-                let db = Db::connect(&config.database, adminduk_gateway::SCHEMA, adminduk_gateway::MIGRATIONS).await?;
-                let checks = gateway_checks(&db, &upstreams);
-                let records = adminduk_gateway::Records {
-                    audit_keys: configured_audit_keys(&config.audit)?,
-                    db,
-                    audit_chain: config.audit.chain.clone(),
-                    sign_every: std::time::Duration::from_millis(config.audit.sign_interval_ms),
-                    allowances: Default::default(),
-                };
-                let running = adminduk_gateway::start(config.server.clone(), upstreams, cache, records).await?;
-                let admin = admin_port(&config, "gateway", checks).await?;
-                stop.await;
-                running.shutdown().await?;
-                stop_admin(admin).await;
-            }
-            ServiceName::Population => {
-                let db = Db::connect(
-                    &config.database,
-                    adminduk_population::SCHEMA,
-                    adminduk_population::MIGRATIONS,
-                )
-                .await
-                .context("opening the population database")?;
-                let check = ReadyCheck::database("population", db.clone());
-                let running = adminduk_population::start(config.server.clone(), db).await?;
-                let admin = admin_port(&config, "population", vec![check]).await?;
-                stop.await;
-                running.shutdown().await?;
-                stop_admin(admin).await;
-            }
-            ServiceName::Inventory => {
-                let db = Db::connect(
-                    &config.database,
-                    adminduk_inventory::SCHEMA,
-                    adminduk_inventory::MIGRATIONS,
-                )
-                .await
-                .context("opening the inventory database")?;
-                let check = ReadyCheck::database("inventory", db.clone());
-                let running =
-                    adminduk_inventory::start(config.server.clone(), db, GroupCommit::default()).await?;
-                let admin = admin_port(&config, "inventory", vec![check]).await?;
-                stop.await;
-                running.shutdown().await?;
-                stop_admin(admin).await;
-            }
-            ServiceName::Printing => {
-                let db = Db::connect(
-                    &config.database,
-                    adminduk_printing::SCHEMA,
-                    adminduk_printing::MIGRATIONS,
-                )
-                .await
-                .context("opening the printing database")?;
-                let check = ReadyCheck::database("printing", db.clone());
-                let running = adminduk_printing::start(
-                    config.server.clone(),
-                    db,
-                    configured_upstream(&config.upstreams.population, config.upstreams.tls.as_ref())?,
-                    configured_upstream(&config.upstreams.inventory, config.upstreams.tls.as_ref())?,
-                )
-                .await?;
-                let admin = admin_port(&config, "printing", vec![check]).await?;
-                stop.await;
-                running.shutdown().await?;
-                stop_admin(admin).await;
-            }
-            ServiceName::Ikd => {
-                let db = Db::connect(&config.database, adminduk_ikd::SCHEMA, adminduk_ikd::MIGRATIONS)
-                    .await
-                    .context("opening the IKD database")?;
-                let check = ReadyCheck::database("ikd", db.clone());
-                let cache = mesh_cache(&config).await?;
-                let running = adminduk_ikd::start(
-                    config.server.clone(),
-                    db,
-                    configured_upstream(&config.upstreams.population, config.upstreams.tls.as_ref())?,
-                    cache,
-                    &config.mail,
-                )
-                .await?;
-                let admin = admin_port(&config, "ikd", vec![check]).await?;
-                stop.await;
-                running.shutdown().await?;
-                stop_admin(admin).await;
-            }
+        ServiceName::Printing => {
+            serve_backend(config, stop, service, "printing", async |db| {
+                let population = configured_upstream(&upstreams.population, upstreams.tls.as_ref())?;
+                let inventory = configured_upstream(&upstreams.inventory, upstreams.tls.as_ref())?;
+                Ok(adminduk_printing::start(config.server.clone(), db, population, inventory).await?)
+            })
+            .await
         }
-        anyhow::Ok(())
-    })
+        ServiceName::Ikd => {
+            serve_backend(config, stop, service, "IKD", async |db| {
+                let cache = mesh_cache(config).await?;
+                let population = configured_upstream(&upstreams.population, upstreams.tls.as_ref())?;
+                Ok(adminduk_ikd::start(config.server.clone(), db, population, cache, &config.mail).await?)
+            })
+            .await
+        }
+    }
+}
+
+/// A service behind the gateway as `serve` runs it, until `stop`: its
+/// database opened (`what` names it in an error), then `start` on it, its
+/// readiness check on the admin port.
+async fn serve_backend<S>(
+    config: &ServiceConfig,
+    stop: impl Future<Output = ()>,
+    service: ServiceName,
+    what: &str,
+    start: impl AsyncFnOnce(Db) -> anyhow::Result<adminduk_kit::server::Running<S>>,
+) -> anyhow::Result<()> {
+    let (schema, migrations) = schema_of(service);
+    let db = open_database(&config.database, schema, migrations, what).await?;
+    let name = metrics_label(service);
+    let check = ReadyCheck::database(name, db.clone());
+    let running = start(db).await?;
+    serve_until(config, name, vec![check], running, stop).await
+}
+
+/// The gateway as `serve` runs it: its four upstreams as configured, until `stop`.
+async fn serve_gateway(config: &ServiceConfig, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let cache = mesh_cache(config).await?;
+    let upstreams = adminduk_gateway::Upstreams {
+        population: configured_upstream(&config.upstreams.population, config.upstreams.tls.as_ref())?,
+        inventory: configured_upstream(&config.upstreams.inventory, config.upstreams.tls.as_ref())?,
+        printing: configured_upstream(&config.upstreams.printing, config.upstreams.tls.as_ref())?,
+        ikd: configured_upstream(&config.upstreams.ikd, config.upstreams.tls.as_ref())?,
+    };
+    let db = Db::connect(
+        &config.database,
+        adminduk_gateway::SCHEMA,
+        adminduk_gateway::MIGRATIONS,
+    )
+    .await?;
+    let checks = gateway_checks(&db, &upstreams);
+    let records = adminduk_gateway::Records {
+        audit_keys: configured_audit_keys(&config.audit)?,
+        db,
+        audit_chain: config.audit.chain.clone(),
+        sign_every: std::time::Duration::from_millis(config.audit.sign_interval_ms),
+        allowances: Default::default(),
+    };
+    let running = adminduk_gateway::start(config.server.clone(), upstreams, cache, records).await?;
+    serve_until(config, "gateway", checks, running, stop).await
+}
+
+/// Opens the admin port of a service `serve` started, waits for `stop`, then
+/// stops the service and after it the admin port.
+async fn serve_until<S>(
+    config: &ServiceConfig,
+    service: &'static str,
+    checks: Vec<ReadyCheck>,
+    running: adminduk_kit::server::Running<S>,
+    stop: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let admin = admin_port(config, service, checks).await?;
+    stop.await;
+    running.shutdown().await?;
+    stop_admin(admin).await;
+    Ok(())
 }
 
 /// The admin port of a service run by `serve`, when `[admin] listen` is set.
@@ -774,11 +921,20 @@ async fn admin_port(
     let Some(listen) = config.admin.listen else {
         return Ok(None);
     };
-    let admin = AdminServer::start(listen, &[service], checks)
-        .await
-        .context("opening the admin port")?;
+    let admin = open_admin(listen, &[service], checks).await?;
     tracing::info!(addr = %admin.local_addr(), "metrics on /metrics, readiness on /readyz");
     Ok(Some(admin))
+}
+
+/// Opens the admin port on `listen`: the metrics of `services`, and `checks` for readiness.
+async fn open_admin(
+    listen: SocketAddr,
+    services: &[&'static str],
+    checks: Vec<ReadyCheck>,
+) -> anyhow::Result<AdminServer> {
+    AdminServer::start(listen, services, checks)
+        .await
+        .context("opening the admin port")
 }
 
 async fn stop_admin(admin: Option<AdminServer>) {

@@ -150,21 +150,7 @@ pub(crate) async fn storm(args: &PeakArgs) -> anyhow::Result<Report> {
     let day = args
         .date
         .unwrap_or_else(|| adminduk_kit::time::today_wib() + chrono::Days::new(1));
-    let policy = client
-        .get_stock(pb::GetStockRequest {
-            region_code: args.region.clone(),
-        })
-        .await
-        .context("reading the region's policy")?
-        .into_inner()
-        .policy
-        .context("the region has no policy")?;
-    let points: Vec<String> = if args.points.is_empty() {
-        policy.service_points.iter().map(|p| p.code.clone()).collect()
-    } else {
-        args.points.clone()
-    };
-    anyhow::ensure!(!points.is_empty(), "no service points to storm");
+    let points = points_to_storm(&mut client, args).await?;
     let held_before = held(&mut client, &args.region).await?;
     let room_before = room(&mut client, &points, day).await?;
 
@@ -187,43 +173,13 @@ pub(crate) async fn storm(args: &PeakArgs) -> anyhow::Result<Report> {
                 if n >= applicants {
                     break;
                 }
-                let point = &points[(n as usize) % points.len()];
-                let request = pb::ReserveRequest {
-                    service_point_code: point.clone(),
-                    date: Some(convert::date(day)),
-                    applicant_nik: applicant_nik(&region, run, n)?.as_str().to_owned(),
-                    idempotency_key: format!("peak-{run}-{n}"),
-                    purpose: 0,
-                };
+                let request = applicant_request(&points, day, &region, run, n)?;
                 let at = Instant::now();
-                let outcome = match client.reserve(request).await {
-                    // A hold made before this storm began is an earlier run's grant, answered again.
-                    Ok(answer)
-                        if answer
-                            .get_ref()
-                            .reservation
-                            .as_ref()
-                            .and_then(|r| r.create_time.as_ref())
-                            .is_some_and(|t| {
-                                t.seconds * 1_000 + i64::from(t.nanos / 1_000_000) < started_at
-                            }) =>
-                    {
-                        "OK again".to_owned()
-                    }
-                    Ok(_) => "OK".to_owned(),
-                    Err(status) => {
-                        let reason = adminduk_kit::error::reason_of(&status);
-                        format!("{:?} {reason}", status.code())
-                    }
-                };
+                let outcome = reserve(&mut client, request, started_at).await;
                 local.latencies.push(at.elapsed());
                 *local.outcomes.entry(outcome).or_default() += 1;
             }
-            let mut shared = tally.lock().await;
-            shared.latencies.extend(local.latencies);
-            for (k, v) in local.outcomes {
-                *shared.outcomes.entry(k).or_default() += v;
-            }
+            add_to(&tally, local).await;
             anyhow::Ok(())
         }));
     }
@@ -231,14 +187,7 @@ pub(crate) async fn storm(args: &PeakArgs) -> anyhow::Result<Report> {
         task.await??;
     }
     let elapsed = started.elapsed();
-    let mut tally = Arc::try_unwrap(tally)
-        .map_err(|_| anyhow::anyhow!("tasks still running"))?
-        .into_inner();
-    tally.latencies.sort();
-    let percentile = |p: f64| {
-        let i = ((tally.latencies.len() as f64 - 1.0) * p).round() as usize;
-        tally.latencies.get(i).copied().unwrap_or_default()
-    };
+    let tally = finished(tally)?;
     let again = tally.outcomes.get("OK again").copied().unwrap_or(0);
     let granted = tally.outcomes.get("OK").copied().unwrap_or(0) + again;
     Ok(Report {
@@ -253,10 +202,104 @@ pub(crate) async fn storm(args: &PeakArgs) -> anyhow::Result<Report> {
         room_before,
         room_after: room(&mut client, &points, day).await?,
         elapsed,
-        p50: percentile(0.50),
-        p99: percentile(0.99),
+        p50: percentile(&tally.latencies, 0.50),
+        p99: percentile(&tally.latencies, 0.99),
         outcomes: tally.outcomes,
     })
+}
+
+/// The service points to storm: those given, or else every point of the
+/// region's policy.
+async fn points_to_storm(
+    client: &mut InventoryServiceClient<Channel>,
+    args: &PeakArgs,
+) -> anyhow::Result<Vec<String>> {
+    let policy = client
+        .get_stock(pb::GetStockRequest {
+            region_code: args.region.clone(),
+        })
+        .await
+        .context("reading the region's policy")?
+        .into_inner()
+        .policy
+        .context("the region has no policy")?;
+    let points: Vec<String> = if args.points.is_empty() {
+        policy.service_points.iter().map(|p| p.code.clone()).collect()
+    } else {
+        args.points.clone()
+    };
+    anyhow::ensure!(!points.is_empty(), "no service points to storm");
+    Ok(points)
+}
+
+/// Applicant `n`'s request in `run`: a place at the service points in turn,
+/// on `day`, keyed so that asking again is a retry.
+fn applicant_request(
+    points: &[String],
+    day: NaiveDate,
+    region: &str,
+    run: u64,
+    n: u64,
+) -> anyhow::Result<pb::ReserveRequest> {
+    let point = &points[(n as usize) % points.len()];
+    Ok(pb::ReserveRequest {
+        service_point_code: point.clone(),
+        date: Some(convert::date(day)),
+        applicant_nik: applicant_nik(region, run, n)?.as_str().to_owned(),
+        idempotency_key: format!("peak-{run}-{n}"),
+        purpose: 0,
+    })
+}
+
+/// Sends one applicant's request, and names its outcome: `OK`, `OK again`,
+/// or the refusal's code and reason.
+async fn reserve(
+    client: &mut InventoryServiceClient<Channel>,
+    request: pb::ReserveRequest,
+    started_at: i64,
+) -> String {
+    match client.reserve(request).await {
+        // A hold made before this storm began is an earlier run's grant, answered again.
+        Ok(answer)
+            if answer
+                .get_ref()
+                .reservation
+                .as_ref()
+                .and_then(|r| r.create_time.as_ref())
+                .is_some_and(|t| t.seconds * 1_000 + i64::from(t.nanos / 1_000_000) < started_at) =>
+        {
+            "OK again".to_owned()
+        }
+        Ok(_) => "OK".to_owned(),
+        Err(status) => {
+            let reason = adminduk_kit::error::reason_of(&status);
+            format!("{:?} {reason}", status.code())
+        }
+    }
+}
+
+/// Adds what one caller saw to the run's tally.
+async fn add_to(tally: &Mutex<Tally>, local: Tally) {
+    let mut shared = tally.lock().await;
+    shared.latencies.extend(local.latencies);
+    for (k, v) in local.outcomes {
+        *shared.outcomes.entry(k).or_default() += v;
+    }
+}
+
+/// The run's tally once every caller has ended, its latencies sorted.
+fn finished(tally: Arc<Mutex<Tally>>) -> anyhow::Result<Tally> {
+    let mut tally = Arc::try_unwrap(tally)
+        .map_err(|_| anyhow::anyhow!("tasks still running"))?
+        .into_inner();
+    tally.latencies.sort();
+    Ok(tally)
+}
+
+/// The latency at `p` (0 to 1) of latencies sorted shortest first; zero when there are none.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(i).copied().unwrap_or_default()
 }
 
 /// A run number no earlier run is likely to have used, so a second storm's

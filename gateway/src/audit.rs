@@ -651,37 +651,13 @@ pub async fn verify(
         .fetch_optional(db.pool())
         .await?
         .unwrap_or(0);
-    let stored = sqlx::query(
-        "SELECT seq, hash, signed_at, key_id, signature FROM audit_signatures
-         WHERE chain = $1 AND seq <= $2 ORDER BY seq",
-    )
-    .bind(chain)
-    .bind(head)
-    .fetch_all(db.pool())
-    .await?;
-    let public = UnparsedPublicKey::new(&ED25519, &keys.public);
-    let mut signed = Vec::with_capacity(stored.len());
-    for row in &stored {
-        let seq: i64 = row.try_get("seq")?;
-        let hash: String = row.try_get("hash")?;
-        let key: String = row.try_get("key_id")?;
-        let signature: String = row.try_get("signature")?;
-        let good = key == keys.signing_key_id
-            && adminduk_kit::hex::decode(&signature)
-                .is_some_and(|sig| public.verify(&head_message(chain, seq, &hash), &sig).is_ok());
-        if !good {
-            report.broken = Some((
-                seq,
-                "the signature of the head at this row is not the audit key's".to_owned(),
-            ));
+    let signed = match signatures(db, keys, chain, head).await? {
+        Ok(signed) => signed,
+        Err(broken) => {
+            report.broken = Some(broken);
             return Ok(report);
         }
-        signed.push(Signed {
-            seq,
-            hash,
-            signed_at: row.try_get("signed_at")?,
-        });
-    }
+    };
     let slack = i64::try_from((sign_every * 2 + Duration::from_secs(60)).as_millis()).unwrap_or(i64::MAX);
     let now = millis(now);
     let mut next_signed = signed.iter().peekable();
@@ -698,26 +674,7 @@ pub async fn verify(
                 next_signed.next();
             }
             let covering = next_signed.peek();
-            let fault = if row.seq != expected {
-                Some(format!("row {expected} is missing"))
-            } else if row.prev_hash != prev {
-                Some("it does not link to the row before it".to_owned())
-            } else if row.compute_hash() != row.hash {
-                Some("its fields do not match its hash (changed after it was written)".to_owned())
-            } else if covering.is_some_and(|s| s.seq == row.seq && s.hash != row.hash) {
-                Some("its hash is not the one signed (the chain was recomputed)".to_owned())
-            } else if match covering {
-                Some(s) => s.signed_at > row.at_ms.saturating_add(slack),
-                None => row.at_ms.saturating_add(slack) < now,
-            } {
-                Some(
-                    "no signature came within two signing intervals of it (signatures removed, or the gateway stopped without signing)"
-                        .to_owned(),
-                )
-            } else {
-                None
-            };
-            if let Some(why) = fault {
+            if let Some(why) = fault(&row, expected, &prev, covering.copied(), slack, now) {
                 report.broken = Some((expected.min(row.seq), why));
                 return Ok(report);
             }
@@ -738,6 +695,80 @@ pub async fn verify(
         ));
     }
     Ok(report)
+}
+
+/// The head's signatures stored for a chain up to `head`, in order, each
+/// checked against `keys`' public key; `Ok(Err(..))` names the first that is
+/// not the audit key's (its row, and why).
+async fn signatures(
+    db: &Db,
+    keys: &AuditKeys,
+    chain: &str,
+    head: i64,
+) -> Result<Result<Vec<Signed>, (i64, String)>, sqlx::Error> {
+    let stored = sqlx::query(
+        "SELECT seq, hash, signed_at, key_id, signature FROM audit_signatures
+         WHERE chain = $1 AND seq <= $2 ORDER BY seq",
+    )
+    .bind(chain)
+    .bind(head)
+    .fetch_all(db.pool())
+    .await?;
+    let public = UnparsedPublicKey::new(&ED25519, &keys.public);
+    let mut signed = Vec::with_capacity(stored.len());
+    for row in &stored {
+        let seq: i64 = row.try_get("seq")?;
+        let hash: String = row.try_get("hash")?;
+        let key: String = row.try_get("key_id")?;
+        let signature: String = row.try_get("signature")?;
+        let good = key == keys.signing_key_id
+            && adminduk_kit::hex::decode(&signature)
+                .is_some_and(|sig| public.verify(&head_message(chain, seq, &hash), &sig).is_ok());
+        if !good {
+            return Ok(Err((
+                seq,
+                "the signature of the head at this row is not the audit key's".to_owned(),
+            )));
+        }
+        signed.push(Signed {
+            seq,
+            hash,
+            signed_at: row.try_get("signed_at")?,
+        });
+    }
+    Ok(Ok(signed))
+}
+
+/// Why a row breaks the chain, if it does: the row `expected` next, after the
+/// row whose hash is `prev`, with the first signature at or past it
+/// (`covering`), which must come within `slack` of it (as of `now`).
+fn fault(
+    row: &Row,
+    expected: i64,
+    prev: &str,
+    covering: Option<&Signed>,
+    slack: i64,
+    now: i64,
+) -> Option<String> {
+    if row.seq != expected {
+        Some(format!("row {expected} is missing"))
+    } else if row.prev_hash != prev {
+        Some("it does not link to the row before it".to_owned())
+    } else if row.compute_hash() != row.hash {
+        Some("its fields do not match its hash (changed after it was written)".to_owned())
+    } else if covering.is_some_and(|s| s.seq == row.seq && s.hash != row.hash) {
+        Some("its hash is not the one signed (the chain was recomputed)".to_owned())
+    } else if match covering {
+        Some(s) => s.signed_at > row.at_ms.saturating_add(slack),
+        None => row.at_ms.saturating_add(slack) < now,
+    } {
+        Some(
+            "no signature came within two signing intervals of it (signatures removed, or the gateway stopped without signing)"
+                .to_owned(),
+        )
+    } else {
+        None
+    }
 }
 
 /// A chain's rows after `after_seq`, in order, at most `limit`.

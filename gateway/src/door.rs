@@ -280,18 +280,8 @@ impl Gateway {
         }
         self.spend_named(rule, &message).await?;
         // Whom a resident may name is settled before anything is asked about them.
-        if let (Caller::Citizen(citizen), Grant::Citizen(own, _)) = (caller, grant)
-            && let Err(refusal) = self.check_own(own, citizen, &message).await
-        {
-            // Naming a stranger in a change is what a broker does; in a read, a
-            // mistake. Any other failure (population away, bad bytes) is itself.
-            let stranger =
-                refusal.reason() == Some(adminduk_kit::error::reason_name(ErrorReason::OutOfScope));
-            return Err(if rule.proof && stranger {
-                self.brokers.refuse(&citizen.device, &citizen.nik).await
-            } else {
-                refusal
-            });
+        if let (Caller::Citizen(citizen), Grant::Citizen(own, _)) = (caller, grant) {
+            self.check_named(rule, own, citizen, &message).await?;
         }
         let ikd = match rule.ikd_first {
             Some(tag) => {
@@ -316,33 +306,38 @@ impl Gateway {
         };
         tracing::debug!(method = %path, caller = %caller.label(), "forwarded");
         let response = self.forward(rule, caller, parts, &message).await;
+        self.tell_edge(retry, edge_key, &response);
+        // A verification the population service answered counts, whatever the
+        // answer (a NIK not found is an answer too); one it never answered is taken back.
+        if let Some(metered) = metered
+            && never_answered(&response)
+        {
+            self.agencies.unmeter(metered).await;
+        }
+        response
+    }
+
+    /// What the edge learns from a forwarded request's answer: that a retry of
+    /// it is past the edge, and how the inventory decided its point and date.
+    fn tell_edge(
+        &self,
+        retry: Option<RetryId>,
+        edge_key: Option<Key>,
+        response: &Result<http::Response<Body>, ApiError>,
+    ) {
         // A retry of a request the backend took goes past the edge later.
-        if let (Some(retry), Ok(answer)) = (retry, &response)
+        if let (Some(retry), Ok(answer)) = (retry, response)
             && tonic::Status::from_header_map(answer.headers()).is_none()
         {
             self.edge.forwarded(retry);
         }
-        if let (Some(key), Ok(answer)) = (edge_key, &response) {
+        if let (Some(key), Ok(answer)) = (edge_key, response) {
             // An answer that is only a status says how the inventory decided; any other was a grant.
             let status = tonic::Status::from_header_map(answer.headers());
             if let Some(key) = self.edge.observe(key, status.as_ref()) {
                 tokio::spawn(self.edge.clone().follow(key));
             }
         }
-        if let Some(metered) = metered {
-            // A verification the population service answered counts, whatever the
-            // answer (a NIK not found is an answer too); one it never answered is taken back.
-            let unanswered = match &response {
-                Err(_) => true,
-                Ok(r) => tonic::Status::from_header_map(r.headers()).is_some_and(|s| {
-                    matches!(s.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded)
-                }),
-            };
-            if unanswered {
-                self.agencies.unmeter(metered).await;
-            }
-        }
-        response
     }
 
     /// The audit's event for a request to a method that reads or changes
@@ -846,6 +841,28 @@ impl Gateway {
         .with_reason(ErrorReason::OutOfScope, [("field".to_owned(), field.to_owned())]))
     }
 
+    /// Whom a resident names, checked by [`Self::check_own`]; a stranger named
+    /// in a change is also counted against the device as a broker's refusal.
+    async fn check_named(
+        &self,
+        rule: &Rule,
+        own: Own,
+        citizen: &Citizen,
+        message: &[u8],
+    ) -> Result<(), ApiError> {
+        let Err(refusal) = self.check_own(own, citizen, message).await else {
+            return Ok(());
+        };
+        // Naming a stranger in a change is what a broker does; in a read, a
+        // mistake. Any other failure (population away, bad bytes) is itself.
+        let stranger = refusal.reason() == Some(adminduk_kit::error::reason_name(ErrorReason::OutOfScope));
+        Err(if rule.proof && stranger {
+            self.brokers.refuse(&citizen.device, &citizen.nik).await
+        } else {
+            refusal
+        })
+    }
+
     async fn forward(
         &self,
         rule: &Rule,
@@ -853,47 +870,7 @@ impl Gateway {
         parts: http::request::Parts,
         message: &[u8],
     ) -> Result<http::Response<Body>, ApiError> {
-        let mut headers = http::HeaderMap::new();
-        for (name, value) in &parts.headers {
-            let n = name.as_str();
-            // The credential stays here; what the gateway says of the caller is its own;
-            // the length and the deadline are written anew below.
-            let dropped = n == "authorization"
-                || n.starts_with("x-adminduk-")
-                || n == "content-length"
-                || n == "grpc-encoding"
-                || (n == "grpc-timeout" && !rule.streams);
-            if !dropped {
-                headers.append(name.clone(), value.clone());
-            }
-        }
-        let mut metadata = tonic::metadata::MetadataMap::from_headers(headers);
-        adminduk_kit::telemetry::inject_context(&mut metadata);
-        let mut headers = metadata.into_headers();
-        if rule.streams {
-            // A stream ends within the client's deadline, and within ten minutes at most.
-            let asked = headers
-                .get("grpc-timeout")
-                .and_then(|v| v.to_str().ok())
-                .and_then(upstream::parse_grpc_timeout);
-            let life = asked.map_or(MAX_STREAM, |asked| asked.min(MAX_STREAM));
-            let value = format!("{}m", life.as_millis().max(1));
-            headers.insert(
-                "grpc-timeout",
-                http::HeaderValue::from_str(&value).map_err(|_| table_error())?,
-            );
-        } else {
-            let left = upstream::time_left();
-            let value = format!("{}m", left.as_millis().max(1));
-            headers.insert(
-                "grpc-timeout",
-                http::HeaderValue::from_str(&value).map_err(|_| table_error())?,
-            );
-        }
-        headers.insert(
-            PRINCIPAL_HEADER,
-            http::HeaderValue::from_str(&caller.label()).map_err(|_| table_error())?,
-        );
+        let headers = upstream_headers(rule, caller, &parts.headers)?;
         let body = wire::frame(message).map_err(malformed)?;
         let request = |headers: http::HeaderMap| {
             let mut forwarded = http::Request::new(Body::new(http_body_util::Full::new(body.clone())));
@@ -930,11 +907,7 @@ impl Gateway {
         {
             tokio::time::sleep(crate::retry::PAUSE).await;
             let mut headers = headers;
-            let left = format!("{}m", upstream::time_left().as_millis().max(1));
-            headers.insert(
-                "grpc-timeout",
-                http::HeaderValue::from_str(&left).map_err(|_| table_error())?,
-            );
+            set_deadline(&mut headers, upstream::time_left())?;
             channel.clone().oneshot(request(headers)).await
         } else {
             first
@@ -947,6 +920,70 @@ impl Gateway {
             )
         })
     }
+}
+
+/// The headers a request is forwarded with: the client's, less what the
+/// gateway keeps or writes anew, with the trace, the backend's deadline and
+/// the caller as the gateway names them.
+fn upstream_headers(
+    rule: &Rule,
+    caller: &Caller,
+    client: &http::HeaderMap,
+) -> Result<http::HeaderMap, ApiError> {
+    let mut headers = http::HeaderMap::new();
+    for (name, value) in client {
+        let n = name.as_str();
+        // The credential stays here; what the gateway says of the caller is its own;
+        // the length and the deadline are written anew below.
+        let dropped = n == "authorization"
+            || n.starts_with("x-adminduk-")
+            || n == "content-length"
+            || n == "grpc-encoding"
+            || (n == "grpc-timeout" && !rule.streams);
+        if !dropped {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    let mut metadata = tonic::metadata::MetadataMap::from_headers(headers);
+    adminduk_kit::telemetry::inject_context(&mut metadata);
+    let mut headers = metadata.into_headers();
+    if rule.streams {
+        // A stream ends within the client's deadline, and within ten minutes at most.
+        let asked = headers
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(upstream::parse_grpc_timeout);
+        let life = asked.map_or(MAX_STREAM, |asked| asked.min(MAX_STREAM));
+        set_deadline(&mut headers, life)?;
+    } else {
+        set_deadline(&mut headers, upstream::time_left())?;
+    }
+    headers.insert(
+        PRINCIPAL_HEADER,
+        http::HeaderValue::from_str(&caller.label()).map_err(|_| table_error())?,
+    );
+    Ok(headers)
+}
+
+/// Whether the backend never answered a forwarded request: it was not
+/// reached, or its answer is only UNAVAILABLE or DEADLINE_EXCEEDED.
+fn never_answered(response: &Result<http::Response<Body>, ApiError>) -> bool {
+    match response {
+        Err(_) => true,
+        Ok(r) => tonic::Status::from_header_map(r.headers())
+            .is_some_and(|s| matches!(s.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded)),
+    }
+}
+
+/// Writes the backend's deadline, `left` from now, as `grpc-timeout` (in
+/// milliseconds, one at least).
+fn set_deadline(headers: &mut http::HeaderMap, left: Duration) -> Result<(), ApiError> {
+    let value = format!("{}m", left.as_millis().max(1));
+    headers.insert(
+        "grpc-timeout",
+        http::HeaderValue::from_str(&value).map_err(|_| table_error())?,
+    );
+    Ok(())
 }
 
 /// The point and date an application names; an office's point is its

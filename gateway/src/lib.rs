@@ -109,54 +109,11 @@ pub async fn start(
     cache: Arc<dyn SharedCache>,
     records: Records,
 ) -> Result<Running, StartError> {
-    // A client certificate is optional (residents present tokens), and its
-    // chain is checked here, per request, so a certificate of another CA is
-    // answered UNAUTHENTICATED rather than cut off in the handshake.
-    let client_chain = match &mut server.tls {
-        Some(tls) => match tls.client_ca.clone() {
-            Some(ca) => {
-                tls.client_certificate_optional = true;
-                tls.check_client_chain_in_service = true;
-                adminduk_kit::tls::ClientChain::from_ca(&ca).map_err(ServeError::from)?
-            }
-            None => return Err(StartError::NoTls),
-        },
-        None => return Err(StartError::NoTls),
-    };
+    let client_chain = client_chain(&mut server)?;
     let tokens = Tokens::new(upstreams.ikd.clone(), upstreams.population.clone());
     let builder = GrpcServer::new(server).named("gateway");
-    let store = store::Store::new(records.db.clone());
-    let agencies = Agencies::new(store.clone());
-    let brokers = Brokers::new(store.clone(), cache.clone());
-    let ikd_first = ikd_first::IkdFirst::new(
-        upstreams.ikd.clone(),
-        upstreams.inventory.clone(),
-        cache.clone(),
-        store,
-    );
-    let (audit, writer) = AuditLog::start(
-        records.db,
-        records.audit_keys,
-        records.audit_chain,
-        records.sign_every,
-    );
     let limit = builder.max_message_bytes();
-    let routes = tonic::service::Routes::new(
-        AgencyServiceServer::new(AgencyApi::new(agencies.clone())).max_decoding_message_size(limit),
-    )
-    .add_service(
-        BrokerWatchServiceServer::new(BrokerApi::new(brokers.clone())).max_decoding_message_size(limit),
-    )
-    .add_service(ReportServiceServer::new(ReportApi::new(ikd_first.clone())).max_decoding_message_size(limit))
-    .prepare();
-    let own = OwnParts {
-        agencies,
-        brokers,
-        audit,
-        routes,
-        allowances: records.allowances,
-        ikd_first,
-    };
+    let (own, writer) = own_parts(records, &upstreams, &cache, limit);
     let gateway = Arc::new(Gateway::new(upstreams, tokens, cache, own, client_chain, limit));
     let server = builder
         .add_service(Door::<PopulationName>::new(gateway.clone()))
@@ -190,4 +147,67 @@ pub async fn start(
             }
         }),
     )
+}
+
+/// Sets `server.tls` to ask for a client certificate without requiring one,
+/// and reads the chain its client CA checks; without a client CA, the gateway
+/// does not start.
+fn client_chain(server: &mut ServerConfig) -> Result<adminduk_kit::tls::ClientChain, StartError> {
+    // A client certificate is optional (residents present tokens), and its
+    // chain is checked here, per request, so a certificate of another CA is
+    // answered UNAUTHENTICATED rather than cut off in the handshake.
+    match &mut server.tls {
+        Some(tls) => match tls.client_ca.clone() {
+            Some(ca) => {
+                tls.client_certificate_optional = true;
+                tls.check_client_chain_in_service = true;
+                Ok(adminduk_kit::tls::ClientChain::from_ca(&ca).map_err(ServeError::from)?)
+            }
+            None => Err(StartError::NoTls),
+        },
+        None => Err(StartError::NoTls),
+    }
+}
+
+/// The gateway's own parts (agencies, the broker watch, IKD first, the audit
+/// log and their services, decoding at most `limit` bytes), and the audit's
+/// writer, to finish once the gateway stops.
+fn own_parts(
+    records: Records,
+    upstreams: &Upstreams,
+    cache: &Arc<dyn SharedCache>,
+    limit: usize,
+) -> (OwnParts, audit::Writer) {
+    let store = store::Store::new(records.db.clone());
+    let agencies = Agencies::new(store.clone());
+    let brokers = Brokers::new(store.clone(), cache.clone());
+    let ikd_first = ikd_first::IkdFirst::new(
+        upstreams.ikd.clone(),
+        upstreams.inventory.clone(),
+        cache.clone(),
+        store,
+    );
+    let (audit, writer) = AuditLog::start(
+        records.db,
+        records.audit_keys,
+        records.audit_chain,
+        records.sign_every,
+    );
+    let routes = tonic::service::Routes::new(
+        AgencyServiceServer::new(AgencyApi::new(agencies.clone())).max_decoding_message_size(limit),
+    )
+    .add_service(
+        BrokerWatchServiceServer::new(BrokerApi::new(brokers.clone())).max_decoding_message_size(limit),
+    )
+    .add_service(ReportServiceServer::new(ReportApi::new(ikd_first.clone())).max_decoding_message_size(limit))
+    .prepare();
+    let own = OwnParts {
+        agencies,
+        brokers,
+        audit,
+        routes,
+        allowances: records.allowances,
+        ikd_first,
+    };
+    (own, writer)
 }

@@ -1155,68 +1155,87 @@ async fn execute_chunks(
 /// Writes decisions in one transaction: reservations, ledger rows, then the
 /// bucket counts (last, so the hot bucket rows stay locked only from their
 /// update to the commit).
-async fn write_batch(db: &Db, ops: &[&WriteOp]) -> Result<(), StoreError> {
-    let now = millis(Utc::now());
-    let sql = match db.backend() {
-        Backend::Postgres => &POSTGRES_BATCH,
-        Backend::Sqlite => &SQLITE_BATCH,
-    };
-    // (held delta, committed delta) per path: most of a batch's decisions
-    // share a few (point, day) paths, whose bucket keys are then built once.
-    let mut per_path: HashMap<usize, (&Path, i64, i64)> = HashMap::new();
-    let mut grants = Vec::new();
-    let mut transitions = Vec::new();
-    let mut ledger = Vec::with_capacity(ops.len());
-    for op in ops {
-        match op {
-            WriteOp::Grant(r) => {
-                per_path
-                    .entry(Arc::as_ptr(&r.path).addr())
-                    .or_insert((&r.path, 0, 0))
-                    .1 += 1;
-                // The reservation, and (from the same row) its HOLD ledger row.
-                grants.push(serde_json::json!([
-                    r.id.to_string(),
-                    r.point_code(),
-                    r.path.day.to_string(),
-                    r.applicant,
-                    r.purpose,
-                    r.idempotency_key,
-                    millis(r.expires_at),
-                    millis(r.created_at),
-                    r.path.point.region,
-                ]));
-            }
-            WriteOp::Transition {
-                reservation: r,
-                transition,
-                actor,
-                reason,
-            } => {
-                let commit = *transition == Transition::Commit;
-                let entry = per_path
-                    .entry(Arc::as_ptr(&r.path).addr())
-                    .or_insert((&r.path, 0, 0));
-                entry.1 -= 1;
-                entry.2 += i64::from(commit);
-                let id = r.id.to_string();
-                transitions.push(serde_json::json!([id, state_code(transition.done())]));
-                ledger.push(serde_json::json!([
-                    r.path.point.region,
-                    MovementKind::of(*transition).as_str(),
-                    if commit { -1 } else { 0 },
-                    r.idempotency_key,
+/// A batch's decisions as the rows its statements take (JSON arrays).
+struct BatchRows {
+    /// New reservations (each with its HOLD ledger row).
+    grants: Vec<serde_json::Value>,
+    /// Reservations committed or released: id and new state.
+    transitions: Vec<serde_json::Value>,
+    /// The ledger rows of the transitions.
+    ledger: Vec<serde_json::Value>,
+    /// Per bucket, sorted by id: capacity to create it with, held delta, committed delta.
+    buckets: Vec<serde_json::Value>,
+}
+
+impl BatchRows {
+    fn of(ops: &[&WriteOp]) -> Self {
+        // (held delta, committed delta) per path: most of a batch's decisions
+        // share a few (point, day) paths, whose bucket keys are then built once.
+        let mut per_path: HashMap<usize, (&Path, i64, i64)> = HashMap::new();
+        let mut grants = Vec::new();
+        let mut transitions = Vec::new();
+        let mut ledger = Vec::with_capacity(ops.len());
+        for op in ops {
+            match op {
+                WriteOp::Grant(r) => {
+                    per_path
+                        .entry(Arc::as_ptr(&r.path).addr())
+                        .or_insert((&r.path, 0, 0))
+                        .1 += 1;
+                    // The reservation, and (from the same row) its HOLD ledger row.
+                    grants.push(serde_json::json!([
+                        r.id.to_string(),
+                        r.point_code(),
+                        r.path.day.to_string(),
+                        r.applicant,
+                        r.purpose,
+                        r.idempotency_key,
+                        millis(r.expires_at),
+                        millis(r.created_at),
+                        r.path.point.region,
+                    ]));
+                }
+                WriteOp::Transition {
+                    reservation: r,
+                    transition,
                     actor,
                     reason,
-                    id,
-                ]));
+                } => {
+                    let commit = *transition == Transition::Commit;
+                    let entry = per_path
+                        .entry(Arc::as_ptr(&r.path).addr())
+                        .or_insert((&r.path, 0, 0));
+                    entry.1 -= 1;
+                    entry.2 += i64::from(commit);
+                    let id = r.id.to_string();
+                    transitions.push(serde_json::json!([id, state_code(transition.done())]));
+                    ledger.push(serde_json::json!([
+                        r.path.point.region,
+                        MovementKind::of(*transition).as_str(),
+                        if commit { -1 } else { 0 },
+                        r.idempotency_key,
+                        actor,
+                        reason,
+                        id,
+                    ]));
+                }
             }
         }
+        Self {
+            grants,
+            transitions,
+            ledger,
+            buckets: bucket_rows(per_path.into_values()),
+        }
     }
-    // (capacity to create it with, held delta, committed delta) per bucket,
-    // sorted by id: the order in which a batch locks them.
+}
+
+/// The paths' deltas summed per bucket, as (id, capacity to create it with,
+/// held delta, committed delta), sorted by id: the order in which a batch
+/// locks them.
+fn bucket_rows<'a>(per_path: impl Iterator<Item = (&'a Path, i64, i64)>) -> Vec<serde_json::Value> {
     let mut deltas: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
-    for (path, held, committed) in per_path.into_values() {
+    for (path, held, committed) in per_path {
         for (key, bucket) in path.buckets() {
             let entry = deltas
                 .entry(key.id())
@@ -1225,11 +1244,24 @@ async fn write_batch(db: &Db, ops: &[&WriteOp]) -> Result<(), StoreError> {
             entry.2 += committed;
         }
     }
-    let buckets: Vec<serde_json::Value> = deltas
+    deltas
         .iter()
         .map(|(id, (capacity, held, committed))| serde_json::json!([id, capacity, held, committed]))
-        .collect();
+        .collect()
+}
 
+async fn write_batch(db: &Db, ops: &[&WriteOp]) -> Result<(), StoreError> {
+    let now = millis(Utc::now());
+    let sql = match db.backend() {
+        Backend::Postgres => &POSTGRES_BATCH,
+        Backend::Sqlite => &SQLITE_BATCH,
+    };
+    let BatchRows {
+        grants,
+        transitions,
+        ledger,
+        buckets,
+    } = BatchRows::of(ops);
     let mut tx = db.begin_write().await?;
     for &statement in sql.grants {
         execute_chunks(&mut tx, statement, &grants, Some(now)).await?;

@@ -153,6 +153,32 @@ pub struct AdminServer {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// The admin port's routes: gRPC health, `/metrics`, `/healthz`, `/readyz`.
+fn http_routes(
+    health: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+    checks: Arc<Vec<ReadyCheck>>,
+) -> axum::Router {
+    Routes::new(health)
+        .into_axum_router()
+        .route(
+            "/metrics",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+                    metrics::get().encode(),
+                )
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let checks = Arc::clone(&checks);
+                async move { readyz(&checks).await }
+            }),
+        )
+}
+
 impl AdminServer {
     /// Binds `listen` and serves metrics, health and readiness; returns once
     /// the port is open. `services` are the services of this process (for
@@ -162,12 +188,7 @@ impl AdminServer {
         services: &[&'static str],
         checks: Vec<ReadyCheck>,
     ) -> Result<Self, ServeError> {
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|source| ServeError::Bind { addr: listen, source })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|source| ServeError::Bind { addr: listen, source })?;
+        let (listener, addr) = crate::server::bind(listen).await?;
         for &service in services {
             metrics::get()
                 .build_info
@@ -185,26 +206,7 @@ impl AdminServer {
         let ready = set_readiness(&reporter, &checks).await;
         tracing::info!(%addr, ready, "admin port listening");
 
-        let for_readyz = Arc::clone(&checks);
-        let router = Routes::new(health)
-            .into_axum_router()
-            .route(
-                "/metrics",
-                get(|| async {
-                    (
-                        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
-                        metrics::get().encode(),
-                    )
-                }),
-            )
-            .route("/healthz", get(|| async { "ok\n" }))
-            .route(
-                "/readyz",
-                get(move || {
-                    let checks = Arc::clone(&for_readyz);
-                    async move { readyz(&checks).await }
-                }),
-            );
+        let router = http_routes(health, Arc::clone(&checks));
         let (stop, mut stop_rx) = watch::channel(false);
         let mut watch_stop = stop_rx.clone();
         let task = tokio::spawn(async move {

@@ -559,20 +559,27 @@ mod tests {
         format!("test:{test}:{}", crate::testing::unique_suffix())
     }
 
-    /// Every implementation to test: in-process always, Redis when configured.
     /// Asserts that `key` holds `value`, saying `why` (with the backend) otherwise.
     async fn assert_reads(cache: &dyn SharedCache, key: &str, value: &[u8], why: &str) {
         let read = cache.get(key).await.unwrap_or_else(|err| panic!("{why}: {err}"));
         assert_eq!(read.as_deref(), Some(value), "{why}");
     }
 
+    /// The Redis cache at `ADMINDUK_TEST_REDIS_URL` under a prefix of its own,
+    /// when one is configured.
+    async fn redis(test: &str) -> Option<RedisCache> {
+        let url = testing::redis_url()?;
+        let cache = RedisCache::connect(&url, &unique_prefix(test))
+            .await
+            .expect("redis at ADMINDUK_TEST_REDIS_URL");
+        Some(cache)
+    }
+
+    /// Every implementation to test: in-process always, Redis when configured.
     async fn caches(test: &str) -> Vec<(&'static str, Arc<dyn SharedCache>)> {
         let mut all: Vec<(&'static str, Arc<dyn SharedCache>)> =
             vec![("memory", Arc::new(MemoryCache::new()))];
-        if let Some(url) = testing::redis_url() {
-            let cache = RedisCache::connect(&url, &unique_prefix(test))
-                .await
-                .expect("redis at ADMINDUK_TEST_REDIS_URL");
+        if let Some(cache) = redis(test).await {
             all.push(("redis", Arc::new(cache)));
         }
         all
@@ -581,10 +588,7 @@ mod tests {
     #[tokio::test]
     async fn check_all_answers_each_check_and_a_refused_rate_does_nothing_else() {
         let caches = caches("check_all").await;
-        if let Some(url) = testing::redis_url() {
-            let redis = RedisCache::connect(&url, &unique_prefix("check_all"))
-                .await
-                .expect("redis at ADMINDUK_TEST_REDIS_URL");
+        if let Some(redis) = redis("check_all_limited").await {
             // Redis also limits: one at once, then a refusal that claims nothing.
             let minute = Duration::from_secs(60);
             let limited = Checks {
@@ -636,12 +640,9 @@ mod tests {
 
     #[tokio::test]
     async fn redis_admits_a_burst_then_refuses_with_the_wait_and_keys_apart() {
-        let Some(url) = testing::redis_url() else {
+        let Some(cache) = redis("gcra").await else {
             return;
         };
-        let cache = RedisCache::connect(&url, &unique_prefix("gcra"))
-            .await
-            .expect("redis at ADMINDUK_TEST_REDIS_URL");
         // One a minute, three at once: the fourth waits about a minute.
         let minute = Duration::from_secs(60);
         for _ in 0..3 {
@@ -898,15 +899,9 @@ mod tests {
 
     #[tokio::test]
     async fn prefixes_keep_services_apart() {
-        let Some(url) = testing::redis_url() else {
+        let (Some(a), Some(b)) = (redis("a").await, redis("b").await) else {
             return;
         };
-        let a = RedisCache::connect(&url, &unique_prefix("a"))
-            .await
-            .expect("redis");
-        let b = RedisCache::connect(&url, &unique_prefix("b"))
-            .await
-            .expect("redis");
         a.set("k", b"a", LONG).await.expect("set");
         assert_eq!(b.get("k").await.expect("get"), None);
         assert!(b.set_if_absent("k", b"b", LONG).await.expect("nx"));

@@ -126,6 +126,11 @@ pub struct OutcomeLabels {
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
+/// A family of histograms, each made by `make`.
+fn histograms<L: Clone + std::hash::Hash + Eq>(make: fn() -> Histogram) -> HistogramFamily<L> {
+    Family::new_with_constructor(make)
+}
+
 /// Every metric of the process.
 #[derive(Debug)]
 pub struct Metrics {
@@ -184,156 +189,66 @@ fn batch_sizes() -> Histogram {
     Histogram::new(exponential_buckets(1.0, 2.0, 13))
 }
 
+/// Makes each metric, registers a handle on it, and returns the `Metrics`
+/// holding them and the registry.
+macro_rules! registered {
+    ($($field:ident: $make:expr, $name:literal, $help:literal;)*) => {{
+        let mut registry = Registry::default();
+        $(
+            let $field = $make;
+            registry.register($name, $help, $field.clone());
+        )*
+        Self { registry, $($field),* }
+    }};
+}
+
 impl Metrics {
     fn new() -> Self {
-        let mut registry = Registry::default();
-        let rpc_requests = Family::default();
-        let rpc_duration: HistogramFamily<RpcLabels> = Family::new_with_constructor(latency);
-        let build_info = Family::default();
-        let certificate_expiry = Family::default();
-        let ready = Family::default();
-        let quota_remaining = Family::default();
-        let grants = Family::default();
-        let refusals = Family::default();
-        let expiries = Family::default();
-        let group_commit_batch: HistogramFamily<ServiceLabel> = Family::new_with_constructor(batch_sizes);
-        let group_commit_duration: HistogramFamily<ServiceLabel> = Family::new_with_constructor(latency);
-        let print_jobs = Family::default();
-        let print_backlog = Family::default();
-        let ikd_activations = Family::default();
-        let ikd_deflections = Family::default();
-        let broker_refusals = Family::default();
-        let broker_flags = Family::default();
-        let rate_limit_refusals = Family::default();
-        let audit_rows = Family::default();
-        let audit_chain_ok = Family::default();
-        let audit_chain_checked = Family::default();
+        // Each metric once: its field, how it is made, its name and help.
         // Counters are registered without `_total`: the encoder adds it.
-        let r = &mut registry;
-        r.register(
-            "adminduk_rpc_server_requests",
-            "gRPC answers by method and code",
-            rpc_requests.clone(),
-        );
-        r.register(
-            "adminduk_rpc_server_duration_seconds",
-            "Time to answer, by method and code",
-            rpc_duration.clone(),
-        );
-        r.register(
-            "adminduk_build_info",
-            "The running version (always 1)",
-            build_info.clone(),
-        );
-        r.register(
-            "adminduk_tls_certificate_expiry_timestamp_seconds",
-            "When each certificate in use expires",
-            certificate_expiry.clone(),
-        );
-        r.register(
-            "adminduk_ready",
-            "1 when the service's readiness checks pass",
-            ready.clone(),
-        );
-        r.register(
-            "adminduk_inventory_quota_remaining",
-            "Blanks left to grant per service point and day",
-            quota_remaining.clone(),
-        );
-        r.register("adminduk_inventory_grants", "Holds granted", grants.clone());
-        r.register(
-            "adminduk_inventory_refusals",
-            "Reservations refused, by reason",
-            refusals.clone(),
-        );
-        r.register(
-            "adminduk_inventory_expiries",
-            "Holds that lapsed unused",
-            expiries.clone(),
-        );
-        r.register(
-            "adminduk_inventory_group_commit_batch_size",
-            "Decisions made durable in one commit",
-            group_commit_batch.clone(),
-        );
-        r.register(
-            "adminduk_inventory_group_commit_duration_seconds",
-            "Time of one group commit",
-            group_commit_duration.clone(),
-        );
-        r.register(
-            "adminduk_printing_jobs",
-            "Print jobs and their cards by state",
-            print_jobs.clone(),
-        );
-        r.register(
-            "adminduk_printing_backlog",
-            "Jobs waiting to print",
-            print_backlog.clone(),
-        );
-        r.register(
-            "adminduk_ikd_activations",
-            "IKD activations by stage",
-            ikd_activations.clone(),
-        );
-        r.register(
-            "adminduk_gateway_ikd_deflections",
-            "Residents sent to activate IKD first",
-            ikd_deflections.clone(),
-        );
-        r.register(
-            "adminduk_gateway_broker_refusals",
-            "Requests refused as a broker's",
-            broker_refusals.clone(),
-        );
-        r.register(
-            "adminduk_gateway_broker_flags",
-            "Accounts flagged as brokers",
-            broker_flags.clone(),
-        );
-        r.register(
-            "adminduk_gateway_rate_limit_refusals",
-            "Requests refused by a rate limit",
-            rate_limit_refusals.clone(),
-        );
-        r.register(
-            "adminduk_gateway_audit_rows",
-            "Audit rows written or dropped",
-            audit_rows.clone(),
-        );
-        r.register(
-            "adminduk_gateway_audit_chain_ok",
-            "1 when the last check of the audit chain passed",
-            audit_chain_ok.clone(),
-        );
-        r.register(
-            "adminduk_gateway_audit_chain_checked_timestamp_seconds",
-            "When the audit chain was last checked",
-            audit_chain_checked.clone(),
-        );
-        Self {
-            registry,
-            rpc_requests,
-            rpc_duration,
-            build_info,
-            certificate_expiry,
-            ready,
-            quota_remaining,
-            grants,
-            refusals,
-            expiries,
-            group_commit_batch,
-            group_commit_duration,
-            print_jobs,
-            print_backlog,
-            ikd_activations,
-            ikd_deflections,
-            broker_refusals,
-            broker_flags,
-            rate_limit_refusals,
-            audit_rows,
-            audit_chain_ok,
-            audit_chain_checked,
+        registered! {
+            rpc_requests: Family::default(),
+                "adminduk_rpc_server_requests", "gRPC answers by method and code";
+            rpc_duration: histograms(latency),
+                "adminduk_rpc_server_duration_seconds", "Time to answer, by method and code";
+            build_info: Family::default(),
+                "adminduk_build_info", "The running version (always 1)";
+            certificate_expiry: Family::default(),
+                "adminduk_tls_certificate_expiry_timestamp_seconds", "When each certificate in use expires";
+            ready: Family::default(),
+                "adminduk_ready", "1 when the service's readiness checks pass";
+            quota_remaining: Family::default(),
+                "adminduk_inventory_quota_remaining", "Blanks left to grant per service point and day";
+            grants: Family::default(),
+                "adminduk_inventory_grants", "Holds granted";
+            refusals: Family::default(),
+                "adminduk_inventory_refusals", "Reservations refused, by reason";
+            expiries: Family::default(),
+                "adminduk_inventory_expiries", "Holds that lapsed unused";
+            group_commit_batch: histograms(batch_sizes),
+                "adminduk_inventory_group_commit_batch_size", "Decisions made durable in one commit";
+            group_commit_duration: histograms(latency),
+                "adminduk_inventory_group_commit_duration_seconds", "Time of one group commit";
+            print_jobs: Family::default(),
+                "adminduk_printing_jobs", "Print jobs and their cards by state";
+            print_backlog: Family::default(),
+                "adminduk_printing_backlog", "Jobs waiting to print";
+            ikd_activations: Family::default(),
+                "adminduk_ikd_activations", "IKD activations by stage";
+            ikd_deflections: Family::default(),
+                "adminduk_gateway_ikd_deflections", "Residents sent to activate IKD first";
+            broker_refusals: Family::default(),
+                "adminduk_gateway_broker_refusals", "Requests refused as a broker's";
+            broker_flags: Family::default(),
+                "adminduk_gateway_broker_flags", "Accounts flagged as brokers";
+            rate_limit_refusals: Family::default(),
+                "adminduk_gateway_rate_limit_refusals", "Requests refused by a rate limit";
+            audit_rows: Family::default(),
+                "adminduk_gateway_audit_rows", "Audit rows written or dropped";
+            audit_chain_ok: Family::default(),
+                "adminduk_gateway_audit_chain_ok", "1 when the last check of the audit chain passed";
+            audit_chain_checked: Family::default(),
+                "adminduk_gateway_audit_chain_checked_timestamp_seconds", "When the audit chain was last checked";
         }
     }
 

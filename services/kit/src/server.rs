@@ -117,16 +117,8 @@ impl GrpcServer {
         self
     }
 
-    /// Binds the listener and starts serving; returns once the port is open.
-    pub async fn start(self) -> Result<RunningServer, ServeError> {
-        let addr = self.config.listen;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServeError::Bind { addr, source })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| ServeError::Bind { addr, source })?;
-
+    /// Adds the health service (each service SERVING) and reflection to `routes`.
+    async fn add_health_and_reflection(&self, routes: &mut RoutesBuilder) -> Result<(), ServeError> {
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         for name in &self.names {
             health_reporter
@@ -153,25 +145,53 @@ impl GrpcServer {
         };
         let reflection_error = |err: tonic_reflection::server::Error| ServeError::Reflection(err.to_string());
         // v1alpha too: older clients (grpcio-reflection, some grpcurl builds) speak only it.
-        let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
-        let reflection = reflection().build_v1().map_err(reflection_error)?;
+        routes
+            .add_service(health_service)
+            .add_service(reflection().build_v1().map_err(reflection_error)?)
+            .add_service(reflection().build_v1alpha().map_err(reflection_error)?);
+        Ok(())
+    }
+
+    /// With gRPC-Web on: the browser's CORS answers, and the translation to gRPC.
+    fn web_layers(
+        &self,
+    ) -> (
+        Option<tower_http::cors::CorsLayer>,
+        Option<tonic_web::GrpcWebLayer>,
+    ) {
+        let web = self.config.grpc_web.as_ref();
+        web.map(|w| (cors(w), tonic_web::GrpcWebLayer::new())).unzip()
+    }
+
+    /// Whether only the mesh's own services are answered (a backend run apart,
+    /// behind mTLS).
+    fn services_only(&self) -> bool {
+        (self.config.tls.as_ref()).is_some_and(|t| t.services_only && t.client_ca.is_some())
+    }
+
+    /// The layer that counts and times every answer, and the methods that
+    /// name request spans.
+    fn observe(
+        &self,
+        local_addr: SocketAddr,
+    ) -> (crate::observe::ObserveLayer, Arc<crate::observe::Methods>) {
         let methods = Arc::new(crate::observe::Methods::of(&self.names, &self.descriptors));
-        let for_spans = Arc::clone(&methods);
-        let observe = crate::observe::ObserveLayer::new(
+        let layer = crate::observe::ObserveLayer::new(
             self.label(),
-            methods,
+            Arc::clone(&methods),
             local_addr,
             self.config.request_timeout(),
         );
+        (layer, methods)
+    }
+
+    /// The transport: timeouts and keepalives, TLS (tonic's, or `Some` config
+    /// for the server's own accept loop; the certificate's expiry is kept in
+    /// the metrics), HTTP/1.1 for gRPC-Web.
+    fn transport(&self) -> Result<(Server, Option<Arc<rustls::ServerConfig>>), ServeError> {
         if let Some(tls) = &self.config.tls {
             record_expiry(self.label(), "server", &tls.cert);
         }
-        let mut routes = self.routes;
-        routes
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(reflection_v1alpha);
-
         let mut builder = Server::builder()
             // Applies the client's grpc-timeout, or ours when it sends none.
             .timeout(self.config.request_timeout())
@@ -179,7 +199,7 @@ impl GrpcServer {
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)));
         // A service that checks its clients' chains itself terminates TLS in its
-        // own accept loop (below); any other uses tonic's.
+        // own accept loop (`tls_incoming`); any other uses tonic's.
         let own_tls = match &self.config.tls {
             Some(tls) if tls.check_client_chain_in_service && tls.client_ca.is_some() => Some(Arc::new(
                 crate::tls::server_config_checking_chain_in_service(tls, self.config.grpc_web.is_some())?,
@@ -192,10 +212,20 @@ impl GrpcServer {
             builder = builder.tls_config(crate::tls::server_tls(tls)?)?;
         }
         // gRPC-Web comes over HTTP/1.1 too (a browser's fetch); gRPC itself stays HTTP/2.
-        let web = self.config.grpc_web.as_ref().map(cors);
-        if web.is_some() {
+        if self.config.grpc_web.is_some() {
             builder = builder.accept_http1(true);
         }
+        Ok((builder, own_tls))
+    }
+
+    /// Binds the listener and starts serving; returns once the port is open.
+    pub async fn start(mut self) -> Result<RunningServer, ServeError> {
+        let (listener, local_addr) = bind(self.config.listen).await?;
+        let mut routes = std::mem::take(&mut self.routes);
+        self.add_health_and_reflection(&mut routes).await?;
+        let (observe, for_spans) = self.observe(local_addr);
+        let (builder, own_tls) = self.transport()?;
+        let (web, grpc_web) = self.web_layers();
         let limit = self.config.max_message_bytes;
         let stack =
             ServiceBuilder::new()
@@ -207,12 +237,7 @@ impl GrpcServer {
                 // A browser's preflight is answered here; its calls are translated from
                 // gRPC-Web to gRPC below, so everything under sees gRPC only.
                 .option_layer(web)
-                .option_layer(
-                    self.config
-                        .grpc_web
-                        .as_ref()
-                        .map(|_| tonic_web::GrpcWebLayer::new()),
-                )
+                .option_layer(grpc_web)
                 // Counts and times every answer by method and code, as the client sees it
                 // (after the rewrite below), and puts the code on the request's span.
                 .layer(observe)
@@ -233,36 +258,24 @@ impl GrpcServer {
                 .layer(GlobalConcurrencyLimitLayer::new(self.config.concurrency_limit))
                 // A backend run apart answers the mesh's own services only.
                 .layer(ServicesOnlyLayer {
-                    on: self
-                        .config
-                        .tls
-                        .as_ref()
-                        .is_some_and(|t| t.services_only && t.client_ca.is_some()),
+                    on: self.services_only(),
                 })
                 .into_inner();
 
         let (stop_tx, mut stop_rx) = watch::channel(false);
         let router = builder.layer(stack).add_routes(routes.routes());
+        let accept_stop = stop_rx.clone();
+        let stopped = async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        };
         let task = match own_tls {
             None => {
                 let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-                tokio::spawn(async move {
-                    router
-                        .serve_with_incoming_shutdown(incoming, async move {
-                            let _ = stop_rx.wait_for(|stop| *stop).await;
-                        })
-                        .await
-                })
+                tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
             }
             Some(tls) => {
-                let incoming = tls_incoming(listener, tls, stop_rx.clone());
-                tokio::spawn(async move {
-                    router
-                        .serve_with_incoming_shutdown(incoming, async move {
-                            let _ = stop_rx.wait_for(|stop| *stop).await;
-                        })
-                        .await
-                })
+                let incoming = tls_incoming(listener, tls, accept_stop);
+                tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
             }
         };
         tracing::info!(addr = %local_addr, services = ?self.names, "listening");
@@ -273,6 +286,15 @@ impl GrpcServer {
             drain: self.config.drain_timeout(),
         })
     }
+}
+
+/// Binds `addr`; the listener and the address it is bound to (the real port
+/// when 0 was asked for).
+pub(crate) async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), ServeError> {
+    let bind_error = |source| ServeError::Bind { addr, source };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(bind_error)?;
+    let local_addr = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, local_addr))
 }
 
 /// Keeps a certificate's expiry in `adminduk_tls_certificate_expiry_timestamp_seconds`.

@@ -243,14 +243,7 @@ impl Db {
         migrations: Option<Migrations>,
     ) -> Result<Self, StorageError> {
         sqlx::any::install_default_drivers();
-        let url = config.url.expose_secret();
-        let backend = if url.starts_with("sqlite:") {
-            Backend::Sqlite
-        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Backend::Postgres
-        } else {
-            return Err(StorageError::UnsupportedUrl);
-        };
+        let (backend, url) = backend_and_url(config.url.expose_secret())?;
         if !schema
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
@@ -260,16 +253,7 @@ impl Db {
                 "schema names are lowercase ascii".into(),
             )));
         }
-        let mut url = url.to_owned();
-        if backend == Backend::Sqlite && !url.contains("mode=") && !url.contains(":memory:") {
-            url.push_str(if url.contains('?') {
-                "&mode=rwc"
-            } else {
-                "?mode=rwc"
-            });
-        }
         let options = AnyConnectOptions::from_str(&url).map_err(StorageError::Connect)?;
-        let schema = schema.to_owned();
         let pool_options = AnyPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(Duration::from_secs(5));
@@ -291,21 +275,11 @@ impl Db {
                     .await
             }
             Backend::Postgres => {
-                let set_path = format!("SET search_path TO {schema}");
                 // A connection that migrates makes its schema; one that only reads finds it.
                 if migrations.is_some() {
-                    let create = format!("CREATE SCHEMA IF NOT EXISTS {schema}");
-                    let mut first = <sqlx::AnyConnection as sqlx::Connection>::connect_with(&options)
-                        .await
-                        .map_err(StorageError::Connect)?;
-                    first
-                        .execute(sqlx::AssertSqlSafe(create))
-                        .await
-                        .map_err(StorageError::Connect)?;
-                    sqlx::Connection::close(first)
-                        .await
-                        .map_err(StorageError::Connect)?;
+                    create_schema(&options, schema).await?;
                 }
+                let set_path = format!("SET search_path TO {schema}");
                 pool_options
                     .after_connect(move |conn, _| {
                         let set_path = set_path.clone();
@@ -355,6 +329,43 @@ impl Db {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// The backend a database URL names, and the URL to connect with (a SQLite
+/// file is created when missing).
+fn backend_and_url(url: &str) -> Result<(Backend, String), StorageError> {
+    let backend = if url.starts_with("sqlite:") {
+        Backend::Sqlite
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Backend::Postgres
+    } else {
+        return Err(StorageError::UnsupportedUrl);
+    };
+    let mut url = url.to_owned();
+    if backend == Backend::Sqlite && !url.contains("mode=") && !url.contains(":memory:") {
+        url.push_str(if url.contains('?') {
+            "&mode=rwc"
+        } else {
+            "?mode=rwc"
+        });
+    }
+    Ok((backend, url))
+}
+
+/// Creates `schema` on a Postgres database if it is not there, on a
+/// connection of its own.
+async fn create_schema(options: &AnyConnectOptions, schema: &str) -> Result<(), StorageError> {
+    let create = format!("CREATE SCHEMA IF NOT EXISTS {schema}");
+    let mut first = <sqlx::AnyConnection as sqlx::Connection>::connect_with(options)
+        .await
+        .map_err(StorageError::Connect)?;
+    first
+        .execute(sqlx::AssertSqlSafe(create))
+        .await
+        .map_err(StorageError::Connect)?;
+    sqlx::Connection::close(first)
+        .await
+        .map_err(StorageError::Connect)
 }
 
 /// An instant as stored: milliseconds since the epoch (BIGINT on both backends).

@@ -77,32 +77,7 @@ pub fn init(service_name: &'static str, config: &TelemetryConfig) -> Result<Tele
         .otlp_endpoint
         .clone()
         .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok());
-    let provider = if let Some(endpoint) = endpoint {
-        use opentelemetry_otlp::WithExportConfig as _;
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint)
-            .build()
-            .map_err(|err| TelemetryError(err.to_string()))?;
-        // OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES are read by the
-        // builder; the process's own name stands in only when none is given.
-        let named = std::env::var_os("OTEL_SERVICE_NAME").is_some_and(|name| !name.is_empty());
-        let resource = if named {
-            opentelemetry_sdk::Resource::builder().build()
-        } else {
-            opentelemetry_sdk::Resource::builder()
-                .with_service_name(service_name)
-                .build()
-        };
-        Some(
-            SdkTracerProvider::builder()
-                .with_batch_exporter(exporter)
-                .with_resource(resource)
-                .build(),
-        )
-    } else {
-        None
-    };
+    let provider = endpoint.map(|e| tracer_provider(service_name, e)).transpose()?;
     let otel = provider.as_ref().map(|p| {
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer(service_name))
@@ -115,6 +90,33 @@ pub fn init(service_name: &'static str, config: &TelemetryConfig) -> Result<Tele
         .try_init()
         .map_err(|err| TelemetryError(err.to_string()))?;
     Ok(TelemetryGuard { provider })
+}
+
+/// The tracer provider exporting spans over OTLP to `endpoint`.
+fn tracer_provider(
+    service_name: &'static str,
+    endpoint: String,
+) -> Result<SdkTracerProvider, TelemetryError> {
+    use opentelemetry_otlp::WithExportConfig as _;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .build()
+        .map_err(|err| TelemetryError(err.to_string()))?;
+    // OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES are read by the
+    // builder; the process's own name stands in only when none is given.
+    let named = std::env::var_os("OTEL_SERVICE_NAME").is_some_and(|name| !name.is_empty());
+    let resource = if named {
+        opentelemetry_sdk::Resource::builder().build()
+    } else {
+        opentelemetry_sdk::Resource::builder()
+            .with_service_name(service_name)
+            .build()
+    };
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build())
 }
 
 /// Telemetry could not be set up.

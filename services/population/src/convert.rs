@@ -154,6 +154,51 @@ fn sex_msg(sex: Sex) -> common::Sex {
     }
 }
 
+/// An address as the contract gives it, with the names of its kelurahan and
+/// kecamatan where the codes are known.
+fn address_msg(address: &Address) -> pb::Address {
+    let regions = Regions::global();
+    let district_code = address.district_code().to_owned();
+    pb::Address {
+        street: address.street.clone(),
+        rt: address.rt.clone(),
+        rw: address.rw.clone(),
+        village_code: address.village_code.clone(),
+        village_name: regions
+            .village(&address.village_code)
+            .unwrap_or_default()
+            .to_owned(),
+        district_name: regions.district(&district_code).unwrap_or_default().to_owned(),
+        district_code,
+    }
+}
+
+fn marital_msg(status: MaritalStatus) -> pb::MaritalStatus {
+    match status {
+        MaritalStatus::Single => pb::MaritalStatus::Single,
+        MaritalStatus::Married => pb::MaritalStatus::Married,
+        MaritalStatus::Divorced => pb::MaritalStatus::Divorced,
+        MaritalStatus::Widowed => pb::MaritalStatus::Widowed,
+    }
+}
+
+fn life_msg(status: LifeStatus) -> pb::LifeStatus {
+    match status {
+        LifeStatus::Alive => pb::LifeStatus::Alive,
+        LifeStatus::Deceased => pb::LifeStatus::Deceased,
+        LifeStatus::MovedOut => pb::LifeStatus::MovedOut,
+    }
+}
+
+fn recording_msg(status: RecordingStatus) -> pb::RecordingStatus {
+    match status {
+        RecordingStatus::NotRecorded => pb::RecordingStatus::NotRecorded,
+        RecordingStatus::Recorded => pb::RecordingStatus::Recorded,
+        RecordingStatus::PrintReady => pb::RecordingStatus::PrintReady,
+        RecordingStatus::DuplicateRecord => pb::RecordingStatus::DuplicateRecord,
+    }
+}
+
 impl From<&Resident> for pb::Resident {
     fn from(r: &Resident) -> Self {
         let Resident {
@@ -174,8 +219,6 @@ impl From<&Resident> for pb::Resident {
             created_at,
             updated_at,
         } = r;
-        let regions = Regions::global();
-        let district_code = address.district_code().to_owned();
         pb::Resident {
             nik: nik.as_str().to_owned(),
             kk: kk.as_str().to_owned(),
@@ -183,39 +226,11 @@ impl From<&Resident> for pb::Resident {
             sex: sex_msg(*sex).into(),
             birth_place: birth_place.clone(),
             birth_date: Some(convert::date(*birth_date)),
-            address: Some(pb::Address {
-                street: address.street.clone(),
-                rt: address.rt.clone(),
-                rw: address.rw.clone(),
-                village_code: address.village_code.clone(),
-                village_name: regions
-                    .village(&address.village_code)
-                    .unwrap_or_default()
-                    .to_owned(),
-                district_name: regions.district(&district_code).unwrap_or_default().to_owned(),
-                district_code,
-            }),
-            marital_status: match marital_status {
-                MaritalStatus::Single => pb::MaritalStatus::Single,
-                MaritalStatus::Married => pb::MaritalStatus::Married,
-                MaritalStatus::Divorced => pb::MaritalStatus::Divorced,
-                MaritalStatus::Widowed => pb::MaritalStatus::Widowed,
-            }
-            .into(),
+            address: Some(address_msg(address)),
+            marital_status: marital_msg(*marital_status).into(),
             relationship: i32::try_from(relationship.code()).unwrap_or_default(),
-            life_status: match life_status {
-                LifeStatus::Alive => pb::LifeStatus::Alive,
-                LifeStatus::Deceased => pb::LifeStatus::Deceased,
-                LifeStatus::MovedOut => pb::LifeStatus::MovedOut,
-            }
-            .into(),
-            recording_status: match recording_status {
-                RecordingStatus::NotRecorded => pb::RecordingStatus::NotRecorded,
-                RecordingStatus::Recorded => pb::RecordingStatus::Recorded,
-                RecordingStatus::PrintReady => pb::RecordingStatus::PrintReady,
-                RecordingStatus::DuplicateRecord => pb::RecordingStatus::DuplicateRecord,
-            }
-            .into(),
+            life_status: life_msg(*life_status).into(),
+            recording_status: recording_msg(*recording_status).into(),
             version: *version,
             flags: r
                 .flags()
@@ -510,40 +525,22 @@ impl TryFrom<pb::RegisterResidentRequest> for NewResident {
         .check(today(), &mut rules);
         absorb(&mut v, rules);
         v.into_result()?;
-        let (
-            Some(nik),
-            Some(kk),
-            Some(sex),
-            Some(birth_date),
-            Some(marital_status),
-            Some(relationship),
-            Some(recording_status),
-            Some(address),
-        ) = (
-            nik,
-            kk,
-            sex,
-            birth_date,
-            marital_status,
-            relationship,
-            recording_status,
-            address,
-        )
-        else {
-            return Err(ApiError::new(ErrorCode::InvalidArgument, "invalid resident"));
+        // With no violation every part parsed.
+        let parsed = move || {
+            Some(NewResident {
+                nik: nik?,
+                kk: kk?,
+                full_name,
+                sex: sex?,
+                birth_place,
+                birth_date: birth_date?,
+                address: address?,
+                marital_status: marital_status?,
+                relationship: relationship?,
+                recording_status: recording_status?,
+            })
         };
-        Ok(NewResident {
-            nik,
-            kk,
-            full_name,
-            sex,
-            birth_place,
-            birth_date,
-            address,
-            marital_status,
-            relationship,
-            recording_status,
-        })
+        parsed().ok_or_else(|| ApiError::new(ErrorCode::InvalidArgument, "invalid resident"))
     }
 }
 

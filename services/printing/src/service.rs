@@ -354,28 +354,7 @@ impl Printing {
         card_serial: &str,
         write_off: &WriteOff<'_>,
     ) -> Result<(), ApiError> {
-        if job.card_state != Some(CardState::Printed) {
-            return Err(ApiError::new(
-                ErrorCode::FailedPrecondition,
-                "only a printed card not yet sent out, or a blank ruined in the printer, can be written off",
-            )
-            .with_reason(
-                ErrorReason::JobState,
-                [
-                    ("job_id".to_owned(), job.id.clone()),
-                    (
-                        "card_state".to_owned(),
-                        job.card_state.map_or("NOT_PRINTED", CardState::as_str).to_owned(),
-                    ),
-                ],
-            ));
-        }
-        if !card_serial.is_empty() && job.card_serial.as_deref() != Some(card_serial) {
-            return Err(ApiError::invalid_field(
-                "card_serial",
-                "is not the serial of this job's card",
-            ));
-        }
+        spoilable(job, card_serial)?;
         // The card is claimed for this report first, so it cannot be sent out
         // (or reported again with other words) while the inventory hears of it.
         let serial = job.card_serial.clone().unwrap_or_default();
@@ -778,6 +757,34 @@ impl Printing {
         }
         Ok(false)
     }
+}
+
+/// Refuses a write-off of a card that is not a printed one not yet sent out,
+/// or that names a serial other than the job's card's.
+fn spoilable(job: &Job, card_serial: &str) -> Result<(), ApiError> {
+    if job.card_state != Some(CardState::Printed) {
+        return Err(ApiError::new(
+            ErrorCode::FailedPrecondition,
+            "only a printed card not yet sent out, or a blank ruined in the printer, can be written off",
+        )
+        .with_reason(
+            ErrorReason::JobState,
+            [
+                ("job_id".to_owned(), job.id.clone()),
+                (
+                    "card_state".to_owned(),
+                    job.card_state.map_or("NOT_PRINTED", CardState::as_str).to_owned(),
+                ),
+            ],
+        ));
+    }
+    if !card_serial.is_empty() && job.card_serial.as_deref() != Some(card_serial) {
+        return Err(ApiError::invalid_field(
+            "card_serial",
+            "is not the serial of this job's card",
+        ));
+    }
+    Ok(())
 }
 
 /// The answer to a report of a job already printed: the same print retried by

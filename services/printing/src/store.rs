@@ -362,6 +362,137 @@ async fn claim_serial(
     Ok(())
 }
 
+/// How one job's card went out in a dispatch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// As the dispatch asked: by post, or for pickup.
+    AsAsked,
+    /// Asked by post, but to the service point: its village is recalled.
+    Rerouted,
+}
+
+/// Sends one job's printed card out in a dispatch's transaction, or says why
+/// it cannot go (which refuses the whole dispatch). A retry of the same
+/// dispatch is answered as the first was.
+async fn dispatch_job(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    id: &str,
+    post: bool,
+    batch: &str,
+    now: DateTime<Utc>,
+) -> Result<Sent, StoreError> {
+    if let Some(sent) = sent_before(tx, id, post, batch).await? {
+        return Ok(sent);
+    }
+    if post {
+        let kept = sqlx::query(
+            "UPDATE jobs SET card_state = 'AT_SERVICE_POINT', dispatch_method = 'PICKUP', recalled = 1, \
+             batch_reference = $3, updated_at = $2 \
+             WHERE id = $1 AND card_state = 'PRINTED' AND printing_serial IS NULL \
+             AND village_code IN (SELECT village_code FROM recalled_villages)",
+        )
+        .bind(id)
+        .bind(millis(now))
+        .bind(batch)
+        .execute(&mut **tx)
+        .await?;
+        if kept.rows_affected() == 1 {
+            return Ok(Sent::Rerouted);
+        }
+    }
+    let (card_state, method) = if post {
+        ("IN_TRANSIT", "POST")
+    } else {
+        ("AT_SERVICE_POINT", "PICKUP")
+    };
+    let updated = sqlx::query(
+        "UPDATE jobs SET card_state = $2, dispatch_method = $3, batch_reference = $4, updated_at = $5 \
+         WHERE id = $1 AND card_state = 'PRINTED' AND printing_serial IS NULL",
+    )
+    .bind(id)
+    .bind(card_state)
+    .bind(method)
+    .bind(batch)
+    .bind(millis(now))
+    .execute(&mut **tx)
+    .await?;
+    if updated.rows_affected() != 1 {
+        return Err(not_dispatchable(tx, id).await?);
+    }
+    Ok(Sent::AsAsked)
+}
+
+/// How the job went out before in this same dispatch, if it did: a retry is
+/// answered as the first was. `None` when this is not such a retry.
+async fn sent_before(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    id: &str,
+    post: bool,
+    batch: &str,
+) -> Result<Option<Sent>, StoreError> {
+    // The same dispatch again (a retry) is answered as the first was: the
+    // card went out in this batch, or for pickup, already.
+    let before: Option<(Option<String>, Option<String>)> =
+        sqlx::query("SELECT dispatch_method, batch_reference FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?
+            .map(|row| {
+                Ok::<_, sqlx::Error>((row.try_get("dispatch_method")?, row.try_get("batch_reference")?))
+            })
+            .transpose()?;
+    let Some((Some(method), reference)) = before else {
+        return Ok(None);
+    };
+    let reference = reference.unwrap_or_default();
+    let same = if post {
+        reference == batch
+    } else {
+        method == "PICKUP" && reference == batch
+    };
+    if !same {
+        return Ok(None);
+    }
+    Ok(Some(if post && method == "PICKUP" {
+        Sent::Rerouted
+    } else {
+        Sent::AsAsked
+    }))
+}
+
+/// Why a job of a dispatch cannot go out: it does not exist, or it is not a
+/// printed, undispatched card (named by its card state, or its job state when
+/// no card was printed, or as being written off).
+async fn not_dispatchable(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    id: &str,
+) -> Result<StoreError, StoreError> {
+    let state: Option<(String, Option<String>, Option<String>)> =
+        sqlx::query("SELECT state, card_state, printing_serial FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?
+            .map(|row| {
+                Ok::<_, sqlx::Error>((
+                    row.try_get("state")?,
+                    row.try_get("card_state")?,
+                    row.try_get("printing_serial")?,
+                ))
+            })
+            .transpose()?;
+    Ok(match state {
+        None => StoreError::JobNotFound(id.to_owned()),
+        Some((state, card, writing)) => StoreError::NotDispatchable {
+            job_id: id.to_owned(),
+            state: match (card, writing) {
+                (Some(_), Some(_)) => "WRITE_OFF_IN_PROGRESS".to_owned(),
+                (Some(card), None) => card,
+                (None, _) => state,
+            },
+        },
+    })
+}
+
 adminduk_kit::store! {
     /// The printing store.
     pub struct Store;
@@ -797,92 +928,8 @@ impl Store {
         let mut tx = self.db.begin_write().await?;
         let mut rerouted = 0;
         for id in ids {
-            // The same dispatch again (a retry) is answered as the first was: the
-            // card went out in this batch, or for pickup, already.
-            let before: Option<(Option<String>, Option<String>)> =
-                sqlx::query("SELECT dispatch_method, batch_reference FROM jobs WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .map(|row| {
-                        Ok::<_, sqlx::Error>((
-                            row.try_get("dispatch_method")?,
-                            row.try_get("batch_reference")?,
-                        ))
-                    })
-                    .transpose()?;
-            if let Some((Some(method), reference)) = before {
-                let reference = reference.unwrap_or_default();
-                let same = if post {
-                    reference == batch
-                } else {
-                    method == "PICKUP" && reference == batch
-                };
-                if same {
-                    if post && method == "PICKUP" {
-                        rerouted += 1;
-                    }
-                    continue;
-                }
-            }
-            if post {
-                let kept = sqlx::query(
-                    "UPDATE jobs SET card_state = 'AT_SERVICE_POINT', dispatch_method = 'PICKUP', recalled = 1, \
-                     batch_reference = $3, updated_at = $2 \
-                     WHERE id = $1 AND card_state = 'PRINTED' AND printing_serial IS NULL \
-                     AND village_code IN (SELECT village_code FROM recalled_villages)",
-                )
-                .bind(id)
-                .bind(millis(now))
-                .bind(batch)
-                .execute(&mut *tx)
-                .await?;
-                if kept.rows_affected() == 1 {
-                    rerouted += 1;
-                    continue;
-                }
-            }
-            let (card_state, method) = if post {
-                ("IN_TRANSIT", "POST")
-            } else {
-                ("AT_SERVICE_POINT", "PICKUP")
-            };
-            let updated = sqlx::query(
-                "UPDATE jobs SET card_state = $2, dispatch_method = $3, batch_reference = $4, updated_at = $5 \
-                 WHERE id = $1 AND card_state = 'PRINTED' AND printing_serial IS NULL",
-            )
-            .bind(id)
-            .bind(card_state)
-            .bind(method)
-            .bind(batch)
-            .bind(millis(now))
-            .execute(&mut *tx)
-            .await?;
-            if updated.rows_affected() != 1 {
-                let state: Option<(String, Option<String>, Option<String>)> =
-                    sqlx::query("SELECT state, card_state, printing_serial FROM jobs WHERE id = $1")
-                        .bind(id)
-                        .fetch_optional(&mut *tx)
-                        .await?
-                        .map(|row| {
-                            Ok::<_, sqlx::Error>((
-                                row.try_get("state")?,
-                                row.try_get("card_state")?,
-                                row.try_get("printing_serial")?,
-                            ))
-                        })
-                        .transpose()?;
-                return Err(match state {
-                    None => StoreError::JobNotFound(id.clone()),
-                    Some((state, card, writing)) => StoreError::NotDispatchable {
-                        job_id: id.clone(),
-                        state: match (card, writing) {
-                            (Some(_), Some(_)) => "WRITE_OFF_IN_PROGRESS".to_owned(),
-                            (Some(card), None) => card,
-                            (None, _) => state,
-                        },
-                    },
-                });
+            if dispatch_job(&mut tx, id, post, batch, now).await? == Sent::Rerouted {
+                rerouted += 1;
             }
         }
         tx.commit().await?;

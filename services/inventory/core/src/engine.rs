@@ -266,6 +266,21 @@ impl Reservation {
         &self.path.point.spec.code
     }
 
+    /// A new hold of `req` on `path`, made `now`, not yet durable.
+    fn held(id: Uuid, path: Arc<Path>, req: &ReserveRequest<'_>, now: DateTime<Utc>) -> Self {
+        Self {
+            id,
+            path,
+            applicant: req.applicant.to_owned(),
+            purpose: req.purpose.to_owned(),
+            idempotency_key: req.idempotency_key.to_owned(),
+            expires_at: req.expires_at,
+            created_at: now,
+            state: StateCell::new(State::Held),
+            durable: AtomicBool::new(false),
+        }
+    }
+
     fn same_request(&self, req: &ReserveRequest<'_>) -> bool {
         self.point_code() == req.point_code
             && self.path.day == req.day
@@ -641,21 +656,8 @@ impl Engine {
         key_hash: u64,
         applicant_hash: u64,
     ) -> Result<Reserved, ReserveError> {
-        // A retry with the same key gets what the first try got.
-        if let Some(existing) = self
-            .by_key
-            .pin()
-            .get(req.idempotency_key)
-            .and_then(|id| self.reservation(id))
-        {
-            return if existing.same_request(req) {
-                Ok(Reserved {
-                    reservation: existing,
-                    fresh: false,
-                })
-            } else {
-                Err(ReserveError::KeyReused(existing))
-            };
+        if let Some(answer) = self.replayed(req) {
+            return answer;
         }
         let built;
         let path: &Arc<Path> = match found {
@@ -708,21 +710,29 @@ impl Engine {
             self.presence.remove(applicant_hash);
             return Err(ReserveError::Exhausted(LEVELS[level]));
         }
-        let reservation = Arc::new(Reservation {
-            id,
-            path: path.clone(),
-            applicant: req.applicant.to_owned(),
-            purpose: req.purpose.to_owned(),
-            idempotency_key: req.idempotency_key.to_owned(),
-            expires_at: req.expires_at,
-            created_at: now,
-            state: StateCell::new(State::Held),
-            durable: AtomicBool::new(false),
-        });
+        let reservation = Arc::new(Reservation::held(id, path.clone(), req, now));
         self.reservations.pin().insert(id, reservation.clone());
         Ok(Reserved {
             reservation,
             fresh: true,
+        })
+    }
+
+    /// What a retry with a key already used gets: what the first try got, or
+    /// `KeyReused` when the key came with another request. `None` for a new key.
+    fn replayed(&self, req: &ReserveRequest<'_>) -> Option<Result<Reserved, ReserveError>> {
+        let existing = self
+            .by_key
+            .pin()
+            .get(req.idempotency_key)
+            .and_then(|id| self.reservation(id))?;
+        Some(if existing.same_request(req) {
+            Ok(Reserved {
+                reservation: existing,
+                fresh: false,
+            })
+        } else {
+            Err(ReserveError::KeyReused(existing))
         })
     }
 

@@ -110,55 +110,61 @@ impl Policy {
             }
         }
         for (i, point) in self.points.iter().enumerate() {
-            if !valid_code(&point.code) {
-                bad(
-                    format!("service_points[{i}].code"),
-                    "must be 1 to 32 letters, digits or hyphens",
-                );
-            }
-            if self.points[..i].iter().any(|p| p.code == point.code) {
-                bad(format!("service_points[{i}].code"), "is listed twice");
-            }
-            if self.pool_quota(&point.pool_code).is_none() {
-                bad(
-                    format!("service_points[{i}].pool_code"),
-                    "names no pool of this policy",
-                );
-            }
-            // The code names its region: `3275-KEC-01` is Kota Bekasi's, and
-            // no other region's policy can claim it.
-            let prefixed = point
-                .code
-                .strip_prefix(self.region_code.as_str())
-                .and_then(|rest| rest.strip_prefix('-'))
-                .is_some_and(|rest| !rest.is_empty());
-            if valid_code(&point.code) && !prefixed {
-                bad(
-                    format!("service_points[{i}].code"),
-                    "must start with the policy's region code and a hyphen, e.g. 3275-KEC-01",
-                );
-            }
-            if point.name.trim().is_empty() {
-                bad(format!("service_points[{i}].name"), "must not be empty");
-            } else if point.name.chars().count() > 128 {
-                bad(
-                    format!("service_points[{i}].name"),
-                    "must be at most 128 characters",
-                );
-            } else if point.name.chars().any(char::is_control) {
-                bad(
-                    format!("service_points[{i}].name"),
-                    "must not contain control characters",
-                );
-            }
-            if point.district_code.len() != 6 || !point.district_code.starts_with(&self.region_code) {
-                bad(
-                    format!("service_points[{i}].district_code"),
-                    "must be a 6-digit kecamatan code of the region",
-                );
-            }
+            self.check_point(i, point, &mut bad);
         }
         if out.is_empty() { Ok(()) } else { Err(out) }
+    }
+
+    /// Checks the `i`th service point against the rest of the policy, telling
+    /// `bad` each violation.
+    fn check_point(&self, i: usize, point: &PointSpec, bad: &mut impl FnMut(String, &str)) {
+        if !valid_code(&point.code) {
+            bad(
+                format!("service_points[{i}].code"),
+                "must be 1 to 32 letters, digits or hyphens",
+            );
+        }
+        if self.points[..i].iter().any(|p| p.code == point.code) {
+            bad(format!("service_points[{i}].code"), "is listed twice");
+        }
+        if self.pool_quota(&point.pool_code).is_none() {
+            bad(
+                format!("service_points[{i}].pool_code"),
+                "names no pool of this policy",
+            );
+        }
+        // The code names its region: `3275-KEC-01` is Kota Bekasi's, and
+        // no other region's policy can claim it.
+        let prefixed = point
+            .code
+            .strip_prefix(self.region_code.as_str())
+            .and_then(|rest| rest.strip_prefix('-'))
+            .is_some_and(|rest| !rest.is_empty());
+        if valid_code(&point.code) && !prefixed {
+            bad(
+                format!("service_points[{i}].code"),
+                "must start with the policy's region code and a hyphen, e.g. 3275-KEC-01",
+            );
+        }
+        if point.name.trim().is_empty() {
+            bad(format!("service_points[{i}].name"), "must not be empty");
+        } else if point.name.chars().count() > 128 {
+            bad(
+                format!("service_points[{i}].name"),
+                "must be at most 128 characters",
+            );
+        } else if point.name.chars().any(char::is_control) {
+            bad(
+                format!("service_points[{i}].name"),
+                "must not contain control characters",
+            );
+        }
+        if point.district_code.len() != 6 || !point.district_code.starts_with(&self.region_code) {
+            bad(
+                format!("service_points[{i}].district_code"),
+                "must be a 6-digit kecamatan code of the region",
+            );
+        }
     }
 }
 
