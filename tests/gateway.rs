@@ -724,6 +724,16 @@ async fn an_agency_verifies_within_its_agreement_and_every_read_is_in_the_audit_
         "FIELD_NOT_AGREED",
     );
     assert_eq!(metadata_of(&status, "fields").as_deref(), Some("birth_date"));
+    // A request the population service refuses as malformed is no check: not
+    // billed, not counted against the quota (the next is still the second of two).
+    let malformed = verify
+        .verify_identity(population::VerifyIdentityRequest {
+            nik: "123".into(),
+            ..by_name()
+        })
+        .await
+        .expect_err("not a NIK");
+    assert_eq!(malformed.code(), Code::InvalidArgument, "{malformed:?}");
     verify
         .verify_identity(by_name())
         .await
@@ -946,6 +956,20 @@ async fn an_office_applies_at_its_own_point_and_an_agency_only_verifies() {
         .await
         .expect_err("an empty policy is not valid");
     assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
+    // Who wrote blanks off is the administrator the certificate names, not the request.
+    let written = InventoryServiceClient::new(door.admin())
+        .record_spoilage(inventory::RecordSpoilageRequest {
+            region_code: "3275".into(),
+            quantity: 1,
+            reason: "dimakan rayap di gudang".into(),
+            reference: format!("SP-{}", uuid_like()),
+            reported_by: "kepala-dinas-lain".into(),
+            reservation_id: String::new(),
+        })
+        .await
+        .expect("written off")
+        .into_inner();
+    assert_eq!(written.entry.expect("its ledger row").actor, "admin-3275");
 
     let mut agency = PopulationServiceClient::new(door.agency());
     let verified = agency

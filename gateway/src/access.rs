@@ -393,7 +393,7 @@ pub const TABLE: &[Rule] = &[
         ),
         Subject::Unnamed,
     ),
-    rule(Inventory, "RecordSpoilage", ADMIN),
+    rule(Inventory, "RecordSpoilage", &[Grant::Admin(&[(5, AdminName)])]),
     Rule {
         streams: true,
         ..rule(
@@ -745,6 +745,24 @@ mod tests {
                 .and_then(|r| r.grant_for(Role::Citizen))
                 .is_none()
         );
+    }
+
+    #[test]
+    fn who_moved_stock_is_the_administrator_the_certificate_names() {
+        // received_by, requested_by, reported_by: never what the request says.
+        for (method, field) in [
+            ("ReceiveShipment", 4),
+            ("TransferStock", 5),
+            ("RecordSpoilage", 5),
+        ] {
+            let facts = match rule_for(&format!("/adminduk.inventory.v1.InventoryService/{method}"))
+                .and_then(|r| r.grant_for(Role::Admin))
+            {
+                Some(Grant::Admin(facts)) => facts.to_vec(),
+                other => panic!("{method}: {other:?}"),
+            };
+            assert_eq!(facts, [(field, AdminName)], "{method}");
+        }
     }
 
     #[test]

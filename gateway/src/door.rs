@@ -308,9 +308,10 @@ impl Gateway {
         let response = self.forward(rule, caller, parts, &message).await;
         self.tell_edge(retry, edge_key, &response);
         // A verification the population service answered counts, whatever the
-        // answer (a NIK not found is an answer too); one it never answered is taken back.
+        // answer (a NIK not found is an answer too); one it never answered, or
+        // refused as malformed, is taken back.
         if let Some(metered) = metered
-            && never_answered(&response)
+            && not_a_check(&response)
         {
             self.agencies.unmeter(metered).await;
         }
@@ -965,13 +966,18 @@ fn upstream_headers(
     Ok(headers)
 }
 
-/// Whether the backend never answered a forwarded request: it was not
-/// reached, or its answer is only UNAVAILABLE or DEADLINE_EXCEEDED.
-fn never_answered(response: &Result<http::Response<Body>, ApiError>) -> bool {
+/// Whether a forwarded request is no check to bill: the backend was not
+/// reached, its answer is only UNAVAILABLE or DEADLINE_EXCEEDED, or it
+/// refused the request itself as malformed (INVALID_ARGUMENT).
+fn not_a_check(response: &Result<http::Response<Body>, ApiError>) -> bool {
     match response {
         Err(_) => true,
-        Ok(r) => tonic::Status::from_header_map(r.headers())
-            .is_some_and(|s| matches!(s.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded)),
+        Ok(r) => tonic::Status::from_header_map(r.headers()).is_some_and(|s| {
+            matches!(
+                s.code(),
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::InvalidArgument
+            )
+        }),
     }
 }
 

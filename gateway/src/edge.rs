@@ -106,8 +106,11 @@ impl RetryId {
 
 fn date_of(bytes: &[u8]) -> Result<(i32, i32, i32), WireError> {
     let part = |tag| -> Result<i32, WireError> {
+        // An int32 is its varint's low 32 bits, as every protobuf decoder reads
+        // it (a negative one is sent sign-extended to ten bytes); whether the
+        // date is a real one is the backend's to say, with the field named.
         let value = wire::varint_field(bytes, tag)?.unwrap_or(0);
-        i32::try_from(value).map_err(|_| WireError::Message)
+        Ok(value as u32 as i32)
     };
     Ok((part(1)?, part(2)?, part(3)?))
 }
@@ -301,6 +304,19 @@ mod tests {
             ..request
         };
         assert_eq!(Edge::key(&no_date.encode_to_vec(), 1, 2, None), Ok(None));
+        // Negative numbers are valid int32s on the wire: read as prost reads them.
+        let negative = inventory::ReserveRequest {
+            date: Some(Date {
+                year: -5,
+                month: -1,
+                day: -1,
+            }),
+            ..no_date
+        };
+        assert_eq!(
+            Edge::key(&negative.encode_to_vec(), 1, 2, None).map(|k| k.map(|k| k.date)),
+            Ok(Some((-5, -1, -1)))
+        );
     }
 
     fn full() -> tonic::Status {

@@ -24,6 +24,7 @@ impl From<StoreError> for ApiError {
                 ErrorCode::Aborted,
                 "the activation changed meanwhile; read it again",
             )
+            .with_reason(ErrorReason::ActivationChanged, [])
             .with_retry_after(Duration::from_millis(100)),
             StoreError::Corrupt(_) => ApiError::internal(&err),
             StoreError::Db(db) => ApiError::from(db),

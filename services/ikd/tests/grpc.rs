@@ -1089,7 +1089,8 @@ async fn of_racing_rescans_and_restarts_after_an_expired_code_exactly_one_procee
                 Err(err) => assert!(
                     matches!(
                         (err.code(), reason(&err).as_str()),
-                        (Code::FailedPrecondition, "CODE_ALREADY_SENT") | (Code::Aborted, "")
+                        (Code::FailedPrecondition, "CODE_ALREADY_SENT")
+                            | (Code::Aborted, "ACTIVATION_CHANGED")
                     ),
                     "{label}: {err:?}"
                 ),

@@ -115,6 +115,7 @@ impl From<TransitionFailure> for ApiError {
                     ErrorCode::Aborted,
                     "another change of this reservation is being written; read it again",
                 )
+                .with_reason(ErrorReason::ChangeInFlight, [])
                 .with_retry_after(Duration::from_millis(100))
             }
             TransitionFailure::Refused(TransitionError::NotHeld(_, state)) => {
@@ -135,6 +136,7 @@ impl From<TransitionFailure> for ApiError {
             }
             TransitionFailure::NotYetDurable => {
                 ApiError::new(ErrorCode::Aborted, "the reservation is still being recorded")
+                    .with_reason(ErrorReason::ChangeInFlight, [])
                     .with_retry_after(Duration::from_millis(50))
             }
             TransitionFailure::Unavailable(err) => err.into(),
@@ -181,6 +183,7 @@ pub(crate) fn reserve_refusal(
             ErrorCode::Aborted,
             "the same request is being decided; retry with the same idempotency key",
         )
+        .with_reason(ErrorReason::RequestInFlight, [])
         .with_retry_after(Duration::from_millis(50)),
         ReserveFailure::Refused(ReserveError::UnknownPoint) => {
             ApiError::invalid_field("service_point_code", "unknown service point")
@@ -199,3 +202,29 @@ macro_rules! into_status {
     )+};
 }
 into_status!(StoreError, TransitionFailure, PolicyFailure);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_or_change_still_being_decided_names_its_reason_and_when_to_retry() {
+        let reason = |err: ApiError| {
+            let status = Status::from(err);
+            assert!(status.code() == tonic::Code::Aborted, "{status:?}");
+            adminduk_kit::error::reason_of(&status)
+        };
+        let in_flight = reserve_refusal(
+            ReserveFailure::Refused(ReserveError::Contended),
+            "3275-KEC-01",
+            NaiveDate::MIN,
+            || unreachable!("no suggestions for a request in flight"),
+        );
+        assert!(in_flight.details().retry_info().is_some());
+        assert_eq!(reason(in_flight), "REQUEST_IN_FLIGHT");
+        assert_eq!(
+            reason(TransitionFailure::NotYetDurable.into()),
+            "CHANGE_IN_FLIGHT"
+        );
+    }
+}

@@ -27,7 +27,31 @@ fn bounded(field: &str, value: &str, max: usize, out: &mut Violations) {
         out.add(field, format!("must be at most {max} characters"));
     } else if value.chars().any(char::is_control) {
         out.add(field, "must not contain control characters");
+    } else if value.chars().any(is_invisible) {
+        out.add(field, INVISIBLE);
     }
+}
+
+/// What a text holding an [`is_invisible`] character is told.
+pub const INVISIBLE: &str = "must not contain invisible or direction-changing characters";
+
+/// Whether `c` shows nothing or turns the direction of what follows (zero-width
+/// spaces and joiners, the soft hyphen, bidirectional marks, overrides and
+/// isolates, the byte-order mark): text holding one displays unlike what is
+/// stored (`SITI` U+202E `EBORP` shows as `SITIPROBE`), and two such names
+/// of one person compare as two.
+pub fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{FEFF}'
+    )
 }
 
 /// The most characters of a card or blank serial.
@@ -105,6 +129,30 @@ mod tests {
     }
 
     #[test]
+    fn text_that_would_display_unlike_what_is_stored_is_refused() {
+        for name in [
+            "SITI\u{202E}EBORP",
+            "SITI\u{200B}PROBE",
+            "\u{FEFF}SITI",
+            "SI\u{00AD}TI",
+            "SITI\u{2066}X",
+        ] {
+            assert_eq!(
+                violations(|v| drop(required("full_name", name, 64, v))),
+                [INVISIBLE],
+                "{name:?}"
+            );
+        }
+        // Letters of other scripts and accents are text, not tricks.
+        for name in ["Siti Nurhaliza", "Andr\u{e9}", "\u{0627}\u{062D}\u{0645}\u{062F}"] {
+            assert!(
+                violations(|v| drop(required("full_name", name, 64, v))).is_empty(),
+                "{name:?}"
+            );
+        }
+    }
+
+    #[test]
     fn text_is_trimmed_bounded_and_free_of_control_characters() {
         let mut v = Violations::new();
         assert_eq!(required("reason", "  rusak  ", 10, &mut v), "rusak");
@@ -160,16 +208,14 @@ mod tests {
         assert!(violations(|v| drop(person("approved_by", "Kasi Pelayanan-1", 64, v))).is_empty());
         assert!(violations(|v| drop(person("approved_by", "d'Silva_2.", 64, v))).is_empty());
         // Invisible characters and look-alikes would make "ani" a second person.
-        for lookalike in [
-            "a\u{200b}ni",
-            "ani\u{200b}",
-            "\u{feff}ani",
-            "a\u{00ad}ni",
-            "ａｎｉ",
-            "ANİ",
-            "a\u{0301}ni",
-            "\u{0430}ni",
-        ] {
+        for invisible in ["a\u{200b}ni", "ani\u{200b}", "\u{feff}ani", "a\u{00ad}ni"] {
+            assert_eq!(
+                violations(|v| drop(person("approved_by", invisible, 64, v))),
+                [INVISIBLE],
+                "{invisible:?}"
+            );
+        }
+        for lookalike in ["ａｎｉ", "ANİ", "a\u{0301}ni", "\u{0430}ni"] {
             assert_eq!(
                 violations(|v| drop(person("approved_by", lookalike, 64, v))),
                 ["must be ascii letters, digits, spaces, dots, apostrophes, hyphens or underscores"],

@@ -54,6 +54,20 @@ fn name_field(field: &str, value: &str, out: &mut Violations) -> String {
     name
 }
 
+/// A number registered must be of a regency on the official list: no NIK or
+/// KK of regency 9999 was ever issued. (Reading one, such as `ParseNik`,
+/// only reports that its region is unknown.)
+fn known_regency(field: &str, regency: Option<&str>, out: &mut Violations) {
+    if let Some(code) = regency
+        && Regions::global().regency(code).is_none()
+    {
+        out.add(
+            field,
+            "its regency (the first four digits) is not on the official list",
+        );
+    }
+}
+
 fn date_field(
     field: &str,
     date: Option<&common::Date>,
@@ -502,6 +516,8 @@ impl TryFrom<pb::RegisterResidentRequest> for NewResident {
         let mut v = Violations::default();
         let nik = nik_field("nik", &nik, &mut v);
         let kk = kk_field("kk", &kk, &mut v);
+        known_regency("nik", nik.as_ref().map(Nik::regency_code), &mut v);
+        known_regency("kk", kk.as_ref().map(Kk::regency_code), &mut v);
         let full_name = name_field("full_name", &full_name, &mut v);
         let sex = sex_field("sex", sex, true, &mut v);
         let birth_place = name_field("birth_place", &birth_place, &mut v);

@@ -1028,6 +1028,33 @@ async fn every_wrong_field_of_a_registration_is_reported_at_once() {
             "birth_place",
             "at most 100 characters",
         );
+        // A NIK or KK of a regency no official list knows was never issued.
+        let err = h
+            .client
+            .register_resident(pb::RegisterResidentRequest {
+                nik: nik("999901", born, Sex::Male, 1),
+                kk: kk("999901", d(2016, 5, 5), 1),
+                birth_place: "Bekasi".to_owned(),
+                ..long.clone()
+            })
+            .await
+            .expect_err("an unknown regency");
+        assert_violation(&err, Code::InvalidArgument, "nik", "official list");
+        assert_violation(&err, Code::InvalidArgument, "kk", "official list");
+        // A name that would display unlike what is stored (a right-to-left
+        // override, a zero-width space) is refused too.
+        for trick in ["Joko\u{202E}olisuS", "Joko\u{200B}Susilo"] {
+            let err = h
+                .client
+                .register_resident(pb::RegisterResidentRequest {
+                    full_name: trick.to_owned(),
+                    birth_place: "Bekasi".to_owned(),
+                    ..long.clone()
+                })
+                .await
+                .expect_err("an invisible character");
+            assert_violation(&err, Code::InvalidArgument, "full_name", "invisible");
+        }
         long.birth_place = " Bekasi ".to_owned();
         let stored = h
             .client

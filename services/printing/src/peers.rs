@@ -118,6 +118,7 @@ impl Peers {
                     ErrorCode::Aborted,
                     "a racing request for the same blank is being decided; read the job again or retry",
                 )
+                .with_reason(ErrorReason::RequestInFlight, [])
                 .with_retry_after(Duration::from_millis(100)),
                 _ => upstream::refusal("inventory", &status),
             })?

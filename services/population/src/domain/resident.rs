@@ -241,6 +241,8 @@ pub fn check_text(field: &str, value: &str, max_chars: usize, out: &mut Vec<Viol
         ));
     } else if trimmed.chars().any(char::is_control) {
         out.push(Violation::new(field, "must not contain control characters"));
+    } else if trimmed.chars().any(adminduk_kit::text::is_invisible) {
+        out.push(Violation::new(field, adminduk_kit::text::INVISIBLE));
     } else if normalize_name(trimmed).is_empty() {
         out.push(Violation::new(field, "must contain letters"));
     }
@@ -275,6 +277,11 @@ pub fn check_address(field: &str, address: &Address, out: &mut Vec<Violation>) {
         out.push(Violation::new(
             format!("{field}.street"),
             "must not contain control characters",
+        ));
+    } else if address.street.chars().any(adminduk_kit::text::is_invisible) {
+        out.push(Violation::new(
+            format!("{field}.street"),
+            adminduk_kit::text::INVISIBLE,
         ));
     }
 }
