@@ -23,12 +23,23 @@ pub fn optional(field: &str, value: &str, max: usize, out: &mut Violations) -> S
 }
 
 fn bounded(field: &str, value: &str, max: usize, out: &mut Violations) {
+    if let Some(fault) = fault(value, max) {
+        out.add(field, fault);
+    }
+}
+
+/// What is wrong with a text, if anything: longer than `max` characters, or
+/// holding a control character or an [`is_invisible`] one. For checks that
+/// report in their own shape (the population domain's violations).
+pub fn fault(value: &str, max: usize) -> Option<String> {
     if value.chars().count() > max {
-        out.add(field, format!("must be at most {max} characters"));
+        Some(format!("must be at most {max} characters"))
     } else if value.chars().any(char::is_control) {
-        out.add(field, "must not contain control characters");
+        Some("must not contain control characters".to_owned())
     } else if value.chars().any(is_invisible) {
-        out.add(field, INVISIBLE);
+        Some(INVISIBLE.to_owned())
+    } else {
+        None
     }
 }
 

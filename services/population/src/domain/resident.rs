@@ -234,15 +234,8 @@ pub fn check_text(field: &str, value: &str, max_chars: usize, out: &mut Vec<Viol
     let trimmed = value.trim();
     if trimmed.is_empty() {
         out.push(Violation::new(field, "is required"));
-    } else if trimmed.chars().count() > max_chars {
-        out.push(Violation::new(
-            field,
-            format!("must be at most {max_chars} characters"),
-        ));
-    } else if trimmed.chars().any(char::is_control) {
-        out.push(Violation::new(field, "must not contain control characters"));
-    } else if trimmed.chars().any(adminduk_kit::text::is_invisible) {
-        out.push(Violation::new(field, adminduk_kit::text::INVISIBLE));
+    } else if let Some(fault) = adminduk_kit::text::fault(trimmed, max_chars) {
+        out.push(Violation::new(field, fault));
     } else if normalize_name(trimmed).is_empty() {
         out.push(Violation::new(field, "must contain letters"));
     }
@@ -268,21 +261,8 @@ pub fn check_address(field: &str, address: &Address, out: &mut Vec<Violation>) {
             ));
         }
     }
-    if address.street.chars().count() > MAX_STREET_CHARS {
-        out.push(Violation::new(
-            format!("{field}.street"),
-            format!("must be at most {MAX_STREET_CHARS} characters"),
-        ));
-    } else if address.street.chars().any(char::is_control) {
-        out.push(Violation::new(
-            format!("{field}.street"),
-            "must not contain control characters",
-        ));
-    } else if address.street.chars().any(adminduk_kit::text::is_invisible) {
-        out.push(Violation::new(
-            format!("{field}.street"),
-            adminduk_kit::text::INVISIBLE,
-        ));
+    if let Some(fault) = adminduk_kit::text::fault(&address.street, MAX_STREET_CHARS) {
+        out.push(Violation::new(format!("{field}.street"), fault));
     }
 }
 
